@@ -1,0 +1,67 @@
+# hamirror — build, test, benchmark and demo.
+#
+#   make demo    run the main job on an embedded default lab
+#   make test    go vet + every test (root, netns and QEMU tests included)
+#   make bench   the benchmarks, peers side by side, ratios printed
+#   make lab     start the QEMU lab interactively
+
+GO      ?= go
+PREFIX  ?= /usr/local
+BIN     := bin
+GOFLAGS ?=
+export CGO_ENABLED ?= 0
+
+CMDS := mirrord mirrorctl
+
+.PHONY: all build test vet unit bench demo install lab fuzz clean deps
+
+all: build
+
+build:
+	@mkdir -p $(BIN)
+	$(GO) build $(GOFLAGS) -o $(BIN)/ $(addprefix ./cmd/,$(CMDS))
+
+vet:
+	$(GO) vet ./...
+
+# The whole ladder: pure unit tests, in-process fakes, netns/pty tests and the
+# QEMU lab. Tests that need root, tgtd or QEMU skip loudly when those are
+# truly absent (a developer laptop); CI is root and installs them (.ci/run).
+test: vet build
+	$(GO) test -count=1 -timeout 60m ./...
+
+unit:
+	$(GO) test -count=1 -short ./...
+
+# Short fuzzing runs of every decoder; `make fuzz FUZZTIME=10m` to go longer.
+FUZZTIME ?= 20s
+fuzz:
+	@for pkg in $$($(GO) list ./...); do \
+	  for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz'); do \
+	    echo "== $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
+	  done; \
+	done
+
+bench: build
+	$(GO) run ./testenv/cmd/hamirror-bench
+
+demo: build
+	$(GO) run ./testenv/cmd/hamirror-demo
+
+lab: build
+	$(GO) run ./testenv/cmd/hamirror-lab
+
+install: build
+	install -d $(DESTDIR)$(PREFIX)/sbin
+	install -m 0755 $(addprefix $(BIN)/,$(CMDS)) $(DESTDIR)$(PREFIX)/sbin/
+	if [ -d systemd ]; then install -d $(DESTDIR)/lib/systemd/system && install -m 0644 systemd/*.service $(DESTDIR)/lib/systemd/system/ 2>/dev/null || true; fi
+
+# Debian packages the tests and benchmarks use (CI runs this through .ci/run).
+APT_PACKAGES := tgt libnbd-bin python3-libnbd nbdkit qemu-utils qemu-system-x86 qemu-block-extra \
+	fio libiscsi-bin busybox-static cpio iproute2 mdadm
+deps:
+	DEBIAN_FRONTEND=noninteractive apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES)
+
+clean:
+	rm -rf $(BIN)
