@@ -43,7 +43,7 @@ fuzz:
 	done
 
 bench: build
-	$(GO) run ./testenv/cmd/hamirror-bench
+	$(GO) run ./testenv/cmd/hamirror-bench $(SECTIONS)
 
 demo: build
 	$(GO) run ./testenv/cmd/hamirror-demo
