@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -76,7 +77,8 @@ func sharedLab(t *testing.T) *Lab {
 			for _, n := range shared.lab.Nodes() {
 				t.Logf("console of %s (%s):\n%s", n.Name, n.ConsoleLogPath(), tail(n.ConsoleLog(), 60))
 				if b, err := os.ReadFile(filepath.Join(shared.dir, n.Name+".qemu.log")); err == nil {
-					t.Logf("qemu log of %s:\n%s", n.Name, tail(string(b), 20))
+					_, msgs, _ := strings.Cut(string(b), "\n\n") // after the command line
+					t.Logf("QEMU messages of %s:\n%s", n.Name, tail(msgs, 20))
 				}
 			}
 		}
