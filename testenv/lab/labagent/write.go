@@ -22,6 +22,7 @@ func writeMain(args []string) error {
 	random := fs.Bool("random", false, "random aligned offsets instead of sequential")
 	direct := fs.Bool("direct", true, "O_DIRECT")
 	fsync := fs.Bool("fsync", true, "fsync at the end (counted in the time)")
+	count := fs.Int64("count", 0, "blocks to write (default size/bs)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -42,10 +43,14 @@ func writeMain(args []string) error {
 	if blocks < 1 {
 		return fmt.Errorf("size %d is smaller than one block of %d", *size, *bs)
 	}
+	n := blocks
+	if *count > 0 {
+		n = *count
+	}
 	rng := rand.New(rand.NewPCG(1, 2))
 	start := time.Now()
-	for i := int64(0); i < blocks; i++ {
-		off := i * int64(*bs)
+	for i := int64(0); i < n; i++ {
+		off := (i % blocks) * int64(*bs)
 		if *random {
 			off = rng.Int64N(blocks) * int64(*bs)
 		}
@@ -59,7 +64,7 @@ func writeMain(args []string) error {
 		}
 	}
 	secs := time.Since(start).Seconds()
-	return json.NewEncoder(os.Stdout).Encode(map[string]float64{"bytes": float64(blocks * int64(*bs)), "seconds": secs, "ops": float64(blocks)})
+	return json.NewEncoder(os.Stdout).Encode(map[string]float64{"bytes": float64(n * int64(*bs)), "seconds": secs, "ops": float64(n)})
 }
 
 // alignedBuf returns n bytes aligned to 4096 for O_DIRECT.
