@@ -3,6 +3,7 @@ package lab
 import (
 	"context"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -125,8 +126,38 @@ func TestBootAndAgent(t *testing.T) {
 		if err == nil && res.Exit == 0 {
 			t.Errorf("a command past its deadline succeeded: %+v", res)
 		}
+		if got := consoleSays(t, n, "echo console-$((40+2))", "console-42"); !got {
+			t.Errorf("%s: the console socket does not give a shell; log:\n%s", n.Name, tail(n.ConsoleLog(), 10))
+		}
 		if got := run(t, n, "lsmod | grep -c -e ^nbd -e ^raid1 -e ^dm_mirror"); got != "3\n" {
 			t.Errorf("modules nbd, raid1, dm_mirror loaded: %q", got)
+		}
+	}
+}
+
+// consoleSays types cmd on n's console (ttyS0) and reports whether want
+// shows up in what the console prints back within 20 s.
+func consoleSays(t *testing.T, n *Node, cmd, want string) bool {
+	t.Helper()
+	c, err := net.Dial("unix", n.ConsoleSocket())
+	if err != nil {
+		t.Fatalf("console %s: %v", n.ConsoleSocket(), err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(20 * time.Second))
+	if _, err := c.Write([]byte(cmd + "\n")); err != nil {
+		t.Fatal(err)
+	}
+	var got []byte
+	buf := make([]byte, 4096)
+	for {
+		k, err := c.Read(buf)
+		got = append(got, buf[:k]...)
+		if strings.Contains(string(got), want) {
+			return true
+		}
+		if err != nil {
+			return false
 		}
 	}
 }
