@@ -7,12 +7,12 @@ import (
 
 // assemblyPlan is what Assemble does with the superblocks it found.
 type assemblyPlan struct {
-	view   *superblock  // authoritative volume-wide fields (states, events, generations)
-	states [2]legState  // starting leg states
-	full   bool         // the out-of-sync leg needs every chunk
-	union  [2]bool      // whose on-disk bitmap to merge into the dirty set
-	newGen bool         // start a new data generation at assembly
-	why    string       // for the log
+	view   *superblock // authoritative volume-wide fields (states, events, generations)
+	states [2]legState // starting leg states
+	full   bool        // the out-of-sync leg needs every chunk
+	union  [2]bool     // whose on-disk bitmap to merge into the dirty set
+	newGen bool        // start a new data generation at assembly
+	why    string      // for the log
 }
 
 // decide chooses the source leg from the superblocks (indexed by slot; nil

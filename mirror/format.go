@@ -19,9 +19,9 @@ const (
 	nodeNameBytes    = 64
 	hbSlotBytes      = blockBytes
 	maxNodeSlots     = 1024
-	bitmapBitsBytes  = 4088                  // bit bytes in one bitmap block
-	chunksPerBlock   = bitmapBitsBytes * 8   // 32704 = 511 64-bit words
-	wordsPerBlock    = chunksPerBlock / 64   // 511
+	bitmapBitsBytes  = 4088                // bit bytes in one bitmap block
+	chunksPerBlock   = bitmapBitsBytes * 8 // 32704 = 511 64-bit words
+	wordsPerBlock    = chunksPerBlock / 64 // 511
 	defaultChunkSize = 1 << 20
 	minChunkSize     = 64 << 10
 	maxChunkSize     = 1 << 30

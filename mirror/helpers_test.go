@@ -22,7 +22,10 @@ func testLog(t testing.TB) *slog.Logger {
 
 type testWriter struct{ t testing.TB }
 
-func (w testWriter) Write(p []byte) (int, error) { w.t.Log(string(bytes.TrimRight(p, "\n"))); return len(p), nil }
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(string(bytes.TrimRight(p, "\n")))
+	return len(p), nil
+}
 
 // tempLegFile creates a sparse file of size bytes and returns its path.
 func tempLegFile(t testing.TB, dir, name string, size int64) string {
