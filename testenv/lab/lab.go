@@ -166,6 +166,14 @@ func (l *Lab) Client(ctx context.Context, argv ...string) (string, error) {
 	return string(out), nil
 }
 
+// ClientCommand returns a command that runs argv inside the lab's
+// namespace, for long-running host-side peers (e.g. tgtd on the iSCSI
+// network's 10.77.3.254). The caller starts and stops it.
+func (l *Lab) ClientCommand(ctx context.Context, argv ...string) *exec.Cmd {
+	full := l.ns.command(argv...)
+	return exec.CommandContext(ctx, full[0], full[1:]...)
+}
+
 func (l *Lab) stopAll() {
 	var wg sync.WaitGroup
 	for _, n := range l.nodes {
