@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"regexp"
 	"strings"
 	"sync"
 	"time"
@@ -164,6 +165,30 @@ func (l *Lab) Client(ctx context.Context, argv ...string) (string, error) {
 		return string(out), fmt.Errorf("%s: %w: %s", strings.Join(argv, " "), err, out)
 	}
 	return string(out), nil
+}
+
+var arpReply = regexp.MustCompile(`reply from [0-9.]+ \[([0-9a-fA-F:]{17})\]`)
+
+// WhoHas asks on the public network, from the client side, which MAC
+// answers ARP for ip, and returns the name of the node owning that MAC
+// (or the MAC itself if no node has it). A test watches a virtual IP move
+// with it. An address nobody answers for is an error.
+func (l *Lab) WhoHas(ctx context.Context, ip string) (string, error) {
+	out, err := l.Client(ctx, "busybox", "arping", "-f", "-c", "3", "-w", "5", "-I", "br-"+string(NetPublic), ip)
+	if err != nil {
+		return "", fmt.Errorf("no ARP answer for %s on the public network: %w", ip, err)
+	}
+	m := arpReply.FindStringSubmatch(out)
+	if m == nil {
+		return "", fmt.Errorf("no ARP answer for %s on the public network: %s", ip, out)
+	}
+	mac := strings.ToLower(m[1])
+	for _, n := range l.nodes {
+		if n.MAC(NetPublic) == mac {
+			return n.Name, nil
+		}
+	}
+	return mac, nil
 }
 
 // ClientCommand returns a command that runs argv inside the lab's

@@ -104,3 +104,33 @@ func TestSetLinkCutsOneLink(t *testing.T) {
 	}
 	run(t, n1, "for i in 1 2 3 4 5; do ping -c 1 -W 2 -I priv1 "+n2.Addr(NetPriv1)+" && exit 0; done; exit 1")
 }
+
+// A virtual IP moved from one node to the other is seen moving by the
+// client on the public network (what the failover tests will watch).
+func TestClientSeesVirtualIPMove(t *testing.T) {
+	l := sharedLab(t)
+	n1, n2 := l.Nodes()[0], l.Nodes()[1]
+	const vip = "10.77.1.100"
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if who, err := l.WhoHas(ctx, vip); err == nil {
+		t.Fatalf("%s answers for the virtual IP before anyone holds it", who)
+	}
+	defer n1.Run(context.Background(), "ip addr del "+vip+"/24 dev public 2>/dev/null")
+	defer n2.Run(context.Background(), "ip addr del "+vip+"/24 dev public 2>/dev/null")
+	for _, owner := range []*Node{n1, n2} {
+		for _, other := range []*Node{n1, n2} {
+			if other != owner {
+				run(t, other, "ip addr del "+vip+"/24 dev public 2>/dev/null; true")
+			}
+		}
+		run(t, owner, "ip addr add "+vip+"/24 dev public && arping -U -c 1 -I public "+vip)
+		who, err := l.WhoHas(ctx, vip)
+		if err != nil || who != owner.Name {
+			t.Errorf("virtual IP on %s: client sees %q (%v)", owner.Name, who, err)
+		}
+		if out, err := l.Client(ctx, "busybox", "ping", "-c", "1", "-W", "5", vip); err != nil {
+			t.Errorf("client cannot ping the virtual IP on %s: %v %s", owner.Name, err, out)
+		}
+	}
+}
