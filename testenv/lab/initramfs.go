@@ -51,7 +51,10 @@ func BuildImage(ctx context.Context, cache string, logf func(string, ...any)) (*
 	if err != nil {
 		return nil, err
 	}
-	bins, err := buildGo(ctx, cache)
+	bins, binDir, err := buildGo(ctx, cache)
+	if binDir != "" {
+		defer os.RemoveAll(binDir) // the archive is written (or found) before this returns
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -192,19 +195,18 @@ func ModuleRoot() (string, error) {
 	}
 }
 
-// buildGo builds GoBinaries statically and returns name → path.
-func buildGo(ctx context.Context, cache string) (map[string]string, error) {
+// buildGo builds GoBinaries statically into a new folder under cache and
+// returns name → path and the folder (the caller removes it).
+func buildGo(ctx context.Context, cache string) (map[string]string, string, error) {
 	root, err := ModuleRoot()
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
+	pruneBins(cache)
 	out, err := os.MkdirTemp(cache, "bin-")
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
-	// The binaries stay until the initramfs is written; the temp folder is
-	// removed by the next build's prune.
-	pruneBins(cache, out)
 	res := map[string]string{}
 	for _, b := range GoBinaries {
 		dst := filepath.Join(out, b[1])
@@ -212,21 +214,18 @@ func buildGo(ctx context.Context, cache string) (map[string]string, error) {
 		cmd.Dir = root
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64")
 		if o, err := cmd.CombinedOutput(); err != nil {
-			return nil, fmt.Errorf("go build %s: %w\n%s", b[0], err, o)
+			return nil, out, fmt.Errorf("go build %s: %w\n%s", b[0], err, o)
 		}
 		res[b[1]] = dst
 	}
-	return res, nil
+	return res, out, nil
 }
 
-// pruneBins removes earlier build folders except keep, older than a day or
-// not in use (best effort: builds from concurrent runs are young).
-func pruneBins(cache, keep string) {
+// pruneBins removes build folders an interrupted run left behind (older
+// than an hour, so a concurrent run's folder is kept).
+func pruneBins(cache string) {
 	dirs, _ := filepath.Glob(filepath.Join(cache, "bin-*"))
 	for _, d := range dirs {
-		if d == keep {
-			continue
-		}
 		if st, err := os.Stat(d); err == nil && sinceHours(st.ModTime()) > 1 {
 			os.RemoveAll(d)
 		}

@@ -50,6 +50,13 @@ func Prerequisites() error {
 	if _, err := os.Stat("/dev/net/tun"); err != nil {
 		missing = append(missing, "/dev/net/tun")
 	}
+	if cache, err := CacheDir(); err != nil || newestCachedKernel(cache) == nil {
+		for _, tool := range []string{"apt-get", "apt-cache", "dpkg"} { // to fetch the kernel once
+			if _, err := exec.LookPath(tool); err != nil {
+				missing = append(missing, tool+" (or a kernel already in the lab cache)")
+			}
+		}
+	}
 	if len(missing) > 0 {
 		return fmt.Errorf("QEMU lab needs %s (run make deps as root)", strings.Join(missing, ", "))
 	}
