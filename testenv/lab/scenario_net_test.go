@@ -28,7 +28,12 @@ func TestSerialLineCarriesFramesBothWays(t *testing.T) {
 				}
 				got <- res
 			}()
-			time.Sleep(time.Second) // let the receiver open the port before the first byte
+			// Bytes reaching a UART nobody has open are dropped: wait until
+			// the receiver holds the port.
+			run(t, to, `for i in $(seq 300); do
+	for p in /proc/[0-9]*; do ls -l $p/fd 2>/dev/null | grep -q 'ttyS1$' && exit 0; done
+	usleep 100000
+done; echo "receiver never opened /dev/ttyS1"; exit 1`)
 			run(t, from, fmt.Sprintf("labagent uart send /dev/ttyS1 %d", count))
 			res := <-got
 			if res.Exit != 0 {
