@@ -11,6 +11,7 @@ import (
 // These are the peers hamirror is measured beside (make bench lab).
 func TestPeerMirrorsKeepBothLegsWhole(t *testing.T) {
 	l := sharedLab(t)
+	t.Parallel() // on n2, beside the kernel attach scenario on n1
 	n := l.Nodes()[1]
 	t.Run("md-raid1", func(t *testing.T) {
 		m := MDRAID1("/dev/vdb", "/dev/vdc")
