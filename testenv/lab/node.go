@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/hamirror/hamirror/testenv/lab/agentproto"
@@ -146,6 +147,8 @@ func (n *Node) start(ns *netns, img *Image, serial string) error {
 	}
 	fmt.Fprintf(logf, "%s\n\n", strings.Join(argv, " "))
 	n.cmd.Stdout, n.cmd.Stderr = logf, logf
+	// QEMU dies with the test process, even when that is killed.
+	n.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := n.cmd.Start(); err != nil {
 		logf.Close()
 		return fmt.Errorf("starting QEMU for %s: %w", n.Name, err)
