@@ -41,7 +41,8 @@ type conn struct {
 	workers  int           // started workers (transmit goroutine only)
 	workerWG sync.WaitGroup
 
-	stopping atomic.Bool // Shutdown: read no more requests
+	stopping atomic.Bool  // Shutdown: read no more requests
+	latency  atomic.Int64 // moving average of backend service time, ns
 	sess     session
 }
 
@@ -50,6 +51,29 @@ type job struct {
 	req Request
 	buf    []byte // write payload (from the pool), nil otherwise
 	weight int64  // bytes held in conn.budget
+	inline bool   // served by the reading goroutine itself
+}
+
+// inlineLatency is the backend service time under which the reading
+// goroutine serves READ and WRITE itself instead of handing them to a
+// worker: handing off costs more than a fast backend (tmpfs, page cache)
+// takes, while a slow one (iSCSI, a stalling leg) needs the concurrency.
+const inlineLatency = 40 * time.Microsecond
+
+// inlineOK decides whether r is served inline: small reads and writes while
+// the backend has recently been fast. FLUSH and zeroing always go to a
+// worker, they may take long.
+func (c *conn) inlineOK(r Request) bool {
+	if r.Type != CmdRead && r.Type != CmdWrite || r.Length > 256<<10 {
+		return false
+	}
+	return time.Duration(c.latency.Load()) < inlineLatency
+}
+
+// observe folds one backend call's duration into the latency average.
+func (c *conn) observe(d time.Duration) {
+	old := c.latency.Load()
+	c.latency.Store(old - old/8 + int64(d)/8)
 }
 
 func newConn(s *Server, nc net.Conn) *conn {
@@ -94,6 +118,11 @@ func (c *conn) transmit(sess session) (err error) {
 	}()
 	var hdr [requestSize]byte
 	for {
+		if c.br.Buffered() < requestSize {
+			// About to wait for the client: send the replies batched
+			// while requests were pouring in.
+			c.flushOut()
+		}
 		if _, err := io.ReadFull(c.br, hdr[:]); err != nil {
 			if c.stopping.Load() {
 				return nil
@@ -142,7 +171,13 @@ func (c *conn) transmit(sess session) (err error) {
 			c.replyError(req, v.errno, v.reason)
 			continue
 		}
-		c.dispatch(&job{req: req, buf: buf, weight: weight})
+		j := &job{req: req, buf: buf, weight: weight}
+		if c.inlineOK(req) {
+			j.inline = true
+			c.serve(j)
+		} else {
+			c.dispatch(j)
+		}
 		if c.broken() {
 			return fmt.Errorf("nbd: writing replies: %w", c.writeErr())
 		}
@@ -188,14 +223,19 @@ func (c *conn) serve(j *job) {
 	switch r.Type {
 	case CmdRead:
 		buf := c.s.pool.get(int(n))
-		if err = b.ReadAt(buf, off); err == nil {
-			c.replyData(r, buf)
+		t0 := time.Now()
+		err = b.ReadAt(buf, off)
+		c.observe(time.Since(t0))
+		if err == nil {
+			c.replyData(r, buf, j.inline)
 			c.s.pool.put(buf)
 			return
 		}
 		c.s.pool.put(buf)
 	case CmdWrite:
+		t0 := time.Now()
 		err = b.WriteAt(j.buf, off, fua)
+		c.observe(time.Since(t0))
 		c.s.pool.put(j.buf)
 	case CmdFlush:
 		err = b.Flush()
@@ -222,7 +262,7 @@ func (c *conn) serve(j *job) {
 		c.replyError(r, errnoFor(err), err.Error())
 		return
 	}
-	c.replyOK(r)
+	c.replyOK(r, j.inline)
 }
 
 // errnoFor maps a backend error to the protocol's error values.
@@ -241,8 +281,9 @@ func errnoFor(err error) uint32 {
 }
 
 // send writes one whole reply (header and optional data) under wmu. The
-// writer that leaves pending at zero flushes, batching concurrent replies.
-func (c *conn) send(hdr, data []byte) {
+// writer that leaves pending at zero flushes, batching concurrent replies;
+// with later set the reading goroutine flushes before it next waits.
+func (c *conn) send(hdr, data []byte, later bool) {
 	c.pending.Add(1)
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
@@ -266,7 +307,7 @@ func (c *conn) send(hdr, data []byte) {
 	} else {
 		c.bw.Write(hdr)
 		c.bw.Write(data)
-		if last {
+		if last && !later {
 			err = c.bw.Flush()
 		}
 	}
@@ -281,6 +322,17 @@ func (c *conn) fail(err error) {
 	c.nc.Close()
 }
 
+// flushOut sends whatever replies are buffered.
+func (c *conn) flushOut() {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if c.werr == nil && c.bw.Buffered() > 0 {
+		if err := c.bw.Flush(); err != nil {
+			c.fail(err)
+		}
+	}
+}
+
 func (c *conn) broken() bool {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
@@ -293,31 +345,31 @@ func (c *conn) writeErr() error {
 	return c.werr
 }
 
-func (c *conn) replyOK(r Request) {
+func (c *conn) replyOK(r Request, later bool) {
 	var h [16]byte
-	c.send(appendSimpleReply(h[:0], 0, r.Handle), nil)
+	c.send(appendSimpleReply(h[:0], 0, r.Handle), nil, later)
 }
 
-func (c *conn) replyData(r Request, data []byte) {
+func (c *conn) replyData(r Request, data []byte, later bool) {
 	if c.sess.structured {
 		var h [28]byte
 		b := appendChunkHeader(h[:0], replyFlagDone, replyTypeOffsetData, r.Handle, uint32(8+len(data)))
 		b = append(b, byte(r.Offset>>56), byte(r.Offset>>48), byte(r.Offset>>40), byte(r.Offset>>32),
 			byte(r.Offset>>24), byte(r.Offset>>16), byte(r.Offset>>8), byte(r.Offset))
-		c.send(b, data)
+		c.send(b, data, later)
 		return
 	}
 	var h [16]byte
-	c.send(appendSimpleReply(h[:0], 0, r.Handle), data)
+	c.send(appendSimpleReply(h[:0], 0, r.Handle), data, later)
 }
 
 // replyError answers r with errno: a structured error chunk carrying the
 // reason when structured replies were negotiated, a simple reply otherwise.
 func (c *conn) replyError(r Request, errno uint32, reason string) {
 	if c.sess.structured {
-		c.send(appendErrorChunk(nil, r.Handle, errno, reason), nil)
+		c.send(appendErrorChunk(nil, r.Handle, errno, reason), nil, false)
 		return
 	}
 	var h [16]byte
-	c.send(appendSimpleReply(h[:0], errno, r.Handle), nil)
+	c.send(appendSimpleReply(h[:0], errno, r.Handle), nil, false)
 }

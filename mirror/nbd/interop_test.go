@@ -25,7 +25,9 @@ func requireTool(t *testing.T, name string) {
 
 func run(t *testing.T, name string, args ...string) string {
 	t.Helper()
-	out, err := exec.Command(name, args...).CombinedOutput()
+	cmd := exec.Command(name, args...)
+	cmd.Dir = t.TempDir() // fio leaves verify state files in its directory
+	out, err := cmd.CombinedOutput()
 	if err != nil {
 		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
 	}
@@ -152,7 +154,9 @@ func TestSeveralClientsAtOnce(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if out, err := exec.Command(name, args...).CombinedOutput(); err != nil {
+			cmd := exec.Command(name, args...)
+			cmd.Dir = dir
+			if out, err := cmd.CombinedOutput(); err != nil {
 				errs <- fmt.Errorf("%s: %v\n%s", name, err, out)
 			}
 		}()
