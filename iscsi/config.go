@@ -122,7 +122,7 @@ func (c *Config) EnsureDefaults() {
 		c.MaxBurstLength = 16776192
 	}
 	if c.FirstBurstLength == 0 {
-		c.FirstBurstLength = 256 << 10
+		c.FirstBurstLength = min(256<<10, c.MaxBurstLength)
 	}
 	if c.QueueDepth == 0 {
 		c.QueueDepth = 128

@@ -279,3 +279,14 @@ func (d *Disk) Close() error {
 	d.wg.Wait()
 	return nil
 }
+
+// Params are the operational parameters negotiated on the current session
+// (zero Params when disconnected).
+func (d *Disk) Params() Params {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.sess == nil {
+		return Params{}
+	}
+	return d.sess.params
+}

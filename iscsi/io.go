@@ -267,3 +267,6 @@ func (d *Disk) ReportLUNs() ([]uint64, error) {
 	}
 	return decodeReportLUNs(buf[:res.Received])
 }
+
+// ZeroMethod reports how Zero(…, unmap) clears a range on this LUN.
+func (d *Disk) ZeroMethod(unmap bool) ZeroMethod { return d.zeroMethod(unmap) }
