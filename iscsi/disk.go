@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -24,6 +25,11 @@ type Disk struct {
 	capacity  Capacity
 	inquiry   Inquiry
 	limits    Limits
+
+	stats struct {
+		unitAttentions, busyRetries, reconnects atomic.Uint64
+		lastUA                                  atomic.Uint32 // ASC<<8 | ASCQ
+	}
 
 	mu      sync.Mutex
 	sess    *session
@@ -141,6 +147,7 @@ func (d *Disk) maintain() {
 		}
 		d.sess = ns
 		d.mu.Unlock()
+		d.stats.reconnects.Add(1)
 	}
 }
 
@@ -221,12 +228,18 @@ func (d *Disk) runResult(s *session, c command) (result, error) {
 			return res, nil
 		case errors.Is(err, ErrUnitAttention) && ua < maxUnitAttentionRetries:
 			ua++
+			d.stats.unitAttentions.Add(1)
+			var se *SenseError
+			if errors.As(err, &se) {
+				d.stats.lastUA.Store(uint32(se.ASC)<<8 | uint32(se.ASCQ))
+			}
 			continue
 		case errors.Is(err, ErrBusy):
 			if start.IsZero() {
 				start = time.Now()
 			}
 			if time.Since(start) < d.cfg.Timeout {
+				d.stats.busyRetries.Add(1)
 				time.Sleep(backoff)
 				backoff = min(2*backoff, busyBackoffMax)
 				continue
@@ -289,4 +302,26 @@ func (d *Disk) Params() Params {
 		return Params{}
 	}
 	return d.sess.params
+}
+
+// Stats counts what the Disk absorbed on its own.
+type Stats struct {
+	UnitAttentions uint64 // UNIT ATTENTION conditions retried
+	BusyRetries    uint64 // BUSY / TASK SET FULL retries
+	Reconnects     uint64 // sessions re-established after a failure
+	// LastUnitAttention is the ASC/ASCQ of the last UNIT ATTENTION
+	// absorbed (e.g. 0x2a04 reservations released, 0x2a05 registrations
+	// preempted, 0x2900 reset).
+	LastUnitAttention uint16
+}
+
+// Stats returns the Disk's counters.
+func (d *Disk) Stats() Stats {
+	return Stats{
+		UnitAttentions: d.stats.unitAttentions.Load(),
+		BusyRetries:    d.stats.busyRetries.Load(),
+		Reconnects:     d.stats.reconnects.Load(),
+
+		LastUnitAttention: uint16(d.stats.lastUA.Load()),
+	}
 }

@@ -152,6 +152,9 @@ func TestTgtdHangFailsFastAndRecovers(t *testing.T) {
 	time.Sleep(300 * time.Millisecond) // writes succeed again
 	l.finish()
 	l.verify(t)
+	if d.Stats().Reconnects == 0 {
+		t.Fatal("no reconnect counted")
+	}
 	if err := d.WriteAt(pattern(1, 4096), 0, true); err != nil {
 		t.Fatalf("write after recovery: %v", err)
 	}
