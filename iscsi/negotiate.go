@@ -38,8 +38,12 @@ func defaultParams() Params {
 
 // negotiator is the pure operational-stage negotiation: offer() produces our
 // proposals, apply() folds in the target's answers (and its own proposals,
-// which it answers in the returned pairs) and checks them against RFC 7143's
-// result functions.
+// which it answers in the returned pairs) through RFC 7143's result
+// functions. Answers outside the result function (a larger MaxBurstLength,
+// ImmediateData=Yes after our No) are clamped to the result rather than
+// refused, since acting on the stricter value is always safe for us;
+// malformed values and choices that would break framing (a digest we did
+// not offer, ErrorRecoveryLevel > 0) are errors.
 type negotiator struct {
 	want      Params // what we propose
 	discovery bool
@@ -163,9 +167,9 @@ func (n *negotiator) apply(pairs []kv) ([]kv, error) {
 			if p.Key == "FirstBurstLength" {
 				mine = n.want.FirstBurstLength
 			}
-			if offered && v > mine {
-				return nil, fmt.Errorf("%w: %s=%d above our offer %d", ErrProtocol, p.Key, v, mine)
-			}
+			// Result function: the minimum. A target answering above our
+			// offer (gotgt does) is clamped; we never send more than we
+			// offered, and accept R2Ts up to the write's size.
 			v = min(v, mine)
 			if p.Key == "MaxBurstLength" {
 				n.got.MaxBurstLength = v
@@ -180,9 +184,6 @@ func (n *negotiator) apply(pairs []kv) ([]kv, error) {
 			if v, err = parseNum(p.Key, p.Value, 1, 65535); err != nil {
 				break
 			}
-			if offered && v > n.want.MaxOutstandingR2T {
-				return nil, fmt.Errorf("%w: MaxOutstandingR2T=%d above our offer", ErrProtocol, v)
-			}
 			n.got.MaxOutstandingR2T = min(v, n.want.MaxOutstandingR2T)
 			if !offered {
 				reply = append(reply, kv{p.Key, strconv.FormatUint(uint64(n.got.MaxOutstandingR2T), 10)})
@@ -192,9 +193,6 @@ func (n *negotiator) apply(pairs []kv) ([]kv, error) {
 			if v, err = parseBool(p.Key, p.Value); err != nil {
 				break
 			}
-			if offered && n.want.InitialR2T && !v {
-				return nil, fmt.Errorf("%w: InitialR2T=No although we asked for Yes (result is OR)", ErrProtocol)
-			}
 			n.got.InitialR2T = v || n.want.InitialR2T
 			if !offered {
 				reply = append(reply, kv{p.Key, yesNo(n.got.InitialR2T)})
@@ -203,9 +201,6 @@ func (n *negotiator) apply(pairs []kv) ([]kv, error) {
 			var v bool
 			if v, err = parseBool(p.Key, p.Value); err != nil {
 				break
-			}
-			if offered && !n.want.ImmediateData && v {
-				return nil, fmt.Errorf("%w: ImmediateData=Yes although we asked for No (result is AND)", ErrProtocol)
 			}
 			n.got.ImmediateData = v && n.want.ImmediateData
 			if !offered {

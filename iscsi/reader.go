@@ -153,9 +153,6 @@ func (s *session) dispatch(p *PDU) error {
 		if uint64(r.BufferOffset)+uint64(r.Length) > uint64(len(t.cmd.Write)) {
 			return fmt.Errorf("%w: R2T for %d bytes at %d beyond the %d-byte write", ErrProtocol, r.Length, r.BufferOffset, len(t.cmd.Write))
 		}
-		if r.Length > s.params.MaxBurstLength {
-			return fmt.Errorf("%w: R2T for %d bytes exceeds MaxBurstLength %d", ErrProtocol, r.Length, s.params.MaxBurstLength)
-		}
 		s.advance(r.sn, false)
 		// Send from another goroutine: the reader must keep reading or a
 		// target writing to us while we write to it would deadlock.
