@@ -48,8 +48,12 @@ func newSim(t *testing.T) *sim {
 		first: map[string][]byte{}, last: map[string][]byte{}, stopped: map[NodeID]time.Time{}}
 }
 
-func (s *sim) fatalf(format string, a ...any) { s.t.Fatalf("%s: "+format, append([]any{s.where}, a...)...) }
-func (s *sim) errorf(format string, a ...any) { s.t.Errorf("%s: "+format, append([]any{s.where}, a...)...) }
+func (s *sim) fatalf(format string, a ...any) {
+	s.t.Fatalf("%s: "+format, append([]any{s.where}, a...)...)
+}
+func (s *sim) errorf(format string, a ...any) {
+	s.t.Errorf("%s: "+format, append([]any{s.where}, a...)...)
+}
 
 func (s *sim) media() []Medium {
 	self := s.cfg.Nodes[0]
