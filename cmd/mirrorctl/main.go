@@ -45,6 +45,10 @@ func newRootCmd() *cobra.Command {
 	root.AddCommand(
 		newCreateCmd(g),
 		newExamineCmd(g),
+		newStatusCmd(g),
+		newLegCmd(g),
+		newResyncCmd(g),
+		newVerifyCmd(g),
 	)
 	return root
 }
