@@ -11,8 +11,8 @@ import (
 )
 
 // benchLab boots one lab VM with two 512 MiB virtio disks and measures
-// O_DIRECT writes through each way of mirroring them — md RAID1,
-// dm-mirror and hamirror's /dev/nbd0 when mirrord can attach it — beside
+// O_DIRECT writes through each way of mirroring them — md RAID1 (without
+// and with a write-intent bitmap), dm-mirror and hamirror's /dev/nbd0 when mirrord can attach it — beside
 // one disk alone. Everything runs under TCG, so only the ratios mean much.
 func benchLab() error {
 	if err := lab.Prerequisites(); err != nil {
@@ -38,7 +38,8 @@ func benchLab() error {
 	}
 	defer l.Close()
 	n := l.Nodes()[0]
-	subjects := []lab.Mirror{lab.Plain("/dev/vdb"), lab.MDRAID1("/dev/vdb", "/dev/vdc"), lab.DMMirror("/dev/vdb", "/dev/vdc")}
+	subjects := []lab.Mirror{lab.Plain("/dev/vdb"), lab.MDRAID1("/dev/vdb", "/dev/vdc"),
+		lab.MDRAID1Bitmap("/dev/vdb", "/dev/vdc"), lab.DMMirror("/dev/vdb", "/dev/vdc")}
 	if hm, ok, why := lab.HamirrorIfAvailable(ctx, n, "/dev/vdb", "/dev/vdc"); ok {
 		subjects = append(subjects, hm)
 	} else {
