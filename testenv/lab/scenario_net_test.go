@@ -8,9 +8,9 @@ import (
 	"time"
 )
 
-// Two VMs exchange framed, checksummed messages over the null-modem cable
-// between their ttyS1 ports, in both directions: the wiring the serial
-// heartbeat uses.
+// Two VMs exchange checksummed messages over the null-modem cable between
+// their ttyS1 ports, in both directions, with the heartbeat's own serial
+// medium (termios setup and envelope): the wiring the serial heartbeat uses.
 func TestSerialLineCarriesFramesBothWays(t *testing.T) {
 	l := sharedLab(t)
 	n1, n2 := l.Nodes()[0], l.Nodes()[1]

@@ -16,7 +16,7 @@ const (
 	TypeExec   byte = 'X' // host → agent: run a command. payload: Exec
 	TypeResult byte = 'R' // agent → host: the command finished. payload: Result
 	TypePut    byte = 'W' // host → agent: write a file. payload: Put
-	TypeSerial byte = 'S' // VM ↔ VM over a UART in the serial scenario. payload: Serial
+	TypeSerial byte = 'S' // reserved for Serial messages framed on their own
 )
 
 // MaxPayload bounds one frame's payload; longer frames are refused.
