@@ -46,7 +46,7 @@ type Exec struct {
 // Result is the outcome of one Exec or Put.
 type Result struct {
 	ID     uint64 `json:"id"`
-	Exit   int    `json:"exit"`            // -1 when the command could not start or was killed
+	Exit   int    `json:"exit"` // -1 when the command could not start or was killed
 	Stdout []byte `json:"stdout,omitempty"`
 	Stderr []byte `json:"stderr,omitempty"`
 	Error  string `json:"error,omitempty"` // why the command could not run or was killed
