@@ -33,8 +33,10 @@ type Member struct {
 	links map[string]Link
 	opt   MemberOptions
 
-	mu      sync.Mutex
-	m       *Machine
+	mu sync.Mutex // guards m
+	m  *Machine
+
+	limMu   sync.Mutex // guards lim and sendErr; never held with mu
 	lim     rateLimiter
 	sendErr map[string]uint64
 }
@@ -118,9 +120,9 @@ func (n *Member) Run(ctx context.Context) error {
 			defer wg.Done()
 			for f := range q {
 				if err := l.Send(f); err != nil {
-					n.mu.Lock()
+					n.limMu.Lock()
 					n.sendErr[name]++
-					n.mu.Unlock()
+					n.limMu.Unlock()
 					n.logLimited("send "+name, "heartbeat %s: send: %v", name, err)
 				}
 			}
@@ -224,9 +226,9 @@ func (n *Member) step(fn func(time.Time), out map[string]chan []byte) {
 }
 
 func (n *Member) logLimited(key, format string, args ...any) {
-	n.mu.Lock()
+	n.limMu.Lock()
 	held, ok := n.lim.allow(key, n.opt.Clock.Now())
-	n.mu.Unlock()
+	n.limMu.Unlock()
 	if !ok {
 		return
 	}
