@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -108,5 +109,74 @@ func TestClusterModeRefusesReadableKeyAndBadConfig(t *testing.T) {
 	err = runCluster(context.Background(), &clusterFlags{config: filepath.Join(dir, "nope.yaml"), node: "a"}, t.Logf)
 	if err == nil || !strings.Contains(err.Error(), "nope.yaml") {
 		t.Errorf("missing config: %v", err)
+	}
+}
+
+// TestClusterModeNotifiesSystemd reads the sd_notify datagrams mirrord
+// sends on a real NOTIFY_SOCKET: READY=1, WATCHDOG=1 while healthy and
+// STOPPING=1 on the way out.
+func TestClusterModeNotifiesSystemd(t *testing.T) {
+	dir := t.TempDir()
+	cfg := writeCluster(t, dir, 0o600, 25407)
+	sockPath := filepath.Join(dir, "notify")
+	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sockPath, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	t.Setenv("NOTIFY_SOCKET", sockPath)
+	t.Setenv("WATCHDOG_USEC", "200000")
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- runCluster(ctx, &clusterFlags{config: cfg, control: "unix:" + filepath.Join(dir, "c.sock"), node: "a"}, t.Logf)
+	}()
+	got := map[string]bool{}
+	buf := make([]byte, 256)
+	conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	for !(got["READY=1"] && got["WATCHDOG=1"]) {
+		n, err := conn.Read(buf)
+		if err != nil {
+			t.Fatalf("notifications so far %v: %v", got, err)
+		}
+		got[string(buf[:n])] = true
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	for !got["STOPPING=1"] {
+		n, err := conn.Read(buf)
+		if err != nil {
+			t.Fatalf("no STOPPING=1: %v", err)
+		}
+		got[string(buf[:n])] = true
+	}
+}
+
+// TestUnitFileMatchesFlags keeps systemd/mirrord.service honest: Type=notify
+// with a watchdog, and an ExecStart whose flags mirrord accepts.
+func TestUnitFileMatchesFlags(t *testing.T) {
+	unit, err := os.ReadFile("../../systemd/mirrord.service")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var exec []string
+	for _, line := range strings.Split(string(unit), "\n") {
+		if v, ok := strings.CutPrefix(line, "ExecStart="); ok {
+			exec = strings.Fields(v)
+		}
+	}
+	for _, want := range []string{"Type=notify", "WatchdogSec=", "RuntimeDirectory=hamirror"} {
+		if !strings.Contains(string(unit), want) {
+			t.Errorf("unit lacks %s", want)
+		}
+	}
+	if len(exec) < 2 || filepath.Base(exec[0]) != "mirrord" {
+		t.Fatalf("ExecStart %v", exec)
+	}
+	root := newRootCmd()
+	if err := root.ParseFlags(exec[1:]); err != nil {
+		t.Errorf("mirrord rejects the unit's flags %v: %v", exec[1:], err)
 	}
 }
