@@ -261,3 +261,33 @@ func TestLabThreeNodes(t *testing.T) {
 	}
 	want(ms["n3"], "n1>n2:Normal n2>n3:Normal n3>n1:Normal")
 }
+
+// TestLabPinger probes addresses from inside a node's namespace with real
+// ICMP echo: the score counts the targets that answer, and drops when a
+// cable is pulled.
+func TestLabPinger(t *testing.T) {
+	t.Parallel()
+	lab := newLab(t, hblab.Options{Name: "ping", Nodes: 2})
+	var p *heartbeat.Pinger
+	err := hblab.InNetns(lab.Netns("n1"), func() (err error) {
+		p, err = heartbeat.NewPinger([]string{"10.0.1.2", "10.0.2.2", "10.0.1.99"}, 300*time.Millisecond)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	score := 0
+	for range 5 { // the first round may be spent on ARP
+		if score, err = p.Round(); score == 2 {
+			break
+		}
+	}
+	if score != 2 {
+		t.Fatalf("score %d (%v), want 2 of 3 targets", score, err)
+	}
+	lab.CutNIC("n2", "nic2", true)
+	if score, _ = p.Round(); score != 1 {
+		t.Errorf("score %d with n2's nic2 cut, want 1", score)
+	}
+}

@@ -106,6 +106,7 @@ func runCluster(ctx context.Context, f *clusterFlags, logf func(string, ...any))
 			}
 			return err
 		}
+		defer opt.Pinger.Close()
 	}
 	member, err := heartbeat.NewMember(cfg, key, links, opt)
 	if err != nil {
