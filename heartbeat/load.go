@@ -2,6 +2,7 @@ package heartbeat
 
 import (
 	"fmt"
+	"time"
 
 	"github.com/go-viper/mapstructure/v2"
 	"github.com/spf13/viper"
@@ -60,7 +61,7 @@ func FromViper(v *viper.Viper, self NodeID) (Config, error) {
 	}
 	c.PingTargets = ping.Targets
 	if ping.Interval != "" {
-		d, err := parseDuration(ping.Interval)
+		d, err := time.ParseDuration(ping.Interval)
 		if err != nil {
 			return c, keyErr("ping.interval", "%v", err)
 		}

@@ -153,7 +153,7 @@ func (s *sim) step() {
 				continue
 			}
 			for _, peer := range s.cfg.Nodes {
-				if peer.ID != id && s.running(peer.ID) && !s.isCut(o.Medium, peer.ID) {
+				if peer.ID != id && s.running(peer.ID) && !s.isCut(o.Medium, peer.ID) && !s.cut["rx:"+o.Medium+"@"+string(peer.ID)] {
 					s.deliver(peer.ID, o.Medium, b)
 				}
 			}
@@ -236,6 +236,8 @@ func (s *sim) run(args []string) {
 		for _, id := range args[1:] {
 			s.stopped[NodeID(id)] = s.now
 		}
+	case "cut-rx", "heal-rx": // cut-rx MEDIUM NODE: NODE stops receiving on MEDIUM only
+		s.cut["rx:"+args[1]+"@"+args[2]] = cmd == "cut-rx"
 	case "cut", "heal":
 		key := args[1]
 		if len(args) > 2 {
