@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -59,7 +61,8 @@ func New(opt Options) (_ *Lab, err error) {
 	}
 	var rnd [3]byte
 	rand.Read(rnd[:])
-	l := &Lab{opt: opt, prefix: fmt.Sprintf("hb-%s-%s", opt.Name, hex.EncodeToString(rnd[:])),
+	sweepStale()
+	l := &Lab{opt: opt, prefix: fmt.Sprintf("hb-%s-%d-%s", opt.Name, os.Getpid(), hex.EncodeToString(rnd[:])),
 		members: map[string]*Member{}, boots: map[string]uint64{}}
 	defer func() {
 		if err != nil {
@@ -137,6 +140,26 @@ func New(opt Options) (_ *Lab, err error) {
 	}
 	l.Config = c
 	return l, nil
+}
+
+// sweepStale deletes lab namespaces left behind by a process that died
+// before its cleanup ran (a test binary killed by its timeout). Names are
+// hb-NAME-PID-RAND-NODE; only those of dead PIDs are touched.
+func sweepStale() {
+	ents, _ := os.ReadDir("/var/run/netns")
+	for _, e := range ents {
+		f := strings.Split(e.Name(), "-")
+		if len(f) < 5 || f[0] != "hb" {
+			continue
+		}
+		pid, err := strconv.Atoi(f[len(f)-3])
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); os.IsNotExist(err) {
+			run("ip", "netns", "del", e.Name())
+		}
+	}
 }
 
 func runAll(cmds ...[]string) error {
