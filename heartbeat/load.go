@@ -42,6 +42,7 @@ func FromViper(v *viper.Viper, self NodeID) (Config, error) {
 				Preferred string `mapstructure:"preferred"`
 				Port      *int   `mapstructure:"port"`
 				Baud      *int   `mapstructure:"baud"`
+				StateDir  string `mapstructure:"state_dir"`
 			}
 			if err := v.UnmarshalKey("cluster", &cl, strict); err != nil {
 				return c, keyErr("cluster", "%v", err)
@@ -49,6 +50,9 @@ func FromViper(v *viper.Viper, self NodeID) (Config, error) {
 			c.Cluster, c.KeyFile, c.Preferred = cl.Name, cl.KeyFile, NodeID(cl.Preferred)
 			if cl.Port != nil {
 				c.Port = *cl.Port
+			}
+			if cl.StateDir != "" {
+				c.StateDir = cl.StateDir
 			}
 			if cl.Baud != nil {
 				c.Baud = *cl.Baud

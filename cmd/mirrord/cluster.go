@@ -98,7 +98,14 @@ func runCluster(ctx context.Context, f *clusterFlags, logf func(string, ...any))
 	if err != nil {
 		return err
 	}
-	opt := heartbeat.MemberOptions{Logf: logf}
+	boot, err := heartbeat.NextBoot(cfg.StateDir, time.Now())
+	if err != nil {
+		for _, l := range links {
+			l.Close()
+		}
+		return err
+	}
+	opt := heartbeat.MemberOptions{Logf: logf, Boot: boot}
 	if len(cfg.PingTargets) > 0 {
 		if opt.Pinger, err = heartbeat.NewPinger(cfg.PingTargets, cfg.PingInterval*8/10); err != nil {
 			for _, l := range links {

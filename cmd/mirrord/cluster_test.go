@@ -28,6 +28,7 @@ cluster:
   key_file: %s
   preferred: a
   port: %d
+  state_dir: %s
 timing: {keepalive: 50ms, warn: 250ms, dead: 500ms, initdead: 2s}
 nodes:
   - id: a
@@ -39,7 +40,7 @@ disks:
   - {name: disk-b, slot_size: 512, slots: 8}   # a mirror leg: skipped in membership-alone mode
 resources:
   note: handled elsewhere
-`, key, port, slots)), 0o644)
+`, key, port, filepath.Join(dir, "state"), slots)), 0o644)
 	return path
 }
 
