@@ -13,7 +13,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/coreos/go-systemd/v22/daemon"
+	sdnotify "github.com/coreos/go-systemd/v22/daemon"
 	"github.com/hamirror/hamirror/cmd/internal/control"
 	"github.com/hamirror/hamirror/heartbeat"
 	"github.com/spf13/cobra"
@@ -142,10 +142,10 @@ func runCluster(ctx context.Context, f *clusterFlags, logf func(string, ...any))
 	done := make(chan error, 1)
 	go func() { done <- member.Run(ctx) }()
 	logf("mirrord: node %s of cluster %s up; control socket %s", self, cfg.Cluster, f.control)
-	daemon.SdNotify(false, daemon.SdNotifyReady)
+	sdnotify.SdNotify(false, sdnotify.SdNotifyReady)
 	watchdog(ctx, member, cfg.Timing.Keepalive)
 	cancel()
-	daemon.SdNotify(false, daemon.SdNotifyStopping)
+	sdnotify.SdNotify(false, sdnotify.SdNotifyStopping)
 	if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
 		return err
 	}
@@ -156,7 +156,7 @@ func runCluster(ctx context.Context, f *clusterFlags, logf func(string, ...any))
 // half its period while the membership loop keeps stepping, until ctx
 // ends. A wedged loop stops the pings and systemd restarts mirrord.
 func watchdog(ctx context.Context, m *heartbeat.Member, keepalive time.Duration) {
-	period, err := daemon.SdWatchdogEnabled(false)
+	period, err := sdnotify.SdWatchdogEnabled(false)
 	if err != nil || period == 0 {
 		<-ctx.Done()
 		return
@@ -169,7 +169,7 @@ func watchdog(ctx context.Context, m *heartbeat.Member, keepalive time.Duration)
 			return
 		case <-t.C:
 			if m.Healthy(4 * keepalive) {
-				daemon.SdNotify(false, daemon.SdNotifyWatchdog)
+				sdnotify.SdNotify(false, sdnotify.SdNotifyWatchdog)
 			}
 		}
 	}

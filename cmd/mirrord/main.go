@@ -27,6 +27,8 @@ func newRootCmd() *cobra.Command {
 	}
 	addClusterMode(root) // mirrord --config FILE: membership (cluster.go)
 	// Each subcommand lives in its own file; add new ones here.
-	root.AddCommand()
+	root.AddCommand(
+		newVolumeCmd(),
+	)
 	return root
 }
