@@ -291,3 +291,20 @@ func TestLabPinger(t *testing.T) {
 		t.Errorf("score %d with n2's nic2 cut, want 1", score)
 	}
 }
+
+// TestLabNICWithoutAddressAtBoot: a private NIC whose address is not
+// configured yet must not stop mirrord from starting. The socket is bound
+// to the NIC itself, so the medium works (and proves the cable) even
+// before the address appears.
+func TestLabNICWithoutAddressAtBoot(t *testing.T) {
+	t.Parallel()
+	lab := newLab(t, hblab.Options{Name: "noaddr", Nodes: 2, Preferred: "n1"})
+	if err := lab.IP("n1", "addr", "flush", "dev", "eth1"); err != nil {
+		t.Fatal(err)
+	}
+	ms := start(t, lab, "n1", "n2")
+	wait(t, ms["n2"], 3*time.Second, "nic1 up", mediumEvent("n1", "nic1", "up"))
+	wait(t, ms["n1"], 3*time.Second, "nic1 up at n1", mediumEvent("n2", "nic1", "up"))
+	lab.CutNIC("n1", "nic1", true)
+	wait(t, ms["n2"], 3*time.Second, "nic1 warn once cut", mediumEvent("n1", "nic1", "warn"))
+}

@@ -348,3 +348,8 @@ func NodeEvent(peer, state string) func(heartbeat.Event) bool {
 		return e.Kind == heartbeat.EventNode && string(e.Node) == peer && e.To == state
 	}
 }
+
+// IP runs `ip ARGS...` in node id's namespace (e.g. "addr", "flush", "dev", "eth1").
+func (l *Lab) IP(id string, args ...string) error {
+	return run(append([]string{"ip", "-n", l.ns(id)}, args...)...)
+}
