@@ -8,9 +8,9 @@
 //	lab, err := hblab.New(hblab.Options{Name: "t1", Nodes: 2, Serial: true, Disk: true})
 //	defer lab.Close()                  // deletes the namespaces, even after a failure
 //	n1, _ := lab.Start(ctx, "n1")      // a heartbeat.Member on real sockets and ttys
-//	lab.CutNIC("n1", "nic1")           // ip link set eth1 down in n1's namespace
+//	lab.CutNIC("n1", "nic1", true)     // pull n1's nic1 cable (veth down on the switch side)
 //	lab.CutSerial(true)
-//	ev := n1.WaitEvent(ctx, func(e heartbeat.Event) bool { ... })
+//	ev, err := n1.WaitEvent(3*time.Second, hblab.NodeEvent("n2", "dead"))
 //
 // Needs root (CAP_SYS_ADMIN for namespaces); Available tells why not.
 package hblab
