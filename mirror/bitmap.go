@@ -118,3 +118,15 @@ func (b *bitset) setBlockAll(blk int64) {
 		b.set(i)
 	}
 }
+
+// String lists the set bits (for logs and test failures).
+func (b *bitset) String() string {
+	if b == nil {
+		return "<nil>"
+	}
+	var out []int64
+	for c := b.next(0); c >= 0 && len(out) < 64; c = b.next(c + 1) {
+		out = append(out, c)
+	}
+	return fmt.Sprint(out)
+}

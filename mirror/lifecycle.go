@@ -42,7 +42,10 @@ func (v *Volume) clearIdle(all bool) {
 		_ = v.settle(sel, errs, "flush before clearing bits")
 		return
 	}
-	if v.m.clearBits(cands) > 0 {
+	if n := v.m.clearBits(cands); n > 0 {
+		if v.log.Enabled(nil, -4) {
+			v.log.Debug("bits cleared", "cands", fmt.Sprint(cands), "nextSeq", v.m.nextSeq)
+		}
 		v.notify()
 	}
 }
@@ -168,7 +171,7 @@ func (v *Volume) AddLeg(slot int, leg Leg) error {
 	v.legs[slot], v.tmpl[slot] = leg, t
 	v.outstanding[slot].Store(0)
 	v.log.Info("leg added", "slot", slot, "leg", leg.Name(), "full_resync", full, "chunks", v.m.needCount)
-	err = v.waitSeq(v.m.nextSeq)
+	err = v.waitSeq(v.m.commitSeq())
 	v.mu.Unlock()
 	if err != nil {
 		return err
@@ -216,7 +219,7 @@ func (v *Volume) Close() error {
 	v.mu.Lock()
 	if v.m.dead == nil {
 		v.m.markClean()
-		if werr := v.waitSeq(v.m.nextSeq); err == nil {
+		if werr := v.waitSeq(v.m.commitSeq()); err == nil {
 			err = werr
 		}
 	}

@@ -154,6 +154,7 @@ func (v *Volume) commitBatch(src, dst int, batch []int64, stamps []uint64, check
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	v.m.copied(batch, stamps, min(checkpoint, v.m.nchunks))
+	v.log.Debug("resync batch recorded", "chunks", fmt.Sprint(batch), "checkpoint", checkpoint, "nextSeq", v.m.nextSeq)
 	v.notify()
 	return nil
 }

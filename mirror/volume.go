@@ -195,7 +195,6 @@ func (v *Volume) Zero(off, length int64, unmap bool) error {
 }
 
 func (v *Volume) write(off, n int64, op string, f func(Leg) error) error {
-	c0, c1 := off/v.chunk, (off+n-1)/v.chunk
 	v.appIO.Add(1)
 	defer v.appIO.Add(-1)
 	v.mu.Lock()
@@ -205,7 +204,7 @@ func (v *Volume) write(off, n int64, op string, f func(Leg) error) error {
 	}
 	var t writeTicket
 	for ok := false; !ok; {
-		if t, ok = v.m.beginWrite(c0, c1, v.clock.Now()); !ok {
+		if t, ok = v.m.beginWrite(off, n, v.clock.Now()); !ok {
 			v.cond.Wait()
 		}
 	}
@@ -214,7 +213,7 @@ func (v *Volume) write(off, n int64, op string, f func(Leg) error) error {
 	}
 	v.ops++
 	defer func() {
-		v.m.endWrite(c0, c1, v.clock.Now())
+		v.m.endWrite(off, n, v.clock.Now())
 		v.ops--
 		v.notify()
 	}()
