@@ -151,11 +151,15 @@ func (v *Volume) AddLeg(slot int, leg Leg) error {
 		}
 	}
 	if full {
-		// Invalidate both superblock copies before anything else lands.
+		// Invalidate both superblock copies before anything else lands, and
+		// give the heartbeat slots a clean start.
 		for _, off := range lay.SBOff {
 			if err := leg.WriteAt(alignedBuf(sbBytes), off, true); err != nil {
 				return fmt.Errorf("add leg %s: %w", leg.Name(), err)
 			}
+		}
+		if err := leg.WriteAt(alignedBuf(other.HBCount*hbSlotBytes), lay.HBOff, false); err != nil {
+			return fmt.Errorf("add leg %s: clearing heartbeat slots: %w", leg.Name(), err)
 		}
 	}
 	t := &superblock{

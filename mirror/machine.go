@@ -619,6 +619,16 @@ func (m *machine) addLeg(slot int, uuid [16]byte, full bool, extra *bitset) erro
 	return nil
 }
 
+// needBytes is how many data bytes the chunks still to copy hold (the last
+// chunk may be short).
+func (m *machine) needBytes(size int64) int64 {
+	b := m.needCount * m.chunk
+	if last := m.nchunks - 1; m.needCount > 0 && m.need.get(last) {
+		b -= m.nchunks*m.chunk - size
+	}
+	return b
+}
+
 // markClean records a clean shutdown (after the driver flushed and cleared).
 func (m *machine) markClean() {
 	m.clean = m.bothInSync() && m.needCount == 0

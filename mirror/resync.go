@@ -34,7 +34,7 @@ func (v *Volume) Resync() error {
 		return fmt.Errorf("resync: no in-sync leg to copy from: %w", ErrNoLeg)
 	}
 	src, dst := v.m.startResync()
-	v.resync = resyncState{running: true, src: src, dst: dst, total: v.m.needCount * v.chunk, started: v.clock.Now()}
+	v.resync = resyncState{running: true, src: src, dst: dst, total: v.m.needBytes(v.size), started: v.clock.Now()}
 	v.log.Info("resync started", "from", src, "to", dst, "bytes", v.resync.total)
 	v.bg.Add(1)
 	go v.resyncLoop(src, dst)
@@ -183,7 +183,7 @@ func (v *Volume) WaitInSync(ctx context.Context) error {
 		case v.m.dead != nil:
 			v.mu.Unlock()
 			return v.m.dead
-		case v.m.bothInSync() && v.m.needCount == 0:
+		case v.m.bothInSync() && v.m.needCount == 0 && !v.resync.running:
 			v.mu.Unlock()
 			return nil
 		case !v.m.active(0) || !v.m.active(1):
