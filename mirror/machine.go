@@ -121,6 +121,11 @@ func newMachine(c machineConfig) *machine {
 		m.need.or(c.bits)
 		m.needCount = m.need.count()
 	}
+	// The first metadata write stores the merged bitmap on both legs (and
+	// replaces any block that failed its checks).
+	for b := int64(0); b < m.bits.blocks(); b++ {
+		m.dirtyBlk[b] = struct{}{}
+	}
 	for i := range 2 {
 		if !m.attached[i] {
 			m.legs[i] = legFailed
