@@ -569,3 +569,42 @@ func TestFailLastLegRefused(t *testing.T) {
 		t.Fatalf("Legs() after failing leg 0: %v", l)
 	}
 }
+
+func TestResyncYieldsToApplicationIO(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const chunk = 64 << 10
+		p := newMemPair(t, 16<<20, chunk)
+		opts := testOptions(t)
+		opts.ResyncMinRate, opts.ResyncMaxRate = 4*chunk, 100*chunk
+		v, err := Assemble(p.legs(), opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := v.FailLeg(1); err != nil {
+			t.Fatal(err)
+		}
+		if err := v.AddLeg(1, legtest.NewMemLeg("blank", 16<<20)); err != nil {
+			t.Fatal(err)
+		}
+		// Application writes every 10 ms for 2 s: the resync keeps its floor.
+		for i := range 200 {
+			if err := v.WriteAt(make([]byte, 4096), int64(i%16)*chunk+8192, false); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		busy := v.Status().Resync.DoneBytes
+		if busy > 16*chunk || busy < 4*chunk {
+			t.Fatalf("under application I/O the resync copied %d chunks in 2 s, want about the floor of 4/s", busy/chunk)
+		}
+		time.Sleep(time.Second)
+		idle := v.Status().Resync.DoneBytes - busy
+		if idle < 50*chunk {
+			t.Fatalf("idle, the resync copied %d chunks in 1 s, want about the ceiling of 100/s", idle/chunk)
+		}
+		waitInSync(t, v)
+		if err := v.Close(); err != nil {
+			t.Fatal(err)
+		}
+	})
+}

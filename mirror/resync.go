@@ -93,8 +93,10 @@ func (v *Volume) runResync(src, dst int) error {
 			batch, stamps = batch[:0], stamps[:0]
 		}
 		c = next
+		// Yield to application I/O: the floor while it runs, the ceiling
+		// (0: unlimited) when the volume is idle.
 		rate := v.opts.ResyncMaxRate
-		if v.appIO.Load() > 0 {
+		if v.appBusy() {
 			rate = v.opts.ResyncMinRate
 		}
 		if !limiter.wait(rate, min(v.chunk, v.size-c*v.chunk), v.stop) {

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // Volume is an assembled mirror: two legs (or one, degraded) serving one
@@ -32,6 +33,7 @@ type Volume struct {
 
 	outstanding [2]atomic.Int64 // leg I/Os in flight, abandoned (timed out) ones included
 	appIO       atomic.Int64    // application I/Os in flight (resync yields to them)
+	appLast     atomic.Int64    // clock time (ns) the last application I/O ended
 
 	stop     chan struct{}
 	bg       sync.WaitGroup
@@ -168,6 +170,25 @@ func (v *Volume) settle(sel [2]bool, errs [2]error, op string) error {
 	return v.waitSeq(wait)
 }
 
+// appStart counts an application I/O for the resync's yield decision; the
+// returned func ends it.
+func (v *Volume) appStart() func() {
+	v.appIO.Add(1)
+	return func() {
+		v.appLast.Store(v.clock.Now().UnixNano())
+		v.appIO.Add(-1)
+	}
+}
+
+// appBusy: application I/O is running or ended within appIdleAfter.
+func (v *Volume) appBusy() bool {
+	return v.appIO.Load() > 0 || v.clock.Now().UnixNano()-v.appLast.Load() < int64(appIdleAfter)
+}
+
+// appIdleAfter is how long after the last application I/O a resync
+// returns from its floor rate to its ceiling.
+const appIdleAfter = 100 * time.Millisecond
+
 func (v *Volume) checkRange(off, n int64) error {
 	if off < 0 || n < 0 || off+n > v.size {
 		return fmt.Errorf("[%d, +%d) with volume size %d: %w", off, n, v.size, ErrRange)
@@ -195,8 +216,7 @@ func (v *Volume) Zero(off, length int64, unmap bool) error {
 }
 
 func (v *Volume) write(off, n int64, op string, f func(Leg) error) error {
-	v.appIO.Add(1)
-	defer v.appIO.Add(-1)
+	defer v.appStart()()
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	if v.closing {
@@ -229,8 +249,7 @@ func (v *Volume) write(off, n int64, op string, f func(Leg) error) error {
 
 // Flush makes every completed write durable on both legs.
 func (v *Volume) Flush() error {
-	v.appIO.Add(1)
-	defer v.appIO.Add(-1)
+	defer v.appStart()()
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	if v.closing {
@@ -258,8 +277,7 @@ func (v *Volume) ReadAt(p []byte, off int64) error {
 		return err
 	}
 	c0, c1 := off/v.chunk, (off+n-1)/v.chunk
-	v.appIO.Add(1)
-	defer v.appIO.Add(-1)
+	defer v.appStart()()
 	v.mu.Lock()
 	if v.closing {
 		v.mu.Unlock()
