@@ -608,3 +608,38 @@ func TestResyncYieldsToApplicationIO(t *testing.T) {
 		}
 	})
 }
+
+func TestAutoReAddBacksOffALegThatKeepsFailing(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		p := newMemPair(t, 8<<20, 64<<10)
+		opts := testOptions(t)
+		opts.AutoReAdd = true
+		opts.ReAddInterval = 2 * time.Second
+		v, err := Assemble(p.legs(), opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := v.WriteAt(make([]byte, 4096), 0, false); err != nil {
+			t.Fatal(err)
+		}
+		p.fault[1].FailFrom(legtest.OpWrite, 1, errMedium) // reads (the probe) still work
+		if err := v.WriteAt(make([]byte, 4096), 65536, false); err != nil {
+			t.Fatal(err)
+		}
+		w := p.fault[1].Count(legtest.OpWrite)
+		time.Sleep(2 * time.Minute)
+		// Each re-add costs a few writes (metadata, then the failing copy).
+		// Without backoff about 60 in 2 minutes; with it about 5.
+		n := p.fault[1].Count(legtest.OpWrite) - w
+		if n > 20 {
+			t.Fatalf("%d writes to a leg that fails every write: re-added without backoff", n)
+		}
+		if st := v.Status(); st.State != "degraded" {
+			t.Fatalf("state %s", st.State)
+		}
+		p.fault[1].Heal()
+		if err := v.Close(); err != nil {
+			t.Fatal(err)
+		}
+	})
+}

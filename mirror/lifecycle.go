@@ -50,17 +50,22 @@ func (v *Volume) clearIdle(all bool) {
 	}
 }
 
-// readdLoop probes failed legs and re-adds the ones that answer again.
+// readdLoop probes failed legs and re-adds the ones that answer again. A
+// leg that fails again within a minute of being re-added is retried with
+// exponential backoff (up to 64 intervals), so a leg with a persistent
+// write error does not churn through resyncs.
 func (v *Volume) readdLoop() {
 	defer v.bg.Done()
+	var st [2]readdState
 	for sleep(v.clock, v.opts.ReAddInterval, v.stop) {
 		for slot := range 2 {
 			v.mu.Lock()
 			leg := v.legs[slot]
 			failed := leg != nil && !v.m.active(slot) && v.m.dead == nil && !v.closing
 			v.mu.Unlock()
-			if !failed || v.outstanding[slot].Load() > 0 {
-				continue // still hung: its old I/O has not returned
+			now := v.clock.Now()
+			if !st[slot].due(failed, now, v.opts.ReAddInterval) || v.outstanding[slot].Load() > 0 {
+				continue // healthy, backing off, or still hung: its old I/O has not returned
 			}
 			var sb *superblock
 			err := v.legIO(slot, leg, "probe", func(l Leg) error {
@@ -75,9 +80,41 @@ func (v *Volume) readdLoop() {
 				v.log.Warn("automatic re-add failed", "slot", slot, "err", err)
 				continue
 			}
+			st[slot].added(now)
 			v.log.Info("leg answered again: re-added", "slot", slot, "leg", leg.Name())
 		}
 	}
+}
+
+// readdState is one slot's AutoReAdd backoff.
+type readdState struct {
+	failedSeen bool
+	attempts   int
+	lastAdd    time.Time
+	notBefore  time.Time
+}
+
+// due reports whether a failed leg should be probed now.
+func (s *readdState) due(failed bool, now time.Time, interval time.Duration) bool {
+	if !failed {
+		s.failedSeen = false
+		return false
+	}
+	if !s.failedSeen {
+		s.failedSeen = true
+		if !s.lastAdd.IsZero() && now.Sub(s.lastAdd) < time.Minute {
+			s.attempts = min(s.attempts+1, 6)
+		} else {
+			s.attempts = 0
+		}
+		s.notBefore = now.Add(interval*time.Duration(1<<s.attempts) - interval)
+	}
+	return !now.Before(s.notBefore)
+}
+
+func (s *readdState) added(now time.Time) {
+	s.lastAdd = now
+	s.failedSeen = false
 }
 
 // AddLeg (re-)adds a leg in a failed or missing slot and starts a resync.
