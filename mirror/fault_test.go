@@ -643,3 +643,64 @@ func TestAutoReAddBacksOffALegThatKeepsFailing(t *testing.T) {
 		}
 	})
 }
+
+func TestHungReadIsServedByTheOtherLeg(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		p := newMemPair(t, 8<<20, 64<<10)
+		opts := testOptions(t)
+		opts.IOTimeout = 2 * time.Second
+		v, err := Assemble(p.legs(), opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := bytes.Repeat([]byte{0x5A}, 4096)
+		if err := v.WriteAt(want, 0, false); err != nil {
+			t.Fatal(err)
+		}
+		p.fault[0].HangFrom(legtest.OpRead, 1)
+		got := make([]byte, 4096)
+		for range 4 { // idle reads alternate: at least one picks leg 0
+			if err := v.ReadAt(got, 0); err != nil {
+				t.Fatalf("read with a hung leg: %v", err)
+			}
+			if !bytes.Equal(got, want) {
+				t.Fatal("wrong data")
+			}
+		}
+		if st := v.Status(); st.Legs[0].State != "failed" || st.State != "degraded" {
+			t.Fatalf("a leg whose read hung past the timeout must be failed: %+v", st)
+		}
+		p.fault[0].Heal()
+		if err := v.Close(); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
+
+func TestReadErrorWithoutAnotherCopyIsReturned(t *testing.T) {
+	p := newMemPair(t, 8<<20, 64<<10)
+	v, err := Assemble(p.legs(), testOptions(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v.Close()
+	if err := v.FailLeg(1); err != nil {
+		t.Fatal(err)
+	}
+	p.fault[0].BadRange(0, 4096, errMedium)
+	if err := v.ReadAt(make([]byte, 4096), 0); !errors.Is(err, errMedium) {
+		t.Fatalf("read error on the only leg: %v, want the medium error", err)
+	}
+	if st := v.Status(); st.Legs[0].State != "in_sync" {
+		t.Fatalf("the last leg must not be failed by a read error: %+v", st)
+	}
+	if err := v.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := v.Close(); !errors.Is(err, ErrClosed) {
+		t.Fatalf("second Close: %v", err)
+	}
+	if err := v.WriteAt(make([]byte, 512), 0, false); !errors.Is(err, ErrClosed) {
+		t.Fatalf("write after Close: %v", err)
+	}
+}
