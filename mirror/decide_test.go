@@ -40,6 +40,7 @@ func TestDecide(t *testing.T) {
 		{"stale leg 0 gets the marked chunks", [2]*superblock{sb(0, 5, in, 1, 1), sb(1, 9, f0, 1, 1, 2)}, -1, "n", "", 1, legOutOfSync, false, false},
 		{"bits cleared after the stale leg left: full", [2]*superblock{sb(0, 9, f1, 3, 1, 2, 3), sb(1, 5, in, 1, 1)}, -1, "n", "", 0, legOutOfSync, true, false},
 		{"newer leg remembers another leg in the slot: full", [2]*superblock{otherUUID, sb(1, 5, in, 1, 1)}, -1, "n", "", 0, legOutOfSync, true, false},
+		{"target got the newer superblock first", [2]*superblock{sb(0, 5, in, 1, 1), sb(1, 9, reb1, 1, 1, 2)}, -1, "n", "", 0, legOutOfSync, false, false},
 		{"split brain refused", [2]*superblock{sb(0, 9, f1, 1, 1, 2), sb(1, 9, f0, 1, 1, 3)}, -1, "n", "split", 0, 0, false, false},
 		{"split brain, operator keeps leg 1", [2]*superblock{sb(0, 9, f1, 1, 1, 2), sb(1, 9, f0, 1, 1, 3)}, 1, "n", "", 1, legOutOfSync, true, true},
 		{"split brain with no common history", [2]*superblock{sb(0, 9, f1, 1, 5), sb(1, 9, f0, 1, 6)}, -1, "n", "split", 0, 0, false, false},
