@@ -341,4 +341,3 @@ func TestReadErrorWithoutAnotherCopyIsReturned(t *testing.T) {
 		t.Fatalf("write after Close: %v", err)
 	}
 }
-
