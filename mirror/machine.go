@@ -558,6 +558,9 @@ func (m *machine) nextNeed(from int64) int64 {
 // flushed; stamps are what unlockChunk returned. The checkpoint is where
 // the next pass resumes.
 func (m *machine) copied(chunks []int64, stamps []uint64, checkpoint int64) {
+	if m.source() < 0 || m.dead != nil {
+		return // a leg failed meanwhile: keep every bit (rule 4)
+	}
 	cleared := 0
 	for k, c := range chunks {
 		if m.need.get(c) {

@@ -301,6 +301,23 @@ func TestMachineRebuildAndReads(t *testing.T) {
 	}
 }
 
+func TestMachineCopiedAfterTargetFailedKeepsBits(t *testing.T) {
+	m := newTestMachine()
+	m.failLeg(1, "x")
+	m.bits.set(4)
+	if err := m.addLeg(1, [16]byte{2}, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	m.startResync()
+	m.lockChunk(4)
+	st := m.unlockChunk(4, t0)
+	m.failLeg(1, "again") // the target fails before the batch is recorded
+	m.copied([]int64{4}, []uint64{st}, 5)
+	if !m.bits.get(4) {
+		t.Fatal("a bit was cleared while the volume is degraded")
+	}
+}
+
 func TestMachineCommitSeq(t *testing.T) {
 	m := newTestMachine()
 	if got := m.commitSeq(); got != m.durableSeq {

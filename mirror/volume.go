@@ -85,39 +85,56 @@ func (v *Volume) Legs() [2]Leg {
 // answer in time gets an ErrTimeout LegError; its call keeps running in
 // the background and is counted in outstanding until it returns.
 func (v *Volume) legIO(slot int, leg Leg, op string, f func(Leg) error) error {
-	v.outstanding[slot].Add(1)
-	done := make(chan error, 1)
-	go func() {
-		err := f(leg)
-		v.outstanding[slot].Add(-1)
-		done <- err
-	}()
-	t := v.clock.NewTimer(v.opts.IOTimeout)
-	defer t.Stop()
-	select {
-	case err := <-done:
-		if err != nil {
-			return &LegError{Slot: slot, Name: leg.Name(), Op: op, Err: err}
-		}
-		return nil
-	case <-t.C():
-		return &LegError{Slot: slot, Name: leg.Name(), Op: op, Err: fmt.Errorf("no answer within %v: %w", v.opts.IOTimeout, ErrTimeout)}
-	}
+	var sel [2]bool
+	var legs [2]Leg
+	sel[slot], legs[slot] = true, leg
+	return v.both(sel, legs, op, f)[slot]
 }
 
-// both runs f on the selected legs in parallel and returns each result.
+// legResult is one leg's answer to a call made by both.
+type legResult struct {
+	slot int
+	err  error
+}
+
+// both runs f on the selected legs in parallel, each call in its own
+// goroutine so that a hung leg cannot hold the caller past the I/O
+// timeout, and returns each leg's result (ErrTimeout for no answer).
 func (v *Volume) both(sel [2]bool, legs [2]Leg, op string, f func(Leg) error) [2]error {
+	done := make(chan legResult, 2)
+	n := 0
+	for i := range 2 {
+		if !sel[i] {
+			continue
+		}
+		n++
+		v.outstanding[i].Add(1)
+		go func() {
+			err := f(legs[i])
+			v.outstanding[i].Add(-1)
+			done <- legResult{i, err}
+		}()
+	}
 	var errs [2]error
-	switch {
-	case sel[0] && sel[1]:
-		done := make(chan struct{})
-		go func() { errs[1] = v.legIO(1, legs[1], op, f); close(done) }()
-		errs[0] = v.legIO(0, legs[0], op, f)
-		<-done
-	case sel[0]:
-		errs[0] = v.legIO(0, legs[0], op, f)
-	case sel[1]:
-		errs[1] = v.legIO(1, legs[1], op, f)
+	var answered [2]bool
+	t := v.clock.NewTimer(v.opts.IOTimeout)
+	defer t.Stop()
+	for n > 0 {
+		select {
+		case r := <-done:
+			n--
+			answered[r.slot] = true
+			if r.err != nil {
+				errs[r.slot] = &LegError{Slot: r.slot, Name: legs[r.slot].Name(), Op: op, Err: r.err}
+			}
+		case <-t.C():
+			for i := range 2 {
+				if sel[i] && !answered[i] {
+					errs[i] = &LegError{Slot: i, Name: legs[i].Name(), Op: op, Err: fmt.Errorf("no answer within %v: %w", v.opts.IOTimeout, ErrTimeout)}
+				}
+			}
+			return errs
+		}
 	}
 	return errs
 }
