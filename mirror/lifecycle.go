@@ -135,9 +135,19 @@ func (v *Volume) AddLeg(slot int, leg Leg) error {
 		v.mu.Unlock()
 		return fmt.Errorf("slot %d already holds a working leg (%s); fail it first", slot, v.legs[slot].Name())
 	}
+	if v.adding[slot] {
+		v.mu.Unlock()
+		return fmt.Errorf("slot %d: a leg is being added already", slot)
+	}
+	v.adding[slot] = true
 	old := v.legs[slot]
 	other := v.tmpl[1-slot]
 	v.mu.Unlock()
+	defer func() {
+		v.mu.Lock()
+		v.adding[slot] = false
+		v.mu.Unlock()
+	}()
 	if leg == nil {
 		if old == nil {
 			return fmt.Errorf("slot %d has no previous leg to reopen; name one", slot)

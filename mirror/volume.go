@@ -27,6 +27,7 @@ type Volume struct {
 	tmpl     [2]*superblock // per-leg fixed superblock fields
 	closing  bool
 	metaStop bool
+	adding   [2]bool // AddLeg in progress for the slot
 	ops      int // application I/Os in flight
 	resync   resyncState
 	verify   verifyState
