@@ -28,7 +28,7 @@ type Volume struct {
 	closing  bool
 	metaStop bool
 	adding   [2]bool // AddLeg in progress for the slot
-	ops      int // application I/Os in flight
+	ops      int     // application I/Os in flight
 	resync   resyncState
 	verify   verifyState
 
