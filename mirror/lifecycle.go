@@ -249,9 +249,10 @@ func (v *Volume) Close() error {
 		return ErrClosed
 	}
 	v.closing = true
+	v.closingFlag.Store(true)
 	close(v.stop)
 	v.notify()
-	for v.ops > 0 {
+	for v.ops > 0 || v.reads.Load() > 0 {
 		v.cond.Wait()
 	}
 	v.mu.Unlock()

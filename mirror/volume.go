@@ -35,6 +35,8 @@ type Volume struct {
 	outstanding [2]atomic.Int64 // leg I/Os in flight, abandoned (timed out) ones included
 	appIO       atomic.Int64    // application I/Os in flight (resync yields to them)
 	appLast     atomic.Int64    // clock time (ns) the last application I/O ended
+	reads       atomic.Int64    // reads in flight (Close waits for them)
+	closingFlag atomic.Bool     // closing, readable without mu
 
 	stop     chan struct{}
 	bg       sync.WaitGroup
@@ -307,14 +309,23 @@ func (v *Volume) ReadAt(p []byte, off int64) error {
 		return err
 	}
 	leg := v.legs[slot]
-	v.ops++
+	v.reads.Add(1)
 	v.mu.Unlock()
-	defer func() { v.mu.Lock(); v.ops--; v.notify(); v.mu.Unlock() }()
+	defer v.readDone()
 	rerr := v.legIO(slot, leg, "read", func(l Leg) error { return l.ReadAt(p, off) })
 	if rerr == nil {
 		return nil
 	}
 	return v.readRecover(slot, p, off, c0, c1, rerr)
+}
+
+// readDone ends a read; the last one wakes a Close waiting to drain.
+func (v *Volume) readDone() {
+	if v.reads.Add(-1) == 0 && v.closingFlag.Load() {
+		v.mu.Lock()
+		v.notify()
+		v.mu.Unlock()
+	}
 }
 
 // readRecover retries a failed read on the other leg and repairs the bad
