@@ -22,6 +22,7 @@ var sections = []section{
 	{"nbd", benchNBD},
 	{"lab", benchLab},
 	{"heartbeat", benchHeartbeat},
+	{"engine", benchEngine},
 }
 
 func main() {
