@@ -24,8 +24,10 @@ import (
 // servers, not the disk. Servers alternate run by run; medians are printed.
 //
 // Environment: HAMIRROR_BENCH_RUNS (default 3), HAMIRROR_BENCH_RUNTIME
-// (seconds per fio run, default 10), HAMIRROR_BENCH_PPROF (a directory:
-// mirrord writes a CPU profile there).
+// (seconds per fio run, default 10), HAMIRROR_BENCH_WORKLOADS (e.g.
+// "randread,randwrite"; seqwrite also fills the files, so it is kept first
+// when chosen), HAMIRROR_BENCH_PPROF (a directory: mirrord writes a CPU
+// profile there).
 
 type nbdWorkload struct {
 	name, title, rw, bs string
@@ -88,9 +90,18 @@ func benchNBD() error {
 	}
 	fmt.Printf("fio ioengine=nbd, %d runs of %ds per subject and workload, alternating; files on %s\n", runs, runtime, dir)
 
+	workloads := nbdWorkloads
+	if want := os.Getenv("HAMIRROR_BENCH_WORKLOADS"); want != "" {
+		workloads = nil
+		for _, w := range nbdWorkloads {
+			if strings.Contains(","+want+",", ","+w.name+",") {
+				workloads = append(workloads, w)
+			}
+		}
+	}
 	results := map[string]map[string][]float64{} // workload -> subject -> IOPS per run
 	for run := range runs {
-		for _, w := range nbdWorkloads {
+		for _, w := range workloads {
 			if results[w.name] == nil {
 				results[w.name] = map[string][]float64{}
 			}
@@ -105,7 +116,7 @@ func benchNBD() error {
 			}
 		}
 	}
-	for _, w := range nbdWorkloads {
+	for _, w := range workloads {
 		t := bench.Table{Title: w.title, Unit: "IOPS", Base: "nbdkit"}
 		for _, s := range subjects {
 			xs := results[w.name][s.name]
