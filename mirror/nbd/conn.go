@@ -35,10 +35,10 @@ type conn struct {
 	werr    error        // sticky write error
 	pending atomic.Int32 // replies waiting for wmu or being written
 
-	sem      chan struct{} // one token per request in flight
+	sem      chan struct{}       // one token per request in flight
 	budget   *semaphore.Weighted // payload bytes buffered by requests in flight
-	work     chan *job     // hands requests to idle workers
-	workers  int           // started workers (transmit goroutine only)
+	work     chan *job           // hands requests to idle workers
+	workers  int                 // started workers (transmit goroutine only)
 	workerWG sync.WaitGroup
 
 	stopping atomic.Bool  // Shutdown: read no more requests
@@ -48,7 +48,7 @@ type conn struct {
 
 // job is one request being served.
 type job struct {
-	req Request
+	req    Request
 	buf    []byte // write payload (from the pool), nil otherwise
 	weight int64  // bytes held in conn.budget
 	inline bool   // served by the reading goroutine itself
@@ -77,15 +77,19 @@ func (c *conn) observe(d time.Duration) {
 }
 
 func newConn(s *Server, nc net.Conn) *conn {
-	return &conn{
-		s:    s,
-		nc:   nc,
-		br:   bufio.NewReaderSize(nc, 128<<10),
-		bw:   bufio.NewWriterSize(nc, 128<<10),
+	c := &conn{
+		s:      s,
+		nc:     nc,
+		br:     bufio.NewReaderSize(nc, 128<<10),
+		bw:     bufio.NewWriterSize(nc, 128<<10),
 		sem:    make(chan struct{}, s.opts.MaxInFlight),
 		budget: semaphore.NewWeighted(int64(s.opts.MaxBuffered)),
-		work: make(chan *job),
+		work:   make(chan *job),
 	}
+	// Assume a slow backend until it proves fast: a first request that
+	// stalls must not keep the connection from reading the next ones.
+	c.latency.Store(int64(time.Millisecond))
+	return c
 }
 
 // stopReading makes transmit stop after the request it is reading (used by

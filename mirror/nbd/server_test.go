@@ -455,3 +455,50 @@ func TestNewServerRejectsBadGeometry(t *testing.T) {
 		t.Error("udp listen address accepted")
 	}
 }
+
+// barrierBackend blocks every write until `want` writes are inside WriteAt
+// at once: a server that served one connection's requests one by one
+// would never get there.
+type barrierBackend struct {
+	*memBackend
+	mu      sync.Mutex
+	inside  int
+	maxSeen int
+	want    int
+	release chan struct{}
+}
+
+func (b *barrierBackend) WriteAt(p []byte, off int64, fua bool) error {
+	b.mu.Lock()
+	b.inside++
+	b.maxSeen = max(b.maxSeen, b.inside)
+	if b.inside == b.want {
+		close(b.release)
+	}
+	b.mu.Unlock()
+	select {
+	case <-b.release:
+	case <-time.After(10 * time.Second):
+	}
+	b.mu.Lock()
+	b.inside--
+	b.mu.Unlock()
+	return b.memBackend.WriteAt(p, off, fua)
+}
+
+func TestRequestsOfOneConnectionRunConcurrently(t *testing.T) {
+	b := &barrierBackend{memBackend: newMem(1<<20, 512), want: 4, release: make(chan struct{})}
+	_, sock := startServer(t, b, Options{})
+	cl := dial(t, sock, false)
+	for i := range 4 {
+		cl.send(CmdWrite, 0, uint64(i), uint64(i)*4096, 4096, make([]byte, 4096))
+	}
+	for range 4 {
+		if rp, err := cl.recv(nil); err != nil || rp.errno != 0 {
+			t.Fatalf("reply %+v %v", rp, err)
+		}
+	}
+	if b.maxSeen < 4 {
+		t.Fatalf("at most %d writes ran at once; the server serialised the connection", b.maxSeen)
+	}
+}
