@@ -10,6 +10,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime/pprof"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -390,8 +391,8 @@ func parseRate(s string) (int64, error) {
 			mult, t = 1<<30, t[:n-1]
 		}
 	}
-	var v int64
-	if _, err := fmt.Sscan(t, &v); err != nil || v < 0 {
+	v, err := strconv.ParseInt(t, 10, 64)
+	if err != nil || v < 0 || v > (1<<62)/mult {
 		return 0, fmt.Errorf("%q is not a rate (examples: 0, 512K, 10M)", s)
 	}
 	return v * mult, nil
