@@ -20,6 +20,7 @@ type section struct {
 // sections lists every benchmark section in the order they run.
 var sections = []section{
 	{"nbd", benchNBD},
+	{"lab", benchLab},
 }
 
 func main() {

@@ -1,0 +1,334 @@
+package iscsi
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"time"
+)
+
+// session is one logged-in iSCSI session with a single connection in full
+// feature phase. Many goroutines submit commands; one reader goroutine
+// receives every PDU and dispatches it by ITT; a watchdog goroutine pings
+// and enforces the timeout. A session never reconnects: once it fails,
+// every outstanding and later command gets its error, and the Disk builds a
+// new session.
+//
+// Lock order: wmu before mu. Only the reader completes tasks, so a task's
+// read buffer is never written after its caller has been told the outcome.
+type session struct {
+	nc      net.Conn
+	br      *bufio.Reader
+	params  Params
+	digests Digests
+	live    liveness
+	now     func() time.Time
+	depth   int
+
+	wmu sync.Mutex // serializes writes to nc
+
+	mu        sync.Mutex
+	cond      *sync.Cond
+	cmdSN     uint32
+	win       window
+	expStatSN uint32
+	nextITT   uint32
+	tasks     map[uint32]*task
+	err       error // why the session died (nil while alive)
+	lastRecv  time.Time
+	pingITT   uint32
+	pingSent  time.Time
+	logoutITT uint32
+	logout    chan error
+
+	dead chan struct{} // closed when the reader has exited and all tasks failed
+}
+
+// command is one SCSI command to run.
+type command struct {
+	Op    string // for errors: "READ(16)"
+	LUN   uint64
+	CDB   []byte
+	Read  []byte // Data-In destination (its length is the expected length)
+	Write []byte // Data-Out source
+}
+
+// result is how a command ended at the target.
+type result struct {
+	Response  byte
+	Status    byte
+	Sense     []byte
+	Residual  uint32
+	Underflow bool
+	Overflow  bool
+	Received  int // Data-In bytes placed in Read
+}
+
+type task struct {
+	cmd    command
+	itt    uint32
+	sent   time.Time
+	dataSN uint32
+	recv   uint32
+	done   chan struct{}
+	res    result
+	err    error
+}
+
+// newSession starts the reader and watchdog on a logged-in connection.
+func newSession(nc net.Conn, br *bufio.Reader, p Params, last sn, live liveness, depth int, now func() time.Time) *session {
+	s := &session{
+		nc: nc, br: br, params: p,
+		digests: Digests{Header: p.HeaderDigest, Data: p.DataDigest},
+		live:    live, now: now, depth: depth,
+		cmdSN:     last.ExpCmdSN,
+		win:       window{exp: last.ExpCmdSN, max: last.MaxCmdSN},
+		expStatSN: last.StatSN + 1,
+		nextITT:   1,
+		tasks:     map[uint32]*task{},
+		lastRecv:  now(),
+		dead:      make(chan struct{}),
+	}
+	s.cond = sync.NewCond(&s.mu)
+	go s.readLoop()
+	go s.watchdog()
+	return s
+}
+
+// newITT returns an unused task tag; s.mu is held.
+func (s *session) newITT() uint32 {
+	for {
+		itt := s.nextITT
+		s.nextITT++
+		if itt == reservedTag || itt == 0 {
+			continue
+		}
+		if _, busy := s.tasks[itt]; busy || itt == s.pingITT || itt == s.logoutITT {
+			continue
+		}
+		return itt
+	}
+}
+
+// kill records why the session dies and closes the socket; the reader
+// then fails every task.
+func (s *session) kill(err error) {
+	s.mu.Lock()
+	if s.err == nil {
+		s.err = err
+	}
+	s.mu.Unlock()
+	s.nc.Close()
+}
+
+// failure returns the error that killed the session, or nil.
+func (s *session) failure() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.err
+}
+
+// send writes one PDU; wmu must be held.
+func (s *session) send(p *PDU) error {
+	bufs, err := p.writeBuffers(s.digests)
+	if err != nil {
+		return err
+	}
+	if _, err := bufs.WriteTo(s.nc); err != nil {
+		err = fmt.Errorf("iscsi: sending to target: %w", err)
+		s.kill(err)
+		return err
+	}
+	return nil
+}
+
+// exec runs a command and waits for its end. The error is a transport or
+// session error; SCSI status is in the result.
+func (s *session) exec(c command) (result, error) {
+	if len(c.Read) > 0 && len(c.Write) > 0 {
+		return result{}, fmt.Errorf("iscsi: %s: bidirectional commands are not supported", c.Op)
+	}
+	t := &task{cmd: c, done: make(chan struct{})}
+	s.wmu.Lock()
+	s.mu.Lock()
+	for s.err == nil && (len(s.tasks) >= s.depth || !s.win.open(s.cmdSN)) {
+		s.wmu.Unlock()
+		s.cond.Wait()
+		s.mu.Unlock()
+		s.wmu.Lock()
+		s.mu.Lock()
+	}
+	if s.err != nil {
+		err := s.err
+		s.mu.Unlock()
+		s.wmu.Unlock()
+		return result{}, fmt.Errorf("%w: %w", ErrDisconnected, err)
+	}
+	t.itt = s.newITT()
+	t.sent = s.now()
+	s.tasks[t.itt] = t
+	cmdSN := s.cmdSN
+	s.cmdSN++
+	expStatSN := s.expStatSN
+	s.mu.Unlock()
+
+	err := s.sendCommand(t, cmdSN, expStatSN)
+	s.wmu.Unlock()
+	if err != nil {
+		// The reader fails the task once the socket is closed.
+		s.kill(err)
+	}
+	<-t.done
+	return t.res, t.err
+}
+
+// sendCommand writes the command PDU with its immediate data and any
+// unsolicited Data-Out; wmu is held.
+func (s *session) sendCommand(t *task, cmdSN, expStatSN uint32) error {
+	c := t.cmd
+	p := s.params
+	total := uint32(len(c.Write))
+	if len(c.Read) > 0 {
+		total = uint32(len(c.Read))
+	}
+	var imm, unsolicited uint32
+	if len(c.Write) > 0 {
+		first := min(total, p.FirstBurstLength)
+		if p.ImmediateData {
+			imm = min(first, p.MaxSendDataSegmentLength)
+		}
+		unsolicited = imm
+		if !p.InitialR2T {
+			unsolicited = first
+		}
+	}
+	cmd := scsiCommand{
+		Final: unsolicited == imm, Read: len(c.Read) > 0, Write: len(c.Write) > 0,
+		LUN: c.LUN, ITT: t.itt, ExpectedLength: total, CmdSN: cmdSN, ExpStatSN: expStatSN,
+		CDB: c.CDB, Data: c.Write[:imm],
+	}
+	pdu, err := cmd.encode()
+	if err != nil {
+		return err
+	}
+	if err := s.send(pdu); err != nil {
+		return err
+	}
+	if unsolicited > imm {
+		return s.sendData(t, reservedTag, imm, unsolicited-imm)
+	}
+	return nil
+}
+
+// sendData sends [off, off+n) of t's write buffer as Data-Out PDUs in
+// pieces the target accepts; wmu is held.
+func (s *session) sendData(t *task, ttt uint32, off, n uint32) error {
+	end := off + n
+	var dataSN uint32
+	for off < end {
+		l := min(end-off, s.params.MaxSendDataSegmentLength)
+		s.mu.Lock()
+		exp := s.expStatSN
+		s.mu.Unlock()
+		d := dataOut{
+			Final: off+l == end, LUN: t.cmd.LUN, ITT: t.itt, TTT: ttt, ExpStatSN: exp,
+			DataSN: dataSN, BufferOffset: off, Data: t.cmd.Write[off : off+l],
+		}
+		if err := s.send(d.encode()); err != nil {
+			return err
+		}
+		off += l
+		dataSN++
+	}
+	return nil
+}
+
+// ping sends a NOP-Out that the target must answer.
+func (s *session) ping() {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	s.mu.Lock()
+	if s.err != nil || !s.pingSent.IsZero() {
+		s.mu.Unlock()
+		return
+	}
+	s.pingITT = s.newITT()
+	s.pingSent = s.now()
+	n := nopOut{ITT: s.pingITT, TTT: reservedTag, CmdSN: s.cmdSN, ExpStatSN: s.expStatSN}
+	s.mu.Unlock()
+	s.send(n.encode())
+}
+
+// watchdog ticks a few times per timeout and applies the liveness rules.
+func (s *session) watchdog() {
+	tick := min(s.live.Timeout, s.live.PingInterval) / 4
+	tick = max(tick, 10*time.Millisecond)
+	tk := time.NewTicker(tick)
+	defer tk.Stop()
+	for {
+		select {
+		case <-s.dead:
+			return
+		case <-tk.C:
+		}
+		s.mu.Lock()
+		in := livenessInput{Now: s.now(), LastRecv: s.lastRecv, PingSent: s.pingSent}
+		for _, t := range s.tasks {
+			if in.OldestTask.IsZero() || t.sent.Before(in.OldestTask) {
+				in.OldestTask, in.OldestOp = t.sent, t.cmd.Op
+			}
+		}
+		s.mu.Unlock()
+		ping, dead := s.live.check(in)
+		if dead != nil {
+			s.kill(dead)
+			return
+		}
+		if ping {
+			s.ping()
+		}
+	}
+}
+
+// close logs out (waiting at most the timeout) and closes the connection.
+func (s *session) close() {
+	s.wmu.Lock()
+	s.mu.Lock()
+	if s.err != nil {
+		s.mu.Unlock()
+		s.wmu.Unlock()
+		s.nc.Close()
+		<-s.dead
+		return
+	}
+	s.logoutITT = s.newITT()
+	s.logout = make(chan error, 1)
+	l := logoutRequest{ITT: s.logoutITT, CmdSN: s.cmdSN, ExpStatSN: s.expStatSN}
+	ch := s.logout
+	s.mu.Unlock()
+	err := s.send(l.encode())
+	s.wmu.Unlock()
+	if err == nil {
+		select {
+		case <-ch:
+		case <-s.dead:
+		case <-time.After(s.live.Timeout):
+		}
+	}
+	s.kill(ErrClosed)
+	<-s.dead
+}
+
+// isDead reports whether the session has failed.
+func (s *session) isDead() bool {
+	select {
+	case <-s.dead:
+		return true
+	default:
+		return false
+	}
+}
+
+var errUnknownTask = errors.New("unknown task")
