@@ -296,7 +296,8 @@ func netlinkStatus(nl nbdGenl, fam genetlink.Family, index int) (DeviceStatus, e
 			}
 		}
 	}
-	return DeviceStatus{}, fmt.Errorf("nbd: /dev/nbd%d does not exist (nbd module loaded with too few nbds_max?)", index)
+	// No such device yet: CONNECT with its index creates it (nbds_max=0).
+	return DeviceStatus{Index: index}, nil
 }
 
 func (d *Device) nameOr(s string) string {

@@ -253,12 +253,13 @@ func TestNetlinkConnectErrors(t *testing.T) {
 		t.Fatalf("busy device: %v", err)
 	}
 	d.stopServing() // the kernel never took the sockets: serving ends
-	// A device index the kernel does not have.
+	// A device index the kernel does not have yet is not connected:
+	// CONNECT with that index creates it.
 	k2 := &fakeKernel{t: t, connected: map[int]bool{}}
 	nl2 := k2.dial()
 	defer nl2.Close()
-	if _, err := netlinkStatus(nl2, fakeFamily, 9); err == nil {
-		t.Fatal("status of a missing device succeeded")
+	if st, err := netlinkStatus(nl2, fakeFamily, 9); err != nil || st.Connected || st.Index != 9 {
+		t.Fatalf("status of a missing device: %+v, %v", st, err)
 	}
 }
 
