@@ -26,7 +26,7 @@ func (b *fileBackend) WriteAt(p []byte, off int64, fua bool) error {
 	_, err := b.f.WriteAt(p, off)
 	return err
 }
-func (b *fileBackend) Flush() error                       { return b.f.Sync() }
+func (b *fileBackend) Flush() error                        { return b.f.Sync() }
 func (b *fileBackend) Zero(off, n int64, unmap bool) error { return nil }
 
 // BenchmarkFio runs fio's nbd engine against the server over a tmpfs file

@@ -208,7 +208,7 @@ func TestCommandsAndErrors(t *testing.T) {
 			}
 			got := mem.snapshot()
 			want := append([]byte(nil), data...)
-			clear(want[0:1024])     // the two WRITE_ZEROES
+			clear(want[0:1024])    // the two WRITE_ZEROES
 			clear(want[1536:2560]) // blocks 2048..3072 of the export
 			if !bytes.Equal(got[512:512+8192], want) {
 				t.Fatalf("zero/trim touched the wrong bytes")
