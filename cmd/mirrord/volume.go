@@ -37,6 +37,7 @@ type volumeFlags struct {
 	resyncMin  string
 	resyncMax  string
 	kernConns  int
+	ioctl      bool
 	cpuprofile string
 }
 
@@ -82,6 +83,7 @@ the volume clean on disk.`,
 	fl.StringVar(&f.resyncMin, "resync-min-rate", "10M", "resync rate kept even under application I/O (bytes/s)")
 	fl.StringVar(&f.resyncMax, "resync-max-rate", "0", "resync rate ceiling when idle (bytes/s, 0: unlimited)")
 	fl.IntVar(&f.kernConns, "device-connections", 2, "sockets the kernel spreads /dev/nbdN I/O over")
+	fl.BoolVar(&f.ioctl, "device-ioctl", false, "attach --device with the legacy ioctls instead of netlink (no reclaim after a crash)")
 	fl.StringVar(&f.cpuprofile, "cpuprofile", "", "write a CPU profile here until exit (benchmarks)")
 	fl.MarkHidden("cpuprofile")
 	return c
@@ -213,7 +215,7 @@ func runVolume(ctx context.Context, f *volumeFlags) error {
 			log.Warn("cannot fully protect mirrord from deadlocking on its own device", "err", err)
 		}
 		dev, err := nbd.Attach(srv, nbd.AttachOptions{Device: f.device, Connections: f.kernConns,
-			Identifier: "hamirror:" + st.VolumeUUID, Logger: log})
+			Identifier: "hamirror:" + st.VolumeUUID, ForceIoctl: f.ioctl, Logger: log})
 		if err != nil {
 			d.shutdown()
 			return err
