@@ -15,6 +15,10 @@ import (
 	"golang.org/x/sync/semaphore"
 )
 
+// smallPayload: requests up to this size are bounded by the in-flight
+// slots alone, larger ones also by the byte budget.
+const smallPayload = 64 << 10
+
 // maxDiscard is how much refused write payload the server reads and throws
 // away to stay in step with a client; beyond it the client is dropped.
 const maxDiscard = 64 << 20
@@ -33,6 +37,7 @@ type conn struct {
 	wmu     sync.Mutex
 	bw      *bufio.Writer
 	werr    error        // sticky write error
+	wfailed atomic.Bool  // werr is set (read without wmu)
 	pending atomic.Int32 // replies waiting for wmu or being written
 
 	sem      chan struct{}       // one token per request in flight
@@ -144,11 +149,16 @@ func (c *conn) transmit(sess session) (err error) {
 			return nil
 		}
 		v := lim.validate(req)
+		// Requests served inline hold no slot: the reading goroutine is
+		// busy with them, so they add nothing to what is in flight. Small
+		// payloads are bounded by the slots alone (MaxInFlight x 64 KiB);
+		// larger ones also take their size from the byte budget.
+		inline := v.errno == 0 && c.inlineOK(req)
 		weight := int64(0)
-		if v.errno == 0 && (req.Type == CmdRead || req.Type == CmdWrite) {
-			weight = int64(req.Length)
-		}
-		if v.errno == 0 {
+		if v.errno == 0 && !inline {
+			if (req.Type == CmdRead || req.Type == CmdWrite) && req.Length > smallPayload {
+				weight = int64(req.Length)
+			}
 			c.sem <- struct{}{}
 			c.budget.Acquire(context.Background(), weight)
 		}
@@ -165,8 +175,10 @@ func (c *conn) transmit(sess session) (err error) {
 				buf = c.s.pool.get(int(req.Length))
 				if _, err := io.ReadFull(c.br, buf); err != nil {
 					c.s.pool.put(buf)
-					c.budget.Release(weight)
-					<-c.sem
+					if !inline {
+						c.budget.Release(weight)
+						<-c.sem
+					}
 					return fmt.Errorf("nbd: reading write payload: %w", err)
 				}
 			}
@@ -175,14 +187,13 @@ func (c *conn) transmit(sess session) (err error) {
 			c.replyError(req, v.errno, v.reason)
 			continue
 		}
-		j := &job{req: req, buf: buf, weight: weight}
-		if c.inlineOK(req) {
-			j.inline = true
-			c.serve(j)
+		if inline {
+			j := job{req: req, buf: buf, inline: true}
+			c.serve(&j)
 		} else {
-			c.dispatch(j)
+			c.dispatch(&job{req: req, buf: buf, weight: weight})
 		}
-		if c.broken() {
+		if c.wfailed.Load() {
 			return fmt.Errorf("nbd: writing replies: %w", c.writeErr())
 		}
 	}
@@ -215,10 +226,12 @@ func (c *conn) worker(first *job) {
 
 // serve executes one validated request and sends its reply.
 func (c *conn) serve(j *job) {
-	defer func() {
-		c.budget.Release(j.weight)
-		<-c.sem
-	}()
+	if !j.inline {
+		defer func() {
+			c.budget.Release(j.weight)
+			<-c.sem
+		}()
+	}
 	b := c.s.backend
 	r := j.req
 	off, n := int64(r.Offset), int64(r.Length)
@@ -323,6 +336,7 @@ func (c *conn) send(hdr, data []byte, later bool) {
 // fail records a write error and closes the connection so the reader stops.
 func (c *conn) fail(err error) {
 	c.werr = err
+	c.wfailed.Store(true)
 	c.nc.Close()
 }
 
@@ -335,12 +349,6 @@ func (c *conn) flushOut() {
 			c.fail(err)
 		}
 	}
-}
-
-func (c *conn) broken() bool {
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
-	return c.werr != nil
 }
 
 func (c *conn) writeErr() error {
