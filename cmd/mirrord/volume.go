@@ -194,13 +194,16 @@ func runVolume(ctx context.Context, f *volumeFlags) error {
 		return err
 	}
 	d := &daemon{vol: vol, srv: srv, log: log}
+	d.register(ctl)
 	for _, addr := range f.listen {
 		ln, err := nbd.Listen(addr)
 		if err != nil {
 			d.shutdown()
 			return err
 		}
+		d.mu.Lock()
 		d.listen = append(d.listen, addr)
+		d.mu.Unlock()
 		d.wg.Add(1)
 		go func() {
 			defer d.wg.Done()
@@ -220,10 +223,11 @@ func runVolume(ctx context.Context, f *volumeFlags) error {
 			d.shutdown()
 			return err
 		}
+		d.mu.Lock()
 		d.dev = dev
+		d.mu.Unlock()
 		log.Info("kernel device attached", "device", dev.Path, "reclaimed", dev.Reclaimed)
 	}
-	d.register(ctl)
 	<-ctx.Done()
 	log.Info("shutting down: draining NBD requests, flushing both legs")
 	if err := d.shutdown(); err != nil {
@@ -235,16 +239,20 @@ func runVolume(ctx context.Context, f *volumeFlags) error {
 
 // daemon is a running volume and what serves it.
 type daemon struct {
-	vol    *mirror.Volume
-	srv    *nbd.Server
+	vol *mirror.Volume
+	srv *nbd.Server
+	log *slog.Logger
+	wg  sync.WaitGroup
+
+	mu     sync.Mutex // guards what control handlers read while starting
 	dev    *nbd.Device
 	listen []string
-	log    *slog.Logger
-	wg     sync.WaitGroup
 }
 
 func (d *daemon) status() daemonStatus {
-	s := daemonStatus{Status: d.vol.Status(), NBD: nbdStatus{Listen: d.listen, Connections: d.srv.Connections()}}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	s := daemonStatus{Status: d.vol.Status(), NBD: nbdStatus{Listen: append([]string(nil), d.listen...), Connections: d.srv.Connections()}}
 	if d.dev != nil {
 		s.NBD.Device = d.dev.Path
 	}
@@ -318,8 +326,11 @@ func decodeArgs(raw json.RawMessage, v any) error {
 // then closes the volume (flush both legs, mark clean).
 func (d *daemon) shutdown() error {
 	var errs []error
-	if d.dev != nil {
-		if err := d.dev.Detach(); err != nil {
+	d.mu.Lock()
+	dev := d.dev
+	d.mu.Unlock()
+	if dev != nil {
+		if err := dev.Detach(); err != nil {
 			errs = append(errs, err)
 		}
 	}
