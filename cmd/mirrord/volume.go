@@ -10,6 +10,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime/pprof"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -36,6 +37,7 @@ type volumeFlags struct {
 	resyncMin  string
 	resyncMax  string
 	kernConns  int
+	ioctl      bool
 	cpuprofile string
 }
 
@@ -81,6 +83,7 @@ the volume clean on disk.`,
 	fl.StringVar(&f.resyncMin, "resync-min-rate", "10M", "resync rate kept even under application I/O (bytes/s)")
 	fl.StringVar(&f.resyncMax, "resync-max-rate", "0", "resync rate ceiling when idle (bytes/s, 0: unlimited)")
 	fl.IntVar(&f.kernConns, "device-connections", 2, "sockets the kernel spreads /dev/nbdN I/O over")
+	fl.BoolVar(&f.ioctl, "device-ioctl", false, "attach --device with the legacy ioctls instead of netlink (no reclaim after a crash)")
 	fl.StringVar(&f.cpuprofile, "cpuprofile", "", "write a CPU profile here until exit (benchmarks)")
 	fl.MarkHidden("cpuprofile")
 	return c
@@ -191,13 +194,16 @@ func runVolume(ctx context.Context, f *volumeFlags) error {
 		return err
 	}
 	d := &daemon{vol: vol, srv: srv, log: log}
+	d.register(ctl)
 	for _, addr := range f.listen {
 		ln, err := nbd.Listen(addr)
 		if err != nil {
 			d.shutdown()
 			return err
 		}
+		d.mu.Lock()
 		d.listen = append(d.listen, addr)
+		d.mu.Unlock()
 		d.wg.Add(1)
 		go func() {
 			defer d.wg.Done()
@@ -212,15 +218,16 @@ func runVolume(ctx context.Context, f *volumeFlags) error {
 			log.Warn("cannot fully protect mirrord from deadlocking on its own device", "err", err)
 		}
 		dev, err := nbd.Attach(srv, nbd.AttachOptions{Device: f.device, Connections: f.kernConns,
-			Identifier: "hamirror:" + st.VolumeUUID, Logger: log})
+			Identifier: "hamirror:" + st.VolumeUUID, ForceIoctl: f.ioctl, Logger: log})
 		if err != nil {
 			d.shutdown()
 			return err
 		}
+		d.mu.Lock()
 		d.dev = dev
+		d.mu.Unlock()
 		log.Info("kernel device attached", "device", dev.Path, "reclaimed", dev.Reclaimed)
 	}
-	d.register(ctl)
 	<-ctx.Done()
 	log.Info("shutting down: draining NBD requests, flushing both legs")
 	if err := d.shutdown(); err != nil {
@@ -232,16 +239,20 @@ func runVolume(ctx context.Context, f *volumeFlags) error {
 
 // daemon is a running volume and what serves it.
 type daemon struct {
-	vol    *mirror.Volume
-	srv    *nbd.Server
+	vol *mirror.Volume
+	srv *nbd.Server
+	log *slog.Logger
+	wg  sync.WaitGroup
+
+	mu     sync.Mutex // guards what control handlers read while starting
 	dev    *nbd.Device
 	listen []string
-	log    *slog.Logger
-	wg     sync.WaitGroup
 }
 
 func (d *daemon) status() daemonStatus {
-	s := daemonStatus{Status: d.vol.Status(), NBD: nbdStatus{Listen: d.listen, Connections: d.srv.Connections()}}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	s := daemonStatus{Status: d.vol.Status(), NBD: nbdStatus{Listen: append([]string(nil), d.listen...), Connections: d.srv.Connections()}}
 	if d.dev != nil {
 		s.NBD.Device = d.dev.Path
 	}
@@ -315,8 +326,11 @@ func decodeArgs(raw json.RawMessage, v any) error {
 // then closes the volume (flush both legs, mark clean).
 func (d *daemon) shutdown() error {
 	var errs []error
-	if d.dev != nil {
-		if err := d.dev.Detach(); err != nil {
+	d.mu.Lock()
+	dev := d.dev
+	d.mu.Unlock()
+	if dev != nil {
+		if err := dev.Detach(); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -390,8 +404,8 @@ func parseRate(s string) (int64, error) {
 			mult, t = 1<<30, t[:n-1]
 		}
 	}
-	var v int64
-	if _, err := fmt.Sscan(t, &v); err != nil || v < 0 {
+	v, err := strconv.ParseInt(t, 10, 64)
+	if err != nil || v < 0 || v > (1<<62)/mult {
 		return 0, fmt.Errorf("%q is not a rate (examples: 0, 512K, 10M)", s)
 	}
 	return v * mult, nil
