@@ -42,7 +42,9 @@ func newRootCmd() *cobra.Command {
 	}
 	root.PersistentFlags().StringVar(&g.control, "control", "unix:/run/hamirror/mirrord.sock", "mirrord control socket (unix:PATH)")
 	// Each subcommand lives in its own file; add new ones here.
-	root.AddCommand()
+	root.AddCommand(
+		newISCSICmd(),
+	)
 	_ = g
 	return root
 }
