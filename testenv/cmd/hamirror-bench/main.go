@@ -18,7 +18,9 @@ type section struct {
 }
 
 // sections lists every benchmark section in the order they run.
-var sections = []section{}
+var sections = []section{
+	{"iscsi", benchISCSI},
+}
 
 func main() {
 	want := os.Args[1:]
