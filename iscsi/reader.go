@@ -41,9 +41,7 @@ func (s *session) readPDUs() error {
 			}
 			return fmt.Errorf("%w: %w", ErrDisconnected, err)
 		}
-		s.mu.Lock()
-		s.lastRecv = s.now()
-		s.mu.Unlock()
+		s.lastRecv.Store(s.now().UnixNano())
 		if h.pdu.Opcode() == opDataIn {
 			if err := s.onDataIn(&h); err != nil {
 				return err
@@ -156,11 +154,7 @@ func (s *session) dispatch(p *PDU) error {
 		s.advance(r.sn, false)
 		// Send from another goroutine: the reader must keep reading or a
 		// target writing to us while we write to it would deadlock.
-		go func() {
-			s.wmu.Lock()
-			defer s.wmu.Unlock()
-			s.sendData(t, r.TTT, r.BufferOffset, r.Length)
-		}()
+		go s.sendData(t, r.TTT, r.BufferOffset, r.Length)
 	case opNOPIn:
 		n, err := decodeNOPIn(p)
 		if err != nil {
@@ -174,14 +168,7 @@ func (s *session) dispatch(p *PDU) error {
 		s.mu.Unlock()
 		if n.TTT != reservedTag {
 			// The target pings us: answer with its TTT.
-			go func() {
-				s.wmu.Lock()
-				defer s.wmu.Unlock()
-				s.mu.Lock()
-				o := nopOut{ITT: reservedTag, TTT: n.TTT, LUN: decodeLUN(n.LUN[:]), CmdSN: s.cmdSN, ExpStatSN: s.expStatSN}
-				s.mu.Unlock()
-				s.send(o.encode())
-			}()
+			go s.sendNOP(reservedTag, n.TTT, decodeLUN(n.LUN[:]))
 		}
 	case opAsync:
 		a, err := decodeAsync(p)

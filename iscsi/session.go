@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -16,7 +17,8 @@ import (
 // every outstanding and later command gets its error, and the Disk builds a
 // new session.
 //
-// Lock order: wmu before mu. Only the reader completes tasks, so a task's
+// PDUs are queued under mu (so they leave in sequence-number order) and
+// written in batches by outq. Only the reader completes tasks, so a task's
 // read buffer is never written after its caller has been told the outcome.
 type session struct {
 	nc      net.Conn
@@ -27,7 +29,7 @@ type session struct {
 	now     func() time.Time
 	depth   int
 
-	wmu sync.Mutex // serializes writes to nc
+	out *outq // coalesced writes to nc
 
 	mu        sync.Mutex
 	cond      *sync.Cond
@@ -37,7 +39,7 @@ type session struct {
 	nextITT   uint32
 	tasks     map[uint32]*task
 	err       error // why the session died (nil while alive)
-	lastRecv  time.Time
+	lastRecv  atomic.Int64 // UnixNano of the last PDU received
 	pingITT   uint32
 	pingSent  time.Time
 	logoutITT uint32
@@ -88,10 +90,11 @@ func newSession(nc net.Conn, br *bufio.Reader, p Params, last sn, live liveness,
 		expStatSN: last.StatSN + 1,
 		nextITT:   1,
 		tasks:     map[uint32]*task{},
-		lastRecv:  now(),
 		dead:      make(chan struct{}),
+		out:       newOutq(),
 	}
 	s.cond = sync.NewCond(&s.mu)
+	s.lastRecv.Store(now().UnixNano())
 	go s.readLoop()
 	go s.watchdog()
 	return s
@@ -130,18 +133,25 @@ func (s *session) failure() error {
 	return s.err
 }
 
-// send writes one PDU; wmu must be held.
-func (s *session) send(p *PDU) error {
-	bufs, err := p.writeBuffers(s.digests)
-	if err != nil {
-		return err
-	}
-	if _, err := bufs.WriteTo(s.nc); err != nil {
+// flush waits until ticket's PDUs are written; a write error kills the
+// session.
+func (s *session) flush(ticket uint64) error {
+	if err := s.out.wait(ticket, s.nc); err != nil {
 		err = fmt.Errorf("iscsi: sending to target: %w", err)
 		s.kill(err)
 		return err
 	}
 	return nil
+}
+
+// enqueue appends one PDU's wire form to the output queue; s.mu is held
+// (so PDUs leave in the order their sequence numbers were assigned).
+func (s *session) enqueue(p *PDU) (uint64, error) {
+	bufs, err := p.writeBuffers(s.digests)
+	if err != nil {
+		return 0, err
+	}
+	return s.out.enqueue(bufs), nil
 }
 
 // exec runs a command and waits for its end. The error is a transport or
@@ -151,42 +161,37 @@ func (s *session) exec(c command) (result, error) {
 		return result{}, fmt.Errorf("iscsi: %s: bidirectional commands are not supported", c.Op)
 	}
 	t := &task{cmd: c, done: make(chan struct{})}
-	s.wmu.Lock()
 	s.mu.Lock()
 	for s.err == nil && (len(s.tasks) >= s.depth || !s.win.open(s.cmdSN)) {
-		s.wmu.Unlock()
 		s.cond.Wait()
-		s.mu.Unlock()
-		s.wmu.Lock()
-		s.mu.Lock()
 	}
 	if s.err != nil {
 		err := s.err
 		s.mu.Unlock()
-		s.wmu.Unlock()
 		return result{}, fmt.Errorf("%w: %w", ErrDisconnected, err)
 	}
 	t.itt = s.newITT()
 	t.sent = s.now()
 	s.tasks[t.itt] = t
-	cmdSN := s.cmdSN
-	s.cmdSN++
-	expStatSN := s.expStatSN
-	s.mu.Unlock()
-
-	err := s.sendCommand(t, cmdSN, expStatSN)
-	s.wmu.Unlock()
-	if err != nil {
-		// The reader fails the task once the socket is closed.
-		s.kill(err)
+	ticket, err := s.enqueueCommand(t, s.cmdSN, s.expStatSN)
+	if err == nil {
+		s.cmdSN++
+	} else {
+		delete(s.tasks, t.itt)
 	}
+	s.mu.Unlock()
+	if err != nil {
+		return result{}, err
+	}
+	// A failed write kills the session; the reader then fails the task.
+	s.flush(ticket)
 	<-t.done
 	return t.res, t.err
 }
 
-// sendCommand writes the command PDU with its immediate data and any
-// unsolicited Data-Out; wmu is held.
-func (s *session) sendCommand(t *task, cmdSN, expStatSN uint32) error {
+// enqueueCommand queues the command PDU with its immediate data and any
+// unsolicited Data-Out; s.mu is held.
+func (s *session) enqueueCommand(t *task, cmdSN, expStatSN uint32) (uint64, error) {
 	c := t.cmd
 	p := s.params
 	total := uint32(len(c.Write))
@@ -211,44 +216,67 @@ func (s *session) sendCommand(t *task, cmdSN, expStatSN uint32) error {
 	}
 	pdu, err := cmd.encode()
 	if err != nil {
-		return err
+		return 0, err
 	}
-	if err := s.send(pdu); err != nil {
-		return err
+	ticket, err := s.enqueue(pdu)
+	if err != nil || unsolicited == imm {
+		return ticket, err
 	}
-	if unsolicited > imm {
-		return s.sendData(t, reservedTag, imm, unsolicited-imm)
-	}
-	return nil
+	return s.enqueueData(t, reservedTag, imm, unsolicited-imm)
 }
 
-// sendData sends [off, off+n) of t's write buffer as Data-Out PDUs in
-// pieces the target accepts; wmu is held.
-func (s *session) sendData(t *task, ttt uint32, off, n uint32) error {
+// enqueueData queues [off, off+n) of t's write buffer as Data-Out PDUs in
+// pieces the target accepts; s.mu is held.
+func (s *session) enqueueData(t *task, ttt uint32, off, n uint32) (uint64, error) {
 	end := off + n
 	var dataSN uint32
+	var ticket uint64
 	for off < end {
 		l := min(end-off, s.params.MaxSendDataSegmentLength)
-		s.mu.Lock()
-		exp := s.expStatSN
-		s.mu.Unlock()
 		d := dataOut{
-			Final: off+l == end, LUN: t.cmd.LUN, ITT: t.itt, TTT: ttt, ExpStatSN: exp,
+			Final: off+l == end, LUN: t.cmd.LUN, ITT: t.itt, TTT: ttt, ExpStatSN: s.expStatSN,
 			DataSN: dataSN, BufferOffset: off, Data: t.cmd.Write[off : off+l],
 		}
-		if err := s.send(d.encode()); err != nil {
-			return err
+		var err error
+		if ticket, err = s.enqueue(d.encode()); err != nil {
+			return ticket, err
 		}
 		off += l
 		dataSN++
 	}
-	return nil
+	return ticket, nil
+}
+
+// sendData answers an R2T.
+func (s *session) sendData(t *task, ttt uint32, off, n uint32) {
+	s.mu.Lock()
+	ticket, err := s.enqueueData(t, ttt, off, n)
+	s.mu.Unlock()
+	if err != nil {
+		s.kill(err)
+		return
+	}
+	s.flush(ticket)
+}
+
+// sendNOP sends a NOP-Out: a ping of ours when itt is set, else the answer
+// to the target's ping ttt.
+func (s *session) sendNOP(itt, ttt uint32, lun uint64) {
+	s.mu.Lock()
+	if s.err != nil {
+		s.mu.Unlock()
+		return
+	}
+	n := nopOut{ITT: itt, TTT: ttt, LUN: lun, CmdSN: s.cmdSN, ExpStatSN: s.expStatSN}
+	ticket, err := s.enqueue(n.encode())
+	s.mu.Unlock()
+	if err == nil {
+		s.flush(ticket)
+	}
 }
 
 // ping sends a NOP-Out that the target must answer.
 func (s *session) ping() {
-	s.wmu.Lock()
-	defer s.wmu.Unlock()
 	s.mu.Lock()
 	if s.err != nil || !s.pingSent.IsZero() {
 		s.mu.Unlock()
@@ -256,9 +284,9 @@ func (s *session) ping() {
 	}
 	s.pingITT = s.newITT()
 	s.pingSent = s.now()
-	n := nopOut{ITT: s.pingITT, TTT: reservedTag, CmdSN: s.cmdSN, ExpStatSN: s.expStatSN}
+	itt := s.pingITT
 	s.mu.Unlock()
-	s.send(n.encode())
+	s.sendNOP(itt, reservedTag, 0)
 }
 
 // watchdog ticks a few times per timeout and applies the liveness rules.
@@ -274,7 +302,7 @@ func (s *session) watchdog() {
 		case <-tk.C:
 		}
 		s.mu.Lock()
-		in := livenessInput{Now: s.now(), LastRecv: s.lastRecv, PingSent: s.pingSent}
+		in := livenessInput{Now: s.now(), LastRecv: time.Unix(0, s.lastRecv.Load()), PingSent: s.pingSent}
 		for _, t := range s.tasks {
 			if in.OldestTask.IsZero() || t.sent.Before(in.OldestTask) {
 				in.OldestTask, in.OldestOp = t.sent, t.cmd.Op
@@ -294,11 +322,9 @@ func (s *session) watchdog() {
 
 // close logs out (waiting at most the timeout) and closes the connection.
 func (s *session) close() {
-	s.wmu.Lock()
 	s.mu.Lock()
 	if s.err != nil {
 		s.mu.Unlock()
-		s.wmu.Unlock()
 		s.nc.Close()
 		<-s.dead
 		return
@@ -307,9 +333,11 @@ func (s *session) close() {
 	s.logout = make(chan error, 1)
 	l := logoutRequest{ITT: s.logoutITT, CmdSN: s.cmdSN, ExpStatSN: s.expStatSN}
 	ch := s.logout
+	ticket, err := s.enqueue(l.encode())
 	s.mu.Unlock()
-	err := s.send(l.encode())
-	s.wmu.Unlock()
+	if err == nil {
+		err = s.flush(ticket)
+	}
 	if err == nil {
 		select {
 		case <-ch:
