@@ -43,8 +43,13 @@ func newRootCmd() *cobra.Command {
 	root.PersistentFlags().StringVar(&g.control, "control", "unix:/run/hamirror/mirrord.sock", "mirrord control socket (unix:PATH)")
 	// Each subcommand lives in its own file; add new ones here.
 	root.AddCommand(
+		newCreateCmd(g),
+		newExamineCmd(g),
+		newStatusCmd(g),
+		newLegCmd(g),
+		newResyncCmd(g),
+		newVerifyCmd(g),
 		newISCSICmd(),
 	)
-	_ = g
 	return root
 }

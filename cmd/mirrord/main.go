@@ -26,6 +26,8 @@ func newRootCmd() *cobra.Command {
 		SilenceErrors: true,
 	}
 	// Each subcommand lives in its own file; add new ones here.
-	root.AddCommand()
+	root.AddCommand(
+		newVolumeCmd(),
+	)
 	return root
 }

@@ -19,6 +19,8 @@ type section struct {
 
 // sections lists every benchmark section in the order they run.
 var sections = []section{
+	{"nbd", benchNBD},
+	{"lab", benchLab},
 	{"iscsi", benchISCSI},
 }
 

@@ -1,0 +1,233 @@
+package mirror
+
+import (
+	"errors"
+	"fmt"
+	"time"
+)
+
+// startBackground starts the lazy bit clearer and the AutoReAdd prober.
+func (v *Volume) startBackground() {
+	v.bg.Add(1)
+	go v.clearLoop()
+	if v.opts.AutoReAdd {
+		v.bg.Add(1)
+		go v.readdLoop()
+	}
+}
+
+// clearLoop clears idle chunks' bits (rule 4 of machine): flush both legs
+// first, then clear the candidates no write touched meanwhile.
+func (v *Volume) clearLoop() {
+	defer v.bg.Done()
+	period := max(v.opts.BitClearDelay/2, time.Millisecond)
+	for sleep(v.clock, period, v.stop) {
+		v.clearIdle(false)
+	}
+}
+
+func (v *Volume) clearIdle(all bool) {
+	v.mu.Lock()
+	cands := v.m.clearCandidates(v.clock.Now(), all)
+	legs := v.legs
+	v.mu.Unlock()
+	if len(cands) == 0 {
+		return
+	}
+	sel := [2]bool{true, true}
+	errs := v.both(sel, legs, "flush", Leg.Flush)
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if errs[0] != nil || errs[1] != nil {
+		_ = v.settle(sel, errs, "flush before clearing bits")
+		return
+	}
+	if v.m.clearBits(cands) > 0 {
+		v.notify()
+	}
+}
+
+// readdLoop probes failed legs and re-adds the ones that answer again.
+func (v *Volume) readdLoop() {
+	defer v.bg.Done()
+	for sleep(v.clock, v.opts.ReAddInterval, v.stop) {
+		for slot := range 2 {
+			v.mu.Lock()
+			leg := v.legs[slot]
+			failed := leg != nil && !v.m.active(slot) && v.m.dead == nil && !v.closing
+			v.mu.Unlock()
+			if !failed || v.outstanding[slot].Load() > 0 {
+				continue // still hung: its old I/O has not returned
+			}
+			var sb *superblock
+			err := v.legIO(slot, leg, "probe", func(l Leg) error {
+				var err error
+				sb, err = readSuperblock(l)
+				return err
+			})
+			if err != nil || sb.VolumeUUID != v.volUUID {
+				continue
+			}
+			if err := v.AddLeg(slot, leg); err != nil {
+				v.log.Warn("automatic re-add failed", "slot", slot, "err", err)
+				continue
+			}
+			v.log.Info("leg answered again: re-added", "slot", slot, "leg", leg.Name())
+		}
+	}
+}
+
+// AddLeg (re-)adds a leg in a failed or missing slot and starts a resync.
+// leg nil reopens the slot's previous leg by name. A leg of this volume
+// that left recently receives only the chunks changed since; a blank leg
+// (or one whose history cannot be trusted) receives everything. A leg
+// holding another hamirror volume is refused (ErrExists).
+func (v *Volume) AddLeg(slot int, leg Leg) error {
+	if slot != 0 && slot != 1 {
+		return fmt.Errorf("slot %d: must be 0 or 1", slot)
+	}
+	v.mu.Lock()
+	if v.closing {
+		v.mu.Unlock()
+		return ErrClosed
+	}
+	if v.m.active(slot) {
+		v.mu.Unlock()
+		return fmt.Errorf("slot %d already holds a working leg (%s); fail it first", slot, v.legs[slot].Name())
+	}
+	old := v.legs[slot]
+	other := v.tmpl[1-slot]
+	v.mu.Unlock()
+	if leg == nil {
+		if old == nil {
+			return fmt.Errorf("slot %d has no previous leg to reopen; name one", slot)
+		}
+		if v.outstanding[slot].Load() > 0 {
+			return fmt.Errorf("leg %s still has I/O in flight from before it failed; try again later", old.Name())
+		}
+		l, err := OpenLeg(old.Name(), LegOptions{})
+		if err != nil {
+			return fmt.Errorf("reopen leg %d: %w", slot, err)
+		}
+		old.Close()
+		leg = l
+	} else if leg == old && v.outstanding[slot].Load() > 0 {
+		return fmt.Errorf("leg %s still has I/O in flight from before it failed; try again later", leg.Name())
+	}
+	if other == nil {
+		return fmt.Errorf("add leg %d: the other leg's metadata is unknown: %w", slot, ErrNoLeg)
+	}
+	lay, err := computeLayout(leg.Size(), v.size, v.chunk, other.HBCount)
+	if err != nil {
+		return fmt.Errorf("add leg %s: %w", leg.Name(), err)
+	}
+	sb, err := readSuperblock(leg)
+	full := false
+	var extra *bitset
+	uuid := newUUID()
+	switch {
+	case errors.Is(err, ErrNoMetadata) || errors.Is(err, ErrCorrupt):
+		full = true
+	case err != nil:
+		return fmt.Errorf("add leg %s: %w", leg.Name(), err)
+	case sb.VolumeUUID != v.volUUID:
+		return fmt.Errorf("add leg %s: it holds hamirror volume %s, not this volume %s (wipe its last 8 KiB to reuse it): %w",
+			leg.Name(), uuidString(sb.VolumeUUID), uuidString(v.volUUID), ErrExists)
+	case sb.ChunkSize != v.chunk || sb.DataSize != v.size:
+		full = true
+	default:
+		uuid = sb.LegUUID
+		v.mu.Lock()
+		idx := indexOfGen(v.m.gens, sb.lastGen())
+		full = idx < 0 || idx < indexOfGen(v.m.gens, v.m.bitmapGen) || v.m.legUUIDs[slot] != sb.LegUUID || sb.Slot != slot
+		v.mu.Unlock()
+		if !full {
+			if extra, _, err = readBitmap(leg, sb); err != nil {
+				return fmt.Errorf("add leg %s: %w", leg.Name(), err)
+			}
+		}
+	}
+	if full {
+		// Invalidate both superblock copies before anything else lands.
+		for _, off := range lay.SBOff {
+			if err := leg.WriteAt(alignedBuf(sbBytes), off, true); err != nil {
+				return fmt.Errorf("add leg %s: %w", leg.Name(), err)
+			}
+		}
+	}
+	t := &superblock{
+		VolumeUUID: v.volUUID, LegUUID: uuid, Slot: slot, LegSize: leg.Size(), DataSize: v.size,
+		ChunkSize: v.chunk, Created: other.Created, BitmapOff: lay.BitmapOff, BitmapLen: lay.BitmapLen,
+		HBOff: lay.HBOff, HBSlotSize: hbSlotBytes, HBCount: other.HBCount,
+	}
+	v.mu.Lock()
+	if err := v.m.addLeg(slot, uuid, full, extra); err != nil {
+		v.mu.Unlock()
+		return fmt.Errorf("add leg %s: %w", leg.Name(), err)
+	}
+	v.legs[slot], v.tmpl[slot] = leg, t
+	v.outstanding[slot].Store(0)
+	v.log.Info("leg added", "slot", slot, "leg", leg.Name(), "full_resync", full, "chunks", v.m.needCount)
+	err = v.waitSeq(v.m.nextSeq)
+	v.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	return v.Resync()
+}
+
+func indexOfGen(gens []generation, id uint64) int {
+	for i, g := range gens {
+		if g.ID == id {
+			return i
+		}
+	}
+	return -1
+}
+
+// Close drains in-flight I/O, stops resync and verify (a resync resumes at
+// the next assembly from its checkpoint), flushes both legs, clears the
+// bits of idle chunks, marks the volume clean on disk and closes the legs.
+func (v *Volume) Close() error {
+	v.mu.Lock()
+	if v.closing {
+		v.mu.Unlock()
+		return ErrClosed
+	}
+	v.closing = true
+	close(v.stop)
+	v.notify()
+	for v.ops > 0 {
+		v.cond.Wait()
+	}
+	v.mu.Unlock()
+	v.bg.Wait()
+	v.mu.Lock()
+	sel := [2]bool{v.m.active(0), v.m.active(1)}
+	legs := v.legs
+	v.mu.Unlock()
+	errs := v.both(sel, legs, "flush", Leg.Flush)
+	v.mu.Lock()
+	err := v.settle(sel, errs, "flush at close")
+	v.mu.Unlock()
+	if err == nil {
+		v.clearIdle(true)
+	}
+	v.mu.Lock()
+	if v.m.dead == nil {
+		v.m.markClean()
+		if werr := v.waitSeq(v.m.nextSeq); err == nil {
+			err = werr
+		}
+	}
+	v.mu.Unlock()
+	v.shutdownMeta()
+	for i, l := range legs {
+		if l != nil && v.outstanding[i].Load() == 0 {
+			if cerr := l.Close(); err == nil {
+				err = cerr
+			}
+		}
+	}
+	return err
+}

@@ -1,0 +1,86 @@
+package mirror
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"time"
+)
+
+// Options tune an assembled volume. Zero values take the documented defaults.
+type Options struct {
+	// IOTimeout bounds every leg I/O; a leg that exceeds it is failed and
+	// the volume continues on the other. Default 5s: far below a default
+	// kernel iSCSI setup's 120 s, above a busy array's worst latency.
+	IOTimeout time.Duration
+	// KeepLeg is -1 to decide the source from generations and events, or
+	// the operator's explicit choice (0 or 1) after a split brain: the
+	// other leg is overwritten by a full resync. It is consulted ONLY when
+	// the automatic decision refuses (split brain, no leg recorded in
+	// sync), so the zero value can never overwrite the newer leg; still,
+	// set -1 (DefaultOptions does) unless an operator chose.
+	KeepLeg int
+	// NodeID is recorded as the last writer. Default: the hostname.
+	NodeID string
+	// AutoReAdd probes a failed leg every ReAddInterval; when it answers
+	// again it is re-added and only the changed chunks are resynced.
+	AutoReAdd     bool
+	ReAddInterval time.Duration // default 2s
+	// ResyncMinRate is the floor a resync keeps even under application
+	// I/O; ResyncMaxRate the ceiling when idle (0: unlimited). Bytes/s.
+	ResyncMinRate, ResyncMaxRate int64
+	// BitClearDelay: a chunk's bit is cleared after this long without
+	// writes (a flush of both legs first). Default 5s: long enough that
+	// a hot chunk does not pay a metadata write per burst.
+	BitClearDelay time.Duration
+	Logger        *slog.Logger // nil: discard
+	Clock         Clock        // nil: real time
+}
+
+// DefaultOptions returns Options with every default filled in and KeepLeg -1.
+func DefaultOptions() Options {
+	o := Options{KeepLeg: -1}
+	o.setDefaults()
+	return o
+}
+
+func (o *Options) setDefaults() {
+	if o.IOTimeout == 0 {
+		o.IOTimeout = 5 * time.Second
+	}
+	if o.NodeID == "" {
+		o.NodeID, _ = os.Hostname()
+	}
+	if o.ReAddInterval == 0 {
+		o.ReAddInterval = 2 * time.Second
+	}
+	if o.ResyncMinRate == 0 {
+		o.ResyncMinRate = 10 << 20
+	}
+	if o.BitClearDelay == 0 {
+		o.BitClearDelay = 5 * time.Second
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if o.Clock == nil {
+		o.Clock = RealClock{}
+	}
+}
+
+func (o *Options) validate() error {
+	switch {
+	case o.IOTimeout < 0:
+		return fmt.Errorf("IOTimeout %v: must be positive", o.IOTimeout)
+	case o.KeepLeg < -1 || o.KeepLeg > 1:
+		return fmt.Errorf("KeepLeg %d: must be -1 (automatic), 0 or 1", o.KeepLeg)
+	case o.ResyncMinRate < 0 || o.ResyncMaxRate < 0:
+		return fmt.Errorf("resync rates must not be negative")
+	case o.ResyncMaxRate > 0 && o.ResyncMaxRate < o.ResyncMinRate:
+		return fmt.Errorf("ResyncMaxRate %d is below ResyncMinRate %d", o.ResyncMaxRate, o.ResyncMinRate)
+	case o.ReAddInterval < 0 || o.BitClearDelay < 0:
+		return fmt.Errorf("ReAddInterval and BitClearDelay must not be negative")
+	}
+	return nil
+}

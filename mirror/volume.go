@@ -1,0 +1,377 @@
+package mirror
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+)
+
+// Volume is an assembled mirror: two legs (or one, degraded) serving one
+// block device. All methods are safe for concurrent use.
+type Volume struct {
+	opts  Options
+	clock Clock
+	log   *slog.Logger
+
+	size, chunk int64
+	volUUID     [16]byte
+
+	mu       sync.Mutex
+	cond     *sync.Cond
+	changed  chan struct{} // closed and replaced on every state change (for ctx waits)
+	m        *machine
+	legs     [2]Leg         // leg objects by slot (a failed one is kept for AutoReAdd)
+	tmpl     [2]*superblock // per-leg fixed superblock fields
+	closing  bool
+	metaStop bool
+	ops      int // application I/Os in flight
+	resync   resyncState
+	verify   verifyState
+
+	outstanding [2]atomic.Int64 // leg I/Os in flight, abandoned (timed out) ones included
+	appIO       atomic.Int64    // application I/Os in flight (resync yields to them)
+
+	stop     chan struct{}
+	bg       sync.WaitGroup
+	metaExit chan struct{}
+}
+
+// notify wakes every waiter after a state change. Caller holds mu.
+func (v *Volume) notify() {
+	v.cond.Broadcast()
+	close(v.changed)
+	v.changed = make(chan struct{})
+}
+
+// waitSeq waits (mu held) until metadata write seq is durable.
+func (v *Volume) waitSeq(seq uint64) error {
+	if seq > v.m.durableSeq {
+		v.notify() // wake the metadata writer
+	}
+	for v.m.durableSeq < seq && v.m.dead == nil {
+		v.cond.Wait()
+	}
+	return v.m.dead
+}
+
+// Size is the exported data size in bytes.
+func (v *Volume) Size() int64 { return v.size }
+
+// BlockSize is the minimum I/O alignment callers should use. Legs accept
+// any alignment (unaligned I/O bypasses O_DIRECT), so 512 is advertised.
+func (v *Volume) BlockSize() int { return 512 }
+
+// ChunkSize is the bitmap chunk size in bytes.
+func (v *Volume) ChunkSize() int64 { return v.chunk }
+
+// Legs returns the current legs by slot (nil when failed or missing).
+func (v *Volume) Legs() [2]Leg {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	var out [2]Leg
+	for i := range 2 {
+		if v.m.active(i) {
+			out[i] = v.legs[i]
+		}
+	}
+	return out
+}
+
+// legIO runs one leg operation under the I/O timeout. A leg that does not
+// answer in time gets an ErrTimeout LegError; its call keeps running in
+// the background and is counted in outstanding until it returns.
+func (v *Volume) legIO(slot int, leg Leg, op string, f func(Leg) error) error {
+	v.outstanding[slot].Add(1)
+	done := make(chan error, 1)
+	go func() {
+		err := f(leg)
+		v.outstanding[slot].Add(-1)
+		done <- err
+	}()
+	t := v.clock.NewTimer(v.opts.IOTimeout)
+	defer t.Stop()
+	select {
+	case err := <-done:
+		if err != nil {
+			return &LegError{Slot: slot, Name: leg.Name(), Op: op, Err: err}
+		}
+		return nil
+	case <-t.C():
+		return &LegError{Slot: slot, Name: leg.Name(), Op: op, Err: fmt.Errorf("no answer within %v: %w", v.opts.IOTimeout, ErrTimeout)}
+	}
+}
+
+// both runs f on the selected legs in parallel and returns each result.
+func (v *Volume) both(sel [2]bool, legs [2]Leg, op string, f func(Leg) error) [2]error {
+	var errs [2]error
+	switch {
+	case sel[0] && sel[1]:
+		done := make(chan struct{})
+		go func() { errs[1] = v.legIO(1, legs[1], op, f); close(done) }()
+		errs[0] = v.legIO(0, legs[0], op, f)
+		<-done
+	case sel[0]:
+		errs[0] = v.legIO(0, legs[0], op, f)
+	case sel[1]:
+		errs[1] = v.legIO(1, legs[1], op, f)
+	}
+	return errs
+}
+
+// settle handles the results of an I/O sent to legs sel (mu held): legs
+// that failed are failed, and the call waits until every leg that missed
+// the I/O is durably recorded as failed on the survivor. It returns an
+// error when no active leg completed the I/O.
+func (v *Volume) settle(sel [2]bool, errs [2]error, op string) error {
+	var wait uint64
+	var firstErr error
+	for i := range 2 {
+		if !sel[i] || errs[i] == nil {
+			continue
+		}
+		if firstErr == nil {
+			firstErr = errs[i]
+		}
+		seq, err := v.m.failLeg(i, errs[i].Error())
+		if err == nil {
+			v.log.Warn("leg failed; volume continues degraded", "slot", i, "op", op, "err", errs[i])
+		}
+		wait = max(wait, seq)
+	}
+	ok := 0
+	for i := range 2 {
+		if !sel[i] {
+			continue
+		}
+		if v.m.legs[i] == legFailed {
+			wait = max(wait, v.m.failSeq[i]) // missed by this I/O or failed meanwhile
+			continue
+		}
+		if errs[i] == nil {
+			ok++
+		}
+	}
+	if v.m.dead != nil {
+		return v.m.dead
+	}
+	if ok == 0 {
+		if firstErr == nil {
+			firstErr = ErrNoLeg
+		}
+		return fmt.Errorf("%s failed on every leg: %w", op, firstErr)
+	}
+	if firstErr != nil {
+		v.notify()
+	}
+	return v.waitSeq(wait)
+}
+
+func (v *Volume) checkRange(off, n int64) error {
+	if off < 0 || n < 0 || off+n > v.size {
+		return fmt.Errorf("[%d, +%d) with volume size %d: %w", off, n, v.size, ErrRange)
+	}
+	return nil
+}
+
+// WriteAt writes p at off on both legs. It returns when the data is on
+// both legs (durable with fua, else after the next Flush), or on one leg
+// after the other's failure is durably recorded on it.
+func (v *Volume) WriteAt(p []byte, off int64, fua bool) error {
+	if err := v.checkRange(off, int64(len(p))); err != nil || len(p) == 0 {
+		return err
+	}
+	return v.write(off, int64(len(p)), "write", func(l Leg) error { return l.WriteAt(p, off, fua) })
+}
+
+// Zero makes [off, off+length) read as zeros on both legs (NBD TRIM and
+// WRITE_ZEROES); unmap lets legs deallocate.
+func (v *Volume) Zero(off, length int64, unmap bool) error {
+	if err := v.checkRange(off, length); err != nil || length == 0 {
+		return err
+	}
+	return v.write(off, length, "zero", func(l Leg) error { return l.Zero(off, length, unmap) })
+}
+
+func (v *Volume) write(off, n int64, op string, f func(Leg) error) error {
+	c0, c1 := off/v.chunk, (off+n-1)/v.chunk
+	v.appIO.Add(1)
+	defer v.appIO.Add(-1)
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.closing {
+		return ErrClosed
+	}
+	var t writeTicket
+	for ok := false; !ok; {
+		if t, ok = v.m.beginWrite(c0, c1, v.clock.Now()); !ok {
+			v.cond.Wait()
+		}
+	}
+	if t.err != nil {
+		return t.err
+	}
+	v.ops++
+	defer func() {
+		v.m.endWrite(c0, c1, v.clock.Now())
+		v.ops--
+		v.notify()
+	}()
+	if err := v.waitSeq(t.seq); err != nil {
+		return err
+	}
+	legs := v.legs
+	v.mu.Unlock()
+	errs := v.both(t.legs, legs, op, f)
+	v.mu.Lock()
+	return v.settle(t.legs, errs, op)
+}
+
+// Flush makes every completed write durable on both legs.
+func (v *Volume) Flush() error {
+	v.appIO.Add(1)
+	defer v.appIO.Add(-1)
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.closing {
+		return ErrClosed
+	}
+	if v.m.dead != nil {
+		return v.m.dead
+	}
+	sel := [2]bool{v.m.active(0), v.m.active(1)}
+	legs := v.legs
+	v.ops++
+	defer func() { v.ops--; v.notify() }()
+	v.mu.Unlock()
+	errs := v.both(sel, legs, "flush", Leg.Flush)
+	v.mu.Lock()
+	return v.settle(sel, errs, "flush")
+}
+
+// ReadAt fills p from off. Chunks out of sync are read only from the
+// up-to-date leg; a read error is retried on the other leg and the bad
+// copy is rewritten.
+func (v *Volume) ReadAt(p []byte, off int64) error {
+	n := int64(len(p))
+	if err := v.checkRange(off, n); err != nil || n == 0 {
+		return err
+	}
+	c0, c1 := off/v.chunk, (off+n-1)/v.chunk
+	v.appIO.Add(1)
+	defer v.appIO.Add(-1)
+	v.mu.Lock()
+	if v.closing {
+		v.mu.Unlock()
+		return ErrClosed
+	}
+	slot, err := v.m.pickRead(c0, c1, off, n, [2]int64{v.outstanding[0].Load(), v.outstanding[1].Load()})
+	if err != nil {
+		v.mu.Unlock()
+		return err
+	}
+	leg := v.legs[slot]
+	v.ops++
+	v.mu.Unlock()
+	defer func() { v.mu.Lock(); v.ops--; v.notify(); v.mu.Unlock() }()
+	rerr := v.legIO(slot, leg, "read", func(l Leg) error { return l.ReadAt(p, off) })
+	if rerr == nil {
+		return nil
+	}
+	return v.readRecover(slot, p, off, c0, c1, rerr)
+}
+
+// readRecover retries a failed read on the other leg and repairs the bad
+// copy (or fails the leg when it timed out or the repair fails).
+func (v *Volume) readRecover(bad int, p []byte, off, c0, c1 int64, rerr error) error {
+	good := 1 - bad
+	v.mu.Lock()
+	ok := v.m.readable(good, c0, c1)
+	leg := v.legs[good]
+	v.mu.Unlock()
+	if !ok {
+		return rerr
+	}
+	v.log.Warn("read error; retrying on the other leg", "slot", bad, "err", rerr)
+	if err := v.legIO(good, leg, "read", func(l Leg) error { return l.ReadAt(p, off) }); err != nil {
+		v.mu.Lock()
+		defer v.mu.Unlock()
+		return v.settle([2]bool{good == 0, good == 1}, [2]error{err, err}, "read")
+	}
+	if errors.Is(rerr, ErrTimeout) {
+		v.mu.Lock()
+		defer v.mu.Unlock()
+		if _, err := v.m.failLeg(bad, rerr.Error()); err == nil {
+			v.log.Warn("leg failed; volume continues degraded", "slot", bad, "err", rerr)
+			v.notify()
+		}
+		return nil
+	}
+	buf := alignedBuf(int(v.chunk))
+	for c := c0; c <= c1; c++ {
+		if _, err := v.copyChunk(c, good, bad, true, buf); err != nil {
+			v.mu.Lock()
+			var le *LegError
+			if errors.As(err, &le) {
+				if _, ferr := v.m.failLeg(le.Slot, "rewriting a bad copy: "+err.Error()); ferr == nil {
+					v.notify()
+				}
+			}
+			v.mu.Unlock()
+			break
+		}
+	}
+	return nil
+}
+
+// copyChunk copies chunk c from leg `from` to leg `to` under the chunk
+// lock (no write to c runs meanwhile). With mark the chunk's bit is made
+// durable first (a repair of an in-sync chunk). It returns the chunk's
+// stamp at unlock for machine.copied.
+func (v *Volume) copyChunk(c int64, from, to int, mark bool, buf []byte) (uint64, error) {
+	off := c * v.chunk
+	n := min(v.chunk, v.size-off)
+	v.mu.Lock()
+	if !v.m.lockChunk(c) {
+		for !v.m.chunkIdle(c) {
+			v.cond.Wait()
+		}
+	}
+	var err error
+	if mark {
+		err = v.waitSeq(v.m.markRepair(c, v.clock.Now()))
+	}
+	lf, lt := v.legs[from], v.legs[to]
+	v.mu.Unlock()
+	if err == nil {
+		err = v.legIO(from, lf, "read", func(l Leg) error { return l.ReadAt(buf[:n], off) })
+	}
+	if err == nil {
+		err = v.legIO(to, lt, "write", func(l Leg) error { return l.WriteAt(buf[:n], off, false) })
+	}
+	v.mu.Lock()
+	stamp := v.m.unlockChunk(c, v.clock.Now())
+	v.notify()
+	v.mu.Unlock()
+	return stamp, err
+}
+
+// FailLeg marks leg slot failed (operator): it gets no more I/O and the
+// volume continues degraded. The last working leg cannot be failed.
+func (v *Volume) FailLeg(slot int) error {
+	if slot != 0 && slot != 1 {
+		return fmt.Errorf("slot %d: must be 0 or 1", slot)
+	}
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if !v.m.active(slot) {
+		return fmt.Errorf("leg %d is not active", slot)
+	}
+	seq, err := v.m.failLeg(slot, "failed by operator")
+	if err != nil {
+		return err
+	}
+	v.log.Warn("leg failed by operator", "slot", slot)
+	return v.waitSeq(seq)
+}
