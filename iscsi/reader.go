@@ -25,7 +25,7 @@ func (s *session) readLoop() {
 	s.mu.Unlock()
 	s.nc.Close()
 	for _, t := range tasks {
-		t.err = fmt.Errorf("iscsi: %s: %w", t.cmd.Op, err)
+		t.err = fmt.Errorf("%s: %w", t.cmd.Op, err)
 		close(t.done)
 	}
 	close(s.dead)
