@@ -1,63 +1,63 @@
 package iscsi
 
 import (
+	"fmt"
 	"net"
 	"sync"
 )
 
-// outq coalesces the PDUs of concurrent senders into few writev calls
-// (group commit): senders enqueue under the session lock, so PDUs go out in
-// CmdSN order, then wait until their PDUs are on the socket. Whichever
-// waiter finds no write in progress writes everything queued so far.
+// outq is the session's output queue. Senders append a PDU's buffers
+// under the session lock (so PDUs leave in sequence-number order) and never
+// block on the socket; one writer goroutine writes everything queued so far
+// with a single writev, so PDUs from concurrent commands share syscalls.
 type outq struct {
-	mu       sync.Mutex
-	cond     *sync.Cond
-	pending  net.Buffers
-	enq      uint64 // tickets handed out
-	done     uint64 // tickets written
-	flushing bool
-	err      error
+	mu      sync.Mutex
+	pending net.Buffers
+	kick    chan struct{} // capacity 1: "something is pending"
 }
 
-func newOutq() *outq {
-	q := &outq{}
-	q.cond = sync.NewCond(&q.mu)
-	return q
-}
+func newOutq() *outq { return &outq{kick: make(chan struct{}, 1)} }
 
-// enqueue queues bufs and returns the ticket to wait for.
-func (q *outq) enqueue(bufs net.Buffers) uint64 {
+// enqueue queues bufs and wakes the writer.
+func (q *outq) enqueue(bufs net.Buffers) {
 	q.mu.Lock()
-	defer q.mu.Unlock()
 	q.pending = append(q.pending, bufs...)
-	q.enq++
-	return q.enq
+	q.mu.Unlock()
+	select {
+	case q.kick <- struct{}{}:
+	default:
+	}
 }
 
-// wait returns once ticket's PDUs were written to w, or the write error.
-func (q *outq) wait(ticket uint64, w net.Conn) error {
+// take returns and clears everything queued.
+func (q *outq) take() net.Buffers {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	for q.done < ticket && q.err == nil {
-		if q.flushing {
-			q.cond.Wait()
-			continue
+	b := q.pending
+	q.pending = nil
+	return b
+}
+
+// writeLoop is the session's only writer. It exits when the session stops;
+// the reader waits for it before failing tasks, so no caller's buffer is
+// read after the caller was told its command ended.
+func (s *session) writeLoop() {
+	defer close(s.writerDone)
+	for {
+		select {
+		case <-s.out.kick:
+		case <-s.stop:
+			return
 		}
-		q.flushing = true
-		batch, upto := q.pending, q.enq
-		q.pending = nil
-		q.mu.Unlock()
-		_, err := batch.WriteTo(w)
-		q.mu.Lock()
-		q.flushing = false
-		if err != nil && q.err == nil {
-			q.err = err
+		for {
+			batch := s.out.take()
+			if len(batch) == 0 {
+				break
+			}
+			if _, err := batch.WriteTo(s.nc); err != nil {
+				s.kill(fmt.Errorf("%w: sending to target: %w", ErrDisconnected, err))
+				return
+			}
 		}
-		q.done = upto
-		q.cond.Broadcast()
 	}
-	if q.done >= ticket && q.err == nil {
-		return nil
-	}
-	return q.err
 }

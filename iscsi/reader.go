@@ -12,18 +12,16 @@ import (
 func (s *session) readLoop() {
 	err := s.readPDUs()
 	s.mu.Lock()
-	if s.err == nil {
-		s.err = err
-	}
+	s.failLocked(err)
 	err = s.err
 	tasks := s.tasks
 	s.tasks = map[uint32]*task{}
 	if s.logout != nil {
 		s.logout <- err
 	}
-	s.cond.Broadcast()
 	s.mu.Unlock()
 	s.nc.Close()
+	<-s.writerDone
 	for _, t := range tasks {
 		t.err = fmt.Errorf("%s: %w", t.cmd.Op, err)
 		close(t.done)
@@ -152,9 +150,11 @@ func (s *session) dispatch(p *PDU) error {
 			return fmt.Errorf("%w: R2T for %d bytes at %d beyond the %d-byte write", ErrProtocol, r.Length, r.BufferOffset, len(t.cmd.Write))
 		}
 		s.advance(r.sn, false)
-		// Send from another goroutine: the reader must keep reading or a
+		// Queued, never written here: the reader must keep reading or a
 		// target writing to us while we write to it would deadlock.
-		go s.sendData(t, r.TTT, r.BufferOffset, r.Length)
+		if err := s.sendData(t, r.TTT, r.BufferOffset, r.Length); err != nil {
+			return err
+		}
 	case opNOPIn:
 		n, err := decodeNOPIn(p)
 		if err != nil {
@@ -168,7 +168,7 @@ func (s *session) dispatch(p *PDU) error {
 		s.mu.Unlock()
 		if n.TTT != reservedTag {
 			// The target pings us: answer with its TTT.
-			go s.sendNOP(reservedTag, n.TTT, decodeLUN(n.LUN[:]))
+			s.sendNOP(reservedTag, n.TTT, decodeLUN(n.LUN[:]))
 		}
 	case opAsync:
 		a, err := decodeAsync(p)

@@ -38,14 +38,16 @@ type session struct {
 	expStatSN uint32
 	nextITT   uint32
 	tasks     map[uint32]*task
-	err       error // why the session died (nil while alive)
+	err       error        // why the session died (nil while alive)
 	lastRecv  atomic.Int64 // UnixNano of the last PDU received
 	pingITT   uint32
 	pingSent  time.Time
 	logoutITT uint32
 	logout    chan error
 
-	dead chan struct{} // closed when the reader has exited and all tasks failed
+	stop       chan struct{} // closed when the session fails (s.err set)
+	writerDone chan struct{} // closed when writeLoop has returned
+	dead       chan struct{} // closed when the reader has exited and all tasks failed
 }
 
 // command is one SCSI command to run.
@@ -85,16 +87,19 @@ func newSession(nc net.Conn, br *bufio.Reader, p Params, last sn, live liveness,
 		nc: nc, br: br, params: p,
 		digests: Digests{Header: p.HeaderDigest, Data: p.DataDigest},
 		live:    live, now: now, depth: depth,
-		cmdSN:     last.ExpCmdSN,
-		win:       window{exp: last.ExpCmdSN, max: last.MaxCmdSN},
-		expStatSN: last.StatSN + 1,
-		nextITT:   1,
-		tasks:     map[uint32]*task{},
-		dead:      make(chan struct{}),
-		out:       newOutq(),
+		cmdSN:      last.ExpCmdSN,
+		win:        window{exp: last.ExpCmdSN, max: last.MaxCmdSN},
+		expStatSN:  last.StatSN + 1,
+		nextITT:    1,
+		tasks:      map[uint32]*task{},
+		dead:       make(chan struct{}),
+		stop:       make(chan struct{}),
+		writerDone: make(chan struct{}),
+		out:        newOutq(),
 	}
 	s.cond = sync.NewCond(&s.mu)
 	s.lastRecv.Store(now().UnixNano())
+	go s.writeLoop()
 	go s.readLoop()
 	go s.watchdog()
 	return s
@@ -115,15 +120,22 @@ func (s *session) newITT() uint32 {
 	}
 }
 
-// kill records why the session dies and closes the socket; the reader
-// then fails every task.
+// kill records why the session dies (the first reason wins), stops the
+// writer and closes the socket; the reader then fails every task.
 func (s *session) kill(err error) {
 	s.mu.Lock()
-	if s.err == nil {
-		s.err = err
-	}
+	s.failLocked(err)
 	s.mu.Unlock()
 	s.nc.Close()
+}
+
+// failLocked records err as the session's end; s.mu is held.
+func (s *session) failLocked(err error) {
+	if s.err == nil {
+		s.err = err
+		close(s.stop)
+		s.cond.Broadcast()
+	}
 }
 
 // failure returns the error that killed the session, or nil.
@@ -133,25 +145,15 @@ func (s *session) failure() error {
 	return s.err
 }
 
-// flush waits until ticket's PDUs are written; a write error kills the
-// session.
-func (s *session) flush(ticket uint64) error {
-	if err := s.out.wait(ticket, s.nc); err != nil {
-		err = fmt.Errorf("iscsi: sending to target: %w", err)
-		s.kill(err)
-		return err
-	}
-	return nil
-}
-
 // enqueue appends one PDU's wire form to the output queue; s.mu is held
 // (so PDUs leave in the order their sequence numbers were assigned).
-func (s *session) enqueue(p *PDU) (uint64, error) {
+func (s *session) enqueue(p *PDU) error {
 	bufs, err := p.writeBuffers(s.digests)
 	if err != nil {
-		return 0, err
+		return err
 	}
-	return s.out.enqueue(bufs), nil
+	s.out.enqueue(bufs)
+	return nil
 }
 
 // exec runs a command and waits for its end. The error is a transport or
@@ -173,7 +175,7 @@ func (s *session) exec(c command) (result, error) {
 	t.itt = s.newITT()
 	t.sent = s.now()
 	s.tasks[t.itt] = t
-	ticket, err := s.enqueueCommand(t, s.cmdSN, s.expStatSN)
+	err := s.enqueueCommand(t, s.cmdSN, s.expStatSN)
 	if err == nil {
 		s.cmdSN++
 	} else {
@@ -184,14 +186,13 @@ func (s *session) exec(c command) (result, error) {
 		return result{}, err
 	}
 	// A failed write kills the session; the reader then fails the task.
-	s.flush(ticket)
 	<-t.done
 	return t.res, t.err
 }
 
 // enqueueCommand queues the command PDU with its immediate data and any
 // unsolicited Data-Out; s.mu is held.
-func (s *session) enqueueCommand(t *task, cmdSN, expStatSN uint32) (uint64, error) {
+func (s *session) enqueueCommand(t *task, cmdSN, expStatSN uint32) error {
 	c := t.cmd
 	p := s.params
 	total := uint32(len(c.Write))
@@ -216,63 +217,51 @@ func (s *session) enqueueCommand(t *task, cmdSN, expStatSN uint32) (uint64, erro
 	}
 	pdu, err := cmd.encode()
 	if err != nil {
-		return 0, err
+		return err
 	}
-	ticket, err := s.enqueue(pdu)
-	if err != nil || unsolicited == imm {
-		return ticket, err
+	if err := s.enqueue(pdu); err != nil || unsolicited == imm {
+		return err
 	}
 	return s.enqueueData(t, reservedTag, imm, unsolicited-imm)
 }
 
 // enqueueData queues [off, off+n) of t's write buffer as Data-Out PDUs in
 // pieces the target accepts; s.mu is held.
-func (s *session) enqueueData(t *task, ttt uint32, off, n uint32) (uint64, error) {
+func (s *session) enqueueData(t *task, ttt uint32, off, n uint32) error {
 	end := off + n
 	var dataSN uint32
-	var ticket uint64
 	for off < end {
 		l := min(end-off, s.params.MaxSendDataSegmentLength)
 		d := dataOut{
 			Final: off+l == end, LUN: t.cmd.LUN, ITT: t.itt, TTT: ttt, ExpStatSN: s.expStatSN,
 			DataSN: dataSN, BufferOffset: off, Data: t.cmd.Write[off : off+l],
 		}
-		var err error
-		if ticket, err = s.enqueue(d.encode()); err != nil {
-			return ticket, err
+		if err := s.enqueue(d.encode()); err != nil {
+			return err
 		}
 		off += l
 		dataSN++
 	}
-	return ticket, nil
+	return nil
 }
 
 // sendData answers an R2T.
-func (s *session) sendData(t *task, ttt uint32, off, n uint32) {
+func (s *session) sendData(t *task, ttt uint32, off, n uint32) error {
 	s.mu.Lock()
-	ticket, err := s.enqueueData(t, ttt, off, n)
-	s.mu.Unlock()
-	if err != nil {
-		s.kill(err)
-		return
-	}
-	s.flush(ticket)
+	defer s.mu.Unlock()
+	return s.enqueueData(t, ttt, off, n)
 }
 
 // sendNOP sends a NOP-Out: a ping of ours when itt is set, else the answer
 // to the target's ping ttt.
 func (s *session) sendNOP(itt, ttt uint32, lun uint64) {
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	if s.err != nil {
-		s.mu.Unlock()
 		return
 	}
 	n := nopOut{ITT: itt, TTT: ttt, LUN: lun, CmdSN: s.cmdSN, ExpStatSN: s.expStatSN}
-	ticket, err := s.enqueue(n.encode())
-	s.mu.Unlock()
-	if err == nil {
-		s.flush(ticket)
-	}
+	s.enqueue(n.encode())
 }
 
 // ping sends a NOP-Out that the target must answer.
@@ -333,11 +322,8 @@ func (s *session) close() {
 	s.logout = make(chan error, 1)
 	l := logoutRequest{ITT: s.logoutITT, CmdSN: s.cmdSN, ExpStatSN: s.expStatSN}
 	ch := s.logout
-	ticket, err := s.enqueue(l.encode())
+	err := s.enqueue(l.encode())
 	s.mu.Unlock()
-	if err == nil {
-		err = s.flush(ticket)
-	}
 	if err == nil {
 		select {
 		case <-ch:
