@@ -22,6 +22,7 @@ func (s *session) readLoop() {
 	s.mu.Unlock()
 	s.nc.Close()
 	<-s.writerDone
+	s.out.shutdown(err)
 	for _, t := range tasks {
 		t.err = fmt.Errorf("%s: %w", t.cmd.Op, err)
 		close(t.done)

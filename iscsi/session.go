@@ -146,14 +146,14 @@ func (s *session) failure() error {
 }
 
 // enqueue appends one PDU's wire form to the output queue; s.mu is held
-// (so PDUs leave in the order their sequence numbers were assigned).
-func (s *session) enqueue(p *PDU) error {
+// (so PDUs leave in the order their sequence numbers were assigned). It
+// reports whether the caller must write the queue (see outq.push).
+func (s *session) enqueue(p *PDU, canWrite bool) (bool, error) {
 	bufs, err := p.writeBuffers(s.digests)
 	if err != nil {
-		return err
+		return false, err
 	}
-	s.out.enqueue(bufs)
-	return nil
+	return s.out.push(bufs, canWrite), nil
 }
 
 // exec runs a command and waits for its end. The error is a transport or
@@ -175,7 +175,7 @@ func (s *session) exec(c command) (result, error) {
 	t.itt = s.newITT()
 	t.sent = s.now()
 	s.tasks[t.itt] = t
-	err := s.enqueueCommand(t, s.cmdSN, s.expStatSN)
+	mustWrite, err := s.enqueueCommand(t, s.cmdSN, s.expStatSN)
 	if err == nil {
 		s.cmdSN++
 	} else {
@@ -185,14 +185,17 @@ func (s *session) exec(c command) (result, error) {
 	if err != nil {
 		return result{}, err
 	}
-	// A failed write kills the session; the reader then fails the task.
+	if mustWrite {
+		// A failed write kills the session; the reader then fails the task.
+		s.write()
+	}
 	<-t.done
 	return t.res, t.err
 }
 
 // enqueueCommand queues the command PDU with its immediate data and any
 // unsolicited Data-Out; s.mu is held.
-func (s *session) enqueueCommand(t *task, cmdSN, expStatSN uint32) error {
+func (s *session) enqueueCommand(t *task, cmdSN, expStatSN uint32) (bool, error) {
 	c := t.cmd
 	p := s.params
 	total := uint32(len(c.Write))
@@ -217,12 +220,13 @@ func (s *session) enqueueCommand(t *task, cmdSN, expStatSN uint32) error {
 	}
 	pdu, err := cmd.encode()
 	if err != nil {
-		return err
+		return false, err
 	}
-	if err := s.enqueue(pdu); err != nil || unsolicited == imm {
-		return err
+	mustWrite, err := s.enqueue(pdu, true)
+	if err != nil || unsolicited == imm {
+		return mustWrite, err
 	}
-	return s.enqueueData(t, reservedTag, imm, unsolicited-imm)
+	return mustWrite, s.enqueueData(t, reservedTag, imm, unsolicited-imm)
 }
 
 // enqueueData queues [off, off+n) of t's write buffer as Data-Out PDUs in
@@ -236,7 +240,7 @@ func (s *session) enqueueData(t *task, ttt uint32, off, n uint32) error {
 			Final: off+l == end, LUN: t.cmd.LUN, ITT: t.itt, TTT: ttt, ExpStatSN: s.expStatSN,
 			DataSN: dataSN, BufferOffset: off, Data: t.cmd.Write[off : off+l],
 		}
-		if err := s.enqueue(d.encode()); err != nil {
+		if _, err := s.enqueue(d.encode(), false); err != nil {
 			return err
 		}
 		off += l
@@ -261,7 +265,7 @@ func (s *session) sendNOP(itt, ttt uint32, lun uint64) {
 		return
 	}
 	n := nopOut{ITT: itt, TTT: ttt, LUN: lun, CmdSN: s.cmdSN, ExpStatSN: s.expStatSN}
-	s.enqueue(n.encode())
+	s.enqueue(n.encode(), false)
 }
 
 // ping sends a NOP-Out that the target must answer.
@@ -322,7 +326,7 @@ func (s *session) close() {
 	s.logout = make(chan error, 1)
 	l := logoutRequest{ITT: s.logoutITT, CmdSN: s.cmdSN, ExpStatSN: s.expStatSN}
 	ch := s.logout
-	err := s.enqueue(l.encode())
+	_, err := s.enqueue(l.encode(), false)
 	s.mu.Unlock()
 	if err == nil {
 		select {
