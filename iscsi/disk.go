@@ -125,7 +125,17 @@ func (d *Disk) maintain() {
 		case <-d.quit:
 			return
 		}
-		ns, err := d.connect(context.Background())
+		// A login in progress is abandoned when the Disk is closed.
+		ctx, cancel := context.WithCancel(context.Background())
+		go func() {
+			select {
+			case <-d.quit:
+				cancel()
+			case <-ctx.Done():
+			}
+		}()
+		ns, err := d.connect(ctx)
+		cancel()
 		if err != nil {
 			d.mu.Lock()
 			d.lastErr = err

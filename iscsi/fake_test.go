@@ -26,6 +26,7 @@ type fakeTarget struct {
 	got     []*PDU
 	conn    net.Conn
 	digests Digests
+	vpd     map[byte][]byte // extra VPD pages (and a replacement page 0)
 }
 
 func (f *fakeTarget) serve(c net.Conn) {
@@ -175,7 +176,13 @@ func fixedSense(key, asc, ascq byte) []byte {
 // identification commands is put in front of handle.
 func startFake(t *testing.T, cfg Config, answer []kv, handle func(f *fakeTarget, p *PDU) []*PDU) (*Disk, *fakeTarget) {
 	t.Helper()
-	f := &fakeTarget{t: t, answer: answer}
+	return startFakeVPD(t, cfg, answer, nil, handle)
+}
+
+// startFakeVPD is startFake with extra VPD pages.
+func startFakeVPD(t *testing.T, cfg Config, answer []kv, vpd map[byte][]byte, handle func(f *fakeTarget, p *PDU) []*PDU) (*Disk, *fakeTarget) {
+	t.Helper()
+	f := &fakeTarget{t: t, answer: answer, vpd: vpd}
 	f.handle = func(f *fakeTarget, p *PDU) []*PDU {
 		if r := identify(f, p); r != nil {
 			return r
@@ -211,6 +218,11 @@ func identify(f *fakeTarget, p *PDU) []*PDU {
 		return nil
 	}
 	cdb := p.BHS[32:48]
+	if f.vpd != nil && cdb[0] == scsiInquiry && cdb[1]&1 == 1 {
+		if page, ok := f.vpd[cdb[2]]; ok {
+			return []*PDU{f.dataIn(p, 0, page, 0, true)}
+		}
+	}
 	switch {
 	case cdb[0] == scsiTestUnitReady:
 		return []*PDU{f.response(p, statusGood, nil)}
@@ -256,5 +268,16 @@ func onCmd(h func(f *fakeTarget, p *PDU) []*PDU) func(f *fakeTarget, p *PDU) []*
 			return []*PDU{f.stamp(r, true)}
 		}
 		return nil
+	}
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(3 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not reached within 3s")
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }
