@@ -2,7 +2,6 @@ package iscsi
 
 import (
 	"bufio"
-	"errors"
 	"fmt"
 	"net"
 	"sync"
@@ -348,5 +347,3 @@ func (s *session) isDead() bool {
 		return false
 	}
 }
-
-var errUnknownTask = errors.New("unknown task")
