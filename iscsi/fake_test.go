@@ -16,17 +16,19 @@ import (
 // It exists to produce target behaviour tgtd and gotgt cannot be told to
 // produce (protocol violations, UNIT ATTENTION on demand, silence).
 type fakeTarget struct {
-	t       *testing.T
-	answer  []kv
-	handle  func(f *fakeTarget, p *PDU) []*PDU
-	mu      sync.Mutex
-	statSN  uint32
-	maxWin  uint32 // MaxCmdSN - ExpCmdSN + 1 granted; default 64
-	expCmd  uint32
-	got     []*PDU
-	conn    net.Conn
-	digests Digests
-	vpd     map[byte][]byte // extra VPD pages (and a replacement page 0)
+	t        *testing.T
+	answer   []kv
+	handle   func(f *fakeTarget, p *PDU) []*PDU
+	mu       sync.Mutex
+	statSN   uint32
+	maxWin   uint32 // MaxCmdSN - ExpCmdSN + 1 granted; default 64
+	fixed    bool   // MaxCmdSN stays at fixedMax (the window stops sliding)
+	fixedMax uint32
+	expCmd   uint32
+	got      []*PDU
+	conn     net.Conn
+	digests  Digests
+	vpd      map[byte][]byte // extra VPD pages (and a replacement page 0)
 }
 
 func (f *fakeTarget) serve(c net.Conn) {
@@ -124,7 +126,11 @@ func (f *fakeTarget) stamp(p *PDU, status bool) *PDU {
 		f.statSN++
 	}
 	p.put32(28, f.expCmd)
-	p.put32(32, f.expCmd+f.window()-1)
+	if f.fixed {
+		p.put32(32, f.fixedMax)
+	} else {
+		p.put32(32, f.expCmd+f.window()-1)
+	}
 	return p
 }
 
@@ -176,13 +182,16 @@ func fixedSense(key, asc, ascq byte) []byte {
 // identification commands is put in front of handle.
 func startFake(t *testing.T, cfg Config, answer []kv, handle func(f *fakeTarget, p *PDU) []*PDU) (*Disk, *fakeTarget) {
 	t.Helper()
-	return startFakeVPD(t, cfg, answer, nil, handle)
+	return startFakeWith(t, cfg, answer, nil, handle)
 }
 
-// startFakeVPD is startFake with extra VPD pages.
-func startFakeVPD(t *testing.T, cfg Config, answer []kv, vpd map[byte][]byte, handle func(f *fakeTarget, p *PDU) []*PDU) (*Disk, *fakeTarget) {
+// startFakeWith is startFake with a setup of the fake before login.
+func startFakeWith(t *testing.T, cfg Config, answer []kv, setup func(f *fakeTarget), handle func(f *fakeTarget, p *PDU) []*PDU) (*Disk, *fakeTarget) {
 	t.Helper()
-	f := &fakeTarget{t: t, answer: answer, vpd: vpd}
+	f := &fakeTarget{t: t, answer: answer}
+	if setup != nil {
+		setup(f)
+	}
 	f.handle = func(f *fakeTarget, p *PDU) []*PDU {
 		if r := identify(f, p); r != nil {
 			return r

@@ -60,6 +60,8 @@ func TestLivenessRules(t *testing.T) {
 		{"ping outstanding: wait", livenessInput{Now: t0.Add(4 * time.Second), LastRecv: t0, PingSent: t0.Add(2 * time.Second)}, false, false},
 		{"ping unanswered", livenessInput{Now: t0.Add(7 * time.Second), LastRecv: t0, PingSent: t0.Add(2 * time.Second)}, false, true},
 		{"command within timeout", livenessInput{Now: t0.Add(time.Second), LastRecv: t0.Add(time.Second), OldestTask: t0, OldestOp: "WRITE(16)"}, false, false},
+		{"window closed briefly", livenessInput{Now: t0.Add(time.Second), LastRecv: t0.Add(time.Second), WindowClosedSince: t0}, false, false},
+		{"window kept closed", livenessInput{Now: t0.Add(5 * time.Second), LastRecv: t0.Add(5 * time.Second), WindowClosedSince: t0}, false, true},
 		{"command unanswered", livenessInput{Now: t0.Add(5 * time.Second), LastRecv: t0.Add(4 * time.Second), OldestTask: t0, OldestOp: "WRITE(16)"}, false, true},
 	}
 	for _, c := range cases {

@@ -43,6 +43,8 @@ type session struct {
 	pingSent  time.Time
 	logoutITT uint32
 	logout    chan error
+	waiters   int       // commands waiting for the CmdSN window or a queue slot
+	closedAt  time.Time // when the watchdog first saw waiters behind a closed window
 
 	stop       chan struct{} // closed when the session fails (s.err set)
 	writerDone chan struct{} // closed when writeLoop has returned
@@ -164,7 +166,9 @@ func (s *session) exec(c command) (result, error) {
 	t := &task{cmd: c, done: make(chan struct{})}
 	s.mu.Lock()
 	for s.err == nil && (len(s.tasks) >= s.depth || !s.win.open(s.cmdSN)) {
+		s.waiters++
 		s.cond.Wait()
+		s.waiters--
 	}
 	if s.err != nil {
 		err := s.err
@@ -295,6 +299,14 @@ func (s *session) watchdog() {
 		}
 		s.mu.Lock()
 		in := livenessInput{Now: s.now(), LastRecv: time.Unix(0, s.lastRecv.Load()), PingSent: s.pingSent}
+		if s.waiters > 0 && !s.win.open(s.cmdSN) {
+			if s.closedAt.IsZero() {
+				s.closedAt = in.Now
+			}
+			in.WindowClosedSince = s.closedAt
+		} else {
+			s.closedAt = time.Time{}
+		}
 		for _, t := range s.tasks {
 			if in.OldestTask.IsZero() || t.sent.Before(in.OldestTask) {
 				in.OldestTask, in.OldestOp = t.sent, t.cmd.Op
@@ -338,10 +350,10 @@ func (s *session) close() {
 	<-s.dead
 }
 
-// isDead reports whether the session has failed.
+// isDead reports whether the session has failed (or is failing).
 func (s *session) isDead() bool {
 	select {
-	case <-s.dead:
+	case <-s.stop: // failing: its tasks may not all have been failed yet
 		return true
 	default:
 		return false

@@ -468,3 +468,28 @@ func TestClosedDisk(t *testing.T) {
 		t.Fatalf("second close: %v", err)
 	}
 }
+
+// A target that keeps MaxCmdSN below the next CmdSN (while answering
+// pings) must not make commands wait forever.
+func TestClosedWindowTimesOut(t *testing.T) {
+	cfg := Config{Timeout: 150 * time.Millisecond, PingInterval: 30 * time.Millisecond}
+	// A window of one command that slides with each completion...
+	d, f := startFakeWith(t, cfg, nil, func(f *fakeTarget) { f.maxWin = 1 }, onCmd(func(f *fakeTarget, p *PDU) []*PDU {
+		return []*PDU{f.response(p, statusGood, nil)}
+	}))
+	// ...then stops sliding: the next command may go, the one after not.
+	f.mu.Lock()
+	f.fixed, f.fixedMax = true, f.expCmd
+	f.mu.Unlock()
+	if err := d.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	err := d.Flush()
+	if !errors.Is(err, ErrTimeout) {
+		t.Fatalf("flush behind a closed window: %v, want ErrTimeout", err)
+	}
+	if el := time.Since(start); el > 2*time.Second {
+		t.Fatalf("took %v", el)
+	}
+}

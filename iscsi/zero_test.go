@@ -42,7 +42,7 @@ func (z *zeroLog) handler(refuseWriteSame bool) func(f *fakeTarget, p *PDU) []*P
 
 func TestZeroUsesAdvertisedWriteSame(t *testing.T) {
 	z := &zeroLog{}
-	d, _ := startFakeVPD(t, Config{}, nil, blockLimits(256, true), z.handler(false))
+	d, _ := startFakeWith(t, Config{}, nil, withVPD(blockLimits(256, true)), z.handler(false))
 	if m := d.ZeroMethod(true); m != ZeroWriteSame {
 		t.Fatalf("method %v with WRITE SAME advertised (limits %+v)", m, d.Limits())
 	}
@@ -68,7 +68,7 @@ func TestZeroUsesAdvertisedWriteSame(t *testing.T) {
 
 func TestZeroFallsBackWhenWriteSameIsRefused(t *testing.T) {
 	z := &zeroLog{}
-	d, _ := startFakeVPD(t, Config{}, nil, blockLimits(1024, false), z.handler(true))
+	d, _ := startFakeWith(t, Config{}, nil, withVPD(blockLimits(1024, false)), z.handler(true))
 	if err := d.Zero(0, 64*512, false); err != nil {
 		t.Fatal(err)
 	}
@@ -97,7 +97,7 @@ func TestZeroWithoutAdvertisementWritesZeros(t *testing.T) {
 	}
 	// ZeroByWriting overrides an advertisement.
 	z2 := &zeroLog{}
-	d2, _ := startFakeVPD(t, Config{ZeroByWriting: true}, nil, blockLimits(256, true), z2.handler(false))
+	d2, _ := startFakeWith(t, Config{ZeroByWriting: true}, nil, withVPD(blockLimits(256, true)), z2.handler(false))
 	if m := d2.ZeroMethod(true); m != ZeroWrite {
 		t.Fatalf("ZeroByWriting: method %v", m)
 	}
@@ -126,4 +126,8 @@ func TestAsyncLogoutRequestReconnects(t *testing.T) {
 	if err := d.Flush(); err != nil {
 		t.Fatalf("flush after the target-requested logout: %v", err)
 	}
+}
+
+func withVPD(pages map[byte][]byte) func(f *fakeTarget) {
+	return func(f *fakeTarget) { f.vpd = pages }
 }
