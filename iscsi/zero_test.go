@@ -131,3 +131,19 @@ func TestAsyncLogoutRequestReconnects(t *testing.T) {
 func withVPD(pages map[byte][]byte) func(f *fakeTarget) {
 	return func(f *fakeTarget) { f.vpd = pages }
 }
+
+func TestReadOnlyDiskRefusesWrites(t *testing.T) {
+	z := &zeroLog{}
+	d, _ := startFake(t, Config{ReadOnly: true}, nil, z.handler(false))
+	if err := d.WriteAt(make([]byte, 512), 0, false); !errors.Is(err, ErrWriteProtected) {
+		t.Fatalf("write on a read-only disk: %v", err)
+	}
+	if err := d.Zero(0, 512, false); !errors.Is(err, ErrWriteProtected) {
+		t.Fatalf("zero on a read-only disk: %v", err)
+	}
+	z.mu.Lock()
+	defer z.mu.Unlock()
+	if len(z.cdbs) != 0 {
+		t.Fatalf("a read-only disk sent %d commands", len(z.cdbs))
+	}
+}
