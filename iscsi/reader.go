@@ -1,6 +1,7 @@
 package iscsi
 
 import (
+	"bufio"
 	"fmt"
 	"io"
 	"time"
@@ -32,8 +33,9 @@ func (s *session) readLoop() {
 
 func (s *session) readPDUs() error {
 	maxData := int(s.params.MaxRecvDataSegmentLength)
+	rd := directReader{br: s.br, raw: s.nc}
 	for {
-		h, err := readHeader(s.br, s.digests, maxData)
+		h, err := readHeader(rd, s.digests, maxData)
 		if err != nil {
 			if err == io.EOF {
 				return fmt.Errorf("%w: target closed the connection", ErrDisconnected)
@@ -42,13 +44,13 @@ func (s *session) readPDUs() error {
 		}
 		s.lastRecv.Store(s.now().UnixNano())
 		if h.pdu.Opcode() == opDataIn {
-			if err := s.onDataIn(&h); err != nil {
+			if err := s.onDataIn(rd, &h); err != nil {
 				return err
 			}
 			continue
 		}
 		h.pdu.Data = make([]byte, h.dataLen)
-		if err := readData(s.br, &h, h.pdu.Data, s.digests); err != nil {
+		if err := readData(rd, &h, h.pdu.Data, s.digests); err != nil {
 			return fmt.Errorf("%w: %w", ErrDisconnected, err)
 		}
 		if err := s.dispatch(&h.pdu); err != nil {
@@ -91,7 +93,7 @@ func (s *session) complete(t *task) {
 	close(t.done)
 }
 
-func (s *session) onDataIn(h *header) error {
+func (s *session) onDataIn(rd io.Reader, h *header) error {
 	d, err := decodeDataIn(&h.pdu, h.dataLen)
 	if err != nil {
 		return err
@@ -110,7 +112,7 @@ func (s *session) onDataIn(h *header) error {
 		return fmt.Errorf("%w: Data-In of %d bytes at %d overruns the %d-byte buffer of %s",
 			ErrProtocol, d.Length, d.BufferOffset, len(t.cmd.Read), t.cmd.Op)
 	}
-	if err := readData(s.br, h, t.cmd.Read[d.BufferOffset:d.BufferOffset+uint32(d.Length)], s.digests); err != nil {
+	if err := readData(rd, h, t.cmd.Read[d.BufferOffset:d.BufferOffset+uint32(d.Length)], s.digests); err != nil {
 		return fmt.Errorf("%w: %w", ErrDisconnected, err)
 	}
 	t.dataSN++
@@ -209,4 +211,21 @@ func (s *session) dispatch(p *PDU) error {
 		return fmt.Errorf("%w: unexpected opcode %#x from target", ErrProtocol, p.Opcode())
 	}
 	return nil
+}
+
+// directReader reads through a bufio.Reader, but once the buffer is empty
+// a large read (a Data-In segment landing in the caller's buffer) goes
+// straight to the connection instead of being copied twice.
+type directReader struct {
+	br  *bufio.Reader
+	raw io.Reader
+}
+
+const directReadMin = 16 << 10
+
+func (r directReader) Read(p []byte) (int, error) {
+	if r.br.Buffered() == 0 && len(p) >= directReadMin {
+		return r.raw.Read(p)
+	}
+	return r.br.Read(p)
 }
