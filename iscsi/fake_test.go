@@ -68,17 +68,21 @@ func (f *fakeTarget) serve(c net.Conn) {
 			break
 		}
 	}
+	var dg Digests
 	pairs, _ := decodeText(encodeText(f.answer))
 	for _, p := range pairs {
 		if p.Key == "HeaderDigest" && p.Value == "CRC32C" {
-			f.digests.Header = true
+			dg.Header = true
 		}
 		if p.Key == "DataDigest" && p.Value == "CRC32C" {
-			f.digests.Data = true
+			dg.Data = true
 		}
 	}
+	f.mu.Lock()
+	f.digests = dg
+	f.mu.Unlock()
 	for {
-		p, err := ReadPDU(br, f.digests, 1<<24)
+		p, err := ReadPDU(br, dg, 1<<24)
 		if err != nil {
 			return
 		}
@@ -89,11 +93,17 @@ func (f *fakeTarget) serve(c net.Conn) {
 			r := &PDU{}
 			r.BHS[0], r.BHS[1] = opLogoutResp, 0x80
 			r.put32(16, p.ITT())
-			writePDU(c, f.stamp(r, true), f.digests)
+			writePDU(c, f.stamp(r, true), dg)
 			return
 		}
 		for _, r := range f.handle(f, p) {
-			if err := writePDU(c, r, f.digests); err != nil {
+			if r.BHS[0] == 0xff { // marker: send these raw bytes
+				if _, err := c.Write(r.Data); err != nil {
+					return
+				}
+				continue
+			}
+			if err := writePDU(c, r, dg); err != nil {
 				return
 			}
 		}
@@ -289,4 +299,11 @@ func waitFor(t *testing.T, cond func() bool) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+}
+
+// raw wraps wire bytes the fake sends as they are (for corrupt PDUs).
+func raw(b []byte) *PDU {
+	p := &PDU{Data: b}
+	p.BHS[0] = 0xff
+	return p
 }

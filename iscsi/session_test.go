@@ -493,3 +493,43 @@ func TestClosedWindowTimesOut(t *testing.T) {
 		t.Fatalf("took %v", el)
 	}
 }
+
+// A corrupted header or data digest drops the connection with ErrDigest
+// (the data is never handed to the caller as good), and the Disk logs in
+// again.
+func TestDigestMismatchDropsConnection(t *testing.T) {
+	answer := []kv{{"HeaderDigest", "CRC32C"}, {"DataDigest", "CRC32C"}}
+	for _, flip := range []int{5, 48 + 4 + 10} { // in the header, in the data
+		var corrupt atomic.Bool
+		corrupt.Store(true)
+		d, f := startFake(t, Config{HeaderDigest: true, DataDigest: true, ReconnectInterval: 10 * time.Millisecond}, answer,
+			onCmd(func(f *fakeTarget, p *PDU) []*PDU {
+				if !isCmd(p, scsiRead16) {
+					return []*PDU{f.response(p, statusGood, nil)}
+				}
+				r := f.dataIn(p, 0, make([]byte, 512), 0, true)
+				if !corrupt.CompareAndSwap(true, false) {
+					return []*PDU{r}
+				}
+				w, err := r.Marshal(nil, Digests{Header: true, Data: true})
+				if err != nil {
+					t.Error(err)
+				}
+				w[flip] ^= 0x40
+				return []*PDU{raw(w)}
+			}))
+		_ = f
+		if p := d.Params(); !p.HeaderDigest || !p.DataDigest {
+			t.Fatalf("digests not negotiated: %+v", p)
+		}
+		err := d.ReadAt(make([]byte, 512), 0)
+		if !errors.Is(err, ErrDigest) {
+			t.Fatalf("flip at %d: read %v, want ErrDigest", flip, err)
+		}
+		waitFor(t, d.Connected)
+		if err := d.ReadAt(make([]byte, 512), 0); err != nil {
+			t.Fatalf("read after reconnect: %v", err)
+		}
+		d.Close()
+	}
+}
