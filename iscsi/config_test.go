@@ -101,3 +101,9 @@ func TestCHAPConfig(t *testing.T) {
 		t.Fatal("missing secret file accepted")
 	}
 }
+
+func TestIsLegSpec(t *testing.T) {
+	if !IsLegSpec("iscsi://h/iqn.x:y/1") || IsLegSpec("/dev/sdb") || IsLegSpec("nbd://x") {
+		t.Fatal("IsLegSpec")
+	}
+}
