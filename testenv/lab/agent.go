@@ -14,7 +14,7 @@ import (
 
 // Result is the outcome of a command run in a VM.
 type Result struct {
-	Exit   int    // exit code; -1 if the command could not start or was killed
+	Exit   int // exit code; -1 if the command could not start or was killed
 	Stdout string
 	Stderr string
 	Error  string // why the command did not run to its end, if it did not

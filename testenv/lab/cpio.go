@@ -48,12 +48,16 @@ func (a *archive) add(e cpioEntry) {
 	a.entries[e.Name] = e
 }
 
-func (a *archive) dir(name string)                   { a.add(cpioEntry{Name: name, Mode: cpioDir | 0o755}) }
-func (a *archive) file(name, src string, perm uint32) { a.add(cpioEntry{Name: name, Mode: cpioReg | perm, Src: src}) }
+func (a *archive) dir(name string) { a.add(cpioEntry{Name: name, Mode: cpioDir | 0o755}) }
+func (a *archive) file(name, src string, perm uint32) {
+	a.add(cpioEntry{Name: name, Mode: cpioReg | perm, Src: src})
+}
 func (a *archive) data(name string, b []byte, perm uint32) {
 	a.add(cpioEntry{Name: name, Mode: cpioReg | perm, Data: b})
 }
-func (a *archive) symlink(name, target string) { a.add(cpioEntry{Name: name, Mode: cpioLink | 0o777, Link: target}) }
+func (a *archive) symlink(name, target string) {
+	a.add(cpioEntry{Name: name, Mode: cpioLink | 0o777, Link: target})
+}
 
 // names returns the entries sorted so parents come before children.
 func (a *archive) names() []string {

@@ -19,13 +19,20 @@ type Mirror struct {
 }
 
 // MDRAID1 is Linux md RAID1 over legs a and b (metadata 1.2, no initial
-// resync: the legs start equal or are about to be overwritten).
-func MDRAID1(a, b string) Mirror {
+// resync: the legs start equal or are about to be overwritten), without a
+// write-intent bitmap.
+func MDRAID1(a, b string) Mirror { return mdRAID1("md-raid1", "none", a, b) }
+
+// MDRAID1Bitmap is MDRAID1 with an internal write-intent bitmap, the md
+// setup closest to hamirror's (which keeps a dirty-chunk bitmap on both legs).
+func MDRAID1Bitmap(a, b string) Mirror { return mdRAID1("md-raid1+bitmap", "internal", a, b) }
+
+func mdRAID1(name, bitmap, a, b string) Mirror {
 	return Mirror{
-		Name:   "md-raid1",
+		Name:   name,
 		Device: "/dev/md0",
 		Setup: fmt.Sprintf("mdadm --create /dev/md0 --run --quiet --level=1 --raid-devices=2 "+
-			"--metadata=1.2 --assume-clean --bitmap=none %s %s", a, b),
+			"--metadata=1.2 --assume-clean --bitmap=%s %s %s", bitmap, a, b),
 		Teardown: fmt.Sprintf("mdadm --stop /dev/md0 && mdadm --zero-superblock %s %s", a, b),
 	}
 }

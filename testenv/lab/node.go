@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/hamirror/hamirror/testenv/lab/agentproto"
@@ -27,6 +28,7 @@ type NodeConfig struct {
 	Name     string // short (at most 6 characters): also the hostname
 	Disks    []Disk // /dev/vda, /dev/vdb, ... in this order
 	MemoryMB int    // default 512
+	CPUs     int    // virtual CPUs (multi-threaded TCG); default 1
 }
 
 // Node is one running VM.
@@ -90,8 +92,9 @@ func (n *Node) qemuArgs(img *Image, serial string) []string {
 	if mem == 0 {
 		mem = 512
 	}
+	cpus := max(1, n.cfg.CPUs)
 	cmdline := []string{"console=ttyS0,115200", "quiet", "panic=-1", "lab.name=" + n.Name}
-	a := []string{"qemu-system-x86_64", "-accel", "tcg", "-m", fmt.Sprint(mem), "-smp", "1",
+	a := []string{"qemu-system-x86_64", "-accel", "tcg", "-m", fmt.Sprint(mem), "-smp", fmt.Sprint(cpus),
 		"-display", "none", "-nodefaults", "-no-user-config", "-no-reboot",
 		"-name", n.Name,
 		"-kernel", img.Kernel.Vmlinuz, "-initrd", img.Initramfs,
@@ -146,6 +149,8 @@ func (n *Node) start(ns *netns, img *Image, serial string) error {
 	}
 	fmt.Fprintf(logf, "%s\n\n", strings.Join(argv, " "))
 	n.cmd.Stdout, n.cmd.Stderr = logf, logf
+	// QEMU dies with the test process, even when that is killed.
+	n.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := n.cmd.Start(); err != nil {
 		logf.Close()
 		return fmt.Errorf("starting QEMU for %s: %w", n.Name, err)

@@ -21,6 +21,7 @@ type section struct {
 var sections = []section{
 	{"nbd", benchNBD},
 	{"lab", benchLab},
+	{"heartbeat", benchHeartbeat},
 	{"iscsi", benchISCSI},
 }
 

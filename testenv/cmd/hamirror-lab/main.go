@@ -1,7 +1,8 @@
 // Command hamirror-lab boots the QEMU lab for a person (make lab): two
 // nodes by default, each with four NICs (iscsi, public, priv1, priv2), two
 // 256 MiB leg disks and ttyS1 linked to the other node's ttyS1. It prints
-// how to reach each console and then reads commands on stdin:
+// how to reach each console, starts two iSCSI arrays (tgtd on the iSCSI
+// network, -arrays 0 for none) and then reads commands on stdin:
 //
 //	n1 mirrorctl --help      run a command on node n1 (output + exit code)
 //	client busybox ping -c1 10.77.1.10   run on the host side of the public net
@@ -42,14 +43,15 @@ func main() {
 	dir := flag.String("dir", "", "folder for disks, sockets and console logs (default: a new temp folder, kept)")
 	legMB := flag.Int64("leg-mb", 256, "size of each leg disk in MiB")
 	mem := flag.Int("mem", 512, "memory of each VM in MiB")
+	arrays := flag.Int("arrays", 2, "iSCSI arrays (tgtd on the iSCSI network) to start, 0 for none")
 	flag.Parse()
-	if err := serve(*nodes, *dir, *legMB, *mem); err != nil {
+	if err := serve(*nodes, *dir, *legMB, *mem, *arrays); err != nil {
 		fmt.Fprintln(os.Stderr, "hamirror-lab:", err)
 		os.Exit(1)
 	}
 }
 
-func serve(count int, dir string, legMB int64, mem int) error {
+func serve(count int, dir string, legMB int64, mem, arrays int) error {
 	if err := lab.Prerequisites(); err != nil {
 		return err
 	}
@@ -83,6 +85,21 @@ func serve(count int, dir string, legMB int64, mem int) error {
 		lab.ClientAddr(lab.NetPublic), lab.ClientAddr(lab.NetISCSI), l.Netns())
 	if len(l.Nodes()) > 1 {
 		fmt.Println("serial line: ttyS1 of n1 <-> ttyS1 of n2")
+	}
+	if arrays > 0 {
+		var names []string
+		for i := 0; i < arrays; i++ {
+			names = append(names, string(rune('a'+i)))
+		}
+		a, err := l.StartArrays(ctx, legMB<<20, names...)
+		if err != nil {
+			fmt.Println("iSCSI arrays not started:", err)
+		} else {
+			defer a.Stop()
+			for _, name := range names {
+				fmt.Printf("iSCSI array %s: %s\n", name, lab.ArrayURL(name))
+			}
+		}
 	}
 	fmt.Println("\ntype `NODE command...`, `client command...`, or quit (Ctrl-D)")
 	lines := make(chan string)

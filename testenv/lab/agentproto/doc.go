@@ -11,6 +11,6 @@
 //	var res agentproto.Result
 //	err = agentproto.Decode(payload, &res)
 //
-// The same frame format doubles as the test framing of the lab's serial-line
-// scenario (TypeSerial), with a CRC-32 inside the payload.
+// Serial is the message the lab's serial-line scenario sends inside the
+// heartbeat's serial envelope (a sequence number and a CRC-32 of the body).
 package agentproto

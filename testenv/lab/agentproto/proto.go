@@ -16,7 +16,7 @@ const (
 	TypeExec   byte = 'X' // host → agent: run a command. payload: Exec
 	TypeResult byte = 'R' // agent → host: the command finished. payload: Result
 	TypePut    byte = 'W' // host → agent: write a file. payload: Put
-	TypeSerial byte = 'S' // VM ↔ VM over a UART in the serial scenario. payload: Serial
+	TypeSerial byte = 'S' // reserved for Serial messages framed on their own
 )
 
 // MaxPayload bounds one frame's payload; longer frames are refused.
@@ -46,7 +46,7 @@ type Exec struct {
 // Result is the outcome of one Exec or Put.
 type Result struct {
 	ID     uint64 `json:"id"`
-	Exit   int    `json:"exit"`            // -1 when the command could not start or was killed
+	Exit   int    `json:"exit"` // -1 when the command could not start or was killed
 	Stdout []byte `json:"stdout,omitempty"`
 	Stderr []byte `json:"stderr,omitempty"`
 	Error  string `json:"error,omitempty"` // why the command could not run or was killed

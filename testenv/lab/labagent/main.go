@@ -7,7 +7,7 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: labagent serve | uart send|recv DEV COUNT [TIMEOUT] | write FLAGS")
+		fmt.Fprintln(os.Stderr, "usage: labagent serve | uart send|recv DEV COUNT [TIMEOUT] | write FLAGS | iscsi probe|write|read URL ...")
 		os.Exit(2)
 	}
 	var err error
@@ -18,6 +18,8 @@ func main() {
 		err = uartMain(os.Args[2:])
 	case "write":
 		err = writeMain(os.Args[2:])
+	case "iscsi":
+		err = iscsiMain(os.Args[2:])
 	default:
 		err = fmt.Errorf("unknown subcommand %q", os.Args[1])
 	}

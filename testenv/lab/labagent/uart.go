@@ -1,7 +1,7 @@
 package main
 
 import (
-	"bufio"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"hash/crc32"
@@ -9,12 +9,14 @@ import (
 	"strconv"
 	"time"
 
-	"golang.org/x/sys/unix"
-
+	"github.com/hamirror/hamirror/heartbeat"
 	"github.com/hamirror/hamirror/testenv/lab/agentproto"
 )
 
-// uartMain sends or receives COUNT framed, checksummed messages on a UART.
+// uartMain sends or receives COUNT checksummed messages over a UART with
+// the heartbeat's own serial medium (heartbeat.OpenSerial: raw 8N1 at
+// 115200 baud, its sync/length/CRC envelope), so the lab proves the
+// wiring and the code the serial heartbeat uses.
 func uartMain(args []string) error {
 	if len(args) < 3 {
 		return errors.New("usage: uart send|recv DEV COUNT [TIMEOUT]")
@@ -23,24 +25,21 @@ func uartMain(args []string) error {
 	if err != nil || n < 1 {
 		return fmt.Errorf("bad count %q", args[2])
 	}
-	f, err := os.OpenFile(args[1], os.O_RDWR|unix.O_NOCTTY, 0)
+	link, err := heartbeat.OpenSerial(args[1], 115200)
 	if err != nil {
 		return err
 	}
-	defer f.Close()
-	if err := makeRaw(int(f.Fd())); err != nil {
-		return fmt.Errorf("raw mode on %s: %w", args[1], err)
-	}
+	defer link.Close()
 	switch args[0] {
 	case "send":
-		w := agentproto.NewWriter(f)
 		for i := 1; i <= n; i++ {
 			body := []byte(fmt.Sprintf("beat %d from %s", i, hostname()))
-			if err := w.Write(agentproto.TypeSerial, agentproto.Serial{Seq: uint64(i), Body: body, CRC: crc32.ChecksumIEEE(body)}); err != nil {
+			b, _ := json.Marshal(agentproto.Serial{Seq: uint64(i), Body: body, CRC: crc32.ChecksumIEEE(body)})
+			if err := link.Send(b); err != nil {
 				return err
 			}
 		}
-		return unix.IoctlSetInt(int(f.Fd()), unix.TCSBRK, 1) // tcdrain
+		return nil // closing the tty waits for the output to drain
 	case "recv":
 		timeout := 60 * time.Second
 		if len(args) > 3 {
@@ -49,7 +48,7 @@ func uartMain(args []string) error {
 			}
 		}
 		done := make(chan error, 1)
-		go func() { done <- recvFrames(f, n) }()
+		go func() { done <- recvFrames(link, n) }()
 		select {
 		case err := <-done:
 			return err
@@ -60,37 +59,25 @@ func uartMain(args []string) error {
 	return fmt.Errorf("unknown uart action %q", args[0])
 }
 
-func recvFrames(f *os.File, n int) error {
-	r := bufio.NewReader(f)
+func recvFrames(link *heartbeat.SerialLink, n int) error {
 	for want := uint64(1); want <= uint64(n); want++ {
-		typ, p, err := agentproto.ReadFrame(r)
+		p, err := link.Receive()
 		if err != nil {
 			return fmt.Errorf("message %d: %w", want, err)
 		}
 		var m agentproto.Serial
-		if err := agentproto.Decode(p, &m); err != nil || typ != agentproto.TypeSerial {
-			return fmt.Errorf("message %d: type %c: %v", want, typ, err)
+		if err := agentproto.Decode(p, &m); err != nil {
+			return fmt.Errorf("message %d: %w", want, err)
 		}
 		if m.Seq != want || crc32.ChecksumIEEE(m.Body) != m.CRC {
 			return fmt.Errorf("message %d: got seq %d, crc ok=%v", want, m.Seq, crc32.ChecksumIEEE(m.Body) == m.CRC)
 		}
 		fmt.Printf("%d %s\n", m.Seq, m.Body)
 	}
-	return nil
-}
-
-func makeRaw(fd int) error {
-	t, err := unix.IoctlGetTermios(fd, unix.TCGETS)
-	if err != nil {
-		return err
+	if g := link.Garbage(); g != 0 {
+		return fmt.Errorf("all %d messages arrived but %d bytes of garbage were skipped", n, g)
 	}
-	t.Iflag &^= unix.IGNBRK | unix.BRKINT | unix.PARMRK | unix.ISTRIP | unix.INLCR | unix.IGNCR | unix.ICRNL | unix.IXON | unix.IXOFF
-	t.Oflag &^= unix.OPOST
-	t.Lflag &^= unix.ECHO | unix.ECHONL | unix.ICANON | unix.ISIG | unix.IEXTEN
-	t.Cflag &^= unix.CSIZE | unix.PARENB | unix.CRTSCTS | unix.CBAUD
-	t.Cflag |= unix.CS8 | unix.CLOCAL | unix.CREAD | unix.B115200
-	t.Cc[unix.VMIN], t.Cc[unix.VTIME] = 1, 0
-	return unix.IoctlSetTermios(fd, unix.TCSETS, t)
+	return nil
 }
 
 func hostname() string {
