@@ -50,6 +50,7 @@ func newRootCmd() *cobra.Command {
 		newResyncCmd(g),
 		newVerifyCmd(g),
 		newNodesCmd(g),
+		newISCSICmd(),
 	)
 	return root
 }

@@ -23,6 +23,7 @@ var sections = []section{
 	{"lab", benchLab},
 	{"heartbeat", benchHeartbeat},
 	{"engine", benchEngine},
+	{"iscsi", benchISCSI},
 }
 
 func main() {
