@@ -214,3 +214,56 @@ func waitVolume(t *testing.T, n *Node, ctl string, within time.Duration, what st
 		time.Sleep(200 * time.Millisecond)
 	}
 }
+
+// An operator runs `mirrorctl examine` on an iSCSI leg on the node where
+// mirrord serves the volume: the running volume must not notice (its
+// session to the array stays, no leg fails).
+func TestISCSIExamineBesideRunningMirrord(t *testing.T) {
+	t.Skip("BUG (lab2 report): mirrorctl examine logs in to an iSCSI leg with the node's one ISID (iscsi.DeriveISID of the " +
+		"host name), the same as mirrord's session: tgtd reinstates the I_T nexus and drops mirrord's session, so leg I/O fails " +
+		"(examining both legs fails application writes on /dev/nbd0), and mirrord's reconnect in turn drops examine's session")
+	l := sharedLab(t)
+	n := l.Nodes()[0]
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	arrays, err := l.StartArrays(ctx, 16<<20, "xa", "xb")
+	if err != nil {
+		if strings.Contains(err.Error(), "not installed") {
+			t.Skipf("SKIPPING iSCSI examine scenario: %v", err)
+		}
+		t.Fatal(err)
+	}
+	defer arrays.Stop()
+	legA, legB := arrays.URL("xa"), arrays.URL("xb")
+	if _, ok, why := HamirrorIfAvailable(ctx, n, legA, legB); !ok {
+		t.Skipf("SKIPPING iSCSI examine scenario: %s", why)
+	}
+	const ctl = "mirrorctl --control unix:/run/c.sock "
+	defer func() {
+		if t.Failed() {
+			res, _ := n.Run(context.Background(), ctl+"status; tail -20 /run/mirrord.log")
+			t.Logf("status and mirrord log on %s:\n%s", n.Name, res.Output())
+		}
+		n.Run(context.Background(), MirrordStop)
+	}()
+	run(t, n, fmt.Sprintf("mirrorctl create --chunk 64K %s %s", legA, legB))
+	run(t, n, "rm -f /run/mirrord.log; "+MirrordStartFlags("--control unix:/run/c.sock", legA, legB))
+	// Examine both legs while the volume takes writes.
+	res, err := n.Run(ctx, fmt.Sprintf(`(for i in $(seq 0 31); do dd if=/dev/urandom of=/dev/nbd0 bs=64k count=4 seek=$((i*4)) oflag=direct 2>/dev/null || exit 1; done) &
+load=$!
+mirrorctl examine %s >/dev/null && mirrorctl examine %s >/dev/null; rc=$?
+wait $load || { echo "writes to /dev/nbd0 failed"; exit 1; }
+exit $rc`, legA, legB))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Exit != 0 {
+		t.Errorf("mirrorctl examine of the legs beside mirrord: %v", res.Err())
+	}
+	if st := volumeStatus(t, n, ctl); st.State != "clean" {
+		t.Errorf("after mirrorctl examine of both legs beside mirrord: state %s, legs %+v", st.State, st.Legs)
+	}
+	if log := run(t, n, "cat /run/mirrord.log"); strings.Contains(log, "level=WARN") {
+		t.Errorf("mirrord noticed mirrorctl examine:\n%s", log)
+	}
+}
