@@ -33,14 +33,18 @@ func Hamirror(a, b string) Mirror {
 // MirrordStart starts mirrord in the background serving legs a and b on
 // /dev/nbd0 (control socket unix:/run/m.sock, log /run/mirrord.log) and
 // waits up to 60 s for the device to show its size.
-func MirrordStart(a, b string) string {
-	return fmt.Sprintf(`mirrord volume --leg %s --leg %s --listen unix:/run/m.sock --device /dev/nbd0 >>/run/mirrord.log 2>&1 </dev/null &
+func MirrordStart(a, b string) string { return MirrordStartFlags("", a, b) }
+
+// MirrordStartFlags is MirrordStart with more mirrord volume flags (e.g.
+// "--control unix:/run/c.sock --auto-readd").
+func MirrordStartFlags(flags, a, b string) string {
+	return fmt.Sprintf(`mirrord volume --leg %s --leg %s --listen unix:/run/m.sock --device /dev/nbd0 %s >>/run/mirrord.log 2>&1 </dev/null &
 for i in $(seq 600); do
 	[ "$(cat /sys/block/nbd0/size 2>/dev/null)" -gt 0 ] 2>/dev/null && exit 0
 	kill -0 $! 2>/dev/null || { echo "mirrord exited:"; tail -20 /run/mirrord.log; exit 1; }
 	usleep 100000
 done
-echo "/dev/nbd0 not attached after 60 s:"; tail -20 /run/mirrord.log; exit 1`, a, b)
+echo "/dev/nbd0 not attached after 60 s:"; tail -20 /run/mirrord.log; exit 1`, a, b, flags)
 }
 
 // MirrordStop stops mirrord with SIGTERM and waits up to 60 s for it to
