@@ -102,3 +102,34 @@ func TestNodesCommand(t *testing.T) {
 		t.Errorf("no daemon: %v", err)
 	}
 }
+
+// TestStatusShowsClusterMembership: with mirrord running membership only,
+// `mirrorctl status` shows the nodes and media instead of "not assembled",
+// and exits 0.
+func TestStatusShowsClusterMembership(t *testing.T) {
+	sock := "unix:" + filepath.Join(t.TempDir(), "m.sock")
+	srv, err := control.Listen(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	srv.Handle("status", func(json.RawMessage) (any, error) {
+		return map[string]any{"cluster": sampleStatus()}, nil
+	})
+	go srv.Serve()
+	root := newRootCmd()
+	var out bytes.Buffer
+	root.SetOut(&out)
+	root.SetArgs([]string{"--control", sock, "status"})
+	if err := root.Execute(); err != nil {
+		t.Fatalf("status: %v\n%s", err, out.String())
+	}
+	for _, want := range []string{"cluster pair1: this node n1 is active", "ALARM: n3 is partitioned"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("status output lacks %q:\n%s", want, out.String())
+		}
+	}
+	if strings.Contains(out.String(), "not assembled") {
+		t.Errorf("membership-only status talks about a volume:\n%s", out.String())
+	}
+}
