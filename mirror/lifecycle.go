@@ -156,7 +156,7 @@ func (v *Volume) AddLeg(slot int, leg Leg) error {
 		if v.outstanding[slot].Load() > 0 {
 			return fmt.Errorf("leg %s still has I/O in flight from before it failed; try again later", old.Name())
 		}
-		l, err := OpenLeg(old.Name(), LegOptions{})
+		l, err := OpenLeg(old.Name(), v.opts.LegOptions)
 		if err != nil {
 			return fmt.Errorf("reopen leg %d: %w", slot, err)
 		}
