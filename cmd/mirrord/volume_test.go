@@ -78,20 +78,33 @@ type lab struct {
 	mirrord   string
 	mirrorctl string
 	cmd       *exec.Cmd
-	stderr    *bytes.Buffer
+	stderr    *lockedBuffer
 	exited    chan error
 }
 
+// lockedBuffer collects mirrord's stderr; tests read it while it runs.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}
+
+// newLab makes a lab whose legs are two sparse files of legSize bytes.
 func newLab(t *testing.T, legSize int64) *lab {
-	mirrord, mirrorctl := binaries(t)
-	dir, err := os.MkdirTemp("", "hm") // short: unix socket paths are limited
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	l := &lab{t: t, dir: dir, sock: filepath.Join(dir, "nbd.sock"), ctl: filepath.Join(dir, "ctl.sock"), mirrord: mirrord, mirrorctl: mirrorctl}
+	l := newLabNoLegs(t)
 	for i := range l.legs {
-		l.legs[i] = filepath.Join(dir, fmt.Sprintf("leg%d.img", i))
+		l.legs[i] = filepath.Join(l.dir, fmt.Sprintf("leg%d.img", i))
 		if err := os.WriteFile(l.legs[i], nil, 0o600); err != nil {
 			t.Fatal(err)
 		}
@@ -100,6 +113,18 @@ func newLab(t *testing.T, legSize int64) *lab {
 		}
 	}
 	return l
+}
+
+// newLabNoLegs makes a lab with its directory, sockets and binaries but no
+// leg files: the caller sets l.legs (e.g. to iscsi:// URLs).
+func newLabNoLegs(t *testing.T) *lab {
+	mirrord, mirrorctl := binaries(t)
+	dir, err := os.MkdirTemp("", "hm") // short: unix socket paths are limited
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	return &lab{t: t, dir: dir, sock: filepath.Join(dir, "nbd.sock"), ctl: filepath.Join(dir, "ctl.sock"), mirrord: mirrord, mirrorctl: mirrorctl}
 }
 
 func (l *lab) ctlRun(args ...string) (string, error) {
@@ -123,7 +148,7 @@ func (l *lab) start(legs [2]string, extra ...string) {
 	l.t.Helper()
 	args := []string{"volume", "--leg", legs[0], "--leg", legs[1], "--listen", "unix:" + l.sock, "--control", "unix:" + l.ctl}
 	l.cmd = exec.Command(l.mirrord, append(args, extra...)...)
-	l.stderr = &bytes.Buffer{}
+	l.stderr = &lockedBuffer{}
 	l.cmd.Stderr = l.stderr
 	if err := l.cmd.Start(); err != nil {
 		l.t.Fatal(err)
