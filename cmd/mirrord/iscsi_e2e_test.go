@@ -238,20 +238,61 @@ func TestISCSIVolumeEndToEnd(t *testing.T) {
 	if got := strings.TrimSpace(runTool(t, l.dir, "nbdinfo", "--size", l.uri())); got != strconv.FormatInt(size, 10) {
 		t.Fatalf("nbdinfo --size = %s, want %d", got, size)
 	}
+	var info struct {
+		Exports []struct {
+			Size      int64 `json:"export-size"`
+			MinBlock  int64 `json:"block_size_minimum"`
+			PrefBlock int64 `json:"block_size_preferred"`
+			MaxBlock  int64 `json:"block_size_maximum"`
+			ReadOnly  bool  `json:"is_read_only"`
+			Flush     bool  `json:"can_flush"`
+			FUA       bool  `json:"can_fua"`
+			MultiConn bool  `json:"can_multi_conn"`
+			Zero      bool  `json:"can_zero"`
+		} `json:"exports"`
+	}
+	out = runTool(t, l.dir, "nbdinfo", "--json", l.uri())
+	if err := json.Unmarshal([]byte(out), &info); err != nil || len(info.Exports) != 1 {
+		t.Fatalf("nbdinfo --json: %v\n%s", err, out)
+	}
+	if e := info.Exports[0]; e.Size != size || e.MinBlock < 512 || e.PrefBlock < e.MinBlock || e.MaxBlock < e.PrefBlock ||
+		e.ReadOnly || !e.Flush || !e.FUA || !e.MultiConn || !e.Zero {
+		t.Fatalf("nbdinfo sees %+v over iSCSI legs\n%s", e, out)
+	}
 
-	// Random data in and out with nbdcopy; qemu-img compares.
+	// nbdcopy writes random data with a zero run (which it may send as
+	// WRITE_ZEROES) over four connections; qemu-img compares, notices a
+	// one-bit difference, and writes through the volume itself.
 	img1 := filepath.Join(scratch, "img1")
-	randomFile(t, img1, 32<<20)
-	runTool(t, l.dir, "nbdcopy", img1, l.uri())
-	back := filepath.Join(scratch, "back")
-	runTool(t, l.dir, "nbdcopy", l.uri(), back)
-	runTool(t, l.dir, "cmp", "-n", fmt.Sprint(32<<20), img1, back)
+	data := randomFile(t, img1, 32<<20)
+	clear(data[5<<20 : 7<<20])
+	if err := os.WriteFile(img1, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	runTool(t, l.dir, "nbdcopy", "--connections=4", "--requests=16", img1, l.uri())
 	runTool(t, l.dir, "qemu-img", "compare", "-f", "raw", "-F", "raw", img1, l.uri())
+	data[12345] ^= 1
+	if err := os.WriteFile(img1, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := exec.Command("qemu-img", "compare", "-q", "-f", "raw", "-F", "raw", img1, l.uri()).Run(); err == nil {
+		t.Fatal("qemu-img compare missed a one-bit difference")
+	}
+	runTool(t, l.dir, "qemu-img", "convert", "-n", "-f", "raw", "-O", "raw", img1, l.uri())
 
-	// fio verify through its nbd engine; meanwhile mirrorctl examine logs
-	// in to both arrays (its own ISID): mirrord's sessions must not notice.
-	fio := startTool(t, l.dir, "fio", "--name=v", "--ioengine=nbd", "--uri="+l.uri(), "--rw=randwrite", "--bs=4k",
-		"--iodepth=16", "--offset=40m", "--size=16m", "--verify=crc32c", "--verify_fatal=1")
+	// Several clients at once: fio verify (two jobs, two connections),
+	// nbdcopy reading the volume back, nbdinfo; meanwhile mirrorctl
+	// examine logs in to both arrays (with its own ISID): mirrord's
+	// sessions must not notice.
+	fio := startTool(t, l.dir, "fio", "--name=v", "--ioengine=nbd", "--uri="+l.uri(), "--rw=randwrite", "--bsrange=4k-64k",
+		"--iodepth=16", "--offset=40m", "--size=8m", "--numjobs=2", "--offset_increment=8m",
+		"--verify=crc32c", "--verify_fatal=1", "--do_verify=1")
+	back := filepath.Join(scratch, "back")
+	readBack := startTool(t, l.dir, "nbdcopy", "--connections=4", l.uri(), back)
+	var infos []*bgTool
+	for range 3 {
+		infos = append(infos, startTool(t, l.dir, "nbdinfo", l.uri()))
+	}
 	for range 2 {
 		for _, leg := range l.legs {
 			if ex := l.examine(leg, chap); ex.VolumeUUID != exA.VolumeUUID {
@@ -259,6 +300,11 @@ func TestISCSIVolumeEndToEnd(t *testing.T) {
 			}
 		}
 	}
+	for _, info := range infos {
+		info.wait(t, "nbdinfo beside other clients", 30*time.Second)
+	}
+	readBack.wait(t, "nbdcopy reading the volume", 60*time.Second)
+	runTool(t, l.dir, "cmp", "-n", fmt.Sprint(32<<20), img1, back)
 	fio.wait(t, "fio verify", 60*time.Second)
 	// Once idle, mirrord clears the bitmap lazily (BitClearDelay): watch
 	// it happen on array A with examine, so the resyncs below can be held
@@ -290,7 +336,7 @@ func TestISCSIVolumeEndToEnd(t *testing.T) {
 		if err := f.fault(); err != nil {
 			t.Fatal(err)
 		}
-		st, took := l.waitState("degraded", ioTimeout+2*time.Second)
+		st, took := l.waitState("degraded", ioTimeout+time.Second)
 		if st.Legs[1].State != "failed" || st.Legs[0].State != "in_sync" {
 			t.Fatalf("%s of array B: %+v", f.name, st)
 		}
