@@ -284,6 +284,22 @@ func TestISCSIVolumeEndToEnd(t *testing.T) {
 	// nbdcopy reading the volume back, nbdinfo; meanwhile mirrorctl
 	// examine logs in to both arrays (with its own ISID): mirrord's
 	// sessions must not notice.
+	sessions := func() [2][]string {
+		t.Helper()
+		var s [2][]string
+		for i, arr := range []*e2eArray{a, b} {
+			ids, err := arr.td.Nexuses(1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			s[i] = ids
+		}
+		return s
+	}
+	mirrordSessions := sessions()
+	if len(mirrordSessions[0]) != 1 || len(mirrordSessions[1]) != 1 {
+		t.Fatalf("mirrord should hold one session per array: %v", mirrordSessions)
+	}
 	fio := startTool(t, l.dir, "fio", "--name=v", "--ioengine=nbd", "--uri="+l.uri(), "--rw=randwrite", "--bsrange=4k-64k",
 		"--iodepth=16", "--offset=40m", "--size=8m", "--numjobs=2", "--offset_increment=8m",
 		"--verify=crc32c", "--verify_fatal=1", "--do_verify=1")
@@ -315,6 +331,9 @@ func TestISCSIVolumeEndToEnd(t *testing.T) {
 			t.Fatalf("bitmap not cleared 20s after the writes stopped: %+v", ex)
 		}
 		time.Sleep(250 * time.Millisecond)
+	}
+	if got := sessions(); fmt.Sprint(got) != fmt.Sprint(mirrordSessions) {
+		t.Fatalf("mirrord's iSCSI sessions changed while mirrorctl examine ran: %v, were %v", got, mirrordSessions)
 	}
 	if st := l.status(); st.State != "clean" || strings.Contains(l.stderr.String(), "leg failed") {
 		t.Fatalf("mirrorctl examine disturbed mirrord: %+v\n%s", st, l.stderr)
