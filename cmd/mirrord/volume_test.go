@@ -378,3 +378,35 @@ func TestVolumeSplitBrainHoldsAndKeepLegResolves(t *testing.T) {
 	l.stop()
 	runTool(t, l.dir, "cmp", "-n", fmt.Sprint(4<<20), imgs[0], l.legs[1])
 }
+
+// A leg missing when mirrord starts: the volume serves degraded, status
+// names the missing leg, and `mirrorctl leg add N` (no path) reopens it by
+// the name mirrord was given, resyncing what was written meanwhile.
+func TestVolumeLegMissingAtStartIsAddedByName(t *testing.T) {
+	requireTools(t, "nbdcopy", "cmp")
+	l := newLab(t, 32<<20)
+	l.mustCtl("create", l.legs[0], l.legs[1])
+	away := l.legs[1] + ".away"
+	if err := os.Rename(l.legs[1], away); err != nil {
+		t.Fatal(err)
+	}
+	l.start(l.legs)
+	st := l.status()
+	if st.State != "degraded" || st.Legs[1].State != "failed" || st.Legs[1].Path != l.legs[1] {
+		t.Fatalf("started with leg 1 missing: %+v", st)
+	}
+	img := filepath.Join(l.dir, "img")
+	randomFile(t, img, 2<<20)
+	runTool(t, l.dir, "nbdcopy", img, l.uri())
+	if err := os.Rename(away, l.legs[1]); err != nil {
+		t.Fatal(err)
+	}
+	l.mustCtl("leg", "add", "1")
+	l.mustCtl("resync", "--wait")
+	st = l.status()
+	if st.State != "clean" || st.Legs[1].Path != l.legs[1] || st.Resync.TotalBytes == 0 || st.Resync.TotalBytes > 4<<20 {
+		t.Fatalf("after leg add 1: %+v (resync should copy only the 2 MiB written)", st)
+	}
+	l.stop()
+	runTool(t, l.dir, "cmp", "-n", fmt.Sprint(2<<20), img, l.legs[1])
+}
