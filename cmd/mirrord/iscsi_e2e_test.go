@@ -379,9 +379,10 @@ func TestISCSIVolumeEndToEnd(t *testing.T) {
 	for _, f := range []struct {
 		name          string
 		fault, repair func() error
+		slot          int // the leg on the faulty array
 	}{
-		{"SIGKILL", b.td.Kill, b.td.Restart},
-		{"SIGSTOP", b.td.Pause, b.td.Resume},
+		{"SIGKILL of array B", b.td.Kill, b.td.Restart, 1},
+		{"SIGSTOP of array A", a.td.Pause, a.td.Resume, 0},
 	} {
 		load := l.writeLoad()
 		time.Sleep(700 * time.Millisecond)
@@ -389,8 +390,8 @@ func TestISCSIVolumeEndToEnd(t *testing.T) {
 			t.Fatal(err)
 		}
 		st, took := l.waitState("degraded", ioTimeout+time.Second)
-		if st.Legs[1].State != "failed" || st.Legs[0].State != "in_sync" {
-			t.Fatalf("%s of array B: %+v", f.name, st)
+		if st.Legs[f.slot].State != "failed" || st.Legs[1-f.slot].State != "in_sync" {
+			t.Fatalf("%s: %+v", f.name, st)
 		}
 		if !load.running() {
 			t.Fatalf("the write load ended before the %s took effect: lengthen it\n%s", f.name, load.out.String())
@@ -401,7 +402,7 @@ func TestISCSIVolumeEndToEnd(t *testing.T) {
 			t.Fatal(err)
 		}
 		st, _ = l.waitState("clean", 30*time.Second)
-		if limit := int64(loadRegion) + exA.ChunkBytes; st.Legs[1].State != "in_sync" || st.Resync.TotalBytes == 0 || st.Resync.TotalBytes > limit {
+		if limit := int64(loadRegion) + exA.ChunkBytes; st.Legs[f.slot].State != "in_sync" || st.Resync.TotalBytes == 0 || st.Resync.TotalBytes > limit {
 			t.Fatalf("after %s and repair: %+v (resync should copy only the %d bytes written, at most %d)", f.name, st, loadRegion, limit)
 		}
 		t.Logf("%s: degraded after %v; clean again %v after repair; resync copied %d of %d bytes",
