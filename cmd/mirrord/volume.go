@@ -157,6 +157,12 @@ func runVolume(ctx context.Context, f *volumeFlags) error {
 		return err
 	}
 	defer ctl.Close()
+	starting := func(json.RawMessage) (any, error) {
+		return nil, errors.New("mirrord is starting: opening the legs and assembling the volume (an unreachable iSCSI array takes up to a few I/O timeouts); try again in a moment")
+	}
+	for _, op := range []string{"status", "leg-fail", "leg-add", "resync", "verify"} {
+		ctl.Handle(op, starting)
+	}
 	go ctl.Serve()
 
 	var legs [2]mirror.Leg

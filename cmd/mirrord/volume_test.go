@@ -80,6 +80,9 @@ type lab struct {
 	cmd       *exec.Cmd
 	stderr    *lockedBuffer
 	exited    chan error
+	// startupReply is the first answer to status that was not the
+	// volume's status (mirrord still assembling), if start saw one.
+	startupReply string
 }
 
 // lockedBuffer collects mirrord's stderr; tests read it while it runs.
@@ -154,22 +157,31 @@ func (l *lab) start(legs [2]string, extra ...string) {
 		l.t.Fatal(err)
 	}
 	l.exited = make(chan error, 1)
+	l.startupReply = ""
 	go func(c *exec.Cmd, ch chan error) { ch <- c.Wait() }(l.cmd, l.exited)
 	l.t.Cleanup(func() {
 		if l.cmd.ProcessState == nil {
 			l.cmd.Process.Kill()
 		}
 	})
-	deadline := time.Now().Add(20 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for {
 		select {
 		case err := <-l.exited:
 			l.t.Fatalf("mirrord exited at start: %v\n%s", err, l.stderr)
 		default:
 		}
+		// Ready when status answers with JSON: before the volume is
+		// assembled mirrord answers that it is starting.
 		if c, err := net.Dial("unix", l.ctl); err == nil {
 			c.Close()
-			return
+			out, _ := l.ctlRun("status", "--json")
+			if json.Valid([]byte(out)) {
+				return
+			}
+			if l.startupReply == "" {
+				l.startupReply = out
+			}
 		}
 		if time.Now().After(deadline) {
 			l.t.Fatalf("mirrord did not open its control socket:\n%s", l.stderr)
