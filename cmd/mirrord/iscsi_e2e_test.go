@@ -431,35 +431,52 @@ func TestISCSIVolumeEndToEnd(t *testing.T) {
 	}
 }
 
-// An array that is down when mirrord starts: the volume assembles
-// degraded, serves, and the leg joins by itself once the array answers,
-// with only what was written meanwhile copied.
+// An array that is dead (SIGKILL) or hung (SIGSTOP) when mirrord starts:
+// mirrord says it is starting meanwhile, the volume assembles degraded
+// and serves, and the leg joins by itself once the array answers, with
+// only what was written meanwhile copied.
 func TestISCSIVolumeArrayDownAtStart(t *testing.T) {
-	il := newISCSILab(t)
-	if err := il.b.td.Kill(); err != nil {
-		t.Fatal(err)
-	}
-	il.startMirrord()
-	st := il.status()
-	if st.State != "degraded" || st.Legs[0].State != "in_sync" || st.Legs[1].State != "failed" {
-		t.Fatalf("assembled with array B down: %+v", st)
-	}
-	img := filepath.Join(il.scratch, "img")
-	randomFile(t, img, 4<<20)
-	runTool(t, il.dir, "nbdcopy", img, il.uri())
-	if err := il.b.td.Restart(); err != nil {
-		t.Fatal(err)
-	}
-	st, took := il.waitState("clean", 20*time.Second)
-	if limit := 4<<20 + il.ex[0].ChunkBytes; st.Legs[1].State != "in_sync" || st.Resync.TotalBytes == 0 || st.Resync.TotalBytes > limit {
-		t.Fatalf("after array B came back: %+v (resync should copy only the 4 MiB written, at most %d)", st, limit)
-	}
-	t.Logf("array B re-added and resynced %v after it came back; %d bytes copied", took.Round(time.Millisecond), st.Resync.TotalBytes)
-	whole := filepath.Join(il.scratch, "whole")
-	runTool(t, il.dir, "nbdcopy", il.uri(), whole)
-	runTool(t, il.dir, "cmp", "-n", fmt.Sprint(4<<20), img, whole)
-	il.stop()
-	for _, arr := range []*e2eArray{il.a, il.b} {
-		runTool(t, il.dir, "cmp", "-n", fmt.Sprint(st.SizeBytes), whole, arr.img)
+	for _, f := range []struct {
+		name          string
+		fault, repair func(*iscsitarget.Tgtd) error
+	}{
+		{"SIGKILL", (*iscsitarget.Tgtd).Kill, (*iscsitarget.Tgtd).Restart},
+		{"SIGSTOP", (*iscsitarget.Tgtd).Pause, (*iscsitarget.Tgtd).Resume},
+	} {
+		t.Run(f.name, func(t *testing.T) {
+			il := newISCSILab(t)
+			if err := f.fault(il.b.td); err != nil {
+				t.Fatal(err)
+			}
+			t0 := time.Now()
+			il.startMirrord()
+			assembled := time.Since(t0)
+			if f.name == "SIGSTOP" && !strings.Contains(il.startupReply, "mirrord is starting") {
+				t.Errorf("status while mirrord waited for the hung array answered %q, want that it is starting", il.startupReply)
+			}
+			st := il.status()
+			if st.State != "degraded" || st.Legs[0].State != "in_sync" || st.Legs[1].State != "failed" || st.Legs[1].Path != il.b.url {
+				t.Fatalf("assembled with array B down: %+v", st)
+			}
+			img := filepath.Join(il.scratch, "img")
+			randomFile(t, img, 4<<20)
+			runTool(t, il.dir, "nbdcopy", img, il.uri())
+			if err := f.repair(il.b.td); err != nil {
+				t.Fatal(err)
+			}
+			st, took := il.waitState("clean", 20*time.Second)
+			if limit := 4<<20 + il.ex[0].ChunkBytes; st.Legs[1].State != "in_sync" || st.Resync.TotalBytes == 0 || st.Resync.TotalBytes > limit {
+				t.Fatalf("after array B came back: %+v (resync should copy only the 4 MiB written, at most %d)", st, limit)
+			}
+			t.Logf("serving degraded %v after start; array B added and resynced %v after it came back; %d bytes copied",
+				assembled.Round(time.Millisecond), took.Round(time.Millisecond), st.Resync.TotalBytes)
+			whole := filepath.Join(il.scratch, "whole")
+			runTool(t, il.dir, "nbdcopy", il.uri(), whole)
+			runTool(t, il.dir, "cmp", "-n", fmt.Sprint(4<<20), img, whole)
+			il.stop()
+			for _, arr := range []*e2eArray{il.a, il.b} {
+				runTool(t, il.dir, "cmp", "-n", fmt.Sprint(st.SizeBytes), whole, arr.img)
+			}
+		})
 	}
 }
