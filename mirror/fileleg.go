@@ -3,6 +3,7 @@ package mirror
 import (
 	"errors"
 	"fmt"
+	"github.com/hamirror/hamirror/iscsi"
 	"io"
 	"os"
 	"strings"
@@ -18,17 +19,23 @@ type LegOptions struct {
 	// Buffered disables O_DIRECT (tests and tmpfs; O_DIRECT is tried first
 	// and dropped automatically when the file system refuses it).
 	Buffered bool
+	// ISCSI configures iscsi:// legs (initiator name, CHAP secret files,
+	// I/O timeout); the zero value uses package iscsi's defaults.
+	ISCSI iscsi.Config
 }
 
-// OpenLeg opens a leg from a spec: a path to a regular file or a block
-// device. Writes use O_DIRECT where the file system allows it (falling back
+// OpenLeg opens a leg from a spec: an iscsi://[user@]host[:port]/iqn/lun URL
+// (see package iscsi), or a path to a regular file or a block device. Writes use O_DIRECT where the file system allows it (falling back
 // to buffered I/O when open(O_DIRECT) fails with EINVAL, e.g. on tmpfs),
 // Flush is fdatasync, FUA is pwritev2(RWF_DSYNC) and Zero is fallocate
 // (ZERO_RANGE, or PUNCH_HOLE|KEEP_SIZE with unmap; both also work on block
 // devices), falling back to writing zeros.
 func OpenLeg(spec string, opts LegOptions) (Leg, error) {
+	if iscsi.IsLegSpec(spec) {
+		return openISCSILeg(spec, opts)
+	}
 	if strings.Contains(spec, "://") {
-		return nil, fmt.Errorf("open leg %q: only file and block-device legs are built in; URL legs are opened by the daemon", spec)
+		return nil, fmt.Errorf("open leg %q: unknown scheme (legs are iscsi:// URLs, files or block devices)", spec)
 	}
 	return openFileLeg(spec, opts)
 }

@@ -61,7 +61,7 @@ func (v *Volume) readdLoop() {
 		for slot := range 2 {
 			v.mu.Lock()
 			leg := v.legs[slot]
-			failed := leg != nil && !v.m.active(slot) && v.m.dead == nil && !v.closing
+			failed := leg != nil && !v.m.active(slot) && !v.parked[slot] && v.m.dead == nil && !v.closing
 			v.mu.Unlock()
 			now := v.clock.Now()
 			if !st[slot].due(failed, now, v.opts.ReAddInterval) || v.outstanding[slot].Load() > 0 {
@@ -140,6 +140,7 @@ func (v *Volume) AddLeg(slot int, leg Leg) error {
 		return fmt.Errorf("slot %d: a leg is being added already", slot)
 	}
 	v.adding[slot] = true
+	v.parked[slot] = false
 	old := v.legs[slot]
 	other := v.tmpl[1-slot]
 	v.mu.Unlock()

@@ -54,6 +54,41 @@ func TestAutoReAddAfterLegAnswersAgain(t *testing.T) {
 	})
 }
 
+// A leg the operator failed stays out even with AutoReAdd on: only
+// "mirrorctl leg add" brings it back.
+func TestAutoReAddLeavesOperatorFailedLegOut(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const chunk = 64 << 10
+		p := newMemPair(t, 8<<20, chunk)
+		opts := testOptions(t)
+		opts.AutoReAdd = true
+		opts.ReAddInterval = time.Second
+		v, err := Assemble(p.legs(), opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := v.FailLeg(1); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(30 * time.Second)
+		synctest.Wait()
+		if st := v.Status(); st.State != "degraded" || st.Legs[1].State != "failed" {
+			t.Fatalf("operator-failed leg came back by itself: %+v", st)
+		}
+		if err := v.AddLeg(1, p.legs()[1]); err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		if err := v.WaitInSync(ctx); err != nil {
+			t.Fatalf("leg add after operator fail: %v (%+v)", err, v.Status())
+		}
+		if err := v.Close(); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
+
 func TestResyncInterruptedResumesFromCheckpoint(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		const chunk = 64 << 10

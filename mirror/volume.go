@@ -28,9 +28,12 @@ type Volume struct {
 	closing  bool
 	metaStop bool
 	adding   [2]bool // AddLeg in progress for the slot
-	ops      int     // application I/Os in flight
-	resync   resyncState
-	verify   verifyState
+	// parked marks a slot the operator failed: AutoReAdd leaves it alone
+	// until the operator adds a leg again.
+	parked [2]bool
+	ops    int // application I/Os in flight
+	resync resyncState
+	verify verifyState
 
 	outstanding [2]atomic.Int64 // leg I/Os in flight, abandoned (timed out) ones included
 	appIO       atomic.Int64    // application I/Os in flight (resync yields to them)
@@ -418,6 +421,7 @@ func (v *Volume) FailLeg(slot int) error {
 	if err != nil {
 		return err
 	}
+	v.parked[slot] = true
 	v.log.Warn("leg failed by operator", "slot", slot)
 	return v.waitSeq(seq)
 }

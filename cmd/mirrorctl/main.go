@@ -45,6 +45,12 @@ func newRootCmd() *cobra.Command {
 	root.AddCommand(
 		newCreateCmd(g),
 		newExamineCmd(g),
+		newStatusCmd(g),
+		newLegCmd(g),
+		newResyncCmd(g),
+		newVerifyCmd(g),
+		newNodesCmd(g),
+		newISCSICmd(),
 	)
 	return root
 }

@@ -25,7 +25,10 @@ func newRootCmd() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
+	addClusterMode(root) // mirrord --config FILE: membership (cluster.go)
 	// Each subcommand lives in its own file; add new ones here.
-	root.AddCommand()
+	root.AddCommand(
+		newVolumeCmd(),
+	)
 	return root
 }

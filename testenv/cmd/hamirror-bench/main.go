@@ -19,7 +19,11 @@ type section struct {
 
 // sections lists every benchmark section in the order they run.
 var sections = []section{
+	{"nbd", benchNBD},
+	{"lab", benchLab},
+	{"heartbeat", benchHeartbeat},
 	{"engine", benchEngine},
+	{"iscsi", benchISCSI},
 }
 
 func main() {

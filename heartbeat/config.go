@@ -1,0 +1,308 @@
+package heartbeat
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"time"
+)
+
+// NodeID names a cluster member. It is unique in the cluster and orders
+// nodes deterministically (ties at start-up go to the smallest ID).
+type NodeID string
+
+// Timing holds the failure detector's periods. All four are configurable
+// under the YAML key "timing".
+type Timing struct {
+	// Keepalive is how often a node sends a heartbeat on every medium and
+	// rewrites its disk slot.
+	Keepalive time.Duration `mapstructure:"keepalive"`
+	// Warn is the silence on a medium (or on every network medium for a
+	// node) after which it is reported as warn (node: suspect).
+	Warn time.Duration `mapstructure:"warn"`
+	// Dead is the silence on every medium, disk slots included, after
+	// which a node is declared dead.
+	Dead time.Duration `mapstructure:"dead"`
+	// InitDead is how long a freshly started node waits to hear from its
+	// peers before it takes the active role alone.
+	InitDead time.Duration `mapstructure:"initdead"`
+}
+
+// NIC is one node's attachment to a UDP medium (a private NIC).
+type NIC struct {
+	Medium    string `mapstructure:"medium"`    // medium name shared by all nodes, e.g. "nic1"
+	Interface string `mapstructure:"interface"` // this node's NIC, bound with SO_BINDTODEVICE
+	Address   string `mapstructure:"address"`   // this node's IP on that NIC
+}
+
+// Node is one member as configured.
+type Node struct {
+	ID      NodeID `mapstructure:"id"`
+	Address string `mapstructure:"address"` // public / management IP shown in the index table
+	Links   []NIC  `mapstructure:"links"`
+	// Serial is this node's serial device for the point-to-point serial
+	// medium (two-node clusters only); empty: no serial line.
+	Serial string `mapstructure:"serial"`
+	// Slot is this node's disk heartbeat slot on every disk (default: the
+	// node's position in the list).
+	Slot *int `mapstructure:"slot"`
+}
+
+// Disk is a disk heartbeat medium: an area of Count slots of SlotSize
+// bytes at Offset. In production the lead wires the mirror's reserved
+// slots with NewDiskLink; Path is for membership-alone setups and tests.
+type Disk struct {
+	Name     string `mapstructure:"name"`
+	Path     string `mapstructure:"path"`
+	Offset   int64  `mapstructure:"offset"`
+	SlotSize int64  `mapstructure:"slot_size"`
+	Slots    int    `mapstructure:"slots"`
+}
+
+// Config is the heartbeat part of the cluster file.
+type Config struct {
+	Cluster   string `mapstructure:"name"`
+	KeyFile   string `mapstructure:"key_file"`
+	Preferred NodeID `mapstructure:"preferred"`
+	Port      int    `mapstructure:"port"`
+	Baud      int    `mapstructure:"baud"`
+	Nodes     []Node
+	Disks     []Disk
+	Timing    Timing
+	// PingTargets are public-network addresses probed with ICMP echo; the
+	// node that reaches more of them is the better holder of the VIP.
+	PingTargets  []string
+	PingInterval time.Duration
+	// StateDir keeps the boot ID counter across restarts (cluster.state_dir).
+	StateDir string `mapstructure:"state_dir"`
+	// Self is the local node (mirrord --node, default the host name).
+	Self NodeID
+}
+
+// DefaultConfig returns the defaults with the reason for each.
+func DefaultConfig() Config {
+	return Config{
+		// 5405 is free on an HA pair (Corosync uses 5404/5405 only when
+		// installed, and a hamirror node does not run Corosync).
+		Port: 5405,
+		// 115200 8N1 is what every RS-232 UART and USB adapter does; a
+		// heartbeat frame (~120 bytes) takes ~10 ms on the wire.
+		Baud: 115200,
+		Timing: Timing{
+			// 200 ms: five frames per second per medium is nothing for a
+			// NIC or a 115200 baud line, and gives ten chances before dead.
+			Keepalive: 200 * time.Millisecond,
+			// 1 s = five lost keepalives: a loaded network drops one or two,
+			// never five in a row unless the link is broken.
+			Warn: time.Second,
+			// 2 s of silence on EVERY medium: tighter than Corosync (3 s) and
+			// keepalived (3.5 s), still ten keepalives of margin.
+			Dead: 2 * time.Second,
+			// 10 s after boot: the peer's BIOS/daemon may start a little
+			// later; waiting avoids both nodes claiming the active role.
+			InitDead: 10 * time.Second,
+		},
+		// The FHS place for a daemon's persistent state; it holds only the
+		// boot ID counter (a few bytes, rewritten once per start).
+		StateDir: "/var/lib/hamirror",
+		// Probing the public targets once a second is enough to compare
+		// connectivity; moving the VIP is a slow decision anyway.
+		PingInterval: time.Second,
+	}
+}
+
+// KeyError is a configuration error naming the offending YAML key.
+type KeyError struct {
+	Key string
+	Msg string
+}
+
+func (e *KeyError) Error() string { return fmt.Sprintf("cluster config: %s: %s", e.Key, e.Msg) }
+
+func keyErr(key, format string, a ...any) error {
+	return &KeyError{Key: key, Msg: fmt.Sprintf(format, a...)}
+}
+
+// Validate rejects impossible settings. Each error is a *KeyError naming
+// the key to fix. Validate does not touch the key file (see LoadKey).
+func (c *Config) Validate() error {
+	t := c.Timing
+	switch {
+	case c.Cluster == "":
+		return keyErr("cluster.name", "is empty: name the cluster (both nodes must use the same name)")
+	case len(c.Cluster) > 64:
+		return keyErr("cluster.name", "is longer than 64 bytes")
+	case c.KeyFile == "":
+		return keyErr("cluster.key_file", "is empty: give the path of the root-only cluster key file")
+	case c.Port <= 0 || c.Port > 65535:
+		return keyErr("cluster.port", "%d is not a UDP port", c.Port)
+	case c.Baud <= 0:
+		return keyErr("cluster.baud", "%d is not a baud rate", c.Baud)
+	case t.Keepalive <= 0:
+		return keyErr("timing.keepalive", "must be positive")
+	case t.Warn <= t.Keepalive:
+		return keyErr("timing.warn", "(%v) must be more than timing.keepalive (%v)", t.Warn, t.Keepalive)
+	case t.Dead <= 2*t.Keepalive:
+		return keyErr("timing.dead", "(%v) must be more than 2 × timing.keepalive (%v): one lost keepalive would kill the peer", t.Dead, t.Keepalive)
+	case t.Dead <= t.Warn:
+		return keyErr("timing.dead", "(%v) must be more than timing.warn (%v)", t.Dead, t.Warn)
+	case t.InitDead < t.Dead:
+		return keyErr("timing.initdead", "(%v) must be at least timing.dead (%v)", t.InitDead, t.Dead)
+	case len(c.Nodes) < 2:
+		return keyErr("nodes", "lists %d node(s); a cluster needs 2 or more", len(c.Nodes))
+	case len(c.Nodes) > 64:
+		return keyErr("nodes", "lists %d nodes; at most 64 are supported", len(c.Nodes))
+	case len(c.PingTargets) > 0 && c.PingInterval <= 0:
+		return keyErr("ping.interval", "must be positive")
+	}
+	seen := map[NodeID]int{}
+	media := map[string]int{}
+	serial := 0
+	for i, n := range c.Nodes {
+		key := fmt.Sprintf("nodes[%d]", i)
+		if n.ID == "" || len(n.ID) > 64 {
+			return keyErr(key+".id", "must be 1 to 64 bytes")
+		}
+		if j, dup := seen[n.ID]; dup {
+			return keyErr(key+".id", "%q is also nodes[%d].id", n.ID, j)
+		}
+		seen[n.ID] = i
+		mine := map[string]bool{}
+		for k, l := range n.Links {
+			lk := fmt.Sprintf("%s.links[%d]", key, k)
+			if l.Medium == "" || len(l.Medium) > 32 {
+				return keyErr(lk+".medium", "must be 1 to 32 bytes")
+			}
+			if l.Medium == SerialMedium || isDiskName(c, l.Medium) {
+				return keyErr(lk+".medium", "%q is reserved for the serial line or a disk", l.Medium)
+			}
+			if mine[l.Medium] {
+				return keyErr(lk+".medium", "%q listed twice for node %s", l.Medium, n.ID)
+			}
+			mine[l.Medium] = true
+			media[l.Medium]++
+			if l.Address == "" {
+				return keyErr(lk+".address", "is empty")
+			}
+		}
+		if n.Serial != "" {
+			serial++
+		}
+		if n.Slot != nil && *n.Slot < 0 {
+			return keyErr(key+".slot", "is negative")
+		}
+	}
+	if c.Preferred != "" {
+		if _, ok := seen[c.Preferred]; !ok {
+			return keyErr("cluster.preferred", "%q is not a node in nodes", c.Preferred)
+		}
+	}
+	if c.Self != "" {
+		if _, ok := seen[c.Self]; !ok {
+			return keyErr("node", "this node %q is not in nodes (set mirrord --node)", c.Self)
+		}
+	}
+	for m, cnt := range media {
+		if cnt < 2 {
+			return keyErr("nodes[].links", "medium %q is configured on only one node", m)
+		}
+	}
+	if serial != 0 && (serial != 2 || len(c.Nodes) != 2) {
+		return keyErr("nodes[].serial", "a serial line joins exactly two nodes: set it on both nodes of a two-node cluster")
+	}
+	if len(media) == 0 && serial == 0 {
+		return keyErr("nodes[].links", "no network medium: configure at least one private NIC or the serial line")
+	}
+	slots := map[int]NodeID{}
+	for i, n := range c.Nodes {
+		s := c.SlotOf(n.ID)
+		if other, dup := slots[s]; dup {
+			return keyErr(fmt.Sprintf("nodes[%d].slot", i), "slot %d is also used by %s", s, other)
+		}
+		slots[s] = n.ID
+	}
+	for i, d := range c.Disks {
+		key := fmt.Sprintf("disks[%d]", i)
+		switch {
+		case d.Name == "" || len(d.Name) > 32:
+			return keyErr(key+".name", "must be 1 to 32 bytes")
+		case d.Offset < 0:
+			return keyErr(key+".offset", "is negative")
+		case d.SlotSize < MinSlotSize:
+			return keyErr(key+".slot_size", "%d is less than %d bytes", d.SlotSize, MinSlotSize)
+		case d.Slots < len(c.Nodes):
+			return keyErr(key+".slots", "%d slots for %d nodes", d.Slots, len(c.Nodes))
+		}
+		for s := range slots {
+			if s >= d.Slots {
+				return keyErr(key+".slots", "has %d slots but a node uses slot %d", d.Slots, s)
+			}
+		}
+	}
+	return nil
+}
+
+func isDiskName(c *Config, m string) bool {
+	for _, d := range c.Disks {
+		if d.Name == m {
+			return true
+		}
+	}
+	return false
+}
+
+// SlotOf returns node id's disk slot (its configured slot or its position).
+func (c *Config) SlotOf(id NodeID) int {
+	for i, n := range c.Nodes {
+		if n.ID == id {
+			if n.Slot != nil {
+				return *n.Slot
+			}
+			return i
+		}
+	}
+	return -1
+}
+
+// NodeByID returns the configured node.
+func (c *Config) NodeByID(id NodeID) (Node, bool) {
+	for _, n := range c.Nodes {
+		if n.ID == id {
+			return n, true
+		}
+	}
+	return Node{}, false
+}
+
+// MinKeyLen is the shortest accepted cluster key (bytes after trimming).
+const MinKeyLen = 16
+
+// LoadKey reads the cluster key. The file must be a regular file readable
+// by its owner only: a group- or world-readable key is refused, because
+// anyone who reads it can forge "I am alive" or "I am dead".
+func LoadKey(path string) ([]byte, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return nil, fmt.Errorf("cluster key: %w", err)
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("cluster key %s is not a regular file", path)
+	}
+	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
+		return nil, fmt.Errorf("cluster key %s has mode %04o: it must be readable by root only (chmod 600 %s)", path, perm, path)
+	}
+	key, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("cluster key: %w", err)
+	}
+	for len(key) > 0 && (key[len(key)-1] == '\n' || key[len(key)-1] == '\r') {
+		key = key[:len(key)-1]
+	}
+	if len(key) < MinKeyLen {
+		return nil, fmt.Errorf("cluster key %s holds %d bytes; at least %d are needed (head -c 32 /dev/urandom | base64 > %s)", path, len(key), MinKeyLen, path)
+	}
+	return key, nil
+}
+
+// ErrNoSelf is returned when the local node cannot be found in the config.
+var ErrNoSelf = errors.New("this node is not in the cluster config")

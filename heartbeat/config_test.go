@@ -1,0 +1,169 @@
+package heartbeat
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func twoNodes() Config {
+	c := DefaultConfig()
+	c.Cluster, c.KeyFile = "pair", "/etc/hamirror/cluster.key"
+	for i, id := range []NodeID{"node1", "node2"} {
+		c.Nodes = append(c.Nodes, Node{ID: id, Links: []NIC{
+			{Medium: "nic1", Interface: "eth1", Address: []string{"10.0.1.1", "10.0.1.2"}[i]},
+			{Medium: "nic2", Interface: "eth2", Address: []string{"10.0.2.1", "10.0.2.2"}[i]},
+		}, Serial: "/dev/ttyS1"})
+	}
+	c.Disks = []Disk{{Name: "disk-a", SlotSize: 512, Slots: 4}}
+	return c
+}
+
+func TestDefaultConfigIsValidOnceNodesAreSet(t *testing.T) {
+	c := twoNodes()
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	d := DefaultConfig().Timing
+	if d.Keepalive != 200*time.Millisecond || d.Warn != time.Second || d.Dead != 2*time.Second || d.InitDead != 10*time.Second {
+		t.Errorf("defaults changed: %+v", d)
+	}
+}
+
+func TestValidateNamesTheKey(t *testing.T) {
+	for _, tc := range []struct {
+		key    string
+		change func(*Config)
+	}{
+		{"timing.dead", func(c *Config) { c.Timing.Dead = 400 * time.Millisecond; c.Timing.Warn = 300 * time.Millisecond }},
+		{"timing.warn", func(c *Config) { c.Timing.Warn = 100 * time.Millisecond }},
+		{"timing.dead", func(c *Config) { c.Timing.Dead = c.Timing.Warn }},
+		{"timing.initdead", func(c *Config) { c.Timing.InitDead = time.Second }},
+		{"timing.keepalive", func(c *Config) { c.Timing.Keepalive = 0 }},
+		{"cluster.name", func(c *Config) { c.Cluster = "" }},
+		{"cluster.key_file", func(c *Config) { c.KeyFile = "" }},
+		{"cluster.port", func(c *Config) { c.Port = 70000 }},
+		{"cluster.preferred", func(c *Config) { c.Preferred = "node9" }},
+		{"nodes", func(c *Config) { c.Nodes = c.Nodes[:1] }},
+		{"nodes[1].id", func(c *Config) { c.Nodes[1].ID = "node1" }},
+		{"nodes[0].links[1].medium", func(c *Config) { c.Nodes[0].Links[1].Medium = "nic1" }},
+		{"nodes[0].links[0].medium", func(c *Config) { c.Nodes[0].Links[0].Medium = "serial" }},
+		{"nodes[1].links[0].address", func(c *Config) { c.Nodes[1].Links[0].Address = "" }},
+		{"nodes[].links", func(c *Config) { c.Nodes[1].Links = c.Nodes[1].Links[:1] }},
+		{"nodes[].serial", func(c *Config) { c.Nodes[1].Serial = "" }},
+		{"disks[0].slot_size", func(c *Config) { c.Disks[0].SlotSize = 100 }},
+		{"disks[0].slots", func(c *Config) { c.Disks[0].Slots = 1 }},
+		{"nodes[1].slot", func(c *Config) { s := 0; c.Nodes[1].Slot = &s }},
+		{"node", func(c *Config) { c.Self = "node7" }},
+	} {
+		c := twoNodes()
+		tc.change(&c)
+		err := c.Validate()
+		var ke *KeyError
+		if !errors.As(err, &ke) || ke.Key != tc.key {
+			t.Errorf("want an error naming %s, got %v", tc.key, err)
+		}
+	}
+}
+
+func TestLoadFileYAML(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "cluster.yaml")
+	os.WriteFile(path, []byte(`
+cluster:
+  name: pair1
+  key_file: /etc/hamirror/cluster.key
+  preferred: node2
+timing:
+  keepalive: 100ms
+  warn: 500ms
+  dead: 1s
+  initdead: 5s
+nodes:
+  - id: node1
+    address: 192.168.10.1
+    links:
+      - {medium: nic1, interface: eth1, address: 10.0.1.1}
+  - id: node2
+    links:
+      - {medium: nic1, interface: eth1, address: 10.0.1.2}
+    slot: 3
+disks:
+  - {name: disk-a, path: /tmp/x, slot_size: 512, slots: 4}
+ping:
+  targets: [192.168.10.254]
+  interval: 2s
+resources:
+  anything: goes here   # another package's section
+`), 0o644)
+	c, err := LoadFile(path, "node1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Cluster != "pair1" || c.Preferred != "node2" || c.Timing.Keepalive != 100*time.Millisecond ||
+		c.Timing.InitDead != 5*time.Second || c.Port != 5405 || c.Baud != 115200 || c.PingInterval != 2*time.Second ||
+		len(c.Nodes) != 2 || c.Nodes[0].Links[0].Interface != "eth1" || c.SlotOf("node2") != 3 || c.SlotOf("node1") != 0 ||
+		c.Disks[0].Path != "/tmp/x" || c.PingTargets[0] != "192.168.10.254" {
+		t.Errorf("loaded %+v", c)
+	}
+}
+
+func TestLoadFileRejectsUnknownKeysAndBadTiming(t *testing.T) {
+	dir := t.TempDir()
+	for _, tc := range []struct{ yaml, want string }{
+		{"cluster: {name: a, key_file: k, keepalive: 1s}\n", "cluster"},
+		{"cluster: {name: a, key_file: k}\ntiming: {keepalive: 1s}\nnodes: [{id: a, links: [{medium: n, address: x}]}, {id: b, links: [{medium: n, address: y}]}]\n", "timing.warn"},
+		{"cluster: {name: a, key_file: k}\ntiming: {keepalve: 1s}\n", "timing"},
+	} {
+		path := filepath.Join(dir, "c.yaml")
+		os.WriteFile(path, []byte(tc.yaml), 0o644)
+		_, err := LoadFile(path, "")
+		var ke *KeyError
+		if !errors.As(err, &ke) || ke.Key != tc.want {
+			t.Errorf("%q: want error naming %s, got %v", tc.yaml, tc.want, err)
+		}
+	}
+	if _, err := LoadFile(filepath.Join(dir, "missing.yaml"), ""); err == nil || !strings.Contains(err.Error(), "missing.yaml") {
+		t.Errorf("missing file: %v", err)
+	}
+}
+
+func TestLoadKeyRefusesReadableKey(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "key")
+	os.WriteFile(path, []byte("0123456789abcdef0123\n"), 0o600)
+	key, err := LoadKey(path)
+	if err != nil || string(key) != "0123456789abcdef0123" {
+		t.Fatalf("key %q, %v", key, err)
+	}
+	for _, mode := range []os.FileMode{0o640, 0o604, 0o644} {
+		os.Chmod(path, mode)
+		if _, err := LoadKey(path); err == nil || !strings.Contains(err.Error(), "readable by root only") {
+			t.Errorf("mode %04o: %v", mode, err)
+		}
+	}
+	os.WriteFile(path, []byte("short"), 0o600)
+	os.Chmod(path, 0o600)
+	if _, err := LoadKey(path); err == nil || !strings.Contains(err.Error(), "at least") {
+		t.Errorf("short key: %v", err)
+	}
+	if _, err := LoadKey(dir); err == nil {
+		t.Error("a directory was accepted as key")
+	}
+}
+
+// TestExampleConfigIsValid keeps the documented example loadable.
+func TestExampleConfigIsValid(t *testing.T) {
+	for _, self := range []NodeID{"node1", "node2"} {
+		c, err := LoadFile("testdata/cluster.example.yaml", self)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if mc := c.MachineConfig(1); len(mc.Media) != 5 || c.SlotOf(self) < 0 {
+			t.Errorf("%s: media %+v", self, mc.Media)
+		}
+	}
+}

@@ -1,0 +1,53 @@
+// Package heartbeat is hamirror's cluster membership: failure detection
+// over several media, start-up roles and the node index table.
+//
+// Media: UDP unicast on each private NIC (bound to it), a raw 8N1 serial
+// line (length + CRC32 framing, resync on garbage) and disk slots on the
+// arrays. Every frame carries a boot ID and a per-medium sequence number
+// and is signed with HMAC-SHA256 under the cluster key; forged, corrupted,
+// replayed and misdirected frames are counted and never acted on.
+//
+// The decisions are a pure state machine (Machine): frames and clock ticks
+// in, events and frames to send out. A peer is dead only when every
+// medium has been silent for timing.dead AND its disk slot stopped
+// advancing; silent networks with an advancing slot mean "partitioned":
+// no takeover, an alarm. Roles (active/standby) are proposals to the
+// resources layer, which fences before acting.
+//
+// Running one member (mirrord does this):
+//
+//	cfg, err := heartbeat.LoadFile("/etc/hamirror/cluster.yaml", "node1")
+//	key, err := heartbeat.LoadKey(cfg.KeyFile)      // refuses a group/world-readable file
+//	links, err := heartbeat.OpenLinks(cfg)           // NICs, serial line, disks with a path
+//	// disks on mirror legs: off, size, n, _ := mirror.HeartbeatSlots(leg)
+//	//   dl, _ := cfg.DiskLinkFor("disk-a", legAsReaderWriterAt, off, size, n)
+//	//   links = append(links, dl)
+//	m, err := heartbeat.NewMember(cfg, key, links, heartbeat.MemberOptions{
+//		OnEvent: func(e heartbeat.Event) { /* to resources */ },
+//	})
+//	go m.Run(ctx)
+//	st := m.Status() // nodes, media, roles, index table, refused frames
+//
+// The cluster file's heartbeat sections (defaults in DefaultConfig):
+//
+//	cluster:
+//	  name: pair1
+//	  key_file: /etc/hamirror/cluster.key   # chmod 600
+//	  preferred: node1                      # active when both start together
+//	  port: 5405
+//	  baud: 115200
+//	  state_dir: /var/lib/hamirror           # boot ID counter
+//	timing: {keepalive: 200ms, warn: 1s, dead: 2s, initdead: 10s}
+//	nodes:
+//	  - id: node1
+//	    address: 192.168.10.1               # public address, shown in the index table
+//	    links:
+//	      - {medium: nic1, interface: eth1, address: 10.0.1.1}
+//	      - {medium: nic2, interface: eth2, address: 10.0.2.1}
+//	    serial: /dev/ttyS1
+//	  - id: node2
+//	    ...
+//	disks:
+//	  - {name: disk-a, slot_size: 512, slots: 4}   # no path: the mirror leg's slots
+//	ping: {targets: [192.168.10.254], interval: 1s}
+package heartbeat

@@ -1,0 +1,163 @@
+package heartbeat
+
+import (
+	"bytes"
+	"errors"
+	"os"
+	"path/filepath"
+	"reflect"
+	"testing"
+)
+
+func sampleFrame() Frame {
+	return Frame{Type: MsgHeartbeat, Boot: 1700000000123456789, Seq: 42, From: "node1", Medium: "nic1",
+		Payload: Heartbeat{Role: RoleActive, HasPing: true, PingScore: 2, TableVersion: 9}.MarshalBinary()}
+}
+
+func TestFrameRoundTrip(t *testing.T) {
+	c := NewCodec("pair", simKey)
+	f := sampleFrame()
+	b, err := c.Encode(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, end, err := c.Decode(b)
+	f.Cluster = "pair"
+	if err != nil || end != len(b) || !reflect.DeepEqual(got, f) {
+		t.Fatalf("decode: %v %d\n got %+v\nwant %+v", err, end, got, f)
+	}
+	hb, err := UnmarshalHeartbeat(got.Payload)
+	if err != nil || hb != (Heartbeat{Role: RoleActive, HasPing: true, PingScore: 2, TableVersion: 9}) {
+		t.Errorf("heartbeat %+v %v", hb, err)
+	}
+}
+
+func TestFrameRefusesTamperingEveryByte(t *testing.T) {
+	c := NewCodec("pair", simKey)
+	b, _ := c.Encode(sampleFrame())
+	for i := range b {
+		for _, bit := range []byte{0x01, 0x80} {
+			x := bytes.Clone(b)
+			x[i] ^= bit
+			if _, _, err := c.Decode(x); err == nil {
+				t.Fatalf("flipping bit %#x of byte %d was accepted", bit, i)
+			}
+		}
+	}
+	for i := range b {
+		if _, _, err := c.Decode(b[:i]); err == nil {
+			t.Fatalf("frame truncated to %d bytes accepted", i)
+		}
+	}
+}
+
+func TestFrameWrongKeyAndCluster(t *testing.T) {
+	b, _ := NewCodec("pair", []byte("another key, 32 bytes long......")).Encode(sampleFrame())
+	if _, _, err := NewCodec("pair", simKey).Decode(b); !errors.Is(err, ErrAuth) {
+		t.Errorf("wrong key: %v", err)
+	}
+	b, _ = NewCodec("other", simKey).Encode(sampleFrame())
+	if _, _, err := NewCodec("pair", simKey).Decode(b); !errors.Is(err, ErrCluster) {
+		t.Errorf("other cluster with our key: %v", err)
+	}
+}
+
+func TestFrameEncodeLimits(t *testing.T) {
+	c := NewCodec("pair", simKey)
+	f := sampleFrame()
+	f.Payload = make([]byte, MaxFrame)
+	if _, err := c.Encode(f); err == nil {
+		t.Error("oversized frame encoded")
+	}
+	f = sampleFrame()
+	f.From = ""
+	if _, err := c.Encode(f); err == nil {
+		t.Error("empty sender encoded")
+	}
+}
+
+func TestHeartbeatPayloadStrict(t *testing.T) {
+	good := Heartbeat{Role: RoleStandby}.MarshalBinary()
+	for _, bad := range [][]byte{good[:10], append(bytes.Clone(good), 0), {3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}, {1, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0}} {
+		if _, err := UnmarshalHeartbeat(bad); !errors.Is(err, ErrMalformed) {
+			t.Errorf("%x accepted: %v", bad, err)
+		}
+	}
+}
+
+// writeSeeds keeps the seed corpus in testdata/fuzz in sync (go test
+// reads testdata/fuzz/FuzzXxx/* as seeds); it only adds missing files.
+func writeSeed(t testing.TB, fuzz string, name string, b []byte) {
+	dir := filepath.Join("testdata", "fuzz", fuzz)
+	path := filepath.Join(dir, name)
+	if _, err := os.Stat(path); err == nil {
+		return
+	}
+	os.MkdirAll(dir, 0o755)
+	os.WriteFile(path, []byte("go test fuzz v1\n[]byte("+quoteGo(b)+")\n"), 0o644)
+}
+
+func quoteGo(b []byte) string {
+	var s bytes.Buffer
+	s.WriteByte('"')
+	for _, c := range b {
+		s.WriteString(`\x`)
+		s.WriteByte("0123456789abcdef"[c>>4])
+		s.WriteByte("0123456789abcdef"[c&15])
+	}
+	s.WriteByte('"')
+	return s.String()
+}
+
+func FuzzDecodeFrame(f *testing.F) {
+	c := NewCodec("pair", simKey)
+	b, _ := c.Encode(sampleFrame())
+	f.Add(b)
+	tb := BuildTable([]NodeID{"a", "b"}, nil, "a", 1)
+	b2, _ := c.Encode(Frame{Type: MsgTable, Boot: 1, Seq: 2, From: "a", Medium: "serial", Payload: tb.MarshalBinary()})
+	f.Add(b2)
+	f.Fuzz(func(t *testing.T, p []byte) {
+		fr, end, err := c.Decode(p)
+		if err != nil {
+			return
+		}
+		if end > len(p) {
+			t.Fatalf("end %d beyond input %d", end, len(p))
+		}
+		again, err := c.Encode(fr)
+		if err != nil || !bytes.Equal(again, p[:end]) {
+			t.Fatalf("accepted frame does not re-encode identically: %v", err)
+		}
+		UnmarshalHeartbeat(fr.Payload)
+		UnmarshalTable(fr.Payload)
+	})
+}
+
+func FuzzUnmarshalTable(f *testing.F) {
+	tb := BuildTable([]NodeID{"n1", "n2", "n3"}, map[NodeID][]string{"n1": {"10.0.0.1"}}, "n1", 3)
+	tb.Fail("n2")
+	f.Add(tb.MarshalBinary())
+	f.Fuzz(func(t *testing.T, p []byte) {
+		tb, err := UnmarshalTable(p)
+		if err != nil {
+			return
+		}
+		if !bytes.Equal(tb.MarshalBinary(), p) {
+			t.Fatal("accepted table does not re-encode identically")
+		}
+	})
+}
+
+func TestFuzzSeedsPresent(t *testing.T) {
+	c := NewCodec("pair", simKey)
+	b, _ := c.Encode(sampleFrame())
+	writeSeed(t, "FuzzDecodeFrame", "heartbeat", b)
+	writeSeed(t, "FuzzSerialReader", "two-frames-with-noise", append(append([]byte("noise\x7e"), EncodeSerial(b)...), EncodeSerial(b)...))
+	tb := BuildTable([]NodeID{"n1", "n2"}, nil, "n1", 1)
+	writeSeed(t, "FuzzUnmarshalTable", "two-nodes", tb.MarshalBinary())
+	for _, fz := range []string{"FuzzDecodeFrame", "FuzzSerialReader", "FuzzUnmarshalTable"} {
+		if ents, _ := os.ReadDir(filepath.Join("testdata", "fuzz", fz)); len(ents) == 0 {
+			t.Errorf("no seed corpus for %s", fz)
+		}
+	}
+}

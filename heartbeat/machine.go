@@ -1,0 +1,316 @@
+package heartbeat
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+)
+
+// Medium describes one medium to the state machine.
+type Medium struct {
+	Name string
+	Disk bool // a disk slot: proves liveness, never carries the table
+}
+
+// MachineConfig is everything the pure state machine needs.
+type MachineConfig struct {
+	Self      NodeID
+	Nodes     []NodeID // configured order: index table ring and tie-breaks
+	Preferred NodeID
+	Timing    Timing
+	Media     []Medium
+	Addresses map[NodeID][]string // shown in the index table
+	Boot      uint64              // this boot's ID; must grow across restarts
+	HasPing   bool                // ping targets configured
+}
+
+// MachineConfig derives the state machine's settings for c.Self.
+func (c *Config) MachineConfig(boot uint64) MachineConfig {
+	mc := MachineConfig{Self: c.Self, Preferred: c.Preferred, Timing: c.Timing, Boot: boot,
+		Addresses: map[NodeID][]string{}, HasPing: len(c.PingTargets) > 0}
+	seen := map[string]bool{}
+	self, _ := c.NodeByID(c.Self)
+	for _, n := range c.Nodes {
+		mc.Nodes = append(mc.Nodes, n.ID)
+		if n.Address != "" {
+			mc.Addresses[n.ID] = append(mc.Addresses[n.ID], n.Address)
+		}
+		for _, l := range n.Links {
+			mc.Addresses[n.ID] = append(mc.Addresses[n.ID], l.Address)
+		}
+	}
+	for _, l := range self.Links {
+		if !seen[l.Medium] {
+			seen[l.Medium] = true
+			mc.Media = append(mc.Media, Medium{Name: l.Medium})
+		}
+	}
+	if self.Serial != "" {
+		mc.Media = append(mc.Media, Medium{Name: SerialMedium})
+	}
+	for _, d := range c.Disks {
+		mc.Media = append(mc.Media, Medium{Name: d.Name, Disk: true})
+	}
+	return mc
+}
+
+// Outbound is a frame the runner must sign and send on Medium.
+type Outbound struct {
+	Medium string
+	Frame  Frame
+}
+
+// Ready is what one step produced: events to report and frames to send.
+type Ready struct {
+	Events []Event
+	Send   []Outbound
+}
+
+// Machine is the pure membership state machine of one node: frames and
+// clock ticks in, events and frames out. It does no I/O and reads no
+// clock; the runner (Node) feeds it. Not safe for concurrent use.
+//
+// Ordering rules:
+//   - Receive is given only frames that passed Codec.Decode (the HMAC);
+//     it rejects replays itself (older boot, sequence not newer).
+//   - Tick recomputes every medium and node state from the times frames
+//     were last accepted, then decides the role, then emits due frames.
+//   - A peer is dead only when every medium has been silent for
+//     timing.dead AND no disk slot has advanced for timing.dead.
+type Machine struct {
+	cfg       MachineConfig
+	start     time.Time
+	seq       map[string]uint64
+	nextSend  time.Time
+	role      Role
+	peers     map[NodeID]*peer
+	table     Table
+	tableDue  bool
+	ping      uint8
+	counters  Counters
+	ready     Ready
+	dualAlarm bool
+}
+
+// peer is what this node knows about another node.
+// Invariant: boot only grows; lastSeq holds sequences of that boot only.
+type peer struct {
+	id          NodeID
+	boot        uint64
+	lastSeq     map[string]uint64
+	heard       map[string]time.Time // medium -> last accepted frame (disk: last advance)
+	media       map[string]MediumState
+	state       NodeState
+	hb          Heartbeat
+	betterSince time.Time // since when its ping score beats ours (zero: it does not)
+}
+
+// NewMachine starts a node's state machine at now.
+func NewMachine(cfg MachineConfig, now time.Time) (*Machine, error) {
+	if !slices.Contains(cfg.Nodes, cfg.Self) {
+		return nil, fmt.Errorf("heartbeat: %w: %q", ErrNoSelf, cfg.Self)
+	}
+	if len(cfg.Media) == 0 {
+		return nil, errors.New("heartbeat: no medium configured for this node")
+	}
+	m := &Machine{cfg: cfg, start: now, seq: map[string]uint64{}, nextSend: now, peers: map[NodeID]*peer{}}
+	for _, id := range cfg.Nodes {
+		if id == cfg.Self {
+			continue
+		}
+		p := &peer{id: id, lastSeq: map[string]uint64{}, heard: map[string]time.Time{}, media: map[string]MediumState{}}
+		for _, md := range cfg.Media {
+			p.media[md.Name] = MediumDown
+		}
+		m.peers[id] = p
+	}
+	return m, nil
+}
+
+func (m *Machine) medium(name string) (Medium, bool) {
+	for _, md := range m.cfg.Media {
+		if md.Name == name {
+			return md, true
+		}
+	}
+	return Medium{}, false
+}
+
+func (m *Machine) emit(e Event) { m.ready.Events = append(m.ready.Events, e) }
+
+// Ready returns and clears what the machine produced since the last call.
+func (m *Machine) Ready() Ready {
+	r := m.ready
+	m.ready = Ready{}
+	return r
+}
+
+// Reject counts a frame the codec refused (err from Codec.Decode).
+func (m *Machine) Reject(err error) {
+	switch {
+	case errors.Is(err, ErrAuth):
+		m.counters.BadAuth++
+	case errors.Is(err, ErrCluster):
+		m.counters.WrongCluster++
+	default:
+		m.counters.Malformed++
+	}
+}
+
+// SetPingScore records how many public ping targets this node reaches.
+func (m *Machine) SetPingScore(n int) { m.ping = uint8(min(max(n, 0), 255)) }
+
+// Receive takes one authenticated frame that arrived on medium arrived.
+// It returns a non-nil error (already counted) when the frame is refused.
+func (m *Machine) Receive(now time.Time, arrived string, f Frame) error {
+	p := m.peers[f.From]
+	if p == nil {
+		m.counters.UnknownNode++
+		return fmt.Errorf("frame from %q, which is not a cluster member (or is this node)", f.From)
+	}
+	md, ok := m.medium(arrived)
+	if !ok || f.Medium != arrived {
+		m.counters.WrongMedium++
+		return fmt.Errorf("frame from %s signed for medium %q arrived on %q", f.From, f.Medium, arrived)
+	}
+	switch {
+	case f.Boot < p.boot:
+		m.counters.Replayed++
+		return fmt.Errorf("frame from %s carries an older boot ID: replay", f.From)
+	case f.Boot > p.boot:
+		p.boot = f.Boot // the peer restarted: sequences start over
+		clear(p.lastSeq)
+	}
+	if f.Seq <= p.lastSeq[arrived] {
+		if md.Disk {
+			return nil // the slot has not advanced: not a replay, just stale
+		}
+		m.counters.Replayed++
+		return fmt.Errorf("frame from %s on %s: sequence %d is not newer than %d: replay", f.From, arrived, f.Seq, p.lastSeq[arrived])
+	}
+	var hb Heartbeat
+	var tb Table
+	var err error
+	switch f.Type {
+	case MsgHeartbeat:
+		hb, err = UnmarshalHeartbeat(f.Payload)
+	case MsgTable:
+		tb, err = UnmarshalTable(f.Payload)
+	}
+	if err != nil {
+		m.counters.Malformed++
+		return err
+	}
+	m.counters.Accepted++
+	p.lastSeq[arrived] = f.Seq
+	p.heard[arrived] = now
+	switch f.Type {
+	case MsgHeartbeat:
+		p.hb = hb
+		if hb.TableVersion < m.table.Version && m.coordinator() == m.cfg.Self {
+			m.tableDue = true
+		}
+	case MsgTable:
+		if f.From == m.coordinator() && tb.Version > m.table.Version {
+			m.table = tb
+			m.emit(Event{At: now, Kind: EventTable, To: fmt.Sprintf("version %d from %s", tb.Version, f.From)})
+		}
+	}
+	return nil
+}
+
+// Tick advances the machine to now: states, role, due frames.
+func (m *Machine) Tick(now time.Time) {
+	for _, id := range m.cfg.Nodes {
+		if p := m.peers[id]; p != nil {
+			m.update(now, p)
+		}
+	}
+	m.decideRole(now)
+	m.maintainTable(now)
+	m.send(now)
+}
+
+func (m *Machine) mediumState(now time.Time, last time.Time) MediumState {
+	t := m.cfg.Timing
+	switch {
+	case last.IsZero():
+		return MediumDown
+	case now.Sub(last) < t.Warn:
+		return MediumUp
+	case now.Sub(last) < t.Dead:
+		return MediumWarn
+	}
+	return MediumDown
+}
+
+func (m *Machine) update(now time.Time, p *peer) {
+	var lastNet, lastDisk time.Time
+	for _, md := range m.cfg.Media {
+		h := p.heard[md.Name]
+		if md.Disk {
+			lastDisk = later(lastDisk, h)
+		} else {
+			lastNet = later(lastNet, h)
+		}
+		if s := m.mediumState(now, h); s != p.media[md.Name] {
+			m.emit(Event{At: now, Kind: EventMedium, Node: p.id, Medium: md.Name, From: p.media[md.Name].String(), To: s.String()})
+			p.media[md.Name] = s
+		}
+	}
+	t := m.cfg.Timing
+	fresh := func(last time.Time, d time.Duration) bool { return !last.IsZero() && now.Sub(last) < d }
+	var s NodeState
+	switch {
+	case fresh(lastNet, t.Warn):
+		s = NodeAlive
+	case fresh(lastNet, t.Dead):
+		s = NodeSuspect
+	case fresh(lastDisk, t.Dead):
+		s = NodePartitioned
+	case lastNet.IsZero() && lastDisk.IsZero() && now.Sub(m.start) < t.InitDead:
+		s = NodeUnknown
+	default:
+		s = NodeDead
+	}
+	if s == p.state {
+		return
+	}
+	m.emit(Event{At: now, Kind: EventNode, Node: p.id, From: p.state.String(), To: s.String()})
+	if s == NodePartitioned {
+		m.emit(Event{At: now, Kind: EventAlarm, Node: p.id, Msg: fmt.Sprintf(
+			"%s is silent on every network medium but its disk slot still advances: network partition; no takeover (check the private NICs and the serial line)", p.id)})
+	}
+	p.state = s
+}
+
+func later(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
+}
+
+func (m *Machine) send(now time.Time) {
+	if now.Before(m.nextSend) {
+		return
+	}
+	m.nextSend = now.Add(m.cfg.Timing.Keepalive)
+	hb := Heartbeat{Role: m.role, HasPing: m.cfg.HasPing, PingScore: m.ping, TableVersion: m.table.Version}
+	var tb []byte
+	if m.tableDue && m.table.Version > 0 {
+		tb = m.table.MarshalBinary()
+		m.tableDue = false
+	}
+	for _, md := range m.cfg.Media {
+		m.seq[md.Name]++
+		m.ready.Send = append(m.ready.Send, Outbound{Medium: md.Name, Frame: Frame{
+			Type: MsgHeartbeat, Boot: m.cfg.Boot, Seq: m.seq[md.Name], From: m.cfg.Self, Medium: md.Name, Payload: hb.MarshalBinary()}})
+		if tb != nil && !md.Disk {
+			m.seq[md.Name]++
+			m.ready.Send = append(m.ready.Send, Outbound{Medium: md.Name, Frame: Frame{
+				Type: MsgTable, Boot: m.cfg.Boot, Seq: m.seq[md.Name], From: m.cfg.Self, Medium: md.Name, Payload: tb}})
+		}
+	}
+}

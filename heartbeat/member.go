@@ -1,0 +1,283 @@
+package heartbeat
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// MemberOptions are the runner's optional collaborators.
+type MemberOptions struct {
+	Clock Clock // default SystemClock
+	// Logf logs events and (rate-limited) refused frames; default log.Printf.
+	Logf func(format string, args ...any)
+	// OnEvent sees every event, in order, from the runner's goroutine; it
+	// must not block (the resources layer queues them).
+	OnEvent func(Event)
+	// Boot is this boot's ID; default the start time in nanoseconds, which
+	// grows across restarts as long as the clock does.
+	Boot uint64
+	// Pinger, if set, measures public connectivity (see NewPinger).
+	Pinger *Pinger
+}
+
+// Member runs one node: it reads every link, feeds the state machine,
+// ticks it every keepalive/4 and sends what it asks for. All I/O of the
+// heartbeat happens here and in the links.
+type Member struct {
+	cfg   Config
+	codec *Codec
+	links map[string]Link
+	opt   MemberOptions
+
+	mu       sync.Mutex // guards m
+	m        *Machine
+	lastStep atomic.Int64 // unix ns of the last completed step (watchdog)
+
+	limMu   sync.Mutex // guards lim and sendErr; never held with mu
+	lim     rateLimiter
+	sendErr map[string]uint64
+}
+
+type inbound struct {
+	medium string
+	frame  []byte
+}
+
+// NewNode prepares a member for cfg.Self over links (one per medium the
+// machine config lists; see OpenLinks).
+func NewMember(cfg Config, key []byte, links []Link, opt MemberOptions) (*Member, error) {
+	if opt.Clock == nil {
+		opt.Clock = SystemClock{}
+	}
+	if opt.Logf == nil {
+		opt.Logf = log.Printf
+	}
+	if opt.OnEvent == nil {
+		opt.OnEvent = func(Event) {}
+	}
+	now := opt.Clock.Now()
+	if opt.Boot == 0 {
+		opt.Boot = uint64(now.UnixNano())
+	}
+	mc := cfg.MachineConfig(opt.Boot)
+	n := &Member{cfg: cfg, codec: NewCodec(cfg.Cluster, key), links: map[string]Link{}, opt: opt,
+		lim:     rateLimiter{every: 10 * time.Second, last: map[string]time.Time{}, held: map[string]int{}},
+		sendErr: map[string]uint64{}}
+	for _, l := range links {
+		n.links[l.Medium()] = l
+	}
+	for _, md := range mc.Media {
+		if n.links[md.Name] == nil {
+			return nil, fmt.Errorf("heartbeat: medium %q is configured but has no link", md.Name)
+		}
+	}
+	m, err := NewMachine(mc, now)
+	if err != nil {
+		return nil, err
+	}
+	n.m = m
+	return n, nil
+}
+
+// Run serves until ctx ends, then closes the links.
+func (n *Member) Run(ctx context.Context) error {
+	in := make(chan inbound, 64)
+	var wg sync.WaitGroup
+	out := map[string]chan []byte{}
+	for name, l := range n.links {
+		wg.Add(2)
+		go func() {
+			defer wg.Done()
+			for {
+				f, err := l.Receive()
+				if errors.Is(err, ErrClosed) || ctx.Err() != nil {
+					return
+				}
+				if err != nil {
+					n.logLimited("recv "+name, "heartbeat %s: receive: %v", name, err)
+					select {
+					case <-ctx.Done():
+						return
+					case <-time.After(100 * time.Millisecond):
+					}
+					continue
+				}
+				select {
+				case in <- inbound{name, f}:
+				case <-ctx.Done():
+					return
+				}
+			}
+		}()
+		// One sender per link, so a slow disk or serial line never stalls
+		// the others; a full queue drops the oldest frame (newer is better).
+		q := make(chan []byte, 4)
+		out[name] = q
+		go func() {
+			defer wg.Done()
+			for f := range q {
+				if err := l.Send(f); err != nil {
+					n.limMu.Lock()
+					n.sendErr[name]++
+					n.limMu.Unlock()
+					n.logLimited("send "+name, "heartbeat %s: send: %v", name, err)
+				}
+			}
+		}()
+	}
+	tick, stop := n.opt.Clock.NewTicker(n.cfg.Timing.Keepalive / 4)
+	defer func() {
+		stop()
+		for _, l := range n.links {
+			l.Close()
+		}
+		for _, q := range out {
+			close(q)
+		}
+		wg.Wait()
+	}()
+	if n.opt.Pinger != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			n.pingLoop(ctx)
+		}()
+	}
+	n.step(func(now time.Time) { n.m.Tick(now) }, out)
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case msg := <-in:
+			n.step(func(now time.Time) { n.receive(now, msg) }, out)
+		case <-tick:
+			n.step(func(now time.Time) { n.m.Tick(now) }, out)
+		}
+	}
+}
+
+func (n *Member) pingLoop(ctx context.Context) {
+	tick, stop := n.opt.Clock.NewTicker(n.cfg.PingInterval)
+	defer stop()
+	for {
+		score, err := n.opt.Pinger.Round()
+		if err != nil {
+			n.logLimited("ping", "heartbeat: %v", err)
+		}
+		n.mu.Lock()
+		n.m.SetPingScore(score)
+		n.mu.Unlock()
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick:
+		}
+	}
+}
+
+func (n *Member) receive(now time.Time, msg inbound) {
+	f, end, err := n.codec.Decode(msg.frame)
+	if err == nil && end != len(msg.frame) {
+		err = fmt.Errorf("%w: %d trailing bytes", ErrMalformed, len(msg.frame)-end)
+	}
+	if err != nil {
+		n.m.Reject(err)
+		n.logLimited("reject "+msg.medium, "heartbeat %s: refused a frame: %v", msg.medium, err)
+		return
+	}
+	if err := n.m.Receive(now, msg.medium, f); err != nil {
+		n.logLimited("refuse "+msg.medium, "heartbeat %s: refused a frame: %v", msg.medium, err)
+	}
+}
+
+// step runs fn on the machine and carries out what it produced.
+func (n *Member) step(fn func(time.Time), out map[string]chan []byte) {
+	n.mu.Lock()
+	fn(n.opt.Clock.Now())
+	rd := n.m.Ready()
+	n.mu.Unlock()
+	n.lastStep.Store(n.opt.Clock.Now().UnixNano())
+	for _, e := range rd.Events {
+		n.opt.Logf("heartbeat %s: %s", n.cfg.Self, e)
+		n.opt.OnEvent(e)
+	}
+	for _, o := range rd.Send {
+		b, err := n.codec.Encode(o.Frame)
+		if err != nil {
+			n.logLimited("encode", "heartbeat: %v", err)
+			continue
+		}
+		q := out[o.Medium]
+		select {
+		case q <- b:
+		default:
+			select {
+			case <-q:
+			default:
+			}
+			select {
+			case q <- b:
+			default:
+			}
+		}
+	}
+}
+
+func (n *Member) logLimited(key, format string, args ...any) {
+	n.limMu.Lock()
+	held, ok := n.lim.allow(key, n.opt.Clock.Now())
+	n.limMu.Unlock()
+	if !ok {
+		return
+	}
+	msg := fmt.Sprintf(format, args...)
+	if held > 0 {
+		msg += fmt.Sprintf(" (and %d more like it)", held)
+	}
+	n.opt.Logf("%s", msg)
+}
+
+// Healthy reports whether the member's loop has stepped within maxAge:
+// mirrord sends systemd's WATCHDOG=1 only while it has.
+func (n *Member) Healthy(maxAge time.Duration) bool {
+	last := n.lastStep.Load()
+	return last != 0 && n.opt.Clock.Now().Sub(time.Unix(0, last)) <= maxAge
+}
+
+// Status is the node's current view, for the control socket.
+func (n *Member) Status() Status {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	s := n.m.Status(n.opt.Clock.Now())
+	s.Cluster = n.cfg.Cluster
+	for _, l := range n.links {
+		if g, ok := l.(garbageCounter); ok {
+			s.Rejected.SerialGarbage += g.Garbage()
+		}
+	}
+	return s
+}
+
+// rateLimiter lets one message per key through every `every`, counting
+// the ones it held back.
+type rateLimiter struct {
+	every time.Duration
+	last  map[string]time.Time
+	held  map[string]int
+}
+
+func (r *rateLimiter) allow(key string, now time.Time) (held int, ok bool) {
+	if t, seen := r.last[key]; seen && now.Sub(t) < r.every {
+		r.held[key]++
+		return 0, false
+	}
+	r.last[key] = now
+	held = r.held[key]
+	r.held[key] = 0
+	return held, true
+}

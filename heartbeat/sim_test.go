@@ -1,0 +1,415 @@
+package heartbeat
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// sim is an in-memory network of state machines on a fake clock, driven
+// by the scenario scripts in testdata/scenarios. Frames go through the
+// real Codec (HMAC) so forged, corrupted and replayed frames can be fed
+// exactly as they would arrive from a socket. It is a fake of the wire
+// only: every decision is the real Machine's.
+type sim struct {
+	t       *testing.T
+	where   string
+	cfg     Config
+	codec   *Codec
+	now     time.Time
+	nodes   map[NodeID]*simNode
+	cut     map[string]bool // "medium" or "medium@node"
+	slots   map[string]map[NodeID][]byte
+	first   map[string][]byte // first frame ever from node on medium: "node/medium"
+	last    map[string][]byte // latest frame from node on medium
+	stopped map[NodeID]time.Time
+	delay   map[string]time.Duration // medium -> added latency
+	queue   []queued                 // delayed frames
+}
+
+type queued struct {
+	at     time.Time
+	to     NodeID
+	medium string
+	b      []byte
+}
+
+type simNode struct {
+	m      *Machine
+	events []Event
+	mark   int
+	read   map[string][]byte // disk slot content last read, "medium/peer"
+}
+
+var simKey = []byte("0123456789abcdef0123456789abcdef")
+
+func newSim(t *testing.T) *sim {
+	c := DefaultConfig()
+	c.Cluster, c.KeyFile = "simcluster", "/dev/null"
+	return &sim{t: t, cfg: c, codec: NewCodec(c.Cluster, simKey), now: time.Unix(1_700_000_000, 0),
+		nodes: map[NodeID]*simNode{}, cut: map[string]bool{}, slots: map[string]map[NodeID][]byte{},
+		first: map[string][]byte{}, last: map[string][]byte{}, stopped: map[NodeID]time.Time{},
+		delay: map[string]time.Duration{}}
+}
+
+func (s *sim) fatalf(format string, a ...any) {
+	s.t.Fatalf("%s: "+format, append([]any{s.where}, a...)...)
+}
+func (s *sim) errorf(format string, a ...any) {
+	s.t.Errorf("%s: "+format, append([]any{s.where}, a...)...)
+}
+
+func (s *sim) media() []Medium {
+	self := s.cfg.Nodes[0]
+	c := s.cfg
+	c.Self = self.ID
+	return c.MachineConfig(1).Media
+}
+
+func (s *sim) isDisk(medium string) bool {
+	for _, d := range s.cfg.Disks {
+		if d.Name == medium {
+			return true
+		}
+	}
+	return false
+}
+
+func (s *sim) start(id NodeID) {
+	c := s.cfg
+	c.Self = id
+	if err := c.Validate(); err != nil {
+		s.fatalf("config: %v", err)
+	}
+	m, err := NewMachine(c.MachineConfig(uint64(s.now.UnixNano())), s.now)
+	if err != nil {
+		s.fatalf("%v", err)
+	}
+	s.nodes[id] = &simNode{m: m, read: map[string][]byte{}}
+	delete(s.stopped, id)
+}
+
+func (s *sim) running(id NodeID) bool {
+	_, stopped := s.stopped[id]
+	return s.nodes[id] != nil && !stopped
+}
+
+func (s *sim) isCut(medium string, id NodeID) bool {
+	return s.cut[medium] || s.cut[medium+"@"+string(id)]
+}
+
+// deliver hands raw bytes to node id as if they arrived on medium.
+func (s *sim) deliver(id NodeID, medium string, b []byte) {
+	n := s.nodes[id]
+	f, end, err := s.codec.Decode(b)
+	if err == nil && end != len(b) {
+		err = ErrMalformed
+	}
+	if err != nil {
+		n.m.Reject(err)
+	} else {
+		n.m.Receive(s.now, medium, f)
+	}
+	n.events = append(n.events, n.m.Ready().Events...)
+}
+
+func (s *sim) step() {
+	due := s.queue[:0:0]
+	for _, q := range s.queue {
+		if !q.at.After(s.now) {
+			if s.running(q.to) {
+				s.deliver(q.to, q.medium, q.b)
+			}
+		} else {
+			due = append(due, q)
+		}
+	}
+	s.queue = due
+	for _, c := range s.cfg.Nodes {
+		id := c.ID
+		if !s.running(id) {
+			continue
+		}
+		n := s.nodes[id]
+		// Disk slots are read before the tick, as the runner's poller does.
+		for _, d := range s.cfg.Disks {
+			if s.isCut(d.Name, id) {
+				continue
+			}
+			for peer, b := range s.slots[d.Name] {
+				if peer == id || bytes.Equal(n.read[d.Name+"/"+string(peer)], b) {
+					continue
+				}
+				n.read[d.Name+"/"+string(peer)] = b
+				s.deliver(id, d.Name, b)
+			}
+		}
+		n.m.Tick(s.now)
+		rd := n.m.Ready()
+		n.events = append(n.events, rd.Events...)
+		for _, o := range rd.Send {
+			b, err := s.codec.Encode(o.Frame)
+			if err != nil {
+				s.fatalf("encode: %v", err)
+			}
+			key := string(id) + "/" + o.Medium
+			if s.first[key] == nil {
+				s.first[key] = b
+			}
+			s.last[key] = b
+			if s.isCut(o.Medium, id) {
+				continue
+			}
+			if s.isDisk(o.Medium) {
+				if s.slots[o.Medium] == nil {
+					s.slots[o.Medium] = map[NodeID][]byte{}
+				}
+				s.slots[o.Medium][id] = b
+				continue
+			}
+			for _, peer := range s.cfg.Nodes {
+				if peer.ID != id && s.running(peer.ID) && !s.isCut(o.Medium, peer.ID) && !s.cut["rx:"+o.Medium+"@"+string(peer.ID)] {
+					if d := s.delay[o.Medium]; d > 0 {
+						s.queue = append(s.queue, queued{s.now.Add(d), peer.ID, o.Medium, b})
+						continue
+					}
+					s.deliver(peer.ID, o.Medium, b)
+				}
+			}
+		}
+	}
+}
+
+func (s *sim) tick(d time.Duration) {
+	step := s.cfg.Timing.Keepalive / 4
+	for end := s.now.Add(d); s.now.Before(end); s.now = s.now.Add(step) {
+		s.step()
+	}
+}
+
+func (s *sim) node(name string) *simNode {
+	n := s.nodes[NodeID(name)]
+	if n == nil {
+		s.fatalf("node %s was never started", name)
+	}
+	return n
+}
+
+func (s *sim) sinceMark(n *simNode) []string {
+	var out []string
+	for _, e := range n.events[n.mark:] {
+		out = append(out, e.String())
+	}
+	return out
+}
+
+func dur(s string) time.Duration {
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		panic(err)
+	}
+	return d
+}
+
+// run executes one scenario line.
+func (s *sim) run(args []string) {
+	switch cmd := args[0]; cmd {
+	case "cluster":
+		for i, id := range args[1:] {
+			n := Node{ID: NodeID(id), Address: fmt.Sprintf("192.0.2.%d", i+1)}
+			for k := 1; k <= 2; k++ {
+				n.Links = append(n.Links, NIC{Medium: fmt.Sprintf("nic%d", k), Address: fmt.Sprintf("10.0.%d.%d", k, i+1)})
+			}
+			if len(args) == 3 {
+				n.Serial = "/dev/ttyS1"
+			}
+			s.cfg.Nodes = append(s.cfg.Nodes, n)
+		}
+		s.cfg.Disks = []Disk{{Name: "disk-a", SlotSize: 512, Slots: 8}}
+	case "nodisk":
+		s.cfg.Disks = nil
+	case "preferred":
+		s.cfg.Preferred = NodeID(args[1])
+	case "pingtargets":
+		s.cfg.PingTargets = args[1:]
+	case "timing":
+		for _, kv := range args[1:] {
+			k, v, _ := strings.Cut(kv, "=")
+			d := dur(v)
+			switch k {
+			case "keepalive":
+				s.cfg.Timing.Keepalive = d
+			case "warn":
+				s.cfg.Timing.Warn = d
+			case "dead":
+				s.cfg.Timing.Dead = d
+			case "initdead":
+				s.cfg.Timing.InitDead = d
+			}
+		}
+	case "start":
+		for _, id := range args[1:] {
+			s.start(NodeID(id))
+		}
+	case "stop":
+		for _, id := range args[1:] {
+			s.stopped[NodeID(id)] = s.now
+		}
+	case "cut-rx", "heal-rx": // cut-rx MEDIUM NODE: NODE stops receiving on MEDIUM only
+		s.cut["rx:"+args[1]+"@"+args[2]] = cmd == "cut-rx"
+	case "cut", "heal":
+		key := args[1]
+		if len(args) > 2 {
+			key += "@" + args[2]
+		}
+		keys := []string{key}
+		if args[1] == "network" { // every medium but the disks
+			keys = nil
+			for _, md := range s.media() {
+				if !md.Disk {
+					keys = append(keys, md.Name)
+				}
+			}
+		}
+		for _, k := range keys {
+			s.cut[k] = cmd == "cut"
+		}
+	case "delay": // delay MEDIUM DURATION: added latency on a network medium
+		s.delay[args[1]] = dur(args[2])
+	case "tick":
+		s.tick(dur(args[1]))
+	case "mark":
+		for _, n := range s.nodes {
+			n.mark = len(n.events)
+		}
+	case "ping": // ping NODE SCORE
+		s.node(args[1]).m.SetPingScore(atoi(args[2]))
+	case "expect":
+		s.expect(args[1:])
+	case "detect": // detect OBSERVER PEER MAX: dead event within MAX of stop
+		n, peer := s.node(args[1]), NodeID(args[2])
+		stoppedAt, ok := s.stopped[peer]
+		if !ok {
+			s.fatalf("%s was not stopped", peer)
+		}
+		for _, e := range n.events {
+			if e.Kind == EventNode && e.Node == peer && e.To == "dead" && !e.At.Before(stoppedAt) {
+				if got := e.At.Sub(stoppedAt); got > dur(args[3]) {
+					s.errorf("%s saw %s dead %v after it stopped, want at most %s", args[1], peer, got, args[3])
+				}
+				return
+			}
+		}
+		s.errorf("%s never saw %s dead", args[1], peer)
+	case "forge": // forge TO MEDIUM FROM: a frame signed with the wrong key
+		f := Frame{Type: MsgHeartbeat, Boot: uint64(s.now.UnixNano()) + 1, Seq: 1 << 40, From: NodeID(args[3]), Medium: args[2],
+			Payload: Heartbeat{Role: RoleActive}.MarshalBinary()}
+		b, _ := NewCodec(s.cfg.Cluster, []byte("not the cluster key, an attacker")).Encode(f)
+		s.deliver(NodeID(args[1]), args[2], b)
+	case "corrupt", "replay", "replay-first", "cross": // OP TO MEDIUM FROM [SOURCE-MEDIUM]
+		src := args[2]
+		if cmd == "cross" {
+			src = args[4]
+		}
+		key := args[3] + "/" + src
+		b := slices.Clone(s.last[key])
+		if cmd == "replay-first" {
+			b = slices.Clone(s.first[key])
+		}
+		if b == nil {
+			s.fatalf("no frame captured from %s", key)
+		}
+		if cmd == "corrupt" {
+			b[len(b)/2] ^= 0x40
+		}
+		s.deliver(NodeID(args[1]), args[2], b)
+	case "garbage": // garbage TO MEDIUM: random bytes
+		s.deliver(NodeID(args[1]), args[2], []byte("HMHB\x01\x01\x00\x05garbage garbage garbage garbage"))
+	default:
+		s.fatalf("unknown command %q", cmd)
+	}
+}
+
+func atoi(s string) int {
+	n, err := strconv.Atoi(s)
+	if err != nil {
+		panic(err)
+	}
+	return n
+}
+
+func (s *sim) expect(a []string) {
+	n := s.node(a[0])
+	switch a[1] {
+	case "role": // expect N role ROLE
+		if got := n.m.Role().String(); got != a[2] {
+			s.errorf("%s role = %s, want %s", a[0], got, a[2])
+		}
+	case "node": // expect N node PEER STATE
+		if got := n.m.NodeState(NodeID(a[2])).String(); got != a[3] {
+			s.errorf("%s sees %s %s, want %s", a[0], a[2], got, a[3])
+		}
+	case "medium": // expect N medium PEER MEDIUM STATE
+		if got := n.m.MediumState(NodeID(a[2]), a[3]).String(); got != a[4] {
+			s.errorf("%s sees %s on %s %s, want %s", a[0], a[3], a[2], got, a[4])
+		}
+	case "table": // expect N table ROW STATE TARGET|-
+		row, ok := n.m.Table().Row(NodeID(a[2]))
+		target := string(row.BackupTarget)
+		if target == "" {
+			target = "-"
+		}
+		if !ok || row.State.String() != a[3] || target != a[4] {
+			s.errorf("%s's table row %s = %+v (version %d), want state %s target %s", a[0], a[2], row, n.m.Table().Version, a[3], a[4])
+		}
+	case "counter": // expect N counter NAME VALUE
+		c := n.m.Counters()
+		got := map[string]uint64{"malformed": c.Malformed, "bad_auth": c.BadAuth, "replayed": c.Replayed,
+			"unknown_node": c.UnknownNode, "wrong_medium": c.WrongMedium}[a[2]]
+		if got != uint64(atoi(a[3])) {
+			s.errorf("%s counter %s = %d, want %s", a[0], a[2], got, a[3])
+		}
+	case "event", "no-event": // expect N event TEXT...: since the last mark
+		want := strings.Join(a[2:], " ")
+		evs := s.sinceMark(n)
+		found := slices.ContainsFunc(evs, func(e string) bool { return strings.Contains(e, want) })
+		if found != (a[1] == "event") {
+			s.errorf("%s: event %q found=%v, events since mark:\n  %s", a[0], want, found, strings.Join(evs, "\n  "))
+		}
+	default:
+		s.fatalf("unknown expectation %q", a[1])
+	}
+}
+
+// TestScenarios runs every script in testdata/scenarios. A script is one
+// command per line; '#' starts a comment.
+func TestScenarios(t *testing.T) {
+	files, _ := filepath.Glob("testdata/scenarios/*.txt")
+	if len(files) == 0 {
+		t.Fatal("no scenarios found")
+	}
+	for _, file := range files {
+		t.Run(strings.TrimSuffix(filepath.Base(file), ".txt"), func(t *testing.T) {
+			data, err := os.ReadFile(file)
+			if err != nil {
+				t.Fatal(err)
+			}
+			s := newSim(t)
+			for i, line := range strings.Split(string(data), "\n") {
+				line, _, _ = strings.Cut(line, "#")
+				f := strings.Fields(line)
+				if len(f) == 0 {
+					continue
+				}
+				s.where = fmt.Sprintf("%s:%d", file, i+1)
+				s.run(f)
+			}
+		})
+	}
+}

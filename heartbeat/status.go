@@ -1,0 +1,99 @@
+package heartbeat
+
+import "time"
+
+// MediumStatus is one medium towards one peer.
+type MediumStatus struct {
+	Name      string        `json:"name"`
+	Disk      bool          `json:"disk,omitempty"`
+	State     MediumState   `json:"state"`
+	LastHeard time.Duration `json:"last_heard_ns"` // age of the last accepted frame; -1: never
+}
+
+// NodeStatus is the local view of one peer (or of this node, Self=true).
+type NodeStatus struct {
+	ID    NodeID         `json:"id"`
+	Self  bool           `json:"self,omitempty"`
+	State NodeState      `json:"state"`
+	Role  string         `json:"role"`
+	Ping  *int           `json:"ping,omitempty"` // public ping targets reached
+	Media []MediumStatus `json:"media,omitempty"`
+}
+
+// Status is the cluster view that mirrord serves under the "cluster" key
+// of the control socket's status reply.
+type Status struct {
+	Cluster     string        `json:"cluster"`
+	Self        NodeID        `json:"self"`
+	Role        string        `json:"role"`
+	Coordinator NodeID        `json:"coordinator"`
+	Uptime      time.Duration `json:"uptime_ns"`
+	Timing      struct {
+		Keepalive, Warn, Dead, InitDead time.Duration
+	} `json:"timing"`
+	Nodes    []NodeStatus `json:"nodes"`
+	Table    Table        `json:"table"`
+	Rejected Counters     `json:"frames"`
+}
+
+// Status reports the machine's view at now.
+func (m *Machine) Status(now time.Time) Status {
+	s := Status{Self: m.cfg.Self, Role: m.role.String(), Coordinator: m.coordinator(),
+		Uptime: now.Sub(m.start), Table: m.table.Clone(), Rejected: m.counters}
+	t := m.cfg.Timing
+	s.Timing.Keepalive, s.Timing.Warn, s.Timing.Dead, s.Timing.InitDead = t.Keepalive, t.Warn, t.Dead, t.InitDead
+	for _, id := range m.cfg.Nodes {
+		p := m.peers[id]
+		if p == nil {
+			ns := NodeStatus{ID: id, Self: true, State: NodeAlive, Role: m.role.String()}
+			if m.cfg.HasPing {
+				n := int(m.ping)
+				ns.Ping = &n
+			}
+			s.Nodes = append(s.Nodes, ns)
+			continue
+		}
+		ns := NodeStatus{ID: id, State: p.state, Role: p.hb.Role.String()}
+		if !p.state.live() {
+			ns.Role = RoleNone.String()
+		}
+		if p.hb.HasPing {
+			n := int(p.hb.PingScore)
+			ns.Ping = &n
+		}
+		for _, md := range m.cfg.Media {
+			ms := MediumStatus{Name: md.Name, Disk: md.Disk, State: p.media[md.Name], LastHeard: -1}
+			if h := p.heard[md.Name]; !h.IsZero() {
+				ms.LastHeard = now.Sub(h)
+			}
+			ns.Media = append(ns.Media, ms)
+		}
+		s.Nodes = append(s.Nodes, ns)
+	}
+	return s
+}
+
+// Role returns the current role proposal.
+func (m *Machine) Role() Role { return m.role }
+
+// Table returns a copy of the current index table.
+func (m *Machine) Table() Table { return m.table.Clone() }
+
+// NodeState returns the state of peer id.
+func (m *Machine) NodeState(id NodeID) NodeState {
+	if p := m.peers[id]; p != nil {
+		return p.state
+	}
+	return NodeAlive
+}
+
+// MediumState returns the state of medium towards peer id.
+func (m *Machine) MediumState(id NodeID, medium string) MediumState {
+	if p := m.peers[id]; p != nil {
+		return p.media[medium]
+	}
+	return MediumDown
+}
+
+// Counters returns the refused-frame counters.
+func (m *Machine) Counters() Counters { return m.counters }
