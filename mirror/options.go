@@ -39,9 +39,9 @@ type Options struct {
 	// be opened is then reopened from its spec by AutoReAdd and by
 	// AddLeg(slot, nil), so an array that was down at start-up comes back
 	// on its own.
-	Specs         [2]string
-	Logger        *slog.Logger // nil: discard
-	Clock         Clock        // nil: real time
+	Specs  [2]string
+	Logger *slog.Logger // nil: discard
+	Clock  Clock        // nil: real time
 }
 
 // DefaultOptions returns Options with every default filled in and KeepLeg -1.
