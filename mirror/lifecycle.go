@@ -1,7 +1,9 @@
 package mirror
 
 import (
+	"context"
 	"errors"
+	"log/slog"
 	"fmt"
 	"time"
 )
@@ -43,7 +45,7 @@ func (v *Volume) clearIdle(all bool) {
 		return
 	}
 	if n := v.m.clearBits(cands); n > 0 {
-		if v.log.Enabled(nil, -4) {
+		if v.log.Enabled(context.Background(), slog.LevelDebug) {
 			v.log.Debug("bits cleared", "cands", fmt.Sprint(cands), "nextSeq", v.m.nextSeq)
 		}
 		v.notify()
