@@ -3,8 +3,8 @@ package mirror
 import (
 	"context"
 	"errors"
-	"log/slog"
 	"fmt"
+	"log/slog"
 	"time"
 )
 
