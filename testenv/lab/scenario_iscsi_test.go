@@ -267,3 +267,65 @@ exit $rc`, legA, legB))
 		t.Errorf("mirrord noticed mirrorctl examine:\n%s", log)
 	}
 }
+
+// The operator's path over iSCSI legs: `mirrorctl leg fail 1` takes the
+// leg out, writes go on, `mirrorctl leg add 1` (mirrord reopens the same
+// iscsi:// leg) brings it back under a write load, only the chunks
+// written meanwhile are copied, and verify finds both legs identical.
+func TestISCSILegFailAndAddByOperator(t *testing.T) {
+	l := sharedLab(t)
+	n := l.Nodes()[0]
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	arrays, err := l.StartArrays(ctx, 16<<20, "oa", "ob")
+	if err != nil {
+		if strings.Contains(err.Error(), "not installed") {
+			t.Skipf("SKIPPING iSCSI operator scenario: %v", err)
+		}
+		t.Fatal(err)
+	}
+	defer arrays.Stop()
+	legA, legB := arrays.URL("oa"), arrays.URL("ob")
+	if _, ok, why := HamirrorIfAvailable(ctx, n, legA, legB); !ok {
+		t.Skipf("SKIPPING iSCSI operator scenario: %s", why)
+	}
+	const ctl = "mirrorctl --control unix:/run/c.sock "
+	defer func() {
+		if t.Failed() {
+			res, _ := n.Run(context.Background(), ctl+"status; tail -20 /run/mirrord.log")
+			t.Logf("status and mirrord log on %s:\n%s", n.Name, res.Output())
+		}
+		n.Run(context.Background(), MirrordStop)
+	}()
+	run(t, n, fmt.Sprintf("mirrorctl create --chunk 64K %s %s", legA, legB))
+	run(t, n, "rm -f /run/mirrord.log; "+MirrordStartFlags("--control unix:/run/c.sock", legA, legB))
+	run(t, n, "dd if=/dev/urandom of=/dev/nbd0 bs=64k count=16 oflag=direct 2>/dev/null")
+	run(t, n, ctl+"leg fail 1")
+	run(t, n, "dd if=/dev/urandom of=/dev/nbd0 bs=64k count=4 seek=64 oflag=direct 2>/dev/null")
+	if st := volumeStatus(t, n, ctl); st.State != "degraded" || st.Legs[1].State != "failed" {
+		t.Fatalf("after mirrorctl leg fail 1 and a write: state %s, legs %+v", st.State, st.Legs)
+	}
+	res, err := n.Run(ctx, `(for i in $(seq 0 15); do dd if=/dev/urandom of=/dev/nbd0 bs=64k count=1 seek=$((128+i)) oflag=direct 2>/dev/null || exit 1; done) &
+load=$!
+`+ctl+`leg add 1 >/dev/null; rc=$?
+wait $load || { echo "writes to /dev/nbd0 failed during leg add"; exit 1; }
+exit $rc`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Exit != 0 {
+		t.Fatalf("mirrorctl leg add 1 under a write load: %v", res.Err())
+	}
+	st := waitVolume(t, n, ctl, 60*time.Second, "clean after mirrorctl leg add 1", func(s mirror.Status) bool { return s.State == "clean" })
+	t.Logf("mirrorctl leg add 1 resynced %d of %d bytes", st.Resync.TotalBytes, st.SizeBytes)
+	if st.Resync.TotalBytes <= 0 || st.Resync.TotalBytes > st.SizeBytes/4 {
+		t.Errorf("leg add 1 resynced %d bytes of a %d byte volume; want only the chunks written while it was out", st.Resync.TotalBytes, st.SizeBytes)
+	}
+	if out := run(t, n, ctl+"verify --wait"); !strings.Contains(out, " 0 mismatching chunks") {
+		t.Errorf("verify after leg add:\n%s", out)
+	}
+	log := run(t, n, "cat /run/mirrord.log")
+	if _, after, _ := strings.Cut(log, "leg re-added"); strings.Contains(after, "level=WARN") {
+		t.Errorf("mirrord warned after the leg was re-added:\n%s", log)
+	}
+}
