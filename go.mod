@@ -3,6 +3,8 @@ module github.com/hamirror/hamirror
 go 1.26.0
 
 require (
+	github.com/coreos/go-systemd/v22 v22.7.0
+	github.com/creack/pty v1.1.24
 	github.com/go-viper/mapstructure/v2 v2.4.0
 	github.com/gostor/gotgt v0.2.2
 	github.com/mdlayher/genetlink v1.4.0

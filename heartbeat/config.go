@@ -73,6 +73,8 @@ type Config struct {
 	// node that reaches more of them is the better holder of the VIP.
 	PingTargets  []string
 	PingInterval time.Duration
+	// StateDir keeps the boot ID counter across restarts (cluster.state_dir).
+	StateDir string `mapstructure:"state_dir"`
 	// Self is the local node (mirrord --node, default the host name).
 	Self NodeID
 }
@@ -100,6 +102,9 @@ func DefaultConfig() Config {
 			// later; waiting avoids both nodes claiming the active role.
 			InitDead: 10 * time.Second,
 		},
+		// The FHS place for a daemon's persistent state; it holds only the
+		// boot ID counter (a few bytes, rewritten once per start).
+		StateDir: "/var/lib/hamirror",
 		// Probing the public targets once a second is enough to compare
 		// connectivity; moving the VIP is a slow decision anyway.
 		PingInterval: time.Second,

@@ -154,3 +154,16 @@ func TestLoadKeyRefusesReadableKey(t *testing.T) {
 		t.Error("a directory was accepted as key")
 	}
 }
+
+// TestExampleConfigIsValid keeps the documented example loadable.
+func TestExampleConfigIsValid(t *testing.T) {
+	for _, self := range []NodeID{"node1", "node2"} {
+		c, err := LoadFile("testdata/cluster.example.yaml", self)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if mc := c.MachineConfig(1); len(mc.Media) != 5 || c.SlotOf(self) < 0 {
+			t.Errorf("%s: media %+v", self, mc.Media)
+		}
+	}
+}

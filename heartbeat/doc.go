@@ -36,6 +36,7 @@
 //	  preferred: node1                      # active when both start together
 //	  port: 5405
 //	  baud: 115200
+//	  state_dir: /var/lib/hamirror           # boot ID counter
 //	timing: {keepalive: 200ms, warn: 1s, dead: 2s, initdead: 10s}
 //	nodes:
 //	  - id: node1

@@ -2,6 +2,7 @@ package heartbeat
 
 import (
 	"fmt"
+	"time"
 
 	"github.com/go-viper/mapstructure/v2"
 	"github.com/spf13/viper"
@@ -41,6 +42,7 @@ func FromViper(v *viper.Viper, self NodeID) (Config, error) {
 				Preferred string `mapstructure:"preferred"`
 				Port      *int   `mapstructure:"port"`
 				Baud      *int   `mapstructure:"baud"`
+				StateDir  string `mapstructure:"state_dir"`
 			}
 			if err := v.UnmarshalKey("cluster", &cl, strict); err != nil {
 				return c, keyErr("cluster", "%v", err)
@@ -48,6 +50,9 @@ func FromViper(v *viper.Viper, self NodeID) (Config, error) {
 			c.Cluster, c.KeyFile, c.Preferred = cl.Name, cl.KeyFile, NodeID(cl.Preferred)
 			if cl.Port != nil {
 				c.Port = *cl.Port
+			}
+			if cl.StateDir != "" {
+				c.StateDir = cl.StateDir
 			}
 			if cl.Baud != nil {
 				c.Baud = *cl.Baud
@@ -60,7 +65,7 @@ func FromViper(v *viper.Viper, self NodeID) (Config, error) {
 	}
 	c.PingTargets = ping.Targets
 	if ping.Interval != "" {
-		d, err := parseDuration(ping.Interval)
+		d, err := time.ParseDuration(ping.Interval)
 		if err != nil {
 			return c, keyErr("ping.interval", "%v", err)
 		}

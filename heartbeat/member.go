@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -33,8 +34,11 @@ type Member struct {
 	links map[string]Link
 	opt   MemberOptions
 
-	mu      sync.Mutex
-	m       *Machine
+	mu       sync.Mutex // guards m
+	m        *Machine
+	lastStep atomic.Int64 // unix ns of the last completed step (watchdog)
+
+	limMu   sync.Mutex // guards lim and sendErr; never held with mu
 	lim     rateLimiter
 	sendErr map[string]uint64
 }
@@ -118,9 +122,9 @@ func (n *Member) Run(ctx context.Context) error {
 			defer wg.Done()
 			for f := range q {
 				if err := l.Send(f); err != nil {
-					n.mu.Lock()
+					n.limMu.Lock()
 					n.sendErr[name]++
-					n.mu.Unlock()
+					n.limMu.Unlock()
 					n.logLimited("send "+name, "heartbeat %s: send: %v", name, err)
 				}
 			}
@@ -197,6 +201,7 @@ func (n *Member) step(fn func(time.Time), out map[string]chan []byte) {
 	fn(n.opt.Clock.Now())
 	rd := n.m.Ready()
 	n.mu.Unlock()
+	n.lastStep.Store(n.opt.Clock.Now().UnixNano())
 	for _, e := range rd.Events {
 		n.opt.Logf("heartbeat %s: %s", n.cfg.Self, e)
 		n.opt.OnEvent(e)
@@ -224,9 +229,9 @@ func (n *Member) step(fn func(time.Time), out map[string]chan []byte) {
 }
 
 func (n *Member) logLimited(key, format string, args ...any) {
-	n.mu.Lock()
+	n.limMu.Lock()
 	held, ok := n.lim.allow(key, n.opt.Clock.Now())
-	n.mu.Unlock()
+	n.limMu.Unlock()
 	if !ok {
 		return
 	}
@@ -235,6 +240,13 @@ func (n *Member) logLimited(key, format string, args ...any) {
 		msg += fmt.Sprintf(" (and %d more like it)", held)
 	}
 	n.opt.Logf("%s", msg)
+}
+
+// Healthy reports whether the member's loop has stepped within maxAge:
+// mirrord sends systemd's WATCHDOG=1 only while it has.
+func (n *Member) Healthy(maxAge time.Duration) bool {
+	last := n.lastStep.Load()
+	return last != 0 && n.opt.Clock.Now().Sub(time.Unix(0, last)) <= maxAge
 }
 
 // Status is the node's current view, for the control socket.

@@ -11,13 +11,15 @@ import (
 // needs root or CAP_NET_RAW), like Heartbeat's ping nodes for ipfail. Its
 // score is the number of targets that answered in the last round.
 type Pinger struct {
+	conn    net.PacketConn
 	targets []*net.IPAddr
 	timeout time.Duration
 	id      uint16
 	seq     uint16
 }
 
-// NewPinger resolves targets; each round waits up to timeout for answers.
+// NewPinger resolves targets and opens the raw ICMP socket (in the calling
+// thread's network namespace); each round waits up to timeout for answers.
 func NewPinger(targets []string, timeout time.Duration) (*Pinger, error) {
 	p := &Pinger{timeout: timeout, id: uint16(time.Now().UnixNano())}
 	for _, t := range targets {
@@ -27,20 +29,28 @@ func NewPinger(targets []string, timeout time.Duration) (*Pinger, error) {
 		}
 		p.targets = append(p.targets, a)
 	}
+	c, err := net.ListenPacket("ip4:icmp", "0.0.0.0")
+	if err != nil {
+		return nil, fmt.Errorf("ping: raw ICMP socket (needs root or CAP_NET_RAW): %w", err)
+	}
+	p.conn = c
 	return p, nil
 }
 
+// Close releases the socket.
+func (p *Pinger) Close() error { return p.conn.Close() }
+
 // Round sends one echo request to every target and returns how many
 // answered within the timeout.
+// Not safe for concurrent use.
 func (p *Pinger) Round() (int, error) {
-	c, err := net.ListenPacket("ip4:icmp", "0.0.0.0")
-	if err != nil {
-		return 0, fmt.Errorf("ping: raw ICMP socket (needs root): %w", err)
-	}
-	defer c.Close()
+	c := p.conn
 	p.seq++
+	var errs []error
 	for _, t := range p.targets {
-		c.WriteTo(echoRequest(p.id, p.seq), t)
+		if _, err := c.WriteTo(echoRequest(p.id, p.seq), t); err != nil {
+			errs = append(errs, fmt.Errorf("ping %s: %w", t, err))
+		}
 	}
 	got := map[string]bool{}
 	deadline := time.Now().Add(p.timeout)
@@ -58,6 +68,9 @@ func (p *Pinger) Round() (int, error) {
 				}
 			}
 		}
+	}
+	if len(errs) == len(p.targets) && len(errs) > 0 {
+		return 0, errs[0] // every send failed: say why once
 	}
 	return len(got), nil
 }

@@ -29,6 +29,15 @@ type sim struct {
 	first   map[string][]byte // first frame ever from node on medium: "node/medium"
 	last    map[string][]byte // latest frame from node on medium
 	stopped map[NodeID]time.Time
+	delay   map[string]time.Duration // medium -> added latency
+	queue   []queued                 // delayed frames
+}
+
+type queued struct {
+	at     time.Time
+	to     NodeID
+	medium string
+	b      []byte
 }
 
 type simNode struct {
@@ -45,7 +54,8 @@ func newSim(t *testing.T) *sim {
 	c.Cluster, c.KeyFile = "simcluster", "/dev/null"
 	return &sim{t: t, cfg: c, codec: NewCodec(c.Cluster, simKey), now: time.Unix(1_700_000_000, 0),
 		nodes: map[NodeID]*simNode{}, cut: map[string]bool{}, slots: map[string]map[NodeID][]byte{},
-		first: map[string][]byte{}, last: map[string][]byte{}, stopped: map[NodeID]time.Time{}}
+		first: map[string][]byte{}, last: map[string][]byte{}, stopped: map[NodeID]time.Time{},
+		delay: map[string]time.Duration{}}
 }
 
 func (s *sim) fatalf(format string, a ...any) {
@@ -110,6 +120,17 @@ func (s *sim) deliver(id NodeID, medium string, b []byte) {
 }
 
 func (s *sim) step() {
+	due := s.queue[:0:0]
+	for _, q := range s.queue {
+		if !q.at.After(s.now) {
+			if s.running(q.to) {
+				s.deliver(q.to, q.medium, q.b)
+			}
+		} else {
+			due = append(due, q)
+		}
+	}
+	s.queue = due
 	for _, c := range s.cfg.Nodes {
 		id := c.ID
 		if !s.running(id) {
@@ -153,7 +174,11 @@ func (s *sim) step() {
 				continue
 			}
 			for _, peer := range s.cfg.Nodes {
-				if peer.ID != id && s.running(peer.ID) && !s.isCut(o.Medium, peer.ID) {
+				if peer.ID != id && s.running(peer.ID) && !s.isCut(o.Medium, peer.ID) && !s.cut["rx:"+o.Medium+"@"+string(peer.ID)] {
+					if d := s.delay[o.Medium]; d > 0 {
+						s.queue = append(s.queue, queued{s.now.Add(d), peer.ID, o.Medium, b})
+						continue
+					}
 					s.deliver(peer.ID, o.Medium, b)
 				}
 			}
@@ -236,6 +261,8 @@ func (s *sim) run(args []string) {
 		for _, id := range args[1:] {
 			s.stopped[NodeID(id)] = s.now
 		}
+	case "cut-rx", "heal-rx": // cut-rx MEDIUM NODE: NODE stops receiving on MEDIUM only
+		s.cut["rx:"+args[1]+"@"+args[2]] = cmd == "cut-rx"
 	case "cut", "heal":
 		key := args[1]
 		if len(args) > 2 {
@@ -253,6 +280,8 @@ func (s *sim) run(args []string) {
 		for _, k := range keys {
 			s.cut[k] = cmd == "cut"
 		}
+	case "delay": // delay MEDIUM DURATION: added latency on a network medium
+		s.delay[args[1]] = dur(args[2])
 	case "tick":
 		s.tick(dur(args[1]))
 	case "mark":

@@ -104,3 +104,25 @@ type Counters struct {
 	SerialGarbage uint64 `json:"serial_garbage_bytes"` // skipped while resynchronising the serial line
 	Accepted      uint64 `json:"accepted"`
 }
+
+// UnmarshalText parses a state name (mirrorctl reads mirrord's JSON).
+func (s *MediumState) UnmarshalText(b []byte) error {
+	for i, n := range [...]string{"down", "warn", "up"} {
+		if n == string(b) {
+			*s = MediumState(i)
+			return nil
+		}
+	}
+	return fmt.Errorf("unknown medium state %q", b)
+}
+
+// UnmarshalText parses a state name (mirrorctl reads mirrord's JSON).
+func (s *NodeState) UnmarshalText(b []byte) error {
+	for i, n := range [...]string{"unknown", "alive", "suspect", "partitioned", "dead"} {
+		if n == string(b) {
+			*s = NodeState(i)
+			return nil
+		}
+	}
+	return fmt.Errorf("unknown node state %q", b)
+}

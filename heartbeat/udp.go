@@ -20,13 +20,14 @@ type UDPLink struct {
 	peers  []*net.UDPAddr
 }
 
-// ListenUDP opens medium's socket on local:port, bound to iface (if not
-// empty), sending to every address in peers on the same port. It uses the
-// calling thread's network namespace.
+// ListenUDP opens medium's socket on port, bound to iface with
+// SO_BINDTODEVICE (or, without iface, to the address local), sending to
+// every address in peers on the same port. It uses the calling thread's
+// network namespace.
 func ListenUDP(medium, iface, local string, port int, peers []string) (*UDPLink, error) {
 	l := &UDPLink{medium: medium}
 	for _, p := range peers {
-		a, err := net.ResolveUDPAddr("udp", net.JoinHostPort(p, strconv.Itoa(port)))
+		a, err := net.ResolveUDPAddr("udp4", net.JoinHostPort(p, strconv.Itoa(port)))
 		if err != nil {
 			return nil, fmt.Errorf("heartbeat %s: peer address %q: %w", medium, p, err)
 		}
@@ -47,7 +48,14 @@ func ListenUDP(medium, iface, local string, port int, peers []string) (*UDPLink,
 		})
 		return errors.Join(err, serr)
 	}}
-	pc, err := lc.ListenPacket(context.Background(), "udp", net.JoinHostPort(local, strconv.Itoa(port)))
+	// Bound to a NIC, the socket listens on every address of that NIC only:
+	// mirrord then starts (and reports the medium down) even when the NIC
+	// has no address yet at boot. Sockets on other NICs may share the port.
+	bind := local
+	if iface != "" {
+		bind = ""
+	}
+	pc, err := lc.ListenPacket(context.Background(), "udp4", net.JoinHostPort(bind, strconv.Itoa(port)))
 	if err != nil {
 		return nil, fmt.Errorf("heartbeat %s on %s (%s): %w", medium, iface, local, err)
 	}

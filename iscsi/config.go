@@ -66,6 +66,9 @@ type Config struct {
 	// QueueDepth bounds the commands in flight on a session; default 128
 	// (the target's CmdSN window bounds it too).
 	QueueDepth int
+	// ReadOnly refuses WriteAt and Zero locally (ErrWriteProtected), for
+	// examining a leg without any chance of changing it.
+	ReadOnly bool
 	// ZeroByWriting makes Zero always write zero blocks, even where the LUN
 	// advertises UNMAP or WRITE SAME (for targets that advertise but
 	// mis-implement them).

@@ -64,7 +64,7 @@ func Open(ctx context.Context, u URL, cfg Config) (*Disk, error) {
 	d.sess = s
 	if err := d.identify(); err != nil {
 		s.close()
-		return nil, fmt.Errorf("iscsi: %s: %w", d.name, err)
+		return nil, fmt.Errorf("%s: %w", d.name, err)
 	}
 	d.wg.Add(1)
 	go d.maintain()
@@ -125,7 +125,17 @@ func (d *Disk) maintain() {
 		case <-d.quit:
 			return
 		}
-		ns, err := d.connect(context.Background())
+		// A login in progress is abandoned when the Disk is closed.
+		ctx, cancel := context.WithCancel(context.Background())
+		go func() {
+			select {
+			case <-d.quit:
+				cancel()
+			case <-ctx.Done():
+			}
+		}()
+		ns, err := d.connect(ctx)
+		cancel()
 		if err != nil {
 			d.mu.Lock()
 			d.lastErr = err
@@ -177,13 +187,16 @@ func (d *Disk) session() (*session, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.closed {
-		return nil, fmt.Errorf("iscsi: %s: %w", d.name, ErrClosed)
+		return nil, fmt.Errorf("%s: %w", d.name, ErrClosed)
 	}
 	if d.sess == nil || d.sess.isDead() {
-		if d.lastErr != nil {
-			return nil, fmt.Errorf("iscsi: %s: %w (reconnecting; last error: %w)", d.name, ErrDisconnected, d.lastErr)
+		switch {
+		case d.lastErr == nil:
+			return nil, fmt.Errorf("%s: %w (reconnecting in the background)", d.name, ErrDisconnected)
+		case errors.Is(d.lastErr, ErrDisconnected):
+			return nil, fmt.Errorf("%s: %w (reconnecting in the background)", d.name, d.lastErr)
 		}
-		return nil, fmt.Errorf("iscsi: %s: %w (reconnecting)", d.name, ErrDisconnected)
+		return nil, fmt.Errorf("%s: %w (reconnecting in the background; last failure: %w)", d.name, ErrDisconnected, d.lastErr)
 	}
 	return d.sess, nil
 }
@@ -220,7 +233,7 @@ func (d *Disk) runResult(s *session, c command) (result, error) {
 	for ua := 0; ; {
 		res, err := s.exec(c)
 		if err != nil {
-			return res, fmt.Errorf("iscsi: %s: %w", d.name, err)
+			return res, fmt.Errorf("%s: %w", d.name, err)
 		}
 		err = res.check(c.Op)
 		switch {
@@ -245,7 +258,7 @@ func (d *Disk) runResult(s *session, c command) (result, error) {
 				continue
 			}
 		}
-		return res, fmt.Errorf("iscsi: %s: %w", d.name, err)
+		return res, fmt.Errorf("%s: %w", d.name, err)
 	}
 }
 

@@ -19,5 +19,7 @@
 //
 // Layout: pdu.go/pdus.go (wire format), text.go, negotiate.go, chap.go and
 // login.go (pure login state machine), liveness.go (pure timeout rules),
-// session.go/reader.go (full feature phase), disk.go/io.go/pr.go (SCSI).
+// session.go/reader.go/outq.go (full feature phase: one reader dispatching
+// by ITT, combined writev output), disk.go/io.go/pr.go (SCSI), connect.go
+// (dial, login, discovery).
 package iscsi

@@ -10,6 +10,9 @@ const maxCommandBytes = 8 << 20
 
 // check validates an I/O range and returns its first LBA and block count.
 func (d *Disk) check(op string, off, n int64) (uint64, uint64, error) {
+	if d.cfg.ReadOnly && op != "read" {
+		return 0, 0, fmt.Errorf("%s: %s: %w (opened read-only)", d.name, op, ErrWriteProtected)
+	}
 	bs := int64(d.blockSize)
 	if off < 0 || n < 0 || off%bs != 0 || n%bs != 0 {
 		return 0, 0, fmt.Errorf("iscsi: %s: %s of %d bytes at %d: %w (%d bytes)", d.name, op, n, off, ErrAlignment, bs)

@@ -48,6 +48,9 @@ type livenessInput struct {
 	PingSent   time.Time // zero when no ping is outstanding
 	OldestTask time.Time // send time of the oldest outstanding command (zero: none)
 	OldestOp   string
+	// WindowClosedSince is when commands started waiting behind a CmdSN
+	// window the target keeps closed (zero: not waiting).
+	WindowClosedSince time.Time
 }
 
 // check returns whether to send a ping now, or the error that kills the
@@ -58,6 +61,9 @@ func (l liveness) check(in livenessInput) (ping bool, dead error) {
 	}
 	if !in.OldestTask.IsZero() && in.Now.Sub(in.OldestTask) >= l.Timeout {
 		return false, fmt.Errorf("%w: %s not answered for %v", ErrTimeout, in.OldestOp, in.Now.Sub(in.OldestTask).Round(time.Millisecond))
+	}
+	if !in.WindowClosedSince.IsZero() && in.Now.Sub(in.WindowClosedSince) >= l.Timeout {
+		return false, fmt.Errorf("%w: the target kept the command window closed (MaxCmdSN) for %v", ErrTimeout, in.Now.Sub(in.WindowClosedSince).Round(time.Millisecond))
 	}
 	if in.PingSent.IsZero() && in.Now.Sub(in.LastRecv) >= l.PingInterval {
 		return true, nil

@@ -145,12 +145,9 @@ func readHeader(r io.Reader, d Digests, maxData int) (header, error) {
 	if _, err := io.ReadFull(r, h.pdu.BHS[:]); err != nil {
 		return h, err
 	}
+	// The AHS (at most 1020 bytes) and the header digest are read before
+	// any length is trusted, so a corrupted header is reported as such.
 	ahsLen := int(h.pdu.BHS[4]) * 4
-	h.dataLen = int(h.pdu.BHS[5])<<16 | int(h.pdu.BHS[6])<<8 | int(h.pdu.BHS[7])
-	if h.dataLen > maxData {
-		return h, fmt.Errorf("%w: data segment of %d bytes exceeds the negotiated %d (opcode %#x)",
-			ErrProtocol, h.dataLen, maxData, h.pdu.Opcode())
-	}
 	if ahsLen > 0 {
 		h.pdu.AHS = make([]byte, ahsLen)
 		if _, err := io.ReadFull(r, h.pdu.AHS); err != nil {
@@ -165,6 +162,11 @@ func readHeader(r io.Reader, d Digests, maxData int) (header, error) {
 		if got, want := binary.LittleEndian.Uint32(dig[:]), crc32c(h.pdu.BHS[:], h.pdu.AHS); got != want {
 			return h, fmt.Errorf("%w: header digest %#08x, computed %#08x", ErrDigest, got, want)
 		}
+	}
+	h.dataLen = int(h.pdu.BHS[5])<<16 | int(h.pdu.BHS[6])<<8 | int(h.pdu.BHS[7])
+	if h.dataLen > maxData {
+		return h, fmt.Errorf("%w: data segment of %d bytes exceeds the negotiated %d (opcode %#x)",
+			ErrProtocol, h.dataLen, maxData, h.pdu.Opcode())
 	}
 	return h, nil
 }

@@ -1,6 +1,7 @@
 package iscsi
 
 import (
+	"bufio"
 	"fmt"
 	"io"
 	"time"
@@ -12,20 +13,19 @@ import (
 func (s *session) readLoop() {
 	err := s.readPDUs()
 	s.mu.Lock()
-	if s.err == nil {
-		s.err = err
-	}
+	s.failLocked(err)
 	err = s.err
 	tasks := s.tasks
 	s.tasks = map[uint32]*task{}
 	if s.logout != nil {
 		s.logout <- err
 	}
-	s.cond.Broadcast()
 	s.mu.Unlock()
 	s.nc.Close()
+	<-s.writerDone
+	s.out.shutdown(err)
 	for _, t := range tasks {
-		t.err = fmt.Errorf("iscsi: %s: %w", t.cmd.Op, err)
+		t.err = fmt.Errorf("%s: %w", t.cmd.Op, err)
 		close(t.done)
 	}
 	close(s.dead)
@@ -33,25 +33,24 @@ func (s *session) readLoop() {
 
 func (s *session) readPDUs() error {
 	maxData := int(s.params.MaxRecvDataSegmentLength)
+	rd := directReader{br: s.br, raw: s.nc}
 	for {
-		h, err := readHeader(s.br, s.digests, maxData)
+		h, err := readHeader(rd, s.digests, maxData)
 		if err != nil {
 			if err == io.EOF {
 				return fmt.Errorf("%w: target closed the connection", ErrDisconnected)
 			}
 			return fmt.Errorf("%w: %w", ErrDisconnected, err)
 		}
-		s.mu.Lock()
-		s.lastRecv = s.now()
-		s.mu.Unlock()
+		s.lastRecv.Store(s.now().UnixNano())
 		if h.pdu.Opcode() == opDataIn {
-			if err := s.onDataIn(&h); err != nil {
+			if err := s.onDataIn(rd, &h); err != nil {
 				return err
 			}
 			continue
 		}
 		h.pdu.Data = make([]byte, h.dataLen)
-		if err := readData(s.br, &h, h.pdu.Data, s.digests); err != nil {
+		if err := readData(rd, &h, h.pdu.Data, s.digests); err != nil {
 			return fmt.Errorf("%w: %w", ErrDisconnected, err)
 		}
 		if err := s.dispatch(&h.pdu); err != nil {
@@ -94,7 +93,7 @@ func (s *session) complete(t *task) {
 	close(t.done)
 }
 
-func (s *session) onDataIn(h *header) error {
+func (s *session) onDataIn(rd io.Reader, h *header) error {
 	d, err := decodeDataIn(&h.pdu, h.dataLen)
 	if err != nil {
 		return err
@@ -113,7 +112,7 @@ func (s *session) onDataIn(h *header) error {
 		return fmt.Errorf("%w: Data-In of %d bytes at %d overruns the %d-byte buffer of %s",
 			ErrProtocol, d.Length, d.BufferOffset, len(t.cmd.Read), t.cmd.Op)
 	}
-	if err := readData(s.br, h, t.cmd.Read[d.BufferOffset:d.BufferOffset+uint32(d.Length)], s.digests); err != nil {
+	if err := readData(rd, h, t.cmd.Read[d.BufferOffset:d.BufferOffset+uint32(d.Length)], s.digests); err != nil {
 		return fmt.Errorf("%w: %w", ErrDisconnected, err)
 	}
 	t.dataSN++
@@ -154,13 +153,11 @@ func (s *session) dispatch(p *PDU) error {
 			return fmt.Errorf("%w: R2T for %d bytes at %d beyond the %d-byte write", ErrProtocol, r.Length, r.BufferOffset, len(t.cmd.Write))
 		}
 		s.advance(r.sn, false)
-		// Send from another goroutine: the reader must keep reading or a
+		// Queued, never written here: the reader must keep reading or a
 		// target writing to us while we write to it would deadlock.
-		go func() {
-			s.wmu.Lock()
-			defer s.wmu.Unlock()
-			s.sendData(t, r.TTT, r.BufferOffset, r.Length)
-		}()
+		if err := s.sendData(t, r.TTT, r.BufferOffset, r.Length); err != nil {
+			return err
+		}
 	case opNOPIn:
 		n, err := decodeNOPIn(p)
 		if err != nil {
@@ -174,14 +171,7 @@ func (s *session) dispatch(p *PDU) error {
 		s.mu.Unlock()
 		if n.TTT != reservedTag {
 			// The target pings us: answer with its TTT.
-			go func() {
-				s.wmu.Lock()
-				defer s.wmu.Unlock()
-				s.mu.Lock()
-				o := nopOut{ITT: reservedTag, TTT: n.TTT, LUN: decodeLUN(n.LUN[:]), CmdSN: s.cmdSN, ExpStatSN: s.expStatSN}
-				s.mu.Unlock()
-				s.send(o.encode())
-			}()
+			s.sendNOP(reservedTag, n.TTT, decodeLUN(n.LUN[:]))
 		}
 	case opAsync:
 		a, err := decodeAsync(p)
@@ -221,4 +211,21 @@ func (s *session) dispatch(p *PDU) error {
 		return fmt.Errorf("%w: unexpected opcode %#x from target", ErrProtocol, p.Opcode())
 	}
 	return nil
+}
+
+// directReader reads through a bufio.Reader, but once the buffer is empty
+// a large read (a Data-In segment landing in the caller's buffer) goes
+// straight to the connection instead of being copied twice.
+type directReader struct {
+	br  *bufio.Reader
+	raw io.Reader
+}
+
+const directReadMin = 16 << 10
+
+func (r directReader) Read(p []byte) (int, error) {
+	if r.br.Buffered() == 0 && len(p) >= directReadMin {
+		return r.raw.Read(p)
+	}
+	return r.br.Read(p)
 }

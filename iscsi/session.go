@@ -2,10 +2,10 @@ package iscsi
 
 import (
 	"bufio"
-	"errors"
 	"fmt"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -16,7 +16,8 @@ import (
 // every outstanding and later command gets its error, and the Disk builds a
 // new session.
 //
-// Lock order: wmu before mu. Only the reader completes tasks, so a task's
+// PDUs are queued under mu (so they leave in sequence-number order) and
+// written in batches by outq. Only the reader completes tasks, so a task's
 // read buffer is never written after its caller has been told the outcome.
 type session struct {
 	nc      net.Conn
@@ -27,7 +28,7 @@ type session struct {
 	now     func() time.Time
 	depth   int
 
-	wmu sync.Mutex // serializes writes to nc
+	out *outq // coalesced writes to nc
 
 	mu        sync.Mutex
 	cond      *sync.Cond
@@ -36,14 +37,18 @@ type session struct {
 	expStatSN uint32
 	nextITT   uint32
 	tasks     map[uint32]*task
-	err       error // why the session died (nil while alive)
-	lastRecv  time.Time
+	err       error        // why the session died (nil while alive)
+	lastRecv  atomic.Int64 // UnixNano of the last PDU received
 	pingITT   uint32
 	pingSent  time.Time
 	logoutITT uint32
 	logout    chan error
+	waiters   int       // commands waiting for the CmdSN window or a queue slot
+	closedAt  time.Time // when the watchdog first saw waiters behind a closed window
 
-	dead chan struct{} // closed when the reader has exited and all tasks failed
+	stop       chan struct{} // closed when the session fails (s.err set)
+	writerDone chan struct{} // closed when writeLoop has returned
+	dead       chan struct{} // closed when the reader has exited and all tasks failed
 }
 
 // command is one SCSI command to run.
@@ -83,15 +88,19 @@ func newSession(nc net.Conn, br *bufio.Reader, p Params, last sn, live liveness,
 		nc: nc, br: br, params: p,
 		digests: Digests{Header: p.HeaderDigest, Data: p.DataDigest},
 		live:    live, now: now, depth: depth,
-		cmdSN:     last.ExpCmdSN,
-		win:       window{exp: last.ExpCmdSN, max: last.MaxCmdSN},
-		expStatSN: last.StatSN + 1,
-		nextITT:   1,
-		tasks:     map[uint32]*task{},
-		lastRecv:  now(),
-		dead:      make(chan struct{}),
+		cmdSN:      last.ExpCmdSN,
+		win:        window{exp: last.ExpCmdSN, max: last.MaxCmdSN},
+		expStatSN:  last.StatSN + 1,
+		nextITT:    1,
+		tasks:      map[uint32]*task{},
+		dead:       make(chan struct{}),
+		stop:       make(chan struct{}),
+		writerDone: make(chan struct{}),
+		out:        newOutq(),
 	}
 	s.cond = sync.NewCond(&s.mu)
+	s.lastRecv.Store(now().UnixNano())
+	go s.writeLoop()
 	go s.readLoop()
 	go s.watchdog()
 	return s
@@ -112,15 +121,22 @@ func (s *session) newITT() uint32 {
 	}
 }
 
-// kill records why the session dies and closes the socket; the reader
-// then fails every task.
+// kill records why the session dies (the first reason wins), stops the
+// writer and closes the socket; the reader then fails every task.
 func (s *session) kill(err error) {
 	s.mu.Lock()
-	if s.err == nil {
-		s.err = err
-	}
+	s.failLocked(err)
 	s.mu.Unlock()
 	s.nc.Close()
+}
+
+// failLocked records err as the session's end; s.mu is held.
+func (s *session) failLocked(err error) {
+	if s.err == nil {
+		s.err = err
+		close(s.stop)
+		s.cond.Broadcast()
+	}
 }
 
 // failure returns the error that killed the session, or nil.
@@ -130,18 +146,15 @@ func (s *session) failure() error {
 	return s.err
 }
 
-// send writes one PDU; wmu must be held.
-func (s *session) send(p *PDU) error {
+// enqueue appends one PDU's wire form to the output queue; s.mu is held
+// (so PDUs leave in the order their sequence numbers were assigned). It
+// reports whether the caller must write the queue (see outq.push).
+func (s *session) enqueue(p *PDU, canWrite bool) (bool, error) {
 	bufs, err := p.writeBuffers(s.digests)
 	if err != nil {
-		return err
+		return false, err
 	}
-	if _, err := bufs.WriteTo(s.nc); err != nil {
-		err = fmt.Errorf("iscsi: sending to target: %w", err)
-		s.kill(err)
-		return err
-	}
-	return nil
+	return s.out.push(bufs, canWrite), nil
 }
 
 // exec runs a command and waits for its end. The error is a transport or
@@ -151,42 +164,41 @@ func (s *session) exec(c command) (result, error) {
 		return result{}, fmt.Errorf("iscsi: %s: bidirectional commands are not supported", c.Op)
 	}
 	t := &task{cmd: c, done: make(chan struct{})}
-	s.wmu.Lock()
 	s.mu.Lock()
 	for s.err == nil && (len(s.tasks) >= s.depth || !s.win.open(s.cmdSN)) {
-		s.wmu.Unlock()
+		s.waiters++
 		s.cond.Wait()
-		s.mu.Unlock()
-		s.wmu.Lock()
-		s.mu.Lock()
+		s.waiters--
 	}
 	if s.err != nil {
 		err := s.err
 		s.mu.Unlock()
-		s.wmu.Unlock()
 		return result{}, fmt.Errorf("%w: %w", ErrDisconnected, err)
 	}
 	t.itt = s.newITT()
 	t.sent = s.now()
 	s.tasks[t.itt] = t
-	cmdSN := s.cmdSN
-	s.cmdSN++
-	expStatSN := s.expStatSN
+	mustWrite, err := s.enqueueCommand(t, s.cmdSN, s.expStatSN)
+	if err == nil {
+		s.cmdSN++
+	} else {
+		delete(s.tasks, t.itt)
+	}
 	s.mu.Unlock()
-
-	err := s.sendCommand(t, cmdSN, expStatSN)
-	s.wmu.Unlock()
 	if err != nil {
-		// The reader fails the task once the socket is closed.
-		s.kill(err)
+		return result{}, err
+	}
+	if mustWrite {
+		// A failed write kills the session; the reader then fails the task.
+		s.write()
 	}
 	<-t.done
 	return t.res, t.err
 }
 
-// sendCommand writes the command PDU with its immediate data and any
-// unsolicited Data-Out; wmu is held.
-func (s *session) sendCommand(t *task, cmdSN, expStatSN uint32) error {
+// enqueueCommand queues the command PDU with its immediate data and any
+// unsolicited Data-Out; s.mu is held.
+func (s *session) enqueueCommand(t *task, cmdSN, expStatSN uint32) (bool, error) {
 	c := t.cmd
 	p := s.params
 	total := uint32(len(c.Write))
@@ -211,32 +223,27 @@ func (s *session) sendCommand(t *task, cmdSN, expStatSN uint32) error {
 	}
 	pdu, err := cmd.encode()
 	if err != nil {
-		return err
+		return false, err
 	}
-	if err := s.send(pdu); err != nil {
-		return err
+	mustWrite, err := s.enqueue(pdu, true)
+	if err != nil || unsolicited == imm {
+		return mustWrite, err
 	}
-	if unsolicited > imm {
-		return s.sendData(t, reservedTag, imm, unsolicited-imm)
-	}
-	return nil
+	return mustWrite, s.enqueueData(t, reservedTag, imm, unsolicited-imm)
 }
 
-// sendData sends [off, off+n) of t's write buffer as Data-Out PDUs in
-// pieces the target accepts; wmu is held.
-func (s *session) sendData(t *task, ttt uint32, off, n uint32) error {
+// enqueueData queues [off, off+n) of t's write buffer as Data-Out PDUs in
+// pieces the target accepts; s.mu is held.
+func (s *session) enqueueData(t *task, ttt uint32, off, n uint32) error {
 	end := off + n
 	var dataSN uint32
 	for off < end {
 		l := min(end-off, s.params.MaxSendDataSegmentLength)
-		s.mu.Lock()
-		exp := s.expStatSN
-		s.mu.Unlock()
 		d := dataOut{
-			Final: off+l == end, LUN: t.cmd.LUN, ITT: t.itt, TTT: ttt, ExpStatSN: exp,
+			Final: off+l == end, LUN: t.cmd.LUN, ITT: t.itt, TTT: ttt, ExpStatSN: s.expStatSN,
 			DataSN: dataSN, BufferOffset: off, Data: t.cmd.Write[off : off+l],
 		}
-		if err := s.send(d.encode()); err != nil {
+		if _, err := s.enqueue(d.encode(), false); err != nil {
 			return err
 		}
 		off += l
@@ -245,10 +252,27 @@ func (s *session) sendData(t *task, ttt uint32, off, n uint32) error {
 	return nil
 }
 
+// sendData answers an R2T.
+func (s *session) sendData(t *task, ttt uint32, off, n uint32) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.enqueueData(t, ttt, off, n)
+}
+
+// sendNOP sends a NOP-Out: a ping of ours when itt is set, else the answer
+// to the target's ping ttt.
+func (s *session) sendNOP(itt, ttt uint32, lun uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.err != nil {
+		return
+	}
+	n := nopOut{ITT: itt, TTT: ttt, LUN: lun, CmdSN: s.cmdSN, ExpStatSN: s.expStatSN}
+	s.enqueue(n.encode(), false)
+}
+
 // ping sends a NOP-Out that the target must answer.
 func (s *session) ping() {
-	s.wmu.Lock()
-	defer s.wmu.Unlock()
 	s.mu.Lock()
 	if s.err != nil || !s.pingSent.IsZero() {
 		s.mu.Unlock()
@@ -256,9 +280,9 @@ func (s *session) ping() {
 	}
 	s.pingITT = s.newITT()
 	s.pingSent = s.now()
-	n := nopOut{ITT: s.pingITT, TTT: reservedTag, CmdSN: s.cmdSN, ExpStatSN: s.expStatSN}
+	itt := s.pingITT
 	s.mu.Unlock()
-	s.send(n.encode())
+	s.sendNOP(itt, reservedTag, 0)
 }
 
 // watchdog ticks a few times per timeout and applies the liveness rules.
@@ -274,7 +298,15 @@ func (s *session) watchdog() {
 		case <-tk.C:
 		}
 		s.mu.Lock()
-		in := livenessInput{Now: s.now(), LastRecv: s.lastRecv, PingSent: s.pingSent}
+		in := livenessInput{Now: s.now(), LastRecv: time.Unix(0, s.lastRecv.Load()), PingSent: s.pingSent}
+		if s.waiters > 0 && !s.win.open(s.cmdSN) {
+			if s.closedAt.IsZero() {
+				s.closedAt = in.Now
+			}
+			in.WindowClosedSince = s.closedAt
+		} else {
+			s.closedAt = time.Time{}
+		}
 		for _, t := range s.tasks {
 			if in.OldestTask.IsZero() || t.sent.Before(in.OldestTask) {
 				in.OldestTask, in.OldestOp = t.sent, t.cmd.Op
@@ -294,11 +326,9 @@ func (s *session) watchdog() {
 
 // close logs out (waiting at most the timeout) and closes the connection.
 func (s *session) close() {
-	s.wmu.Lock()
 	s.mu.Lock()
 	if s.err != nil {
 		s.mu.Unlock()
-		s.wmu.Unlock()
 		s.nc.Close()
 		<-s.dead
 		return
@@ -307,9 +337,8 @@ func (s *session) close() {
 	s.logout = make(chan error, 1)
 	l := logoutRequest{ITT: s.logoutITT, CmdSN: s.cmdSN, ExpStatSN: s.expStatSN}
 	ch := s.logout
+	_, err := s.enqueue(l.encode(), false)
 	s.mu.Unlock()
-	err := s.send(l.encode())
-	s.wmu.Unlock()
 	if err == nil {
 		select {
 		case <-ch:
@@ -321,14 +350,12 @@ func (s *session) close() {
 	<-s.dead
 }
 
-// isDead reports whether the session has failed.
+// isDead reports whether the session has failed (or is failing).
 func (s *session) isDead() bool {
 	select {
-	case <-s.dead:
+	case <-s.stop: // failing: its tasks may not all have been failed yet
 		return true
 	default:
 		return false
 	}
 }
-
-var errUnknownTask = errors.New("unknown task")

@@ -81,3 +81,7 @@ func HostPort(h string) string {
 	h = strings.TrimSuffix(strings.TrimPrefix(h, "["), "]")
 	return net.JoinHostPort(h, strconv.Itoa(DefaultPort))
 }
+
+// IsLegSpec reports whether a leg spec is an iscsi:// address (for
+// dispatching in mirror.OpenLeg).
+func IsLegSpec(spec string) bool { return strings.HasPrefix(spec, "iscsi://") }

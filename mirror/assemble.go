@@ -138,7 +138,7 @@ func Assemble(legs [2]Leg, opts Options) (*Volume, error) {
 	}
 	go v.metaLoop()
 	v.mu.Lock()
-	err = v.waitSeq(m.nextSeq)
+	err = v.waitSeq(m.commitSeq())
 	v.mu.Unlock()
 	if err != nil {
 		v.shutdownMeta()

@@ -97,11 +97,18 @@ func (b *bitset) decodeBlock(blk int64, in []byte) error {
 	for i := range tmp {
 		tmp[i] = le.Uint64(in[8*i:])
 	}
-	first := blk * chunksPerBlock
-	for i := range tmp {
-		for bit := 0; bit < 64 && tmp[i] != 0; bit++ {
-			if tmp[i]&(1<<bit) != 0 && first+int64(64*i+bit) >= b.n {
-				return fmt.Errorf("bitmap block %d marks chunk %d beyond the last chunk %d", blk, first+int64(64*i+bit), b.n-1)
+	// Bits past the last chunk (only in the last block) must be clear.
+	if lastOK := b.n - blk*chunksPerBlock; lastOK < chunksPerBlock {
+		for i := range tmp {
+			lo := int64(64 * i)
+			w := tmp[i]
+			if lo+64 > lastOK {
+				if lo < lastOK {
+					w &^= (1 << uint(lastOK-lo)) - 1
+				}
+				if w != 0 {
+					return fmt.Errorf("bitmap block %d marks chunk %d beyond the last chunk %d", blk, blk*chunksPerBlock+lo+int64(bits.TrailingZeros64(w)), b.n-1)
+				}
 			}
 		}
 	}
@@ -117,4 +124,16 @@ func (b *bitset) setBlockAll(blk int64) {
 	for i := lo; i < hi; i++ {
 		b.set(i)
 	}
+}
+
+// String lists the set bits (for logs and test failures).
+func (b *bitset) String() string {
+	if b == nil {
+		return "<nil>"
+	}
+	var out []int64
+	for c := b.next(0); c >= 0 && len(out) < 64; c = b.next(c + 1) {
+		out = append(out, c)
+	}
+	return fmt.Sprint(out)
 }

@@ -87,10 +87,20 @@ func decide(sbs [2]*superblock, names [2]string, keep int, node string) (assembl
 		src, p.view, p.union = 0, a, [2]bool{true, true}
 		full = a.genIndex(lb) < a.genIndex(a.BitmapGen) || a.LegUUIDs[1] != b.LegUUID
 		p.why = "leg 1 is stale (its generation is in leg 0's history)"
+		if a.LegStates[0] != legInSync && a.LegStates[1] == legInSync && a.LegUUIDs[1] == b.LegUUID {
+			// Leg 0 was being rebuilt from leg 1 and got the newer
+			// superblock first: its own view names leg 1 the source.
+			src, full = 1, false
+			p.why = "leg 0 has the newer superblock but records itself out of sync: leg 1 is the source"
+		}
 	case b.genIndex(la) >= 0:
 		src, p.view, p.union = 1, b, [2]bool{true, true}
 		full = b.genIndex(la) < b.genIndex(b.BitmapGen) || b.LegUUIDs[0] != a.LegUUID
 		p.why = "leg 0 is stale (its generation is in leg 1's history)"
+		if b.LegStates[1] != legInSync && b.LegStates[0] == legInSync && b.LegUUIDs[0] == a.LegUUID {
+			src, full = 0, false
+			p.why = "leg 1 has the newer superblock but records itself out of sync: leg 0 is the source"
+		}
 	default:
 		if keep < 0 {
 			return p, splitBrain(sbs, names)

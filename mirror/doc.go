@@ -2,7 +2,28 @@
 // block devices or iSCSI LUNs) into one volume that writes every block to
 // both and never loses an acknowledged write.
 //
-// The on-leg format is documented byte by byte in FORMAT.md. The frontends
-// (mirror/nbd, the kernel /dev/nbdN attach) and the daemon in cmd/mirrord sit
-// on top of a *Volume; this package never imports heartbeat/ or resources/.
+// Create writes fresh metadata on two legs; Assemble opens them as a
+// *Volume that serves reads and writes, survives a leg failing or hanging
+// (it continues degraded), resyncs only what changed when a leg comes back,
+// verifies and repairs online, and refuses to merge legs written separately
+// (split brain):
+//
+//	a, _ := mirror.OpenLeg("/dev/sdb", mirror.LegOptions{})
+//	b, _ := mirror.OpenLeg("/dev/sdc", mirror.LegOptions{})
+//	if _, err := mirror.Create([2]mirror.Leg{a, b}, mirror.CreateOptions{}); err != nil { ... }
+//	opts := mirror.DefaultOptions()            // KeepLeg -1, timeouts, rates
+//	v, err := mirror.Assemble([2]mirror.Leg{a, b}, opts)
+//	var sb *mirror.SplitBrainError
+//	if errors.As(err, &sb) { ... ask the operator, then opts.KeepLeg = 0 or 1 ... }
+//	v.WriteAt(p, off, false); v.Flush(); v.ReadAt(p, off)
+//	st := v.Status()                           // JSON for `mirrorctl status --json`
+//	v.Close()                                  // flush, mark clean
+//
+// The on-leg format is documented byte by byte in FORMAT.md. Decisions
+// about legs and chunks live in one pure state machine (machine.go, with
+// its ordering rules); the Volume performs the I/O it asks for. Time comes
+// from Options.Clock. The frontends (mirror/nbd, the kernel /dev/nbdN
+// attach) and the daemon in cmd/mirrord sit on top of a *Volume; this
+// package never imports heartbeat/ or resources/. Package mirror/legtest
+// holds in-memory and fault-injecting legs for tests.
 package mirror

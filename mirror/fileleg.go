@@ -31,7 +31,7 @@ type LegOptions struct {
 // (ZERO_RANGE, or PUNCH_HOLE|KEEP_SIZE with unmap; both also work on block
 // devices), falling back to writing zeros.
 func OpenLeg(spec string, opts LegOptions) (Leg, error) {
-	if strings.HasPrefix(spec, "iscsi://") {
+	if iscsi.IsLegSpec(spec) {
 		return openISCSILeg(spec, opts)
 	}
 	if strings.Contains(spec, "://") {

@@ -107,3 +107,7 @@ func waitInSync(t testing.TB, v *Volume) {
 		t.Fatalf("WaitInSync: %v (status %+v)", err, v.Status())
 	}
 }
+
+func contextWithTimeout(d time.Duration) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), d)
+}

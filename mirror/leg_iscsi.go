@@ -10,9 +10,17 @@ import (
 
 // openISCSILeg logs in to an iSCSI LUN and returns it as a leg. The login
 // itself is bounded so that a dead array fails the open in seconds.
+//
+// A read-only open (mirrorctl examine) logs in with its own ISID: a second
+// session with the daemon's ISID would make the target reinstate the I_T
+// nexus and drop the running mirrord's session.
 func openISCSILeg(spec string, opts LegOptions) (Leg, error) {
 	cfg := opts.ISCSI
+	cfg.ReadOnly = cfg.ReadOnly || opts.ReadOnly
 	cfg.EnsureDefaults()
+	if opts.ReadOnly && opts.ISCSI.ISID == ([6]byte{}) {
+		cfg.ISID = iscsi.DeriveISID(cfg.InitiatorName + " read-only")
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*cfg.Timeout+5*time.Second)
 	defer cancel()
 	d, err := iscsi.OpenLeg(ctx, spec, cfg)
@@ -24,4 +32,4 @@ func openISCSILeg(spec string, opts LegOptions) (Leg, error) {
 
 // IsNetworkLeg reports whether spec names a leg reached over the network,
 // which the daemon re-adds automatically when it answers again.
-func IsNetworkLeg(spec string) bool { return len(spec) > 8 && spec[:8] == "iscsi://" }
+func IsNetworkLeg(spec string) bool { return iscsi.IsLegSpec(spec) }

@@ -42,22 +42,30 @@ func (v *Volume) clearIdle(all bool) {
 		_ = v.settle(sel, errs, "flush before clearing bits")
 		return
 	}
-	if v.m.clearBits(cands) > 0 {
+	if n := v.m.clearBits(cands); n > 0 {
+		if v.log.Enabled(nil, -4) {
+			v.log.Debug("bits cleared", "cands", fmt.Sprint(cands), "nextSeq", v.m.nextSeq)
+		}
 		v.notify()
 	}
 }
 
-// readdLoop probes failed legs and re-adds the ones that answer again.
+// readdLoop probes failed legs and re-adds the ones that answer again. A
+// leg that fails again within a minute of being re-added is retried with
+// exponential backoff (up to 64 intervals), so a leg with a persistent
+// write error does not churn through resyncs.
 func (v *Volume) readdLoop() {
 	defer v.bg.Done()
+	var st [2]readdState
 	for sleep(v.clock, v.opts.ReAddInterval, v.stop) {
 		for slot := range 2 {
 			v.mu.Lock()
 			leg := v.legs[slot]
-			failed := leg != nil && !v.m.active(slot) && v.m.dead == nil && !v.closing
+			failed := leg != nil && !v.m.active(slot) && !v.parked[slot] && v.m.dead == nil && !v.closing
 			v.mu.Unlock()
-			if !failed || v.outstanding[slot].Load() > 0 {
-				continue // still hung: its old I/O has not returned
+			now := v.clock.Now()
+			if !st[slot].due(failed, now, v.opts.ReAddInterval) || v.outstanding[slot].Load() > 0 {
+				continue // healthy, backing off, or still hung: its old I/O has not returned
 			}
 			var sb *superblock
 			err := v.legIO(slot, leg, "probe", func(l Leg) error {
@@ -72,9 +80,41 @@ func (v *Volume) readdLoop() {
 				v.log.Warn("automatic re-add failed", "slot", slot, "err", err)
 				continue
 			}
+			st[slot].added(now)
 			v.log.Info("leg answered again: re-added", "slot", slot, "leg", leg.Name())
 		}
 	}
+}
+
+// readdState is one slot's AutoReAdd backoff.
+type readdState struct {
+	failedSeen bool
+	attempts   int
+	lastAdd    time.Time
+	notBefore  time.Time
+}
+
+// due reports whether a failed leg should be probed now.
+func (s *readdState) due(failed bool, now time.Time, interval time.Duration) bool {
+	if !failed {
+		s.failedSeen = false
+		return false
+	}
+	if !s.failedSeen {
+		s.failedSeen = true
+		if !s.lastAdd.IsZero() && now.Sub(s.lastAdd) < time.Minute {
+			s.attempts = min(s.attempts+1, 6)
+		} else {
+			s.attempts = 0
+		}
+		s.notBefore = now.Add(interval*time.Duration(1<<s.attempts) - interval)
+	}
+	return !now.Before(s.notBefore)
+}
+
+func (s *readdState) added(now time.Time) {
+	s.lastAdd = now
+	s.failedSeen = false
 }
 
 // AddLeg (re-)adds a leg in a failed or missing slot and starts a resync.
@@ -95,9 +135,20 @@ func (v *Volume) AddLeg(slot int, leg Leg) error {
 		v.mu.Unlock()
 		return fmt.Errorf("slot %d already holds a working leg (%s); fail it first", slot, v.legs[slot].Name())
 	}
+	if v.adding[slot] {
+		v.mu.Unlock()
+		return fmt.Errorf("slot %d: a leg is being added already", slot)
+	}
+	v.adding[slot] = true
+	v.parked[slot] = false
 	old := v.legs[slot]
 	other := v.tmpl[1-slot]
 	v.mu.Unlock()
+	defer func() {
+		v.mu.Lock()
+		v.adding[slot] = false
+		v.mu.Unlock()
+	}()
 	if leg == nil {
 		if old == nil {
 			return fmt.Errorf("slot %d has no previous leg to reopen; name one", slot)
@@ -105,7 +156,7 @@ func (v *Volume) AddLeg(slot int, leg Leg) error {
 		if v.outstanding[slot].Load() > 0 {
 			return fmt.Errorf("leg %s still has I/O in flight from before it failed; try again later", old.Name())
 		}
-		l, err := OpenLeg(old.Name(), LegOptions{})
+		l, err := OpenLeg(old.Name(), v.opts.LegOptions)
 		if err != nil {
 			return fmt.Errorf("reopen leg %d: %w", slot, err)
 		}
@@ -148,11 +199,15 @@ func (v *Volume) AddLeg(slot int, leg Leg) error {
 		}
 	}
 	if full {
-		// Invalidate both superblock copies before anything else lands.
+		// Invalidate both superblock copies before anything else lands, and
+		// give the heartbeat slots a clean start.
 		for _, off := range lay.SBOff {
 			if err := leg.WriteAt(alignedBuf(sbBytes), off, true); err != nil {
 				return fmt.Errorf("add leg %s: %w", leg.Name(), err)
 			}
+		}
+		if err := leg.WriteAt(alignedBuf(other.HBCount*hbSlotBytes), lay.HBOff, false); err != nil {
+			return fmt.Errorf("add leg %s: clearing heartbeat slots: %w", leg.Name(), err)
 		}
 	}
 	t := &superblock{
@@ -168,7 +223,7 @@ func (v *Volume) AddLeg(slot int, leg Leg) error {
 	v.legs[slot], v.tmpl[slot] = leg, t
 	v.outstanding[slot].Store(0)
 	v.log.Info("leg added", "slot", slot, "leg", leg.Name(), "full_resync", full, "chunks", v.m.needCount)
-	err = v.waitSeq(v.m.nextSeq)
+	err = v.waitSeq(v.m.commitSeq())
 	v.mu.Unlock()
 	if err != nil {
 		return err
@@ -195,9 +250,10 @@ func (v *Volume) Close() error {
 		return ErrClosed
 	}
 	v.closing = true
+	v.closingFlag.Store(true)
 	close(v.stop)
 	v.notify()
-	for v.ops > 0 {
+	for v.ops > 0 || v.reads.Load() > 0 {
 		v.cond.Wait()
 	}
 	v.mu.Unlock()
@@ -216,7 +272,7 @@ func (v *Volume) Close() error {
 	v.mu.Lock()
 	if v.m.dead == nil {
 		v.m.markClean()
-		if werr := v.waitSeq(v.m.nextSeq); err == nil {
+		if werr := v.waitSeq(v.m.commitSeq()); err == nil {
 			err = werr
 		}
 	}

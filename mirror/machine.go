@@ -63,6 +63,7 @@ type machine struct {
 	needCount int64
 	pending   map[int64]uint64 // chunk -> metadata seq that makes its set bit durable
 	inflight  map[int64]int    // chunk -> writes in flight
+	writing   []span           // byte ranges of the writes in flight
 	lastWrite map[int64]time.Time
 	stamp     map[int64]uint64 // chunk -> stamp of its last write or copy
 	stampCtr  uint64
@@ -119,6 +120,11 @@ func newMachine(c machineConfig) *machine {
 		m.bits.or(c.bits)
 		m.need.or(c.bits)
 		m.needCount = m.need.count()
+	}
+	// The first metadata write stores the merged bitmap on both legs (and
+	// replaces any block that failed its checks).
+	for b := int64(0); b < m.bits.blocks(); b++ {
+		m.dirtyBlk[b] = struct{}{}
 	}
 	for i := range 2 {
 		if !m.attached[i] {
@@ -186,14 +192,27 @@ type writeTicket struct {
 	err  error
 }
 
-// beginWrite registers a write to chunks [c0, c1]. ok is false when a
-// chunk is locked by a copier: the driver waits for a change and retries.
-func (m *machine) beginWrite(c0, c1 int64, now time.Time) (t writeTicket, ok bool) {
+// span is a byte range [off, end) of a write in flight.
+type span struct{ off, end int64 }
+
+// beginWrite registers a write of n bytes at off. ok is false when a chunk
+// is locked by a copier or an overlapping write is in flight: the driver
+// waits for a change and retries. Overlapping writes are thus issued one
+// after the other, so both legs apply them in the same order (issued in
+// parallel, two legs could finish them in different orders and keep
+// different data in a chunk whose bit is later cleared).
+func (m *machine) beginWrite(off, n int64, now time.Time) (t writeTicket, ok bool) {
 	if m.dead != nil {
 		return writeTicket{err: m.dead}, true
 	}
+	c0, c1 := off/m.chunk, (off+n-1)/m.chunk
 	for c := c0; c <= c1; c++ {
 		if m.locked[c] {
+			return t, false
+		}
+	}
+	for _, w := range m.writing {
+		if w.off < off+n && off < w.end {
 			return t, false
 		}
 	}
@@ -203,6 +222,7 @@ func (m *machine) beginWrite(c0, c1 int64, now time.Time) (t writeTicket, ok boo
 	if !t.legs[0] && !t.legs[1] {
 		return writeTicket{err: ErrNoLeg}, true
 	}
+	m.writing = append(m.writing, span{off, off + n})
 	for c := c0; c <= c1; c++ {
 		m.inflight[c]++
 		m.stampCtr++
@@ -217,8 +237,16 @@ func (m *machine) beginWrite(c0, c1 int64, now time.Time) (t writeTicket, ok boo
 	return t, true
 }
 
-// endWrite: the write to [c0, c1] finished (on every leg, or failed).
-func (m *machine) endWrite(c0, c1 int64, now time.Time) {
+// endWrite: the write of n bytes at off finished (on every leg, or failed).
+func (m *machine) endWrite(off, n int64, now time.Time) {
+	for i, w := range m.writing {
+		if w.off == off && w.end == off+n {
+			m.writing[i] = m.writing[len(m.writing)-1]
+			m.writing = m.writing[:len(m.writing)-1]
+			break
+		}
+	}
+	c0, c1 := off/m.chunk, (off+n-1)/m.chunk
 	for c := c0; c <= c1; c++ {
 		if m.inflight[c]--; m.inflight[c] <= 0 {
 			delete(m.inflight, c)
@@ -257,6 +285,19 @@ func (m *machine) startGeneration() {
 		m.gens = m.gens[len(m.gens)-maxGenerations:]
 	}
 	m.sbDirty = true
+}
+
+// commitSeq is the metadata write that will carry every change made so
+// far: the next one when changes wait, else the one in flight, else the
+// last durable one.
+func (m *machine) commitSeq() uint64 {
+	switch {
+	case m.sbDirty || len(m.dirtyBlk) > 0 || m.fullMeta[0] || m.fullMeta[1]:
+		return m.nextSeq
+	case m.metaBusy:
+		return m.nextSeq - 1
+	}
+	return m.durableSeq
 }
 
 // metaSnap is one metadata write: bitmap blocks and maybe a superblock.
@@ -517,6 +558,9 @@ func (m *machine) nextNeed(from int64) int64 {
 // flushed; stamps are what unlockChunk returned. The checkpoint is where
 // the next pass resumes.
 func (m *machine) copied(chunks []int64, stamps []uint64, checkpoint int64) {
+	if m.source() < 0 || m.dead != nil {
+		return // a leg failed meanwhile: keep every bit (rule 4)
+	}
 	cleared := 0
 	for k, c := range chunks {
 		if m.need.get(c) {
@@ -581,6 +625,16 @@ func (m *machine) addLeg(slot int, uuid [16]byte, full bool, extra *bitset) erro
 	m.fullMeta[slot] = true
 	m.sbDirty = true
 	return nil
+}
+
+// needBytes is how many data bytes the chunks still to copy hold (the last
+// chunk may be short).
+func (m *machine) needBytes(size int64) int64 {
+	b := m.needCount * m.chunk
+	if last := m.nchunks - 1; m.needCount > 0 && m.need.get(last) {
+		b -= m.nchunks*m.chunk - size
+	}
+	return b
 }
 
 // markClean records a clean shutdown (after the driver flushed and cleared).

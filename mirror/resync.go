@@ -34,7 +34,7 @@ func (v *Volume) Resync() error {
 		return fmt.Errorf("resync: no in-sync leg to copy from: %w", ErrNoLeg)
 	}
 	src, dst := v.m.startResync()
-	v.resync = resyncState{running: true, src: src, dst: dst, total: v.m.needCount * v.chunk, started: v.clock.Now()}
+	v.resync = resyncState{running: true, src: src, dst: dst, total: v.m.needBytes(v.size), started: v.clock.Now()}
 	v.log.Info("resync started", "from", src, "to", dst, "bytes", v.resync.total)
 	v.bg.Add(1)
 	go v.resyncLoop(src, dst)
@@ -93,8 +93,10 @@ func (v *Volume) runResync(src, dst int) error {
 			batch, stamps = batch[:0], stamps[:0]
 		}
 		c = next
+		// Yield to application I/O: the floor while it runs, the ceiling
+		// (0: unlimited) when the volume is idle.
 		rate := v.opts.ResyncMaxRate
-		if v.appIO.Load() > 0 {
+		if v.appBusy() {
 			rate = v.opts.ResyncMinRate
 		}
 		if !limiter.wait(rate, min(v.chunk, v.size-c*v.chunk), v.stop) {
@@ -154,6 +156,7 @@ func (v *Volume) commitBatch(src, dst int, batch []int64, stamps []uint64, check
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	v.m.copied(batch, stamps, min(checkpoint, v.m.nchunks))
+	v.log.Debug("resync batch recorded", "chunks", fmt.Sprint(batch), "checkpoint", checkpoint, "nextSeq", v.m.nextSeq)
 	v.notify()
 	return nil
 }
@@ -182,7 +185,7 @@ func (v *Volume) WaitInSync(ctx context.Context) error {
 		case v.m.dead != nil:
 			v.mu.Unlock()
 			return v.m.dead
-		case v.m.bothInSync() && v.m.needCount == 0:
+		case v.m.bothInSync() && v.m.needCount == 0 && !v.resync.running:
 			v.mu.Unlock()
 			return nil
 		case !v.m.active(0) || !v.m.active(1):

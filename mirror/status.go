@@ -54,7 +54,7 @@ func (v *Volume) Status() Status {
 			ls.Path = v.legs[i].Name()
 		}
 		if m.target() == i {
-			ls.OutOfSyncBytes = min(m.needCount*v.chunk, v.size)
+			ls.OutOfSyncBytes = m.needBytes(v.size)
 		}
 		s.Legs[i] = ls
 	}

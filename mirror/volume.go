@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // Volume is an assembled mirror: two legs (or one, degraded) serving one
@@ -26,12 +27,19 @@ type Volume struct {
 	tmpl     [2]*superblock // per-leg fixed superblock fields
 	closing  bool
 	metaStop bool
-	ops      int // application I/Os in flight
-	resync   resyncState
-	verify   verifyState
+	adding   [2]bool // AddLeg in progress for the slot
+	// parked marks a slot the operator failed: AutoReAdd leaves it alone
+	// until the operator adds a leg again.
+	parked [2]bool
+	ops    int // application I/Os in flight
+	resync resyncState
+	verify verifyState
 
 	outstanding [2]atomic.Int64 // leg I/Os in flight, abandoned (timed out) ones included
 	appIO       atomic.Int64    // application I/Os in flight (resync yields to them)
+	appLast     atomic.Int64    // clock time (ns) the last application I/O ended
+	reads       atomic.Int64    // reads in flight (Close waits for them)
+	closingFlag atomic.Bool     // closing, readable without mu
 
 	stop     chan struct{}
 	bg       sync.WaitGroup
@@ -83,39 +91,56 @@ func (v *Volume) Legs() [2]Leg {
 // answer in time gets an ErrTimeout LegError; its call keeps running in
 // the background and is counted in outstanding until it returns.
 func (v *Volume) legIO(slot int, leg Leg, op string, f func(Leg) error) error {
-	v.outstanding[slot].Add(1)
-	done := make(chan error, 1)
-	go func() {
-		err := f(leg)
-		v.outstanding[slot].Add(-1)
-		done <- err
-	}()
-	t := v.clock.NewTimer(v.opts.IOTimeout)
-	defer t.Stop()
-	select {
-	case err := <-done:
-		if err != nil {
-			return &LegError{Slot: slot, Name: leg.Name(), Op: op, Err: err}
-		}
-		return nil
-	case <-t.C():
-		return &LegError{Slot: slot, Name: leg.Name(), Op: op, Err: fmt.Errorf("no answer within %v: %w", v.opts.IOTimeout, ErrTimeout)}
-	}
+	var sel [2]bool
+	var legs [2]Leg
+	sel[slot], legs[slot] = true, leg
+	return v.both(sel, legs, op, f)[slot]
 }
 
-// both runs f on the selected legs in parallel and returns each result.
+// legResult is one leg's answer to a call made by both.
+type legResult struct {
+	slot int
+	err  error
+}
+
+// both runs f on the selected legs in parallel, each call in its own
+// goroutine so that a hung leg cannot hold the caller past the I/O
+// timeout, and returns each leg's result (ErrTimeout for no answer).
 func (v *Volume) both(sel [2]bool, legs [2]Leg, op string, f func(Leg) error) [2]error {
+	done := make(chan legResult, 2)
+	n := 0
+	for i := range 2 {
+		if !sel[i] {
+			continue
+		}
+		n++
+		v.outstanding[i].Add(1)
+		go func() {
+			err := f(legs[i])
+			v.outstanding[i].Add(-1)
+			done <- legResult{i, err}
+		}()
+	}
 	var errs [2]error
-	switch {
-	case sel[0] && sel[1]:
-		done := make(chan struct{})
-		go func() { errs[1] = v.legIO(1, legs[1], op, f); close(done) }()
-		errs[0] = v.legIO(0, legs[0], op, f)
-		<-done
-	case sel[0]:
-		errs[0] = v.legIO(0, legs[0], op, f)
-	case sel[1]:
-		errs[1] = v.legIO(1, legs[1], op, f)
+	var answered [2]bool
+	t := v.clock.NewTimer(v.opts.IOTimeout)
+	defer t.Stop()
+	for n > 0 {
+		select {
+		case r := <-done:
+			n--
+			answered[r.slot] = true
+			if r.err != nil {
+				errs[r.slot] = &LegError{Slot: r.slot, Name: legs[r.slot].Name(), Op: op, Err: r.err}
+			}
+		case <-t.C():
+			for i := range 2 {
+				if sel[i] && !answered[i] {
+					errs[i] = &LegError{Slot: i, Name: legs[i].Name(), Op: op, Err: fmt.Errorf("no answer within %v: %w", v.opts.IOTimeout, ErrTimeout)}
+				}
+			}
+			return errs
+		}
 	}
 	return errs
 }
@@ -168,6 +193,25 @@ func (v *Volume) settle(sel [2]bool, errs [2]error, op string) error {
 	return v.waitSeq(wait)
 }
 
+// appStart counts an application I/O for the resync's yield decision; the
+// returned func ends it.
+func (v *Volume) appStart() func() {
+	v.appIO.Add(1)
+	return func() {
+		v.appLast.Store(v.clock.Now().UnixNano())
+		v.appIO.Add(-1)
+	}
+}
+
+// appBusy: application I/O is running or ended within appIdleAfter.
+func (v *Volume) appBusy() bool {
+	return v.appIO.Load() > 0 || v.clock.Now().UnixNano()-v.appLast.Load() < int64(appIdleAfter)
+}
+
+// appIdleAfter is how long after the last application I/O a resync
+// returns from its floor rate to its ceiling.
+const appIdleAfter = 100 * time.Millisecond
+
 func (v *Volume) checkRange(off, n int64) error {
 	if off < 0 || n < 0 || off+n > v.size {
 		return fmt.Errorf("[%d, +%d) with volume size %d: %w", off, n, v.size, ErrRange)
@@ -195,9 +239,7 @@ func (v *Volume) Zero(off, length int64, unmap bool) error {
 }
 
 func (v *Volume) write(off, n int64, op string, f func(Leg) error) error {
-	c0, c1 := off/v.chunk, (off+n-1)/v.chunk
-	v.appIO.Add(1)
-	defer v.appIO.Add(-1)
+	defer v.appStart()()
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	if v.closing {
@@ -205,7 +247,7 @@ func (v *Volume) write(off, n int64, op string, f func(Leg) error) error {
 	}
 	var t writeTicket
 	for ok := false; !ok; {
-		if t, ok = v.m.beginWrite(c0, c1, v.clock.Now()); !ok {
+		if t, ok = v.m.beginWrite(off, n, v.clock.Now()); !ok {
 			v.cond.Wait()
 		}
 	}
@@ -214,7 +256,7 @@ func (v *Volume) write(off, n int64, op string, f func(Leg) error) error {
 	}
 	v.ops++
 	defer func() {
-		v.m.endWrite(c0, c1, v.clock.Now())
+		v.m.endWrite(off, n, v.clock.Now())
 		v.ops--
 		v.notify()
 	}()
@@ -230,8 +272,7 @@ func (v *Volume) write(off, n int64, op string, f func(Leg) error) error {
 
 // Flush makes every completed write durable on both legs.
 func (v *Volume) Flush() error {
-	v.appIO.Add(1)
-	defer v.appIO.Add(-1)
+	defer v.appStart()()
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	if v.closing {
@@ -259,8 +300,7 @@ func (v *Volume) ReadAt(p []byte, off int64) error {
 		return err
 	}
 	c0, c1 := off/v.chunk, (off+n-1)/v.chunk
-	v.appIO.Add(1)
-	defer v.appIO.Add(-1)
+	defer v.appStart()()
 	v.mu.Lock()
 	if v.closing {
 		v.mu.Unlock()
@@ -272,14 +312,23 @@ func (v *Volume) ReadAt(p []byte, off int64) error {
 		return err
 	}
 	leg := v.legs[slot]
-	v.ops++
+	v.reads.Add(1)
 	v.mu.Unlock()
-	defer func() { v.mu.Lock(); v.ops--; v.notify(); v.mu.Unlock() }()
+	defer v.readDone()
 	rerr := v.legIO(slot, leg, "read", func(l Leg) error { return l.ReadAt(p, off) })
 	if rerr == nil {
 		return nil
 	}
 	return v.readRecover(slot, p, off, c0, c1, rerr)
+}
+
+// readDone ends a read; the last one wakes a Close waiting to drain.
+func (v *Volume) readDone() {
+	if v.reads.Add(-1) == 0 && v.closingFlag.Load() {
+		v.mu.Lock()
+		v.notify()
+		v.mu.Unlock()
+	}
 }
 
 // readRecover retries a failed read on the other leg and repairs the bad
@@ -372,6 +421,7 @@ func (v *Volume) FailLeg(slot int) error {
 	if err != nil {
 		return err
 	}
+	v.parked[slot] = true
 	v.log.Warn("leg failed by operator", "slot", slot)
 	return v.waitSeq(seq)
 }

@@ -49,6 +49,8 @@ func newRootCmd() *cobra.Command {
 		newLegCmd(g),
 		newResyncCmd(g),
 		newVerifyCmd(g),
+		newNodesCmd(g),
+		newISCSICmd(),
 	)
 	return root
 }

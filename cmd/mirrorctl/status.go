@@ -21,7 +21,13 @@ type volumeStatus struct {
 		Device      string   `json:"device,omitempty"`
 		Connections int      `json:"connections"`
 	} `json:"nbd"`
+	// Cluster is heartbeat.Status when mirrord runs membership.
+	Cluster json.RawMessage `json:"cluster,omitempty"`
 }
+
+// hasVolume reports whether mirrord answered with a volume (it may run
+// cluster membership alone).
+func (st volumeStatus) hasVolume() bool { return st.State != "" }
 
 func getStatus(g *globals) (volumeStatus, error) {
 	var st volumeStatus
@@ -54,7 +60,17 @@ degraded, resyncing, split or failed, 1 when mirrord cannot be reached.`,
 					return err
 				}
 			} else {
-				printStatus(cmd.OutOrStdout(), st)
+				if st.hasVolume() || len(st.Cluster) == 0 {
+					printStatus(cmd.OutOrStdout(), st)
+				}
+				if len(st.Cluster) > 0 {
+					if err := renderCluster(cmd.OutOrStdout(), st.Cluster); err != nil {
+						return err
+					}
+				}
+			}
+			if !st.hasVolume() && len(st.Cluster) > 0 {
+				return nil // membership only: nodes and media are shown above
 			}
 			if st.State != "clean" {
 				return exitCode(2)

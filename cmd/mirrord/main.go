@@ -25,6 +25,7 @@ func newRootCmd() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
+	addClusterMode(root) // mirrord --config FILE: membership (cluster.go)
 	// Each subcommand lives in its own file; add new ones here.
 	root.AddCommand(
 		newVolumeCmd(),

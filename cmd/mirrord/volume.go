@@ -10,6 +10,8 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime/pprof"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -18,6 +20,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/hamirror/hamirror/cmd/internal/control"
+	"github.com/hamirror/hamirror/cmd/internal/legopts"
 	"github.com/hamirror/hamirror/mirror"
 	"github.com/hamirror/hamirror/mirror/nbd"
 )
@@ -36,7 +39,9 @@ type volumeFlags struct {
 	resyncMin  string
 	resyncMax  string
 	kernConns  int
+	ioctl      bool
 	cpuprofile string
+	leg        legopts.Flags
 }
 
 // newVolumeCmd: `mirrord volume --leg LEG --leg LEG --listen unix:PATH ...`.
@@ -77,10 +82,12 @@ the volume clean on disk.`,
 	fl.StringVar(&f.name, "name", "hamirror", "NBD export name")
 	fl.BoolVar(&f.readOnly, "read-only", false, "export read-only")
 	fl.DurationVar(&f.ioTimeout, "io-timeout", 5*time.Second, "per-leg I/O timeout; a leg that exceeds it is failed")
-	fl.BoolVar(&f.autoReAdd, "auto-readd", false, "re-add a failed leg automatically when it answers again")
+	fl.BoolVar(&f.autoReAdd, "auto-readd", true, "re-add a failed iscsi:// leg automatically when its array answers again (file and block-device legs come back with 'mirrorctl leg add')")
+	f.leg.Add(fl, false)
 	fl.StringVar(&f.resyncMin, "resync-min-rate", "10M", "resync rate kept even under application I/O (bytes/s)")
 	fl.StringVar(&f.resyncMax, "resync-max-rate", "0", "resync rate ceiling when idle (bytes/s, 0: unlimited)")
 	fl.IntVar(&f.kernConns, "device-connections", 2, "sockets the kernel spreads /dev/nbdN I/O over")
+	fl.BoolVar(&f.ioctl, "device-ioctl", false, "attach --device with the legacy ioctls instead of netlink (no reclaim after a crash)")
 	fl.StringVar(&f.cpuprofile, "cpuprofile", "", "write a CPU profile here until exit (benchmarks)")
 	fl.MarkHidden("cpuprofile")
 	return c
@@ -154,7 +161,7 @@ func runVolume(ctx context.Context, f *volumeFlags) error {
 
 	var legs [2]mirror.Leg
 	for i, spec := range f.legs {
-		l, err := mirror.OpenLeg(spec, mirror.LegOptions{})
+		l, err := mirror.OpenLeg(spec, f.legOptions())
 		if err != nil {
 			log.Warn("leg cannot be opened; assembling without it (mirrorctl leg add brings it back)", "leg", spec, "err", err)
 			continue
@@ -167,7 +174,8 @@ func runVolume(ctx context.Context, f *volumeFlags) error {
 	opts := mirror.DefaultOptions()
 	opts.IOTimeout = f.ioTimeout
 	opts.KeepLeg = f.keepLeg
-	opts.AutoReAdd = f.autoReAdd
+	opts.AutoReAdd = f.autoReAdd && slices.ContainsFunc(f.legs, mirror.IsNetworkLeg)
+	opts.LegOptions = f.legOptions()
 	opts.ResyncMinRate, opts.ResyncMaxRate = minRate, maxRate
 	opts.Logger = log
 	vol, err := mirror.Assemble(legs, opts)
@@ -190,14 +198,17 @@ func runVolume(ctx context.Context, f *volumeFlags) error {
 		vol.Close()
 		return err
 	}
-	d := &daemon{vol: vol, srv: srv, log: log}
+	d := &daemon{vol: vol, srv: srv, log: log, legOpt: f.legOptions()}
+	d.register(ctl)
 	for _, addr := range f.listen {
 		ln, err := nbd.Listen(addr)
 		if err != nil {
 			d.shutdown()
 			return err
 		}
+		d.mu.Lock()
 		d.listen = append(d.listen, addr)
+		d.mu.Unlock()
 		d.wg.Add(1)
 		go func() {
 			defer d.wg.Done()
@@ -212,15 +223,16 @@ func runVolume(ctx context.Context, f *volumeFlags) error {
 			log.Warn("cannot fully protect mirrord from deadlocking on its own device", "err", err)
 		}
 		dev, err := nbd.Attach(srv, nbd.AttachOptions{Device: f.device, Connections: f.kernConns,
-			Identifier: "hamirror:" + st.VolumeUUID, Logger: log})
+			Identifier: "hamirror:" + st.VolumeUUID, ForceIoctl: f.ioctl, Logger: log})
 		if err != nil {
 			d.shutdown()
 			return err
 		}
+		d.mu.Lock()
 		d.dev = dev
+		d.mu.Unlock()
 		log.Info("kernel device attached", "device", dev.Path, "reclaimed", dev.Reclaimed)
 	}
-	d.register(ctl)
 	<-ctx.Done()
 	log.Info("shutting down: draining NBD requests, flushing both legs")
 	if err := d.shutdown(); err != nil {
@@ -232,16 +244,21 @@ func runVolume(ctx context.Context, f *volumeFlags) error {
 
 // daemon is a running volume and what serves it.
 type daemon struct {
-	vol    *mirror.Volume
-	srv    *nbd.Server
+	vol *mirror.Volume
+	srv *nbd.Server
+	log *slog.Logger
+	wg  sync.WaitGroup
+
+	mu     sync.Mutex // guards what control handlers read while starting
 	dev    *nbd.Device
 	listen []string
-	log    *slog.Logger
-	wg     sync.WaitGroup
+	legOpt mirror.LegOptions // how leg-add opens a named replacement leg
 }
 
 func (d *daemon) status() daemonStatus {
-	s := daemonStatus{Status: d.vol.Status(), NBD: nbdStatus{Listen: d.listen, Connections: d.srv.Connections()}}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	s := daemonStatus{Status: d.vol.Status(), NBD: nbdStatus{Listen: append([]string(nil), d.listen...), Connections: d.srv.Connections()}}
 	if d.dev != nil {
 		s.NBD.Device = d.dev.Path
 	}
@@ -268,7 +285,7 @@ func (d *daemon) register(ctl *control.Server) {
 		}
 		var leg mirror.Leg
 		if a.Path != "" {
-			l, err := mirror.OpenLeg(a.Path, mirror.LegOptions{})
+			l, err := mirror.OpenLeg(a.Path, d.legOpt)
 			if err != nil {
 				return nil, fmt.Errorf("leg add %d: %w", a.Slot, err)
 			}
@@ -315,8 +332,11 @@ func decodeArgs(raw json.RawMessage, v any) error {
 // then closes the volume (flush both legs, mark clean).
 func (d *daemon) shutdown() error {
 	var errs []error
-	if d.dev != nil {
-		if err := d.dev.Detach(); err != nil {
+	d.mu.Lock()
+	dev := d.dev
+	d.mu.Unlock()
+	if dev != nil {
+		if err := dev.Detach(); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -390,9 +410,18 @@ func parseRate(s string) (int64, error) {
 			mult, t = 1<<30, t[:n-1]
 		}
 	}
-	var v int64
-	if _, err := fmt.Sscan(t, &v); err != nil || v < 0 {
+	v, err := strconv.ParseInt(t, 10, 64)
+	if err != nil || v < 0 || v > (1<<62)/mult {
 		return 0, fmt.Errorf("%q is not a rate (examples: 0, 512K, 10M)", s)
 	}
 	return v * mult, nil
+}
+
+// legOptions opens legs with the iSCSI settings of the command line; the
+// initiator gives up a little before the engine's own I/O timeout so the
+// leg fails with the iSCSI error that names the cause.
+func (f *volumeFlags) legOptions() mirror.LegOptions {
+	o := f.leg.LegOptions(false)
+	o.ISCSI.Timeout = max(f.ioTimeout*9/10, 500*time.Millisecond)
+	return o
 }

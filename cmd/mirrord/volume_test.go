@@ -41,9 +41,17 @@ func binaries(t *testing.T) (mirrord, mirrorctl string) {
 		if buildErr != nil {
 			return
 		}
-		out, err := exec.Command("go", "build", "-o", binDir+"/", "github.com/hamirror/hamirror/cmd/mirrord", "github.com/hamirror/hamirror/cmd/mirrorctl").CombinedOutput()
-		if err != nil {
-			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+		for _, name := range []string{"mirrord", "mirrorctl"} {
+			bin := filepath.Join(binDir, name)
+			out, err := exec.Command("go", "build", "-o", bin, "github.com/hamirror/hamirror/cmd/"+name).CombinedOutput()
+			if err != nil {
+				buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+				return
+			}
+			if err := os.Chmod(bin, 0o755); err != nil {
+				buildErr = err
+				return
+			}
 		}
 	})
 	if buildErr != nil {

@@ -15,6 +15,10 @@ import (
 	"golang.org/x/sync/semaphore"
 )
 
+// smallPayload: requests up to this size are bounded by the in-flight
+// slots alone, larger ones also by the byte budget.
+const smallPayload = 64 << 10
+
 // maxDiscard is how much refused write payload the server reads and throws
 // away to stay in step with a client; beyond it the client is dropped.
 const maxDiscard = 64 << 20
@@ -33,12 +37,13 @@ type conn struct {
 	wmu     sync.Mutex
 	bw      *bufio.Writer
 	werr    error        // sticky write error
+	wfailed atomic.Bool  // werr is set (read without wmu)
 	pending atomic.Int32 // replies waiting for wmu or being written
 
-	sem      chan struct{} // one token per request in flight
+	sem      chan struct{}       // one token per request in flight
 	budget   *semaphore.Weighted // payload bytes buffered by requests in flight
-	work     chan *job     // hands requests to idle workers
-	workers  int           // started workers (transmit goroutine only)
+	work     chan *job           // hands requests to idle workers
+	workers  int                 // started workers (transmit goroutine only)
 	workerWG sync.WaitGroup
 
 	stopping atomic.Bool  // Shutdown: read no more requests
@@ -48,7 +53,7 @@ type conn struct {
 
 // job is one request being served.
 type job struct {
-	req Request
+	req    Request
 	buf    []byte // write payload (from the pool), nil otherwise
 	weight int64  // bytes held in conn.budget
 	inline bool   // served by the reading goroutine itself
@@ -77,15 +82,19 @@ func (c *conn) observe(d time.Duration) {
 }
 
 func newConn(s *Server, nc net.Conn) *conn {
-	return &conn{
-		s:    s,
-		nc:   nc,
-		br:   bufio.NewReaderSize(nc, 128<<10),
-		bw:   bufio.NewWriterSize(nc, 128<<10),
+	c := &conn{
+		s:      s,
+		nc:     nc,
+		br:     bufio.NewReaderSize(nc, 128<<10),
+		bw:     bufio.NewWriterSize(nc, 128<<10),
 		sem:    make(chan struct{}, s.opts.MaxInFlight),
 		budget: semaphore.NewWeighted(int64(s.opts.MaxBuffered)),
-		work: make(chan *job),
+		work:   make(chan *job),
 	}
+	// Assume a slow backend until it proves fast: a first request that
+	// stalls must not keep the connection from reading the next ones.
+	c.latency.Store(int64(time.Millisecond))
+	return c
 }
 
 // stopReading makes transmit stop after the request it is reading (used by
@@ -140,11 +149,16 @@ func (c *conn) transmit(sess session) (err error) {
 			return nil
 		}
 		v := lim.validate(req)
+		// Requests served inline hold no slot: the reading goroutine is
+		// busy with them, so they add nothing to what is in flight. Small
+		// payloads are bounded by the slots alone (MaxInFlight x 64 KiB);
+		// larger ones also take their size from the byte budget.
+		inline := v.errno == 0 && c.inlineOK(req)
 		weight := int64(0)
-		if v.errno == 0 && (req.Type == CmdRead || req.Type == CmdWrite) {
-			weight = int64(req.Length)
-		}
-		if v.errno == 0 {
+		if v.errno == 0 && !inline {
+			if (req.Type == CmdRead || req.Type == CmdWrite) && req.Length > smallPayload {
+				weight = int64(req.Length)
+			}
 			c.sem <- struct{}{}
 			c.budget.Acquire(context.Background(), weight)
 		}
@@ -161,8 +175,10 @@ func (c *conn) transmit(sess session) (err error) {
 				buf = c.s.pool.get(int(req.Length))
 				if _, err := io.ReadFull(c.br, buf); err != nil {
 					c.s.pool.put(buf)
-					c.budget.Release(weight)
-					<-c.sem
+					if !inline {
+						c.budget.Release(weight)
+						<-c.sem
+					}
 					return fmt.Errorf("nbd: reading write payload: %w", err)
 				}
 			}
@@ -171,14 +187,13 @@ func (c *conn) transmit(sess session) (err error) {
 			c.replyError(req, v.errno, v.reason)
 			continue
 		}
-		j := &job{req: req, buf: buf, weight: weight}
-		if c.inlineOK(req) {
-			j.inline = true
-			c.serve(j)
+		if inline {
+			j := job{req: req, buf: buf, inline: true}
+			c.serve(&j)
 		} else {
-			c.dispatch(j)
+			c.dispatch(&job{req: req, buf: buf, weight: weight})
 		}
-		if c.broken() {
+		if c.wfailed.Load() {
 			return fmt.Errorf("nbd: writing replies: %w", c.writeErr())
 		}
 	}
@@ -211,10 +226,12 @@ func (c *conn) worker(first *job) {
 
 // serve executes one validated request and sends its reply.
 func (c *conn) serve(j *job) {
-	defer func() {
-		c.budget.Release(j.weight)
-		<-c.sem
-	}()
+	if !j.inline {
+		defer func() {
+			c.budget.Release(j.weight)
+			<-c.sem
+		}()
+	}
 	b := c.s.backend
 	r := j.req
 	off, n := int64(r.Offset), int64(r.Length)
@@ -319,6 +336,7 @@ func (c *conn) send(hdr, data []byte, later bool) {
 // fail records a write error and closes the connection so the reader stops.
 func (c *conn) fail(err error) {
 	c.werr = err
+	c.wfailed.Store(true)
 	c.nc.Close()
 }
 
@@ -331,12 +349,6 @@ func (c *conn) flushOut() {
 			c.fail(err)
 		}
 	}
-}
-
-func (c *conn) broken() bool {
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
-	return c.werr != nil
 }
 
 func (c *conn) writeErr() error {

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -176,5 +177,27 @@ func TestSeveralClientsAtOnce(t *testing.T) {
 	}
 	if !bytes.Equal(mem.snapshot()[:8<<20], img) {
 		t.Fatal("first half differs from what nbdcopy wrote while fio ran beside it")
+	}
+}
+
+// TCP is opened only on the address given, and real clients use it.
+func TestTCPListenerWithNbdinfo(t *testing.T) {
+	requireTool(t, "nbdinfo")
+	srv, err := NewServer(newMem(1<<20, 512), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := Listen("tcp:127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(ln)
+	defer srv.Close()
+	out := run(t, "nbdinfo", "--size", "nbd://"+ln.Addr().String())
+	if strings.TrimSpace(out) != "1048576" {
+		t.Fatalf("nbdinfo over TCP: %q", out)
+	}
+	if ln.Addr().(*net.TCPAddr).IP.String() != "127.0.0.1" {
+		t.Fatalf("listening on %v, not only the address asked for", ln.Addr())
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/mdlayher/genetlink"
@@ -63,10 +64,21 @@ type Device struct {
 
 	srv     *Server
 	log     *slog.Logger
+	opts    AttachOptions
 	serveWG sync.WaitGroup
 	file    *os.File   // ioctl path: the open device
 	doIt    chan error // ioctl path: NBD_DO_IT's result
 	once    sync.Once
+
+	// Netlink path: a kernel connection that ends without a DISCONNECT
+	// (the kernel timed a request out and shut the socket, or the server
+	// dropped it) is replaced with RECONFIGURE, so the device never waits
+	// DeadConnTimeout for nothing.
+	dialNL      func() (nbdGenl, genetlink.Family, func(), error)
+	detaching   atomic.Bool
+	lost        chan struct{} // one token per connection that ended
+	stopMonitor chan struct{}
+	monitorDone chan struct{}
 }
 
 // deviceIndex parses "/dev/nbdN" ("" gives -1).
@@ -120,11 +132,18 @@ func (d *Device) socketPairs(n int) ([]int, error) {
 			return nil, fmt.Errorf("nbd: socketpair: %w", err)
 		}
 		kernel = append(kernel, fds[1])
+		name := d.nameOr("the nbd device")
 		d.serveWG.Add(1)
 		go func() {
 			defer d.serveWG.Done()
-			if err := d.srv.ServeTransmission(nc); err != nil {
-				d.log.Warn("kernel nbd connection ended", "device", d.Path, "err", err)
+			err := d.srv.ServeTransmission(nc)
+			if d.detaching.Load() {
+				return
+			}
+			d.log.Warn("kernel nbd connection ended", "device", name, "err", err)
+			select {
+			case d.lost <- struct{}{}:
+			default:
 			}
 		}()
 	}
@@ -159,7 +178,7 @@ func Attach(srv *Server, opts AttachOptions) (*Device, error) {
 	if err != nil {
 		return nil, err
 	}
-	d := &Device{Index: idx, Path: opts.Device, srv: srv, log: opts.Logger}
+	d := newDevice(srv, idx, opts)
 	if !opts.ForceIoctl {
 		nl, err := genetlink.Dial(nil)
 		if err == nil {
@@ -167,9 +186,11 @@ func Attach(srv *Server, opts AttachOptions) (*Device, error) {
 			fam, ferr := nl.GetFamily(genlFamily)
 			if ferr == nil {
 				if err := d.attachNetlink(nl, fam, opts); err != nil {
+					d.detaching.Store(true)
 					d.stopServing()
 					return nil, err
 				}
+				d.startMonitor()
 				return d, nil
 			}
 			err = ferr
@@ -183,10 +204,93 @@ func Attach(srv *Server, opts AttachOptions) (*Device, error) {
 		return nil, errors.New("nbd: the ioctl path needs a device path (/dev/nbdN)")
 	}
 	if err := d.attachIoctl(opts); err != nil {
+		d.detaching.Store(true)
 		d.stopServing()
 		return nil, err
 	}
 	return d, nil
+}
+
+func newDevice(srv *Server, idx int, opts AttachOptions) *Device {
+	path := opts.Device
+	return &Device{Index: idx, Path: path, srv: srv, log: opts.Logger, opts: opts,
+		lost: make(chan struct{}, 64), dialNL: dialGenl}
+}
+
+// dialGenl opens a generic netlink connection to the kernel's nbd family.
+func dialGenl() (nbdGenl, genetlink.Family, func(), error) {
+	nl, err := genetlink.Dial(nil)
+	if err != nil {
+		return nil, genetlink.Family{}, nil, fmt.Errorf("nbd: netlink: %w", err)
+	}
+	fam, err := nl.GetFamily(genlFamily)
+	if err != nil {
+		nl.Close()
+		return nil, genetlink.Family{}, nil, fmt.Errorf("nbd: the kernel's nbd netlink family is unavailable: %w", err)
+	}
+	return nl, fam, func() { nl.Close() }, nil
+}
+
+// startMonitor replaces kernel connections that end while attached.
+func (d *Device) startMonitor() {
+	d.stopMonitor = make(chan struct{})
+	d.monitorDone = make(chan struct{})
+	go d.monitor()
+}
+
+func (d *Device) monitor() {
+	defer close(d.monitorDone)
+	for {
+		select {
+		case <-d.stopMonitor:
+			return
+		case <-d.lost:
+		}
+		for attempt := 1; ; attempt++ {
+			err := d.replaceSocket()
+			if err == nil {
+				d.log.Info("gave the kernel a new nbd connection", "device", d.Path)
+				break
+			}
+			// The kernel may not have marked the old socket dead yet
+			// (ENOSPC): retry a few times; anything else is final.
+			if !errors.Is(err, unix.ENOSPC) || attempt >= 20 {
+				d.log.Error("cannot replace a lost kernel nbd connection", "device", d.Path, "err", err)
+				break
+			}
+			select {
+			case <-d.stopMonitor:
+				return
+			case <-time.After(250 * time.Millisecond):
+			}
+		}
+	}
+}
+
+// replaceSocket hands the kernel one fresh connection with RECONFIGURE.
+func (d *Device) replaceSocket() error {
+	nl, fam, closeNL, err := d.dialNL()
+	if err != nil {
+		return err
+	}
+	defer closeNL()
+	fds, err := d.socketPairs(1)
+	if err != nil {
+		return err
+	}
+	defer closeFDs(fds)
+	attrs, err := encodeReconfigure(d.Index, d.opts.Identifier, uint64(d.opts.DeadConnTimeout/time.Second), fds)
+	if err != nil {
+		return err
+	}
+	_, err = nl.Execute(genetlink.Message{
+		Header: genetlink.Header{Command: nlCmdReconfigure, Version: fam.Version},
+		Data:   attrs,
+	}, fam.ID, netlink.Request|netlink.Acknowledge)
+	if err != nil {
+		return fmt.Errorf("nbd: netlink RECONFIGURE of %s: %w", d.Path, err)
+	}
+	return nil
 }
 
 // nbdGenl is the slice of genetlink.Conn the attach code uses (a fake
@@ -296,7 +400,8 @@ func netlinkStatus(nl nbdGenl, fam genetlink.Family, index int) (DeviceStatus, e
 			}
 		}
 	}
-	return DeviceStatus{}, fmt.Errorf("nbd: /dev/nbd%d does not exist (nbd module loaded with too few nbds_max?)", index)
+	// No such device yet: CONNECT with its index creates it (nbds_max=0).
+	return DeviceStatus{Index: index}, nil
 }
 
 func (d *Device) nameOr(s string) string {
@@ -373,6 +478,11 @@ func (d *Device) Detach() error {
 }
 
 func (d *Device) detach() error {
+	d.detaching.Store(true)
+	if d.stopMonitor != nil {
+		close(d.stopMonitor)
+		<-d.monitorDone
+	}
 	if f, err := os.OpenFile(d.Path, os.O_RDWR, 0); err == nil {
 		f.Sync() // write back the block device's page cache (FLUSH reaches the legs)
 		f.Close()

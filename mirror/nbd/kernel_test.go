@@ -7,7 +7,9 @@ import (
 	"io"
 	"net"
 	"os"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/mdlayher/genetlink"
 	"github.com/mdlayher/genetlink/genltest"
@@ -22,6 +24,7 @@ import (
 
 // fakeKernel is the nbd genetlink family as the tests need it.
 type fakeKernel struct {
+	mu        sync.Mutex // the fake is called from the device's monitor too
 	t         *testing.T
 	connected map[int]bool
 	cmds      []uint8
@@ -29,6 +32,7 @@ type fakeKernel struct {
 	ident     string
 	socks     []net.Conn // the kernel ends it took
 	err       error      // returned by the next CONNECT/RECONFIGURE
+	reconf    chan int   // if set, gets the socket count of each RECONFIGURE
 }
 
 var fakeFamily = genetlink.Family{ID: 0x42, Version: 1, Name: genlFamily}
@@ -38,6 +42,8 @@ func (k *fakeKernel) dial() *genetlink.Conn {
 }
 
 func (k *fakeKernel) serve(greq genetlink.Message, nreq netlink.Message) ([]genetlink.Message, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
 	if greq.Header.Command == 0 {
 		return nil, io.EOF // a receive with nothing queued
 	}
@@ -113,6 +119,12 @@ func (k *fakeKernel) serve(greq genetlink.Message, nreq netlink.Message) ([]gene
 			return nil, k.err
 		}
 		take()
+		if k.reconf != nil {
+			select {
+			case k.reconf <- len(fds):
+			default:
+			}
+		}
 		return nil, io.EOF // no reply message, just the ack
 	case nlCmdStatus:
 		ae := netlink.NewAttributeEncoder()
@@ -153,7 +165,7 @@ func newKernelDevice(t *testing.T, mem *memBackend, path string) (*Device, *Serv
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &Device{Index: idx, Path: path, srv: srv, log: srv.opts.Logger}, srv
+	return newDevice(srv, idx, AttachOptions{Device: path, Logger: srv.opts.Logger, DeadConnTimeout: 120e9}), srv
 }
 
 // kernelIO does one write and one read as the kernel would: simple replies.
@@ -253,12 +265,13 @@ func TestNetlinkConnectErrors(t *testing.T) {
 		t.Fatalf("busy device: %v", err)
 	}
 	d.stopServing() // the kernel never took the sockets: serving ends
-	// A device index the kernel does not have.
+	// A device index the kernel does not have yet is not connected:
+	// CONNECT with that index creates it.
 	k2 := &fakeKernel{t: t, connected: map[int]bool{}}
 	nl2 := k2.dial()
 	defer nl2.Close()
-	if _, err := netlinkStatus(nl2, fakeFamily, 9); err == nil {
-		t.Fatal("status of a missing device succeeded")
+	if st, err := netlinkStatus(nl2, fakeFamily, 9); err != nil || st.Connected || st.Index != 9 {
+		t.Fatalf("status of a missing device: %+v, %v", st, err)
 	}
 }
 
@@ -304,5 +317,55 @@ func TestNetlinkMessageEncoding(t *testing.T) {
 	}
 	if n, err := deviceIndex("/dev/nbd12"); n != 12 || err != nil {
 		t.Errorf("deviceIndex(/dev/nbd12) = %d, %v", n, err)
+	}
+}
+
+// The kernel shuts one connection (a request timed out): mirrord gives it a
+// new one with RECONFIGURE instead of leaving the device one socket short.
+func TestLostKernelConnectionIsReplaced(t *testing.T) {
+	k := &fakeKernel{t: t, connected: map[int]bool{}, reconf: make(chan int, 1)}
+	nl := k.dial()
+	defer nl.Close()
+	d, _ := newKernelDevice(t, newMem(1<<20, 512), "/dev/nbd0")
+	d.dialNL = func() (nbdGenl, genetlink.Family, func(), error) { return nl, fakeFamily, func() {}, nil }
+	if err := d.attachNetlink(nl, fakeFamily, AttachOptions{Connections: 2, Identifier: "hamirror:y"}); err != nil {
+		t.Fatal(err)
+	}
+	k.mu.Lock()
+	first := k.socks[0]
+	k.mu.Unlock()
+	d.startMonitor()
+	first.Close() // the kernel's shutdown of a timed-out socket
+	select {
+	case n := <-k.reconf:
+		if n != 1 {
+			t.Fatalf("RECONFIGURE with %d sockets, want 1", n)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the lost connection was not replaced")
+	}
+	k.mu.Lock()
+	ident, socks := k.ident, append([]net.Conn(nil), k.socks...)
+	k.mu.Unlock()
+	if ident != "hamirror:y" || len(socks) != 3 {
+		t.Fatalf("identifier %q, %d sockets taken", ident, len(socks))
+	}
+	kernelIO(t, socks[2])
+	kernelIO(t, socks[1])
+
+	// Detaching does not trigger replacements.
+	d.detaching.Store(true)
+	close(d.stopMonitor)
+	<-d.monitorDone
+	if err := netlinkDisconnect(nl, fakeFamily, 0); err != nil {
+		t.Fatal(err)
+	}
+	if !d.waitServing(5 * time.Second) {
+		t.Fatal("server side still running after DISCONNECT")
+	}
+	select {
+	case <-k.reconf:
+		t.Fatal("RECONFIGURE during detach")
+	default:
 	}
 }

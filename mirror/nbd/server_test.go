@@ -208,7 +208,7 @@ func TestCommandsAndErrors(t *testing.T) {
 			}
 			got := mem.snapshot()
 			want := append([]byte(nil), data...)
-			clear(want[0:1024])     // the two WRITE_ZEROES
+			clear(want[0:1024])    // the two WRITE_ZEROES
 			clear(want[1536:2560]) // blocks 2048..3072 of the export
 			if !bytes.Equal(got[512:512+8192], want) {
 				t.Fatalf("zero/trim touched the wrong bytes")
@@ -453,5 +453,52 @@ func TestNewServerRejectsBadGeometry(t *testing.T) {
 	}
 	if _, err := Listen("udp:1.2.3.4:5"); err == nil {
 		t.Error("udp listen address accepted")
+	}
+}
+
+// barrierBackend blocks every write until `want` writes are inside WriteAt
+// at once: a server that served one connection's requests one by one
+// would never get there.
+type barrierBackend struct {
+	*memBackend
+	mu      sync.Mutex
+	inside  int
+	maxSeen int
+	want    int
+	release chan struct{}
+}
+
+func (b *barrierBackend) WriteAt(p []byte, off int64, fua bool) error {
+	b.mu.Lock()
+	b.inside++
+	b.maxSeen = max(b.maxSeen, b.inside)
+	if b.inside == b.want {
+		close(b.release)
+	}
+	b.mu.Unlock()
+	select {
+	case <-b.release:
+	case <-time.After(10 * time.Second):
+	}
+	b.mu.Lock()
+	b.inside--
+	b.mu.Unlock()
+	return b.memBackend.WriteAt(p, off, fua)
+}
+
+func TestRequestsOfOneConnectionRunConcurrently(t *testing.T) {
+	b := &barrierBackend{memBackend: newMem(1<<20, 512), want: 4, release: make(chan struct{})}
+	_, sock := startServer(t, b, Options{})
+	cl := dial(t, sock, false)
+	for i := range 4 {
+		cl.send(CmdWrite, 0, uint64(i), uint64(i)*4096, 4096, make([]byte, 4096))
+	}
+	for range 4 {
+		if rp, err := cl.recv(nil); err != nil || rp.errno != 0 {
+			t.Fatalf("reply %+v %v", rp, err)
+		}
+	}
+	if b.maxSeen < 4 {
+		t.Fatalf("at most %d writes ran at once; the server serialised the connection", b.maxSeen)
 	}
 }

@@ -2,6 +2,7 @@ package iscsitarget
 
 import (
 	"errors"
+	"maps"
 	"sync"
 	"testing"
 	"time"
@@ -9,12 +10,13 @@ import (
 	"github.com/hamirror/hamirror/iscsi"
 )
 
-// writeLoad runs writers that each write fresh 64 KiB blocks in their own
-// region until stopped, recording which offsets were acknowledged.
+// writeLoad runs writers that each cycle over their own region of 64 KiB
+// blocks until stopped, recording the generation last acknowledged at each
+// offset (a failed write makes its block's content unknown).
 type writeLoad struct {
 	d       *iscsi.Disk
 	mu      sync.Mutex
-	acked   []int64
+	acked   map[int64]uint64
 	errs    []error
 	errTime []time.Time
 	stop    chan struct{}
@@ -24,23 +26,25 @@ type writeLoad struct {
 const loadBlock = 64 << 10
 
 func startLoad(d *iscsi.Disk, writers int, regionBlocks int) *writeLoad {
-	l := &writeLoad{d: d, stop: make(chan struct{})}
+	l := &writeLoad{d: d, stop: make(chan struct{}), acked: map[int64]uint64{}}
 	for w := range writers {
 		l.wg.Add(1)
 		go func() {
 			defer l.wg.Done()
-			for i := 0; i < regionBlocks; i++ {
+			for i := 0; ; i++ {
 				select {
 				case <-l.stop:
 					return
 				default:
 				}
-				off := int64(w*regionBlocks+i) * loadBlock
-				err := d.WriteAt(pattern(uint64(off), loadBlock), off, false)
+				off := int64(w*regionBlocks+i%regionBlocks) * loadBlock
+				gen := uint64(i / regionBlocks)
+				err := d.WriteAt(pattern(uint64(off)+gen<<40, loadBlock), off, false)
 				l.mu.Lock()
 				if err == nil {
-					l.acked = append(l.acked, off)
+					l.acked[off] = gen
 				} else {
+					delete(l.acked, off)
 					l.errs = append(l.errs, err)
 					l.errTime = append(l.errTime, time.Now())
 				}
@@ -78,14 +82,14 @@ func (l *writeLoad) errorsSince(t0 time.Time) (n int, first error) {
 func (l *writeLoad) verify(t *testing.T) {
 	t.Helper()
 	l.mu.Lock()
-	acked := append([]int64(nil), l.acked...)
+	acked := maps.Clone(l.acked)
 	l.mu.Unlock()
 	buf := make([]byte, loadBlock)
-	for _, off := range acked {
+	for off, gen := range acked {
 		if err := l.d.ReadAt(buf, off); err != nil {
 			t.Fatalf("reading acknowledged block at %d: %v", off, err)
 		}
-		mustEqual(t, "acknowledged block", buf, pattern(uint64(off), loadBlock))
+		mustEqual(t, "acknowledged block", buf, pattern(uint64(off)+gen<<40, loadBlock))
 	}
 	if len(acked) == 0 {
 		t.Fatal("no write was ever acknowledged")
@@ -126,7 +130,7 @@ var faultCfg = iscsi.Config{Timeout: time.Second, ReconnectInterval: 100 * time.
 func TestTgtdHangFailsFastAndRecovers(t *testing.T) {
 	td, _ := newTgtd(t, 64<<20, "")
 	d := openDisk(t, legURL(td), faultCfg)
-	l := startLoad(d, 4, 200)
+	l := startLoad(d, 4, 50)
 	time.Sleep(200 * time.Millisecond)
 	t0 := time.Now()
 	if err := td.Pause(); err != nil {
@@ -166,7 +170,7 @@ func TestTgtdHangFailsFastAndRecovers(t *testing.T) {
 func TestTgtdKillFailsFastAndRecovers(t *testing.T) {
 	td, _ := newTgtd(t, 64<<20, "")
 	d := openDisk(t, legURL(td), faultCfg)
-	l := startLoad(d, 4, 200)
+	l := startLoad(d, 4, 50)
 	time.Sleep(200 * time.Millisecond)
 	t0 := time.Now()
 	if err := td.Kill(); err != nil {

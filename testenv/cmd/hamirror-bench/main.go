@@ -21,6 +21,9 @@ type section struct {
 var sections = []section{
 	{"nbd", benchNBD},
 	{"lab", benchLab},
+	{"heartbeat", benchHeartbeat},
+	{"engine", benchEngine},
+	{"iscsi", benchISCSI},
 }
 
 func main() {

@@ -24,8 +24,10 @@ import (
 // servers, not the disk. Servers alternate run by run; medians are printed.
 //
 // Environment: HAMIRROR_BENCH_RUNS (default 3), HAMIRROR_BENCH_RUNTIME
-// (seconds per fio run, default 10), HAMIRROR_BENCH_PPROF (a directory:
-// mirrord writes a CPU profile there).
+// (seconds per fio run, default 10), HAMIRROR_BENCH_WORKLOADS (e.g.
+// "randread,randwrite"; seqwrite also fills the files, so it is kept first
+// when chosen), HAMIRROR_BENCH_PPROF (a directory: mirrord writes a CPU
+// profile there).
 
 type nbdWorkload struct {
 	name, title, rw, bs string
@@ -43,7 +45,30 @@ var nbdWorkloads = []nbdWorkload{
 type nbdSubject struct {
 	name string
 	sock string
+	pid  int
 	stop func()
+}
+
+// cpuTicks is a process's user+system CPU time in clock ticks (1/100 s).
+func cpuTicks(pid int) (int64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	// Fields after the parenthesised command name; utime and stime are
+	// fields 14 and 15 of the whole line.
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	f := strings.Fields(s[i+1:])
+	if len(f) < 13 {
+		return 0, fmt.Errorf("short /proc/%d/stat", pid)
+	}
+	u, err1 := strconv.ParseInt(f[11], 10, 64)
+	st, err2 := strconv.ParseInt(f[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		return 0, fmt.Errorf("malformed /proc/%d/stat", pid)
+	}
+	return u + st, nil
 }
 
 const benchDataSize = 256 << 20 // the region fio works on
@@ -88,24 +113,42 @@ func benchNBD() error {
 	}
 	fmt.Printf("fio ioengine=nbd, %d runs of %ds per subject and workload, alternating; files on %s\n", runs, runtime, dir)
 
-	results := map[string]map[string][]float64{} // workload -> subject -> IOPS per run
-	for run := range runs {
+	workloads := nbdWorkloads
+	if want := os.Getenv("HAMIRROR_BENCH_WORKLOADS"); want != "" {
+		workloads = nil
 		for _, w := range nbdWorkloads {
-			if results[w.name] == nil {
-				results[w.name] = map[string][]float64{}
-			}
-			for i := range subjects {
-				s := subjects[(i+run)%len(subjects)] // rotate who goes first
-				iops, err := runFio(s.sock, w, runtime, dir)
-				if err != nil {
-					return fmt.Errorf("%s %s: %w", s.name, w.name, err)
-				}
-				results[w.name][s.name] = append(results[w.name][s.name], iops)
-				fmt.Printf("  run %d %-10s %-9s %10.0f IOPS\n", run+1, w.name, s.name, iops)
+			if strings.Contains(","+want+",", ","+w.name+",") {
+				workloads = append(workloads, w)
 			}
 		}
 	}
-	for _, w := range nbdWorkloads {
+	results := map[string]map[string][]float64{}  // workload -> subject -> IOPS per run
+	cpuPerIO := map[string]map[string][]float64{} // workload -> subject -> server CPU µs per I/O
+	for run := range runs {
+		for _, w := range workloads {
+			if results[w.name] == nil {
+				results[w.name] = map[string][]float64{}
+				cpuPerIO[w.name] = map[string][]float64{}
+			}
+			for i := range subjects {
+				s := subjects[(i+run)%len(subjects)] // rotate who goes first
+				t0, _ := cpuTicks(s.pid)
+				iops, ios, err := runFio(s.sock, w, runtime, dir)
+				if err != nil {
+					return fmt.Errorf("%s %s: %w", s.name, w.name, err)
+				}
+				t1, _ := cpuTicks(s.pid)
+				cpu := 0.0
+				if ios > 0 {
+					cpu = float64(t1-t0) * 1e4 / ios // ticks of 10 ms -> µs per I/O
+				}
+				results[w.name][s.name] = append(results[w.name][s.name], iops)
+				cpuPerIO[w.name][s.name] = append(cpuPerIO[w.name][s.name], cpu)
+				fmt.Printf("  run %d %-10s %-9s %10.0f IOPS %8.1f µs server CPU per I/O\n", run+1, w.name, s.name, iops, cpu)
+			}
+		}
+	}
+	for _, w := range workloads {
 		t := bench.Table{Title: w.title, Unit: "IOPS", Base: "nbdkit"}
 		for _, s := range subjects {
 			xs := results[w.name][s.name]
@@ -119,8 +162,24 @@ func benchNBD() error {
 			t.Add(s.name, bench.Median(xs), note)
 		}
 		t.Print(os.Stdout)
+		// CPU per request is steadier than IOPS on a shared machine: it
+		// shows what each server costs, whatever else the cores are doing.
+		c := bench.Table{Title: w.title + ", server CPU per request", Unit: "µs/IO", Base: "nbdkit", LowerIsBetter: true}
+		for _, s := range subjects {
+			xs := cpuPerIO[w.name][s.name]
+			c.Add(s.name, bench.Median(xs), "runs "+fmtRuns1(xs))
+		}
+		c.Print(os.Stdout)
 	}
 	return nil
+}
+
+func fmtRuns1(xs []float64) string {
+	var parts []string
+	for _, x := range xs {
+		parts = append(parts, strconv.FormatFloat(x, 'f', 1, 64))
+	}
+	return strings.Join(parts, " ")
 }
 
 func fmtRuns(xs []float64) string {
@@ -186,7 +245,7 @@ func startDaemon(name string, cmd *exec.Cmd, sock string) (*nbdSubject, error) {
 		if c, err := net.Dial("unix", sock); err == nil {
 			c.Close()
 			if exec.Command("nbdinfo", "--size", "nbd+unix:///?socket="+sock).Run() == nil {
-				return &nbdSubject{name: name, sock: sock, stop: stop}, nil
+				return &nbdSubject{name: name, sock: sock, pid: cmd.Process.Pid, stop: stop}, nil
 			}
 		}
 		if time.Now().After(deadline) {
@@ -243,8 +302,9 @@ func startQuorum(dir, _ string) (*nbdSubject, error) {
 		"--export", "type=nbd,id=e0,node-name=q,name=,writable=on"), sock)
 }
 
-// runFio runs one fio job and returns its IOPS.
-func runFio(sock string, w nbdWorkload, runtime int, dir string) (float64, error) {
+// runFio runs one fio job and returns its IOPS and the number of I/Os done
+// while CPU was being counted (ramp time included).
+func runFio(sock string, w nbdWorkload, runtime int, dir string) (iops, ios float64, err error) {
 	cmd := exec.Command("fio", "--name="+w.name, "--ioengine=nbd", "--uri=nbd+unix:///?socket="+sock,
 		"--rw="+w.rw, "--bs="+w.bs, "--iodepth="+strconv.Itoa(w.qd), "--size="+strconv.Itoa(benchDataSize),
 		"--runtime="+strconv.Itoa(runtime), "--time_based", "--ramp_time=1", "--output-format=json")
@@ -253,9 +313,9 @@ func runFio(sock string, w nbdWorkload, runtime int, dir string) (float64, error
 	if err != nil {
 		var ee *exec.ExitError
 		if errors.As(err, &ee) {
-			return 0, fmt.Errorf("fio: %w\n%s%s", err, out, ee.Stderr)
+			return 0, 0, fmt.Errorf("fio: %w\n%s%s", err, out, ee.Stderr)
 		}
-		return 0, fmt.Errorf("fio: %w", err)
+		return 0, 0, fmt.Errorf("fio: %w", err)
 	}
 	if i := bytes.IndexByte(out, '{'); i >= 0 {
 		out = out[i:] // fio prints "connected to NBD server" first
@@ -263,14 +323,20 @@ func runFio(sock string, w nbdWorkload, runtime int, dir string) (float64, error
 	var res struct {
 		Jobs []struct {
 			Error       int
-			Read, Write struct{ IOPS float64 }
+			Read, Write struct {
+				IOPS     float64
+				TotalIOs float64 `json:"total_ios"`
+			}
 		}
 	}
 	if err := json.Unmarshal(out, &res); err != nil || len(res.Jobs) == 0 {
-		return 0, fmt.Errorf("fio output: %v\n%s", err, out)
+		return 0, 0, fmt.Errorf("fio output: %v\n%s", err, out)
 	}
-	if res.Jobs[0].Error != 0 {
-		return 0, fmt.Errorf("fio job error %d", res.Jobs[0].Error)
+	j := res.Jobs[0]
+	if j.Error != 0 {
+		return 0, 0, fmt.Errorf("fio job error %d", j.Error)
 	}
-	return res.Jobs[0].Read.IOPS + res.Jobs[0].Write.IOPS, nil
+	// total_ios excludes the ramp; add the ramp's share at the same rate.
+	iops = j.Read.IOPS + j.Write.IOPS
+	return iops, j.Read.TotalIOs + j.Write.TotalIOs + iops*1, nil
 }

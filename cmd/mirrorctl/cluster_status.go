@@ -1,0 +1,104 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/hamirror/hamirror/heartbeat"
+)
+
+// renderCluster prints the "cluster" part of mirrord's status reply: this
+// node's role, then one line per node with its state, role and the state
+// of every medium towards it. mirrorctl status calls it when the reply has
+// a "cluster" key; mirrorctl nodes adds the index table.
+func renderCluster(w io.Writer, raw json.RawMessage) error {
+	var st heartbeat.Status
+	if err := json.Unmarshal(raw, &st); err != nil {
+		return fmt.Errorf("decoding mirrord's cluster status: %w", err)
+	}
+	fmt.Fprintf(w, "cluster %s: this node %s is %s; coordinator %s; up %s\n",
+		st.Cluster, st.Self, st.Role, st.Coordinator, st.Uptime.Truncate(time.Second))
+	var media []string
+	for _, n := range st.Nodes {
+		for _, m := range n.Media {
+			if !contains(media, m.Name) {
+				media = append(media, m.Name)
+			}
+		}
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintf(tw, "NODE\tSTATE\tROLE\tPING")
+	for _, m := range media {
+		fmt.Fprintf(tw, "\t%s", strings.ToUpper(m))
+	}
+	fmt.Fprintln(tw)
+	for _, n := range st.Nodes {
+		state, ping := n.State.String(), "-"
+		if n.Self {
+			state = "self"
+		}
+		if n.Ping != nil {
+			ping = fmt.Sprint(*n.Ping)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s", n.ID, state, n.Role, ping)
+		for _, name := range media {
+			cell := "-"
+			for _, m := range n.Media {
+				if m.Name == name {
+					cell = m.State.String()
+					if m.LastHeard >= 0 && m.State != heartbeat.MediumUp {
+						cell += fmt.Sprintf(" (%s)", m.LastHeard.Truncate(100*time.Millisecond))
+					}
+				}
+			}
+			fmt.Fprintf(tw, "\t%s", cell)
+		}
+		fmt.Fprintln(tw)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	for _, n := range st.Nodes {
+		if n.State == heartbeat.NodePartitioned {
+			fmt.Fprintf(w, "ALARM: %s is partitioned: silent on every network medium, its disk slot still advances\n", n.ID)
+		}
+	}
+	r := st.Rejected
+	if bad := r.Malformed + r.BadAuth + r.WrongCluster + r.Replayed + r.UnknownNode + r.WrongMedium; bad > 0 {
+		fmt.Fprintf(w, "refused frames: %d bad auth, %d replayed, %d malformed, %d wrong medium, %d unknown node, %d other cluster\n",
+			r.BadAuth, r.Replayed, r.Malformed, r.WrongMedium, r.UnknownNode, r.WrongCluster)
+	}
+	return nil
+}
+
+func contains(xs []string, x string) bool {
+	for _, y := range xs {
+		if y == x {
+			return true
+		}
+	}
+	return false
+}
+
+// renderTable prints the index table (R7).
+func renderTable(w io.Writer, t heartbeat.Table) error {
+	if t.Version == 0 {
+		fmt.Fprintln(w, "index table: not built yet (no coordinator elected)")
+		return nil
+	}
+	fmt.Fprintf(w, "index table version %d, built by %s\n", t.Version, t.Coordinator)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "NODE\tADDRESSES\tBACKUP TARGET\tTARGET IP\tSTATE")
+	for _, r := range t.Rows {
+		target, ip := string(r.BackupTarget), r.BackupAddr
+		if target == "" {
+			target, ip = "-", "-"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", r.ID, strings.Join(r.Addresses, ","), target, ip, r.State)
+	}
+	return tw.Flush()
+}

@@ -1,0 +1,183 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hamirror/hamirror/cmd/internal/control"
+)
+
+func writeCluster(t *testing.T, dir string, keyMode os.FileMode, port int) string {
+	t.Helper()
+	key := filepath.Join(dir, "cluster.key")
+	os.WriteFile(key, []byte("a-test-cluster-key-of-enough-bytes"), keyMode)
+	os.Chmod(key, keyMode)
+	slots := filepath.Join(dir, "slots")
+	os.WriteFile(slots, make([]byte, 4096), 0o600)
+	path := filepath.Join(dir, "cluster.yaml")
+	os.WriteFile(path, []byte(fmt.Sprintf(`
+cluster:
+  name: cmdtest
+  key_file: %s
+  preferred: a
+  port: %d
+  state_dir: %s
+timing: {keepalive: 50ms, warn: 250ms, dead: 500ms, initdead: 2s}
+nodes:
+  - id: a
+    links: [{medium: nic1, address: 127.0.0.1}]
+  - id: b
+    links: [{medium: nic1, address: 127.0.0.2}]
+disks:
+  - {name: disk-a, path: %s, slot_size: 512, slots: 8}
+  - {name: disk-b, slot_size: 512, slots: 8}   # a mirror leg: skipped in membership-alone mode
+resources:
+  note: handled elsewhere
+`, key, port, filepath.Join(dir, "state"), slots)), 0o644)
+	return path
+}
+
+// TestClusterModeServesStatus runs two mirrords in cluster mode over
+// loopback and asks each for "status" and "nodes" on its control socket.
+func TestClusterModeServesStatus(t *testing.T) {
+	dir := t.TempDir()
+	cfg := writeCluster(t, dir, 0o600, 25405)
+	ctx, cancel := context.WithCancel(context.Background())
+	errs := make(chan error, 2)
+	socks := map[string]string{}
+	for _, id := range []string{"a", "b"} {
+		socks[id] = "unix:" + filepath.Join(dir, id+".sock")
+		f := &clusterFlags{config: cfg, control: socks[id], node: id}
+		go func() { errs <- runCluster(ctx, f, t.Logf) }()
+	}
+	defer func() {
+		cancel()
+		for range 2 {
+			if err := <-errs; err != nil {
+				t.Errorf("runCluster: %v", err)
+			}
+		}
+	}()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		var st struct {
+			Cluster struct {
+				Role  string `json:"role"`
+				Nodes []struct {
+					ID    string `json:"id"`
+					State string `json:"state"`
+				} `json:"nodes"`
+				Table struct{ Version int } `json:"table"`
+			} `json:"cluster"`
+		}
+		err := control.Call(socks["a"], "status", nil, &st)
+		if err == nil && st.Cluster.Role == "active" && st.Cluster.Table.Version > 0 &&
+			len(st.Cluster.Nodes) == 2 && st.Cluster.Nodes[1].State == "alive" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("node a never became active with b alive: %+v %v", st, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	var raw json.RawMessage
+	if err := control.Call(socks["b"], "nodes", nil, &raw); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(raw), `"role":"standby"`) || !strings.Contains(string(raw), `"disk-a"`) {
+		t.Errorf("b's nodes answer: %s", raw)
+	}
+}
+
+func TestClusterModeRefusesReadableKeyAndBadConfig(t *testing.T) {
+	dir := t.TempDir()
+	cfg := writeCluster(t, dir, 0o644, 25406)
+	err := runCluster(context.Background(), &clusterFlags{config: cfg, control: "unix:" + filepath.Join(dir, "s"), node: "a"}, t.Logf)
+	if err == nil || !strings.Contains(err.Error(), "readable by root only") {
+		t.Errorf("world-readable key: %v", err)
+	}
+	err = runCluster(context.Background(), &clusterFlags{config: cfg, control: "unix:" + filepath.Join(dir, "s"), node: "zz"}, t.Logf)
+	if err == nil || !strings.Contains(err.Error(), "node: this node \"zz\" is not in nodes") {
+		t.Errorf("unknown node: %v", err)
+	}
+	err = runCluster(context.Background(), &clusterFlags{config: filepath.Join(dir, "nope.yaml"), node: "a"}, t.Logf)
+	if err == nil || !strings.Contains(err.Error(), "nope.yaml") {
+		t.Errorf("missing config: %v", err)
+	}
+}
+
+// TestClusterModeNotifiesSystemd reads the sd_notify datagrams mirrord
+// sends on a real NOTIFY_SOCKET: READY=1, WATCHDOG=1 while healthy and
+// STOPPING=1 on the way out.
+func TestClusterModeNotifiesSystemd(t *testing.T) {
+	dir := t.TempDir()
+	cfg := writeCluster(t, dir, 0o600, 25407)
+	sockPath := filepath.Join(dir, "notify")
+	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sockPath, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	t.Setenv("NOTIFY_SOCKET", sockPath)
+	t.Setenv("WATCHDOG_USEC", "200000")
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- runCluster(ctx, &clusterFlags{config: cfg, control: "unix:" + filepath.Join(dir, "c.sock"), node: "a"}, t.Logf)
+	}()
+	got := map[string]bool{}
+	buf := make([]byte, 256)
+	conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	for !(got["READY=1"] && got["WATCHDOG=1"]) {
+		n, err := conn.Read(buf)
+		if err != nil {
+			t.Fatalf("notifications so far %v: %v", got, err)
+		}
+		got[string(buf[:n])] = true
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	for !got["STOPPING=1"] {
+		n, err := conn.Read(buf)
+		if err != nil {
+			t.Fatalf("no STOPPING=1: %v", err)
+		}
+		got[string(buf[:n])] = true
+	}
+}
+
+// TestUnitFileMatchesFlags keeps systemd/mirrord.service honest: Type=notify
+// with a watchdog, and an ExecStart whose flags mirrord accepts.
+func TestUnitFileMatchesFlags(t *testing.T) {
+	unit, err := os.ReadFile("../../systemd/mirrord.service")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var exec []string
+	for _, line := range strings.Split(string(unit), "\n") {
+		if v, ok := strings.CutPrefix(line, "ExecStart="); ok {
+			exec = strings.Fields(v)
+		}
+	}
+	for _, want := range []string{"Type=notify", "WatchdogSec=", "RuntimeDirectory=hamirror"} {
+		if !strings.Contains(string(unit), want) {
+			t.Errorf("unit lacks %s", want)
+		}
+	}
+	if len(exec) < 2 || filepath.Base(exec[0]) != "mirrord" {
+		t.Fatalf("ExecStart %v", exec)
+	}
+	root := newRootCmd()
+	if err := root.ParseFlags(exec[1:]); err != nil {
+		t.Errorf("mirrord rejects the unit's flags %v: %v", exec[1:], err)
+	}
+}

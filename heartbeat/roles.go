@@ -1,0 +1,185 @@
+package heartbeat
+
+import (
+	"fmt"
+	"time"
+)
+
+// Roles (R19) and the index table's owner. Rules, in order:
+//   - an active node stays active unless another live node also claims the
+//     role and ranks first (split brain healed: the lower rank yields, with
+//     an alarm), or an alive peer reaches more public ping targets than
+//     this node for timing.dead (ipfail);
+//   - a node that sees a live active peer is standby;
+//   - while any peer is suspect, or unknown within timing.initdead, nobody
+//     is elected (its fate is open);
+//   - otherwise the best of this node and its live peers (alive, suspect or
+//     partitioned) becomes active: better public connectivity, then the
+//     preferred node, then the smallest node ID. Every node computes the
+//     same winner from the same view, so simultaneous starts agree.
+// A partitioned peer is live: a standby never takes over from it.
+
+// rank orders nodes for deterministic ties: the preferred node first,
+// then by node ID.
+func (m *Machine) before(a, b NodeID) bool {
+	if (a == m.cfg.Preferred) != (b == m.cfg.Preferred) {
+		return a == m.cfg.Preferred
+	}
+	return a < b
+}
+
+func (m *Machine) pingOf(id NodeID) (bool, uint8) {
+	if id == m.cfg.Self {
+		return m.cfg.HasPing, m.ping
+	}
+	return m.peers[id].hb.HasPing, m.peers[id].hb.PingScore
+}
+
+// electable compares two candidates for the active role when none is
+// active: better public connectivity first (ipfail), then rank.
+func (m *Machine) better(a, b NodeID) bool {
+	ha, pa := m.pingOf(a)
+	hb, pb := m.pingOf(b)
+	if ha && hb && pa != pb {
+		return pa > pb
+	}
+	return m.before(a, b)
+}
+
+func (m *Machine) setRole(now time.Time, r Role, why string) {
+	if r == m.role {
+		return
+	}
+	m.emit(Event{At: now, Kind: EventRole, From: m.role.String(), To: r.String(), Msg: why})
+	m.role = r
+	m.nextSend = now // tell the peers at once
+}
+
+func (m *Machine) decideRole(now time.Time) {
+	var active []NodeID
+	waiting := false // a peer's fate is open: suspect, or unknown within initdead
+	for _, id := range m.cfg.Nodes {
+		p := m.peers[id]
+		if p == nil {
+			continue
+		}
+		if p.state.live() && p.hb.Role == RoleActive {
+			active = append(active, id)
+		}
+		if p.state == NodeSuspect || p.state == NodeUnknown {
+			waiting = true
+		}
+	}
+	if m.role == RoleActive {
+		for _, id := range active {
+			if m.before(id, m.cfg.Self) {
+				if !m.dualAlarm {
+					m.emit(Event{At: now, Kind: EventAlarm, Node: id, Msg: fmt.Sprintf("both %s and %s propose the active role; %s yields (split brain must be fenced)", id, m.cfg.Self, m.cfg.Self)})
+					m.dualAlarm = true
+				}
+				m.setRole(now, RoleStandby, "another node is active and ranks first")
+				return
+			}
+		}
+		m.dualAlarm = false
+		m.checkPing(now)
+		return
+	}
+	if len(active) > 0 {
+		m.setRole(now, RoleStandby, fmt.Sprintf("%s is active", active[0]))
+		return
+	}
+	if waiting {
+		return
+	}
+	winner := m.cfg.Self
+	for _, id := range m.cfg.Nodes {
+		if p := m.peers[id]; p != nil && p.state.live() && m.better(id, winner) {
+			winner = id
+		}
+	}
+	if winner == m.cfg.Self {
+		m.setRole(now, RoleActive, "no node is active and this node ranks first")
+	} else {
+		m.setRole(now, RoleStandby, fmt.Sprintf("%s ranks first", winner))
+	}
+}
+
+// checkPing yields the active role when an alive peer has reached more
+// public ping targets than this node for timing.dead (hysteresis).
+func (m *Machine) checkPing(now time.Time) {
+	for _, id := range m.cfg.Nodes {
+		p := m.peers[id]
+		if p == nil {
+			continue
+		}
+		if !(m.cfg.HasPing && p.state == NodeAlive && p.hb.HasPing && p.hb.PingScore > m.ping) {
+			p.betterSince = time.Time{}
+			continue
+		}
+		if p.betterSince.IsZero() {
+			p.betterSince = now
+		}
+		if now.Sub(p.betterSince) >= m.cfg.Timing.Dead {
+			m.emit(Event{At: now, Kind: EventAlarm, Node: id, Msg: fmt.Sprintf("%s reaches %d public ping targets, this node %d: handing over the active role", id, p.hb.PingScore, m.ping)})
+			m.setRole(now, RoleStandby, "a peer has better public connectivity")
+			p.betterSince = time.Time{}
+			return
+		}
+	}
+}
+
+// coordinator is the node that owns the index table: the active node, or
+// the first-ranked live node when none is active (start-up).
+func (m *Machine) coordinator() NodeID {
+	if m.role == RoleActive {
+		return m.cfg.Self
+	}
+	best := m.cfg.Self
+	for _, id := range m.cfg.Nodes {
+		p := m.peers[id]
+		if p == nil || !p.state.live() {
+			continue
+		}
+		if p.hb.Role == RoleActive {
+			return id
+		}
+		if m.before(id, best) {
+			best = id
+		}
+	}
+	return best
+}
+
+// maintainTable lets the coordinator build the table and re-assign it
+// when nodes fail (R9) or come back.
+func (m *Machine) maintainTable(now time.Time) {
+	if m.coordinator() != m.cfg.Self || m.role != RoleActive {
+		return
+	}
+	changed := false
+	if m.table.Version == 0 {
+		m.table = BuildTable(m.cfg.Nodes, m.cfg.Addresses, m.cfg.Self, 0)
+		changed = true
+	}
+	if m.table.Coordinator != m.cfg.Self {
+		m.table.Coordinator = m.cfg.Self
+		changed = true
+	}
+	for _, id := range m.cfg.Nodes {
+		p := m.peers[id]
+		switch {
+		case p == nil:
+		case p.state == NodeDead:
+			changed = m.table.Fail(id) || changed
+		case p.state == NodeAlive || p.state == NodePartitioned:
+			changed = m.table.Rejoin(id) || changed
+		}
+	}
+	if changed {
+		m.table = m.table.Clone()
+		m.table.Version++
+		m.tableDue = true
+		m.emit(Event{At: now, Kind: EventTable, To: fmt.Sprintf("version %d built by %s", m.table.Version, m.cfg.Self)})
+	}
+}

@@ -1,0 +1,127 @@
+package iscsi
+
+import (
+	"fmt"
+	"net"
+	"sync"
+)
+
+// outq is the session's output queue. Senders append a PDU's buffers
+// under the session lock, so PDUs leave in sequence-number order. Writing
+// is combined: a command sender that finds no write in progress writes
+// everything queued (its own PDUs and whatever others queue meanwhile) with
+// writev; senders that find a write in progress just leave their PDUs to
+// it. The reader never writes (a target blocked writing to us would
+// deadlock against it); its PDUs are written by a helper goroutine when no
+// sender is writing.
+type outq struct {
+	mu       sync.Mutex
+	idle     *sync.Cond
+	pending  net.Buffers
+	flushing bool
+	err      error
+	kick     chan struct{} // capacity 1: wake the helper writer
+}
+
+func newOutq() *outq {
+	q := &outq{kick: make(chan struct{}, 1)}
+	q.idle = sync.NewCond(&q.mu)
+	return q
+}
+
+// push queues bufs. With canWrite, it returns true when the caller must
+// now call drain (no write was in progress); otherwise the helper is woken
+// if nobody is writing.
+func (q *outq) push(bufs net.Buffers, canWrite bool) bool {
+	q.mu.Lock()
+	q.pending = append(q.pending, bufs...)
+	if q.flushing || q.err != nil {
+		q.mu.Unlock()
+		return false
+	}
+	if canWrite {
+		q.flushing = true
+		q.mu.Unlock()
+		return true
+	}
+	q.mu.Unlock()
+	select {
+	case q.kick <- struct{}{}:
+	default:
+	}
+	return false
+}
+
+// drain writes until the queue is empty; the caller owns the write (it got
+// true from push or claim).
+func (q *outq) drain(w net.Conn) error {
+	for {
+		q.mu.Lock()
+		batch := q.pending
+		q.pending = nil
+		if len(batch) == 0 || q.err != nil {
+			q.flushing = false
+			err := q.err
+			q.idle.Broadcast()
+			q.mu.Unlock()
+			return err
+		}
+		q.mu.Unlock()
+		if _, err := batch.WriteTo(w); err != nil {
+			q.mu.Lock()
+			q.err = err
+			q.flushing = false
+			q.idle.Broadcast()
+			q.mu.Unlock()
+			return err
+		}
+	}
+}
+
+// claim makes the caller the writer if nobody is writing and something is
+// queued.
+func (q *outq) claim() bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.flushing || q.err != nil || len(q.pending) == 0 {
+		return false
+	}
+	q.flushing = true
+	return true
+}
+
+// shutdown fails further writes and waits until no write is in progress,
+// so no caller's buffer is read after the caller was told its command ended.
+func (q *outq) shutdown(err error) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.err == nil {
+		q.err = err
+	}
+	q.pending = nil
+	for q.flushing {
+		q.idle.Wait()
+	}
+}
+
+// write drains the queue as its writer; a write error kills the session.
+func (s *session) write() {
+	if err := s.out.drain(s.nc); err != nil {
+		s.kill(fmt.Errorf("%w: sending to target: %w", ErrDisconnected, err))
+	}
+}
+
+// writeLoop writes the PDUs the reader queues when no sender is writing.
+func (s *session) writeLoop() {
+	defer close(s.writerDone)
+	for {
+		select {
+		case <-s.out.kick:
+		case <-s.stop:
+			return
+		}
+		if s.out.claim() {
+			s.write()
+		}
+	}
+}
