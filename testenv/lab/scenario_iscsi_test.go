@@ -71,9 +71,9 @@ func TestISCSIVolumeSurvivesArrayOutages(t *testing.T) {
 	step("ext4 made, files written, volume clean")
 
 	// Array B crashes: its connections are reset, new ones refused.
-	outage(t, n1, ctl, size, 1, "crash", arrB.Kill, func() error { return arrB.Restart(ctx) }, step)
+	outage(t, n1, ctl, [2]string{legA, legB}, size, 1, "crash", arrB.Kill, func() error { return arrB.Restart(ctx) }, step)
 	// Array A hangs: nothing answers; only the leg timeout notices.
-	outage(t, n1, ctl, size, 0, "hang", func() {
+	outage(t, n1, ctl, [2]string{legA, legB}, size, 0, "hang", func() {
 		if err := arrA.Pause(); err != nil {
 			t.Fatal(err)
 		}
@@ -117,13 +117,14 @@ func TestISCSIVolumeSurvivesArrayOutages(t *testing.T) {
 // fails within the leg timeout while the file system on n1 keeps taking
 // writes, brings the array back (up) and checks that mirrord re-adds the
 // leg by itself and copies only the chunks written meanwhile.
-func outage(t *testing.T, n *Node, ctl string, size int64, slot int, what string, down func(), up func() error, step func(string)) {
+func outage(t *testing.T, n *Node, ctl string, legs [2]string, size int64, slot int, what string, down func(), up func() error, step func(string)) {
 	t.Helper()
 	// mirrord clears the bits of chunks idle for BitClearDelay (5 s) after
-	// flushing both legs: wait for that, so that the bitmap holds only what
-	// the outage dirties (mkfs and the files before it touched every chunk).
+	// flushing both legs: wait until both legs' bitmaps are clean on disk,
+	// so that they hold only what the outage dirties (mkfs and the files
+	// before it touched every chunk).
 	run(t, n, "sync")
-	time.Sleep(8 * time.Second)
+	waitBitmapsClean(t, n, legs)
 	reAdds := strings.Count(run(t, n, "cat /run/mirrord.log"), fmt.Sprintf(`re-added" slot=%d`, slot))
 
 	down()
@@ -167,6 +168,32 @@ func outage(t *testing.T, n *Node, ctl string, size int64, slot int, what string
 	// Chunks written during the resync are copied again: done may pass total.
 	if st.Resync.DoneBytes < st.Resync.TotalBytes {
 		t.Errorf("resync done %d of %d bytes, yet the volume is clean", st.Resync.DoneBytes, st.Resync.TotalBytes)
+	}
+}
+
+// waitBitmapsClean polls `mirrorctl examine --json` of both legs (beside
+// the running mirrord) until neither bitmap has a dirty chunk.
+func waitBitmapsClean(t *testing.T, n *Node, legs [2]string) {
+	t.Helper()
+	end := time.Now().Add(30 * time.Second)
+	for {
+		out := run(t, n, "mirrorctl examine --json "+legs[0]+" && mirrorctl examine --json "+legs[1])
+		dec := json.NewDecoder(strings.NewReader(out))
+		var dirty [2]int64
+		for i := range dirty {
+			var info mirror.LegInfo
+			if err := dec.Decode(&info); err != nil {
+				t.Fatalf("mirrorctl examine --json of both legs: %v\n%s", err, out)
+			}
+			dirty[i] = info.BitmapDirtyChunks
+		}
+		if dirty == [2]int64{} {
+			return
+		}
+		if time.Now().After(end) {
+			t.Fatalf("bitmaps still hold %v dirty chunks 30 s after the last write", dirty)
+		}
+		time.Sleep(500 * time.Millisecond)
 	}
 }
 
