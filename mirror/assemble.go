@@ -67,6 +67,27 @@ func Assemble(legs [2]Leg, opts Options) (*Volume, error) {
 			}
 		}
 	}
+	var specs [2]string // by slot
+	for i, l := range legs {
+		for s := range 2 {
+			if l != nil && bySlot[s] == l {
+				specs[s] = opts.Specs[i]
+				if specs[s] == "" {
+					specs[s] = l.Name()
+				}
+			}
+		}
+	}
+	for i, l := range legs {
+		if l == nil && opts.Specs[i] != "" {
+			for s := range 2 {
+				if bySlot[s] == nil && specs[s] == "" {
+					specs[s] = opts.Specs[i]
+					break
+				}
+			}
+		}
+	}
 	plan, err := decide(sbs, names, opts.KeepLeg, opts.NodeID)
 	if err != nil {
 		return nil, fmt.Errorf("assemble: %w", err)
@@ -117,7 +138,7 @@ func Assemble(legs [2]Leg, opts Options) (*Volume, error) {
 	v := &Volume{
 		opts: opts, clock: opts.Clock, log: opts.Logger,
 		size: view.DataSize, chunk: view.ChunkSize, volUUID: view.VolumeUUID,
-		changed: make(chan struct{}), m: m, legs: bySlot,
+		changed: make(chan struct{}), m: m, legs: bySlot, specs: specs,
 		stop: make(chan struct{}), metaExit: make(chan struct{}),
 	}
 	v.cond = sync.NewCond(&v.mu)

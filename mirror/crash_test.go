@@ -22,19 +22,24 @@ var crashSeeds = flag.Int("crashseeds", 50, "seeds for TestCrashConsistency (-sh
 type crashModel struct {
 	mu      sync.Mutex
 	stamp   atomic.Int64
+	nextID  atomic.Uint64
 	writes  []*crashWrite
 	byBlock map[int64][]*crashWrite
 	flushes []crashFlush
 }
 
 type crashWrite struct {
+	round      int // power cycle: a flush covers only writes of its own cycle
 	id         uint64
 	blk, n     int64 // 4 KiB blocks
 	zero, fua  bool
 	start, end int64 // end 0: never acknowledged
 }
 
-type crashFlush struct{ start, end int64 }
+type crashFlush struct {
+	round      int
+	start, end int64
+}
 
 const crashBlock = 4096
 
@@ -64,17 +69,17 @@ func (m *crashModel) begin(w *crashWrite) {
 
 // check verifies block b's content after recovery. Rules: the content is
 // the initial zeros or some write to b that started; a write acknowledged
-// before a completed flush started, or an acknowledged FUA write, is
-// durable; no content may be older than (finished before the start of) a
-// durable write to the block.
+// before a completed flush of the same power cycle started, or an
+// acknowledged FUA write, is durable; no content may be older than
+// (finished before the start of) a durable write to the block.
 func (m *crashModel) check(b int64, content []byte) error {
-	lastFlush := int64(0)
+	lastFlush := map[int]int64{}
 	for _, f := range m.flushes {
 		if f.end != 0 {
-			lastFlush = max(lastFlush, f.start)
+			lastFlush[f.round] = max(lastFlush[f.round], f.start)
 		}
 	}
-	durable := func(w *crashWrite) bool { return w.end != 0 && (w.fua || w.end < lastFlush) }
+	durable := func(w *crashWrite) bool { return w.end != 0 && (w.fua || w.end < lastFlush[w.round]) }
 	var cands []*crashWrite // writes whose content this could be
 	isZero := true
 	for _, c := range content {
@@ -141,51 +146,23 @@ func TestCrashConsistency(t *testing.T) {
 	}
 }
 
-func crashRun(t *testing.T, seed uint64) {
-	r := rand.New(rand.NewPCG(seed, 0xC0FFEE))
-	const legSize = 3 << 20
-	const chunk = 64 << 10
-	power := &legtest.Power{}
-	legs := [2]*legtest.CrashLeg{legtest.NewCrashLeg("crash0", legSize, power), legtest.NewCrashLeg("crash1", legSize, power)}
-	if _, err := Create([2]Leg{legs[0], legs[1]}, CreateOptions{ChunkSize: chunk, NodeID: "crash-node"}); err != nil {
-		t.Fatal(err)
-	}
-	opts := testOptions(t)
-	opts.NodeID = "crash-node"
-	opts.BitClearDelay = time.Duration(r.IntN(4)+1) * time.Millisecond
-	// A third of the runs lose a leg mid-way (an error, or a hang caught by
-	// the I/O timeout), so the cut hits a degraded volume whose survivor
-	// alone holds the recent writes.
-	faults := [2]*legtest.FaultLeg{legtest.NewFaultLeg(legs[0]), legtest.NewFaultLeg(legs[1])}
-	opts.IOTimeout = 300 * time.Millisecond
-	switch victim := r.IntN(2); r.IntN(6) {
-	case 0:
-		faults[victim].FailFrom(legtest.OpWrite, 1+r.IntN(400), errMedium)
-	case 1:
-		faults[victim].HangFrom(legtest.OpWrite, 1+r.IntN(400))
-	}
-	defer faults[0].Heal()
-	defer faults[1].Heal()
-	v, err := Assemble([2]Leg{faults[0], faults[1]}, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
+// crashWorkload runs 4 writers of random writes, zeroes, FUA writes and
+// flushes (ops each at most) until done or the power is cut, recording
+// everything in the model.
+func crashWorkload(v *Volume, power *legtest.Power, model *crashModel, seed uint64, round, ops int) error {
 	blocks := v.Size() / crashBlock
-	model := &crashModel{byBlock: map[int64][]*crashWrite{}}
-	var nextID atomic.Uint64
-	power.CutAfter(int64(50 + r.IntN(3000)))
 	var wg sync.WaitGroup
 	var failure atomic.Value
 	for w := range 4 {
-		wr := rand.New(rand.NewPCG(seed, uint64(w)))
+		wr := rand.New(rand.NewPCG(seed, uint64(w+10*round)))
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for i := 0; i < 2000 && !power.IsOff(); i++ {
+			for i := 0; i < ops && !power.IsOff(); i++ {
 				var err error
 				switch p := wr.IntN(100); {
 				case p < 8:
-					f := crashFlush{start: model.stamp.Add(1)}
+					f := crashFlush{round: round, start: model.stamp.Add(1)}
 					if err = v.Flush(); err == nil {
 						f.end = model.stamp.Add(1)
 					}
@@ -193,7 +170,7 @@ func crashRun(t *testing.T, seed uint64) {
 					model.flushes = append(model.flushes, f)
 					model.mu.Unlock()
 				default:
-					cw := &crashWrite{id: nextID.Add(1), n: int64(1 + wr.IntN(4)), zero: p < 13, fua: p >= 85}
+					cw := &crashWrite{round: round, id: model.nextID.Add(1), n: int64(1 + wr.IntN(4)), zero: p < 13, fua: p >= 85}
 					cw.blk = wr.Int64N(blocks - cw.n + 1)
 					buf := make([]byte, cw.n*crashBlock)
 					if !cw.zero {
@@ -212,7 +189,7 @@ func crashRun(t *testing.T, seed uint64) {
 					}
 				}
 				if err != nil && !power.IsOff() {
-					failure.Store(fmt.Sprintf("I/O failed before the power cut: %v", err))
+					failure.Store(fmt.Errorf("I/O failed before the power cut: %w", err))
 					return
 				}
 			}
@@ -220,7 +197,44 @@ func crashRun(t *testing.T, seed uint64) {
 	}
 	wg.Wait()
 	if f := failure.Load(); f != nil {
-		t.Fatal(f)
+		return f.(error)
+	}
+	return nil
+}
+
+func crashRun(t *testing.T, seed uint64) {
+	r := rand.New(rand.NewPCG(seed, 0xC0FFEE))
+	const legSize = 3 << 20
+	const chunk = 64 << 10
+	power := &legtest.Power{}
+	legs := [2]*legtest.CrashLeg{legtest.NewCrashLeg("crash0", legSize, power), legtest.NewCrashLeg("crash1", legSize, power)}
+	if _, err := Create([2]Leg{legs[0], legs[1]}, CreateOptions{ChunkSize: chunk, NodeID: "crash-node"}); err != nil {
+		t.Fatal(err)
+	}
+	opts := testOptions(t)
+	opts.NodeID = "crash-node"
+	opts.BitClearDelay = time.Duration(r.IntN(4)+1) * time.Millisecond
+	// A third of the runs lose a leg mid-way (an error, or a hang caught by
+	// the I/O timeout), so the cut hits a degraded volume whose survivor
+	// alone holds the recent writes.
+	faults := [2]*legtest.FaultLeg{legtest.NewFaultLeg(legs[0]), legtest.NewFaultLeg(legs[1])}
+	opts.IOTimeout = time.Second // short for the hang case, long enough for a loaded CI box
+	switch victim := r.IntN(2); r.IntN(6) {
+	case 0:
+		faults[victim].FailFrom(legtest.OpWrite, 1+r.IntN(400), errMedium)
+	case 1:
+		faults[victim].HangFrom(legtest.OpWrite, 1+r.IntN(400))
+	}
+	defer faults[0].Heal()
+	defer faults[1].Heal()
+	v, err := Assemble([2]Leg{faults[0], faults[1]}, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	model := &crashModel{byBlock: map[int64][]*crashWrite{}}
+	power.CutAfter(int64(50 + r.IntN(3000)))
+	if err := crashWorkload(v, power, model, seed, 0, 2000); err != nil {
+		t.Fatal(err)
 	}
 	degraded := v.Status().State
 	power.Cut()
@@ -236,7 +250,7 @@ func crashRun(t *testing.T, seed uint64) {
 		legs = [2]*legtest.CrashLeg{legs[0].Recover(r, power), legs[1].Recover(r, power)}
 		cutAgain := round == 0 && r.IntN(2) == 0
 		if cutAgain {
-			power.CutAfter(int64(5 + r.IntN(200)))
+			power.CutAfter(int64(5 + r.IntN(1500)))
 		}
 		for i, l := range legs {
 			if sb, err := readSuperblock(l); err == nil {
@@ -252,9 +266,10 @@ func crashRun(t *testing.T, seed uint64) {
 			t.Fatalf("round %d: assemble after power cut: %v", round, err)
 		}
 		if cutAgain {
-			ctx, cancel := contextWithTimeout(30 * time.Second)
-			_ = v.WaitInSync(ctx)
-			cancel()
+			// Writes race the resync until the power fails again.
+			if err := crashWorkload(v, power, model, seed, 1, 300); err != nil {
+				t.Fatal(err)
+			}
 			power.Cut()
 			_ = v.Close()
 			continue
@@ -271,6 +286,7 @@ func crashRun(t *testing.T, seed uint64) {
 	}
 	t.Logf("before the cut: %s; writes %d (acked %d), flushes %d; after recovery: %s, legs %s/%s, %d bytes to resync",
 		degraded, len(model.writes), acked, len(model.flushes), st.State, st.Legs[0].State, st.Legs[1].State, st.Resync.TotalBytes)
+	blocks := v.Size() / crashBlock
 	d0, d1 := legs[0].Bytes()[:v.Size()], legs[1].Bytes()[:v.Size()]
 	if !bytes.Equal(d0, d1) {
 		for b := int64(0); b < blocks; b++ {

@@ -1,8 +1,10 @@
 package mirror
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"time"
 )
 
@@ -43,7 +45,7 @@ func (v *Volume) clearIdle(all bool) {
 		return
 	}
 	if n := v.m.clearBits(cands); n > 0 {
-		if v.log.Enabled(nil, -4) {
+		if v.log.Enabled(context.Background(), slog.LevelDebug) {
 			v.log.Debug("bits cleared", "cands", fmt.Sprint(cands), "nextSeq", v.m.nextSeq)
 		}
 		v.notify()
@@ -60,12 +62,18 @@ func (v *Volume) readdLoop() {
 	for sleep(v.clock, v.opts.ReAddInterval, v.stop) {
 		for slot := range 2 {
 			v.mu.Lock()
-			leg := v.legs[slot]
-			failed := leg != nil && !v.m.active(slot) && !v.parked[slot] && v.m.dead == nil && !v.closing
+			leg, spec := v.legs[slot], v.specs[slot]
+			failed := (leg != nil || spec != "") && !v.m.active(slot) && !v.parked[slot] && v.m.dead == nil && !v.closing
 			v.mu.Unlock()
 			now := v.clock.Now()
 			if !st[slot].due(failed, now, v.opts.ReAddInterval) || v.outstanding[slot].Load() > 0 {
 				continue // healthy, backing off, or still hung: its old I/O has not returned
+			}
+			if leg == nil {
+				// Never opened (down at start-up): try to open it now.
+				if leg = v.openInBackground(spec); leg == nil {
+					continue
+				}
 			}
 			var sb *superblock
 			err := v.legIO(slot, leg, "probe", func(l Leg) error {
@@ -74,15 +82,56 @@ func (v *Volume) readdLoop() {
 				return err
 			})
 			if err != nil || sb.VolumeUUID != v.volUUID {
+				v.dropUnused(slot, leg)
 				continue
 			}
 			if err := v.AddLeg(slot, leg); err != nil {
 				v.log.Warn("automatic re-add failed", "slot", slot, "err", err)
+				v.dropUnused(slot, leg)
 				continue
 			}
 			st[slot].added(now)
 			v.log.Info("leg answered again: re-added", "slot", slot, "leg", leg.Name())
 		}
+	}
+}
+
+// openInBackground opens a leg from its spec without holding up Close: an
+// open that finishes after the volume stopped is closed again.
+func (v *Volume) openInBackground(spec string) Leg {
+	type result struct {
+		leg Leg
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		l, err := OpenLeg(spec, LegOptions{})
+		ch <- result{l, err}
+	}()
+	select {
+	case r := <-ch:
+		if r.err != nil {
+			v.log.Debug("leg still cannot be opened", "leg", spec, "err", r.err)
+			return nil
+		}
+		return r.leg
+	case <-v.stop:
+		go func() {
+			if r := <-ch; r.leg != nil {
+				r.leg.Close()
+			}
+		}()
+		return nil
+	}
+}
+
+// dropUnused closes a leg AutoReAdd opened itself but did not add.
+func (v *Volume) dropUnused(slot int, leg Leg) {
+	v.mu.Lock()
+	ours := v.legs[slot] != leg
+	v.mu.Unlock()
+	if ours {
+		leg.Close()
 	}
 }
 
@@ -149,18 +198,27 @@ func (v *Volume) AddLeg(slot int, leg Leg) error {
 		v.adding[slot] = false
 		v.mu.Unlock()
 	}()
+	reopened := leg == nil
 	if leg == nil {
-		if old == nil {
+		v.mu.Lock()
+		spec := v.specs[slot]
+		v.mu.Unlock()
+		if spec == "" && old != nil {
+			spec = old.Name()
+		}
+		if spec == "" {
 			return fmt.Errorf("slot %d has no previous leg to reopen; name one", slot)
 		}
-		if v.outstanding[slot].Load() > 0 {
+		if old != nil && v.outstanding[slot].Load() > 0 {
 			return fmt.Errorf("leg %s still has I/O in flight from before it failed; try again later", old.Name())
 		}
-		l, err := OpenLeg(old.Name(), v.opts.LegOptions)
+		l, err := OpenLeg(spec, v.opts.LegOptions)
 		if err != nil {
 			return fmt.Errorf("reopen leg %d: %w", slot, err)
 		}
-		old.Close()
+		if old != nil {
+			old.Close()
+		}
 		leg = l
 	} else if leg == old && v.outstanding[slot].Load() > 0 {
 		return fmt.Errorf("leg %s still has I/O in flight from before it failed; try again later", leg.Name())
@@ -221,6 +279,9 @@ func (v *Volume) AddLeg(slot int, leg Leg) error {
 		return fmt.Errorf("add leg %s: %w", leg.Name(), err)
 	}
 	v.legs[slot], v.tmpl[slot] = leg, t
+	if v.specs[slot] == "" || !reopened {
+		v.specs[slot] = leg.Name()
+	}
 	v.outstanding[slot].Store(0)
 	v.log.Info("leg added", "slot", slot, "leg", leg.Name(), "full_resync", full, "chunks", v.m.needCount)
 	err = v.waitSeq(v.m.commitSeq())

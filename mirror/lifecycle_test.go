@@ -7,6 +7,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"os"
 	"strings"
 	"testing"
 	"testing/synctest"
@@ -432,4 +433,71 @@ func TestAssembleWithAnUnreadableLegRunsDegraded(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitInSync(t, v)
+}
+
+func TestLegDownAtStartIsOpenedFromItsSpecLater(t *testing.T) {
+	dir := t.TempDir()
+	paths := [2]string{tempLegFile(t, dir, "leg0", 16<<20), tempLegFile(t, dir, "leg1", 16<<20)}
+	legs := [2]Leg{openTestLeg(t, paths[0]), openTestLeg(t, paths[1])}
+	if _, err := Create(legs, CreateOptions{ChunkSize: 64 << 10, NodeID: "test-node"}); err != nil {
+		t.Fatal(err)
+	}
+	legs[0].Close() // leg 0 could not be opened at start-up: the caller passes nil
+	opts := testOptions(t)
+	opts.Specs = paths
+	v, err := Assemble([2]Leg{nil, legs[1]}, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v.Close()
+	if st := v.Status(); st.State != "degraded" || st.Legs[0].Path != paths[0] {
+		t.Fatalf("status with leg 0 unopened: %+v", st)
+	}
+	if err := v.WriteAt(bytes.Repeat([]byte{3}, 4096), 0, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := v.AddLeg(0, nil); err != nil {
+		t.Fatalf("AddLeg(0, nil) must open leg 0 from its spec: %v", err)
+	}
+	waitInSync(t, v)
+}
+
+func TestAutoReAddOpensALegThatWasDownAtStart(t *testing.T) {
+	dir := t.TempDir()
+	paths := [2]string{tempLegFile(t, dir, "leg0", 16<<20), tempLegFile(t, dir, "leg1", 16<<20)}
+	legs := [2]Leg{openTestLeg(t, paths[0]), openTestLeg(t, paths[1])}
+	if _, err := Create(legs, CreateOptions{ChunkSize: 64 << 10, NodeID: "test-node"}); err != nil {
+		t.Fatal(err)
+	}
+	legs[1].Close()
+	hidden := paths[1] + ".away" // the array is down: the device is not there
+	if err := os.Rename(paths[1], hidden); err != nil {
+		t.Fatal(err)
+	}
+	opts := testOptions(t)
+	opts.Specs = paths
+	opts.AutoReAdd = true
+	opts.ReAddInterval = 10 * time.Millisecond
+	v, err := Assemble([2]Leg{legs[0], nil}, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v.Close()
+	if err := v.WriteAt(bytes.Repeat([]byte{4}, 4096), 8192, false); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(50 * time.Millisecond)
+	if st := v.Status(); st.State != "degraded" {
+		t.Fatalf("state %s while leg 1 is away", st.State)
+	}
+	if err := os.Rename(hidden, paths[1]); err != nil {
+		t.Fatal(err)
+	}
+	waitInSync(t, v)
+	if err := v.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if !legsIdentical(t, paths, v.Size()) {
+		t.Fatal("legs differ after the late leg was added")
+	}
 }

@@ -45,6 +45,9 @@ import (
 //  6. The source never fails silently: if the only up-to-date leg fails
 //     while the other is still out of sync, the volume stops (dead) rather
 //     than serve stale data.
+//  7. Overlapping writes are issued one after the other (a write waits
+//     while an overlapping one is in flight), so both legs apply them in
+//     the same order and never end up holding different data.
 type machine struct {
 	chunk   int64
 	nchunks int64

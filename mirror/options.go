@@ -37,8 +37,14 @@ type Options struct {
 	// writes (a flush of both legs first). Default 5s: long enough that
 	// a hot chunk does not pay a metadata write per burst.
 	BitClearDelay time.Duration
-	Logger        *slog.Logger // nil: discard
-	Clock         Clock        // nil: real time
+	// Specs are the OpenLeg specs the legs given to Assemble came from, in
+	// the same order (optional). A leg passed as nil because it could not
+	// be opened is then reopened from its spec by AutoReAdd and by
+	// AddLeg(slot, nil), so an array that was down at start-up comes back
+	// on its own.
+	Specs  [2]string
+	Logger *slog.Logger // nil: discard
+	Clock  Clock        // nil: real time
 }
 
 // DefaultOptions returns Options with every default filled in and KeepLeg -1.

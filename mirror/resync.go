@@ -91,6 +91,8 @@ func (v *Volume) runResync(src, dst int) error {
 				return err
 			}
 			batch, stamps = batch[:0], stamps[:0]
+			c = next
+			continue // the batch left the resync set: look again
 		}
 		c = next
 		// Yield to application I/O: the floor while it runs, the ceiling
@@ -176,7 +178,8 @@ func (v *Volume) failFromCopy(err error) {
 }
 
 // WaitInSync waits until no leg is out of sync (both legs in sync). It
-// returns an error when the volume is degraded with no resync possible.
+// returns an error when the volume is degraded and nothing can bring the
+// leg back by itself (AutoReAdd off, or the operator failed the leg).
 func (v *Volume) WaitInSync(ctx context.Context) error {
 	for {
 		v.mu.Lock()
@@ -188,7 +191,7 @@ func (v *Volume) WaitInSync(ctx context.Context) error {
 		case v.m.bothInSync() && v.m.needCount == 0 && !v.resync.running:
 			v.mu.Unlock()
 			return nil
-		case !v.m.active(0) || !v.m.active(1):
+		case (!v.m.active(0) || !v.m.active(1)) && !v.readdPending():
 			v.mu.Unlock()
 			return fmt.Errorf("volume is degraded (a leg is failed or missing): add a leg to resync: %w", ErrNoLeg)
 		case !v.resync.running && v.m.target() >= 0 && !v.closing:
@@ -208,6 +211,19 @@ func (v *Volume) WaitInSync(ctx context.Context) error {
 			return ctx.Err()
 		}
 	}
+}
+
+// readdPending (mu held): AutoReAdd may still bring the missing leg back.
+func (v *Volume) readdPending() bool {
+	if !v.opts.AutoReAdd || v.closing {
+		return false
+	}
+	for i := range 2 {
+		if !v.m.active(i) && !v.parked[i] && (v.legs[i] != nil || v.specs[i] != "") {
+			return true
+		}
+	}
+	return false
 }
 
 // rateLimiter paces copies to a byte rate on the injected clock.

@@ -52,6 +52,8 @@ func (v *Volume) Status() Status {
 		ls := LegStatus{Slot: i, State: m.legs[i].String(), Error: m.legErr[i]}
 		if v.legs[i] != nil {
 			ls.Path = v.legs[i].Name()
+		} else {
+			ls.Path = v.specs[i]
 		}
 		if m.target() == i {
 			ls.OutOfSyncBytes = m.needBytes(v.size)

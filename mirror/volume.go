@@ -24,6 +24,7 @@ type Volume struct {
 	changed  chan struct{} // closed and replaced on every state change (for ctx waits)
 	m        *machine
 	legs     [2]Leg         // leg objects by slot (a failed one is kept for AutoReAdd)
+	specs    [2]string      // how each slot's leg is (re)opened
 	tmpl     [2]*superblock // per-leg fixed superblock fields
 	closing  bool
 	metaStop bool
