@@ -105,7 +105,7 @@ func (v *Volume) openInBackground(spec string) Leg {
 	}
 	ch := make(chan result, 1)
 	go func() {
-		l, err := OpenLeg(spec, LegOptions{})
+		l, err := OpenLeg(spec, v.opts.LegOptions)
 		ch <- result{l, err}
 	}()
 	select {

@@ -118,3 +118,58 @@ func TestMirrorOverTwoTgtdLegs(t *testing.T) {
 		mustEqual(t, "volume", got, pattern(uint64(100+i), 128<<10))
 	}
 }
+
+// An array requiring CHAP that is down when the volume is assembled: the
+// leg is passed as nil with its spec, and AutoReAdd must open it later
+// with the volume's LegOptions (the CHAP secret), not bare defaults.
+func TestMirrorAutoReAddOpensCHAPArrayDownAtStart(t *testing.T) {
+	const size = 16 << 20
+	tdA, _ := newTgtd(t, size, "")
+	tdB, imgB := newTgtd(t, size, "")
+	for _, td := range []*Tgtd{tdA, tdB} {
+		if err := td.AddAccount(1, "node", "chap-secret-of-node", false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cfg := iscsi.Config{User: "node", Secret: "chap-secret-of-node", Timeout: time.Second, ReconnectInterval: 100 * time.Millisecond}
+	specs := [2]string{legURL(tdA), legURL(tdB)}
+	a := openDisk(t, specs[0], cfg)
+	b := openDisk(t, specs[1], cfg)
+	if _, err := mirror.Create([2]mirror.Leg{a, b}, mirror.CreateOptions{ChunkSize: 1 << 20}); err != nil {
+		t.Fatal(err)
+	}
+	b.Close()
+	if err := tdB.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	opts := mirror.DefaultOptions()
+	opts.IOTimeout = 2 * time.Second
+	opts.AutoReAdd = true
+	opts.ReAddInterval = 100 * time.Millisecond
+	opts.Specs = specs
+	opts.LegOptions = mirror.LegOptions{ISCSI: cfg}
+	v, err := mirror.Assemble([2]mirror.Leg{a, nil}, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v.Close()
+	if st := v.Status(); st.State != "degraded" || st.Legs[1].Path != specs[1] {
+		t.Fatalf("assembled with array B down: %+v", st)
+	}
+	w := pattern(7, 64<<10)
+	if err := v.WriteAt(w, 3<<20, true); err != nil {
+		t.Fatal(err)
+	}
+	if err := tdB.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	if err := v.WaitInSync(ctx); err != nil || v.Status().Legs[1].State != "in_sync" {
+		t.Fatalf("array B (CHAP) not re-added after it came back: %v %+v", err, v.Status())
+	}
+	if err := v.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	mustEqual(t, "array B after resync", fileAt(t, imgB, 3<<20, len(w)), w)
+}
