@@ -166,12 +166,10 @@ func runVolume(ctx context.Context, f *volumeFlags) error {
 	go ctl.Serve()
 
 	var legs [2]mirror.Leg
-	var missing []string // legs that cannot be opened: pending, see pending.go
 	for i, spec := range f.legs {
 		l, err := mirror.OpenLeg(spec, f.legOptions())
 		if err != nil {
 			log.Warn("leg cannot be opened; assembling without it (mirrorctl leg add brings it back)", "leg", spec, "err", err)
-			missing = append(missing, spec)
 			continue
 		}
 		legs[i] = l
@@ -184,6 +182,10 @@ func runVolume(ctx context.Context, f *volumeFlags) error {
 	opts.KeepLeg = f.keepLeg
 	opts.AutoReAdd = f.autoReAdd && slices.ContainsFunc(f.legs, mirror.IsNetworkLeg)
 	opts.LegOptions = f.legOptions()
+	// A leg that cannot be opened now is reopened from its name: by
+	// 'mirrorctl leg add N' and, for iscsi:// legs, by AutoReAdd when its
+	// array answers.
+	opts.Specs = [2]string{f.legs[0], f.legs[1]}
 	opts.ResyncMinRate, opts.ResyncMaxRate = minRate, maxRate
 	opts.Logger = log
 	vol, err := mirror.Assemble(legs, opts)
@@ -206,12 +208,7 @@ func runVolume(ctx context.Context, f *volumeFlags) error {
 		vol.Close()
 		return err
 	}
-	d := &daemon{vol: vol, srv: srv, log: log, legOpt: f.legOptions(), stop: make(chan struct{})}
-	for slot, spec := range d.assignPending(missing) {
-		if opts.AutoReAdd && mirror.IsNetworkLeg(spec) {
-			go d.joinWhenReachable(slot, spec, opts.ReAddInterval)
-		}
-	}
+	d := &daemon{vol: vol, srv: srv, log: log, legOpt: f.legOptions()}
 	d.register(ctl)
 	for _, addr := range f.listen {
 		ln, err := nbd.Listen(addr)
@@ -262,24 +259,16 @@ type daemon struct {
 	log *slog.Logger
 	wg  sync.WaitGroup
 
-	mu      sync.Mutex // guards what control handlers read while starting
-	dev     *nbd.Device
-	listen  []string
-	legOpt  mirror.LegOptions // how leg-add opens a named replacement leg
-	pending map[int]string    // slot → leg that could not be opened at start
-	stop    chan struct{}     // closed by shutdown: background joiners end
-	stopped sync.Once
+	mu     sync.Mutex // guards what control handlers read while starting
+	dev    *nbd.Device
+	listen []string
+	legOpt mirror.LegOptions // how leg-add opens a named replacement leg
 }
 
 func (d *daemon) status() daemonStatus {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	s := daemonStatus{Status: d.vol.Status(), NBD: nbdStatus{Listen: append([]string(nil), d.listen...), Connections: d.srv.Connections()}}
-	for i := range s.Legs {
-		if s.Legs[i].Path == "" {
-			s.Legs[i].Path = d.pending[i]
-		}
-	}
 	if d.dev != nil {
 		s.NBD.Device = d.dev.Path
 	}
@@ -305,9 +294,6 @@ func (d *daemon) register(ctl *control.Server) {
 			return nil, err
 		}
 		var leg mirror.Leg
-		if a.Path == "" {
-			a.Path = d.pendingSpec(a.Slot) // a leg that could not be opened at start: reopen it by name
-		}
 		if a.Path != "" {
 			l, err := mirror.OpenLeg(a.Path, d.legOpt)
 			if err != nil {
@@ -321,7 +307,6 @@ func (d *daemon) register(ctl *control.Server) {
 			}
 			return nil, fmt.Errorf("leg add %d: %w", a.Slot, err)
 		}
-		d.clearPending(a.Slot)
 		d.log.Info("leg re-added; resync started", "slot", a.Slot)
 		return d.status(), nil
 	})
@@ -356,7 +341,6 @@ func decodeArgs(raw json.RawMessage, v any) error {
 // shutdown detaches the kernel device, drains and closes the NBD server,
 // then closes the volume (flush both legs, mark clean).
 func (d *daemon) shutdown() error {
-	d.stopped.Do(func() { close(d.stop) })
 	var errs []error
 	d.mu.Lock()
 	dev := d.dev
