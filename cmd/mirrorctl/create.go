@@ -16,7 +16,7 @@ func newCreateCmd(_ *globals) *cobra.Command {
 	var chunk string
 	var force, initialSync bool
 	var slots int
-	var lf legopts.Flags
+	lf := legopts.Flags{Tool: true}
 	c := &cobra.Command{
 		Use:   "create [--chunk SIZE] [--force] LEG LEG",
 		Short: "Write fresh mirror metadata on two legs (files, block devices or iscsi:// LUNs)",

@@ -13,7 +13,7 @@ import (
 // newExamineCmd: `mirrorctl examine [--json] LEG`.
 func newExamineCmd(_ *globals) *cobra.Command {
 	var asJSON bool
-	var lf legopts.Flags
+	lf := legopts.Flags{Tool: true}
 	c := &cobra.Command{
 		Use:   "examine [--json] LEG",
 		Short: "Print one leg's mirror metadata (like mdadm --examine)",

@@ -2,11 +2,17 @@ package main
 
 import (
 	"bytes"
+	"context"
+	"fmt"
+	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/hamirror/hamirror/iscsi"
 	"github.com/hamirror/hamirror/testenv/iscsitarget"
 )
 
@@ -49,5 +55,69 @@ func TestISCSIDiscoverAndInfo(t *testing.T) {
 		if !strings.Contains(out, w) {
 			t.Fatalf("info output lacks %q:\n%s", w, out)
 		}
+	}
+}
+
+// mirrorctl run on the node where mirrord holds sessions to the arrays
+// (same initiator name) must not reinstate — drop — those sessions: its
+// own logins use an ISID of their own.
+func TestToolSessionsLeaveTheDaemonsAlone(t *testing.T) {
+	if err := iscsitarget.TgtdAvailable(); err != nil {
+		t.Skipf("mirrorctl iscsi test skipped: %v", err)
+	}
+	dir := t.TempDir()
+	td, err := iscsitarget.StartTgtd(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer td.Stop()
+	const iqn = "iqn.2026-01.org.hamirror.test:tool"
+	var imgs []string
+	for _, n := range []string{"a.img", "b.img"} {
+		img := filepath.Join(dir, n)
+		if err := os.WriteFile(img, make([]byte, 8<<20), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		imgs = append(imgs, img)
+	}
+	// Two targets: two LUNs of one target opened by one command share its
+	// ISID, and the second login reinstates the first (a known limitation:
+	// the default ISID is per node, not per LUN).
+	for i, img := range imgs {
+		if err := td.AddTarget(i+1, fmt.Sprintf("%s%d", iqn, i+1), []string{img}, ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	lun := func(n int) string { return fmt.Sprintf("iscsi://%s/%s%d/1", td.Portal, iqn, n) }
+	// The daemon's session: the node's initiator name and ISID.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	daemon, err := iscsi.OpenLeg(ctx, lun(1), iscsi.Config{Timeout: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer daemon.Close()
+	before, err := td.Nexuses(1)
+	if err != nil || len(before) != 1 {
+		t.Fatalf("nexuses with the daemon logged in: %v %v", before, err)
+	}
+	for _, args := range [][]string{
+		{"iscsi", "info", lun(1)},
+		{"examine", lun(1)}, // no metadata
+		{"create", lun(1), lun(2)},
+		{"examine", lun(1)},
+		{"create", lun(1), lun(2)}, // refused: metadata
+	} {
+		root := newRootCmd()
+		root.SetOut(io.Discard)
+		root.SetErr(io.Discard)
+		root.SetArgs(args)
+		root.Execute() // some of them fail (no metadata, metadata): after logging in
+		if got, err := td.Nexuses(1); err != nil || !slices.Contains(got, before[0]) {
+			t.Fatalf("after mirrorctl %s the daemon's session %s is gone: %v %v", strings.Join(args, " "), before[0], got, err)
+		}
+	}
+	if err := daemon.WriteAt(make([]byte, 4096), 0, true); err != nil || daemon.Stats().Reconnects != 0 {
+		t.Fatalf("daemon session after mirrorctl: write %v, reconnects %d", err, daemon.Stats().Reconnects)
 	}
 }
