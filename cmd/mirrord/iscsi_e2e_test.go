@@ -316,7 +316,7 @@ func TestISCSIVolumeEndToEnd(t *testing.T) {
 	// Several clients at once: fio verify (two jobs, two connections),
 	// nbdcopy reading the volume back, nbdinfo; meanwhile mirrorctl
 	// examine logs in to both arrays (with its own ISID): mirrord's
-	// sessions must not notice.
+	// sessions must not notice (tgtd shows the same I_T nexuses).
 	sessions := func() [2][]string {
 		t.Helper()
 		var s [2][]string
@@ -348,6 +348,12 @@ func TestISCSIVolumeEndToEnd(t *testing.T) {
 				t.Fatalf("examine during I/O: %+v", ex)
 			}
 		}
+	}
+	// So must the other commands that log in: iscsi info, and a create
+	// on the legs in use (refused: they hold metadata).
+	l.mustCtl(append(append([]string{"iscsi", "info"}, chap...), b.url)...)
+	if out, err := l.ctlRun(append(append([]string{"create"}, chap...), a.url, b.url)...); err == nil || !strings.Contains(out, "metadata") {
+		t.Fatalf("create on the legs of a running volume: %v\n%s", err, out)
 	}
 	for _, info := range infos {
 		info.wait(t, "nbdinfo beside other clients", 30*time.Second)
