@@ -212,12 +212,22 @@ func (v *Volume) AddLeg(slot int, leg Leg) error {
 		if old != nil && v.outstanding[slot].Load() > 0 {
 			return fmt.Errorf("leg %s still has I/O in flight from before it failed; try again later", old.Name())
 		}
+		if old != nil {
+			// Close the failed leg before opening it again: an iSCSI leg
+			// logging in with the same ISID while the old session still
+			// reconnects would knock the two sessions off the target in
+			// turn. The slot keeps its spec, so AutoReAdd can still open
+			// it if this attempt fails.
+			v.mu.Lock()
+			if v.legs[slot] == old {
+				v.legs[slot] = nil
+			}
+			v.mu.Unlock()
+			old.Close()
+		}
 		l, err := OpenLeg(spec, v.opts.LegOptions)
 		if err != nil {
 			return fmt.Errorf("reopen leg %d: %w", slot, err)
-		}
-		if old != nil {
-			old.Close()
 		}
 		leg = l
 	} else if leg == old && v.outstanding[slot].Load() > 0 {
