@@ -212,12 +212,12 @@ func (v *Volume) AddLeg(slot int, leg Leg) error {
 		if old != nil && v.outstanding[slot].Load() > 0 {
 			return fmt.Errorf("leg %s still has I/O in flight from before it failed; try again later", old.Name())
 		}
+		if old != nil {
+			old.Close() // first: an exclusively claimed block device can be opened once
+		}
 		l, err := OpenLeg(spec, LegOptions{})
 		if err != nil {
 			return fmt.Errorf("reopen leg %d: %w", slot, err)
-		}
-		if old != nil {
-			old.Close()
 		}
 		leg = l
 	} else if leg == old && v.outstanding[slot].Load() > 0 {
