@@ -18,6 +18,7 @@ type outq struct {
 	mu       sync.Mutex
 	idle     *sync.Cond
 	pending  net.Buffers
+	spare    net.Buffers // an emptied batch, reused as the next pending
 	flushing bool
 	err      error
 	kick     chan struct{} // capacity 1: wake the helper writer
@@ -55,27 +56,28 @@ func (q *outq) push(bufs net.Buffers, canWrite bool) bool {
 // drain writes until the queue is empty; the caller owns the write (it got
 // true from push or claim).
 func (q *outq) drain(w net.Conn) error {
-	for {
-		q.mu.Lock()
+	q.mu.Lock()
+	for len(q.pending) > 0 && q.err == nil {
 		batch := q.pending
-		q.pending = nil
-		if len(batch) == 0 || q.err != nil {
-			q.flushing = false
-			err := q.err
-			q.idle.Broadcast()
-			q.mu.Unlock()
-			return err
-		}
+		q.pending, q.spare = q.spare[:0], nil
 		q.mu.Unlock()
-		if _, err := batch.WriteTo(w); err != nil {
-			q.mu.Lock()
+		all := batch // WriteTo consumes batch
+		_, err := batch.WriteTo(w)
+		clear(all) // drop the references to callers' buffers
+		q.mu.Lock()
+		q.spare = all[:0]
+		if err != nil && q.err == nil {
 			q.err = err
-			q.flushing = false
-			q.idle.Broadcast()
-			q.mu.Unlock()
-			return err
 		}
 	}
+	if q.err != nil {
+		q.pending = nil
+	}
+	q.flushing = false
+	err := q.err
+	q.idle.Broadcast()
+	q.mu.Unlock()
+	return err
 }
 
 // claim makes the caller the writer if nobody is writing and something is

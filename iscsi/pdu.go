@@ -101,11 +101,17 @@ func (p *PDU) Marshal(buf []byte, d Digests) ([]byte, error) {
 // header (with its digest) in a fresh slice, the data without copying, then
 // padding and data digest.
 func (p *PDU) writeBuffers(d Digests) (net.Buffers, error) {
+	return p.appendBuffers(nil, d)
+}
+
+// appendBuffers is writeBuffers appending to bufs (so a caller can reuse
+// one slice for every PDU it queues).
+func (p *PDU) appendBuffers(bufs net.Buffers, d Digests) (net.Buffers, error) {
 	if len(p.AHS)%4 != 0 || len(p.AHS) > 255*4 {
-		return nil, fmt.Errorf("iscsi: AHS length %d is not a multiple of 4 up to 1020", len(p.AHS))
+		return bufs, fmt.Errorf("iscsi: AHS length %d is not a multiple of 4 up to 1020", len(p.AHS))
 	}
 	if len(p.Data) > maxDataSegment {
-		return nil, fmt.Errorf("iscsi: data segment of %d bytes exceeds 2^24-1", len(p.Data))
+		return bufs, fmt.Errorf("iscsi: data segment of %d bytes exceeds 2^24-1", len(p.Data))
 	}
 	p.setLengths()
 	hdr := make([]byte, 0, bhsLen+len(p.AHS)+4)
@@ -114,7 +120,7 @@ func (p *PDU) writeBuffers(d Digests) (net.Buffers, error) {
 	if d.Header {
 		hdr = binary.LittleEndian.AppendUint32(hdr, crc32c(hdr))
 	}
-	bufs := net.Buffers{hdr}
+	bufs = append(bufs, hdr)
 	n := len(p.Data)
 	if n == 0 {
 		return bufs, nil

@@ -64,10 +64,20 @@ type scsiCommand struct {
 }
 
 func (c *scsiCommand) encode() (*PDU, error) {
-	if len(c.CDB) == 0 || len(c.CDB) > 16 {
-		return nil, fmt.Errorf("iscsi: CDB of %d bytes (1..16 supported)", len(c.CDB))
+	p := new(PDU)
+	if err := c.encodeInto(p); err != nil {
+		return nil, err
 	}
-	p := &PDU{Data: c.Data}
+	return p, nil
+}
+
+// encodeInto fills p (which must be zero) without allocating, for the
+// per-command hot path.
+func (c *scsiCommand) encodeInto(p *PDU) error {
+	if len(c.CDB) == 0 || len(c.CDB) > 16 {
+		return fmt.Errorf("iscsi: CDB of %d bytes (1..16 supported)", len(c.CDB))
+	}
+	p.Data = c.Data
 	p.BHS[0] = opSCSICommand
 	if c.Immediate {
 		p.BHS[0] |= 0x40
@@ -90,7 +100,7 @@ func (c *scsiCommand) encode() (*PDU, error) {
 	p.put32(24, c.CmdSN)
 	p.put32(28, c.ExpStatSN)
 	copy(p.BHS[32:48], c.CDB)
-	return p, nil
+	return nil
 }
 
 // scsiResponse is a SCSI Response PDU (opcode 0x21).

@@ -26,7 +26,7 @@ func (s *session) readLoop() {
 	s.out.shutdown(err)
 	for _, t := range tasks {
 		t.err = fmt.Errorf("%s: %w", t.cmd.Op, err)
-		close(t.done)
+		endTask(t)
 	}
 	close(s.dead)
 }
@@ -42,7 +42,7 @@ func (s *session) readPDUs() error {
 			}
 			return fmt.Errorf("%w: %w", ErrDisconnected, err)
 		}
-		s.lastRecv.Store(s.now().UnixNano())
+		s.recvd.Add(1)
 		if h.pdu.Opcode() == opDataIn {
 			if err := s.onDataIn(rd, &h); err != nil {
 				return err
@@ -90,7 +90,7 @@ func (s *session) complete(t *task) {
 	delete(s.tasks, t.itt)
 	s.cond.Broadcast()
 	s.mu.Unlock()
-	close(t.done)
+	endTask(t)
 }
 
 func (s *session) onDataIn(rd io.Reader, h *header) error {

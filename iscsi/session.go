@@ -28,7 +28,9 @@ type session struct {
 	now     func() time.Time
 	depth   int
 
-	out *outq // coalesced writes to nc
+	out   *outq       // coalesced writes to nc
+	tpool sync.Pool   // *task, reused so a command allocates little
+	wire  net.Buffers // scratch for one PDU's buffers; s.mu is held
 
 	mu        sync.Mutex
 	cond      *sync.Cond
@@ -37,8 +39,10 @@ type session struct {
 	expStatSN uint32
 	nextITT   uint32
 	tasks     map[uint32]*task
-	err       error        // why the session died (nil while alive)
-	lastRecv  atomic.Int64 // UnixNano of the last PDU received
+	err       error         // why the session died (nil while alive)
+	recvd     atomic.Uint64 // PDUs received (the reader counts, the watchdog reads)
+	lastRecv  time.Time     // when the watchdog last saw recvd move
+	seenRecvd uint64        // recvd at that time
 	pingITT   uint32
 	pingSent  time.Time
 	logoutITT uint32
@@ -77,9 +81,10 @@ type task struct {
 	sent   time.Time
 	dataSN uint32
 	recv   uint32
-	done   chan struct{}
+	done   chan struct{} // capacity 1: one send when the task ends
 	res    result
 	err    error
+	pdu    PDU // the command PDU, encoded in place
 }
 
 // newSession starts the reader and watchdog on a logged-in connection.
@@ -99,7 +104,7 @@ func newSession(nc net.Conn, br *bufio.Reader, p Params, last sn, live liveness,
 		out:        newOutq(),
 	}
 	s.cond = sync.NewCond(&s.mu)
-	s.lastRecv.Store(now().UnixNano())
+	s.lastRecv = now()
 	go s.writeLoop()
 	go s.readLoop()
 	go s.watchdog()
@@ -150,11 +155,34 @@ func (s *session) failure() error {
 // (so PDUs leave in the order their sequence numbers were assigned). It
 // reports whether the caller must write the queue (see outq.push).
 func (s *session) enqueue(p *PDU, canWrite bool) (bool, error) {
-	bufs, err := p.writeBuffers(s.digests)
+	bufs, err := p.appendBuffers(s.wire[:0], s.digests)
 	if err != nil {
 		return false, err
 	}
-	return s.out.push(bufs, canWrite), nil
+	must := s.out.push(bufs, canWrite)
+	clear(bufs) // push copied them; drop the references
+	s.wire = bufs[:0]
+	return must, nil
+}
+
+// newTask takes a task from the pool for c.
+func (s *session) newTask(c command) *task {
+	t, _ := s.tpool.Get().(*task)
+	if t == nil {
+		t = &task{done: make(chan struct{}, 1)}
+	}
+	t.cmd = c
+	return t
+}
+
+// endTask tells t's caller the outcome; the reader calls it once per task.
+func endTask(t *task) { t.done <- struct{}{} }
+
+// putTask returns a finished task (its caller has read the outcome).
+func (s *session) putTask(t *task) {
+	done := t.done
+	*t = task{done: done}
+	s.tpool.Put(t)
 }
 
 // exec runs a command and waits for its end. The error is a transport or
@@ -163,7 +191,7 @@ func (s *session) exec(c command) (result, error) {
 	if len(c.Read) > 0 && len(c.Write) > 0 {
 		return result{}, fmt.Errorf("iscsi: %s: bidirectional commands are not supported", c.Op)
 	}
-	t := &task{cmd: c, done: make(chan struct{})}
+	t := s.newTask(c)
 	s.mu.Lock()
 	for s.err == nil && (len(s.tasks) >= s.depth || !s.win.open(s.cmdSN)) {
 		s.waiters++
@@ -173,6 +201,7 @@ func (s *session) exec(c command) (result, error) {
 	if s.err != nil {
 		err := s.err
 		s.mu.Unlock()
+		s.putTask(t)
 		return result{}, fmt.Errorf("%w: %w", ErrDisconnected, err)
 	}
 	t.itt = s.newITT()
@@ -186,6 +215,7 @@ func (s *session) exec(c command) (result, error) {
 	}
 	s.mu.Unlock()
 	if err != nil {
+		s.putTask(t)
 		return result{}, err
 	}
 	if mustWrite {
@@ -193,7 +223,9 @@ func (s *session) exec(c command) (result, error) {
 		s.write()
 	}
 	<-t.done
-	return t.res, t.err
+	res, err := t.res, t.err
+	s.putTask(t)
+	return res, err
 }
 
 // enqueueCommand queues the command PDU with its immediate data and any
@@ -221,11 +253,10 @@ func (s *session) enqueueCommand(t *task, cmdSN, expStatSN uint32) (bool, error)
 		LUN: c.LUN, ITT: t.itt, ExpectedLength: total, CmdSN: cmdSN, ExpStatSN: expStatSN,
 		CDB: c.CDB, Data: c.Write[:imm],
 	}
-	pdu, err := cmd.encode()
-	if err != nil {
+	if err := cmd.encodeInto(&t.pdu); err != nil {
 		return false, err
 	}
-	mustWrite, err := s.enqueue(pdu, true)
+	mustWrite, err := s.enqueue(&t.pdu, true)
 	if err != nil || unsolicited == imm {
 		return mustWrite, err
 	}
@@ -298,7 +329,13 @@ func (s *session) watchdog() {
 		case <-tk.C:
 		}
 		s.mu.Lock()
-		in := livenessInput{Now: s.now(), LastRecv: time.Unix(0, s.lastRecv.Load()), PingSent: s.pingSent}
+		now := s.now()
+		if n := s.recvd.Load(); n != s.seenRecvd {
+			// Received since the last tick: at most one tick ago, and
+			// the reader need not read the clock for every PDU.
+			s.seenRecvd, s.lastRecv = n, now
+		}
+		in := livenessInput{Now: now, LastRecv: s.lastRecv, PingSent: s.pingSent}
 		if s.waiters > 0 && !s.win.open(s.cmdSN) {
 			if s.closedAt.IsZero() {
 				s.closedAt = in.Now

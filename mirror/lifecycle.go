@@ -105,7 +105,7 @@ func (v *Volume) openInBackground(spec string) Leg {
 	}
 	ch := make(chan result, 1)
 	go func() {
-		l, err := OpenLeg(spec, LegOptions{})
+		l, err := OpenLeg(spec, v.opts.LegOptions)
 		ch <- result{l, err}
 	}()
 	select {
@@ -213,9 +213,20 @@ func (v *Volume) AddLeg(slot int, leg Leg) error {
 			return fmt.Errorf("leg %s still has I/O in flight from before it failed; try again later", old.Name())
 		}
 		if old != nil {
-			old.Close() // first: an exclusively claimed block device can be opened once
+			// Close the failed leg before opening it again: an iSCSI leg
+			// logging in with the same ISID while the old session still
+			// reconnects would knock the two sessions off the target in
+			// turn. The slot keeps its spec, so AutoReAdd can still open
+			// it if this attempt fails. (An exclusively claimed block device
+			// can also only be opened once.)
+			v.mu.Lock()
+			if v.legs[slot] == old {
+				v.legs[slot] = nil
+			}
+			v.mu.Unlock()
+			old.Close()
 		}
-		l, err := OpenLeg(spec, LegOptions{})
+		l, err := OpenLeg(spec, v.opts.LegOptions)
 		if err != nil {
 			return fmt.Errorf("reopen leg %d: %w", slot, err)
 		}

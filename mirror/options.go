@@ -25,7 +25,10 @@ type Options struct {
 	NodeID string
 	// AutoReAdd probes a failed leg every ReAddInterval; when it answers
 	// again it is re-added and only the changed chunks are resynced.
-	AutoReAdd     bool
+	AutoReAdd bool
+	// LegOptions are used when AddLeg reopens a leg by name (iSCSI
+	// initiator settings and CHAP secrets for iscsi:// legs).
+	LegOptions    LegOptions
 	ReAddInterval time.Duration // default 2s
 	// ResyncMinRate is the floor a resync keeps even under application
 	// I/O; ResyncMaxRate the ceiling when idle (0: unlimited). Bytes/s.

@@ -7,6 +7,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/hamirror/hamirror/cmd/internal/legopts"
 	"github.com/hamirror/hamirror/mirror"
 )
 
@@ -15,9 +16,10 @@ func newCreateCmd(_ *globals) *cobra.Command {
 	var chunk string
 	var force, initialSync bool
 	var slots int
+	var lf legopts.Flags
 	c := &cobra.Command{
 		Use:   "create [--chunk SIZE] [--force] LEG LEG",
-		Short: "Write fresh mirror metadata on two legs (files or block devices)",
+		Short: "Write fresh mirror metadata on two legs (files, block devices or iscsi:// LUNs)",
 		Long: `Create writes fresh hamirror metadata at the end of both legs: one volume,
 leg 0 and leg 1, both in sync. The data areas are not copied: the legs are
 assumed blank or identical (like mdadm --assume-clean); with --sync leg 1 is
@@ -33,7 +35,7 @@ XFS, btrfs, LUKS, swap) or a partition table unless --force is given.`,
 			}
 			var legs [2]mirror.Leg
 			for i, p := range args {
-				l, err := mirror.OpenLeg(p, mirror.LegOptions{})
+				l, err := mirror.OpenLeg(p, lf.LegOptions(false))
 				if err != nil {
 					return err
 				}
@@ -53,6 +55,7 @@ XFS, btrfs, LUKS, swap) or a partition table unless --force is given.`,
 	c.Flags().BoolVar(&force, "force", false, "overwrite existing metadata, file systems or partition tables")
 	c.Flags().BoolVar(&initialSync, "sync", false, "copy leg 0 onto leg 1 at the first assembly instead of assuming identical legs")
 	c.Flags().IntVar(&slots, "node-slots", 16, "heartbeat slots reserved on each leg")
+	lf.Add(c.Flags(), true)
 	return c
 }
 

@@ -6,18 +6,20 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/hamirror/hamirror/cmd/internal/legopts"
 	"github.com/hamirror/hamirror/mirror"
 )
 
 // newExamineCmd: `mirrorctl examine [--json] LEG`.
 func newExamineCmd(_ *globals) *cobra.Command {
 	var asJSON bool
+	var lf legopts.Flags
 	c := &cobra.Command{
 		Use:   "examine [--json] LEG",
 		Short: "Print one leg's mirror metadata (like mdadm --examine)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			l, err := mirror.OpenLeg(args[0], mirror.LegOptions{ReadOnly: true})
+			l, err := mirror.OpenLeg(args[0], lf.LegOptions(true))
 			if err != nil {
 				return err
 			}
@@ -36,5 +38,6 @@ func newExamineCmd(_ *globals) *cobra.Command {
 		},
 	}
 	c.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	lf.Add(c.Flags(), true)
 	return c
 }

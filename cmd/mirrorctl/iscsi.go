@@ -4,39 +4,11 @@ import (
 	"context"
 	"fmt"
 	"strings"
-	"time"
 
+	"github.com/hamirror/hamirror/cmd/internal/legopts"
 	"github.com/hamirror/hamirror/iscsi"
 	"github.com/spf13/cobra"
 )
-
-// iscsiFlags are the initiator settings the iscsi subcommands share. CHAP
-// secrets are read from files only, never taken from the command line.
-type iscsiFlags struct {
-	initiatorName    string
-	chapUser         string
-	chapSecretFile   string
-	targetUser       string
-	targetSecretFile string
-	timeout          time.Duration
-}
-
-func (f *iscsiFlags) add(cmd *cobra.Command) {
-	fl := cmd.Flags()
-	fl.StringVar(&f.initiatorName, "initiator-name", "", "initiator IQN (default: this node's, "+iscsi.DefaultInitiatorName()+")")
-	fl.StringVar(&f.chapUser, "chap-user", "", "CHAP user name")
-	fl.StringVar(&f.chapSecretFile, "chap-secret-file", "", "file holding the CHAP secret")
-	fl.StringVar(&f.targetUser, "target-chap-user", "", "mutual CHAP: the name the target must authenticate with")
-	fl.StringVar(&f.targetSecretFile, "target-chap-secret-file", "", "mutual CHAP: file holding the target's secret")
-	fl.DurationVar(&f.timeout, "timeout", 5*time.Second, "give up on an unanswered target after this long")
-}
-
-func (f *iscsiFlags) config() iscsi.Config {
-	return iscsi.Config{
-		InitiatorName: f.initiatorName, User: f.chapUser, SecretFile: f.chapSecretFile,
-		TargetUser: f.targetUser, TargetSecretFile: f.targetSecretFile, Timeout: f.timeout,
-	}
-}
 
 func newISCSICmd() *cobra.Command {
 	cmd := &cobra.Command{
@@ -48,7 +20,7 @@ func newISCSICmd() *cobra.Command {
 }
 
 func newISCSIDiscoverCmd() *cobra.Command {
-	f := &iscsiFlags{}
+	f := &legopts.Flags{}
 	cmd := &cobra.Command{
 		Use:   "discover HOST[:PORT]",
 		Short: "List the targets an array offers (SendTargets discovery)",
@@ -57,15 +29,15 @@ func newISCSIDiscoverCmd() *cobra.Command {
 			"Use the iscsi:// form (with the LUN) as a leg for mirrorctl create.",
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx, cancel := context.WithTimeout(cmd.Context(), 2*f.timeout)
+			ctx, cancel := context.WithTimeout(cmd.Context(), 2*f.Timeout)
 			defer cancel()
-			targets, err := iscsi.Discover(ctx, args[0], f.config())
+			targets, err := iscsi.Discover(ctx, args[0], f.ISCSI())
 			if err != nil {
 				return err
 			}
 			out := cmd.OutOrStdout()
 			if len(targets) == 0 {
-				fmt.Fprintf(out, "no targets offered to %s\n", f.config().InitiatorName)
+				fmt.Fprintf(out, "no targets offered to %s\n", f.ISCSI().InitiatorName)
 			}
 			for _, t := range targets {
 				if len(t.Addresses) == 0 {
@@ -79,20 +51,20 @@ func newISCSIDiscoverCmd() *cobra.Command {
 			return nil
 		},
 	}
-	f.add(cmd)
+	f.Add(cmd.Flags(), true)
 	return cmd
 }
 
 func newISCSIInfoCmd() *cobra.Command {
-	f := &iscsiFlags{}
+	f := &legopts.Flags{}
 	cmd := &cobra.Command{
 		Use:   "info iscsi://[USER@]HOST[:PORT]/TARGET-IQN/LUN",
 		Short: "Log in to a LUN and show what it is (vendor, serial, device IDs, size, limits)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx, cancel := context.WithTimeout(cmd.Context(), 2*f.timeout)
+			ctx, cancel := context.WithTimeout(cmd.Context(), 2*f.Timeout)
 			defer cancel()
-			d, err := iscsi.OpenLeg(ctx, args[0], f.config())
+			d, err := iscsi.OpenLeg(ctx, args[0], f.ISCSI())
 			if err != nil {
 				return err
 			}
@@ -113,6 +85,6 @@ func newISCSIInfoCmd() *cobra.Command {
 			return nil
 		},
 	}
-	f.add(cmd)
+	f.Add(cmd.Flags(), true)
 	return cmd
 }

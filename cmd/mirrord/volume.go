@@ -10,6 +10,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime/pprof"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -19,6 +20,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/hamirror/hamirror/cmd/internal/control"
+	"github.com/hamirror/hamirror/cmd/internal/legopts"
 	"github.com/hamirror/hamirror/mirror"
 	"github.com/hamirror/hamirror/mirror/nbd"
 )
@@ -39,6 +41,7 @@ type volumeFlags struct {
 	kernConns  int
 	ioctl      bool
 	cpuprofile string
+	leg        legopts.Flags
 }
 
 // newVolumeCmd: `mirrord volume --leg LEG --leg LEG --listen unix:PATH ...`.
@@ -79,7 +82,8 @@ the volume clean on disk.`,
 	fl.StringVar(&f.name, "name", "hamirror", "NBD export name")
 	fl.BoolVar(&f.readOnly, "read-only", false, "export read-only")
 	fl.DurationVar(&f.ioTimeout, "io-timeout", 5*time.Second, "per-leg I/O timeout; a leg that exceeds it is failed")
-	fl.BoolVar(&f.autoReAdd, "auto-readd", false, "re-add a failed leg automatically when it answers again")
+	fl.BoolVar(&f.autoReAdd, "auto-readd", true, "re-add a failed iscsi:// leg automatically when its array answers again (file and block-device legs come back with 'mirrorctl leg add')")
+	f.leg.Add(fl, false)
 	fl.StringVar(&f.resyncMin, "resync-min-rate", "10M", "resync rate kept even under application I/O (bytes/s)")
 	fl.StringVar(&f.resyncMax, "resync-max-rate", "0", "resync rate ceiling when idle (bytes/s, 0: unlimited)")
 	fl.IntVar(&f.kernConns, "device-connections", 2, "sockets the kernel spreads /dev/nbdN I/O over")
@@ -156,10 +160,12 @@ func runVolume(ctx context.Context, f *volumeFlags) error {
 	go ctl.Serve()
 
 	var legs [2]mirror.Leg
+	var missing []string // legs that cannot be opened: pending, see pending.go
 	for i, spec := range f.legs {
-		l, err := mirror.OpenLeg(spec, mirror.LegOptions{})
+		l, err := mirror.OpenLeg(spec, f.legOptions())
 		if err != nil {
 			log.Warn("leg cannot be opened; assembling without it (mirrorctl leg add brings it back)", "leg", spec, "err", err)
+			missing = append(missing, spec)
 			continue
 		}
 		legs[i] = l
@@ -170,7 +176,8 @@ func runVolume(ctx context.Context, f *volumeFlags) error {
 	opts := mirror.DefaultOptions()
 	opts.IOTimeout = f.ioTimeout
 	opts.KeepLeg = f.keepLeg
-	opts.AutoReAdd = f.autoReAdd
+	opts.AutoReAdd = f.autoReAdd && slices.ContainsFunc(f.legs, mirror.IsNetworkLeg)
+	opts.LegOptions = f.legOptions()
 	opts.ResyncMinRate, opts.ResyncMaxRate = minRate, maxRate
 	opts.Logger = log
 	vol, err := mirror.Assemble(legs, opts)
@@ -193,7 +200,12 @@ func runVolume(ctx context.Context, f *volumeFlags) error {
 		vol.Close()
 		return err
 	}
-	d := &daemon{vol: vol, srv: srv, log: log}
+	d := &daemon{vol: vol, srv: srv, log: log, legOpt: f.legOptions(), stop: make(chan struct{})}
+	for slot, spec := range d.assignPending(missing) {
+		if opts.AutoReAdd && mirror.IsNetworkLeg(spec) {
+			go d.joinWhenReachable(slot, spec, opts.ReAddInterval)
+		}
+	}
 	d.register(ctl)
 	for _, addr := range f.listen {
 		ln, err := nbd.Listen(addr)
@@ -244,15 +256,24 @@ type daemon struct {
 	log *slog.Logger
 	wg  sync.WaitGroup
 
-	mu     sync.Mutex // guards what control handlers read while starting
-	dev    *nbd.Device
-	listen []string
+	mu      sync.Mutex // guards what control handlers read while starting
+	dev     *nbd.Device
+	listen  []string
+	legOpt  mirror.LegOptions // how leg-add opens a named replacement leg
+	pending map[int]string    // slot → leg that could not be opened at start
+	stop    chan struct{}     // closed by shutdown: background joiners end
+	stopped sync.Once
 }
 
 func (d *daemon) status() daemonStatus {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	s := daemonStatus{Status: d.vol.Status(), NBD: nbdStatus{Listen: append([]string(nil), d.listen...), Connections: d.srv.Connections()}}
+	for i := range s.Legs {
+		if s.Legs[i].Path == "" {
+			s.Legs[i].Path = d.pending[i]
+		}
+	}
 	if d.dev != nil {
 		s.NBD.Device = d.dev.Path
 	}
@@ -278,8 +299,11 @@ func (d *daemon) register(ctl *control.Server) {
 			return nil, err
 		}
 		var leg mirror.Leg
+		if a.Path == "" {
+			a.Path = d.pendingSpec(a.Slot) // a leg that could not be opened at start: reopen it by name
+		}
 		if a.Path != "" {
-			l, err := mirror.OpenLeg(a.Path, mirror.LegOptions{})
+			l, err := mirror.OpenLeg(a.Path, d.legOpt)
 			if err != nil {
 				return nil, fmt.Errorf("leg add %d: %w", a.Slot, err)
 			}
@@ -291,6 +315,7 @@ func (d *daemon) register(ctl *control.Server) {
 			}
 			return nil, fmt.Errorf("leg add %d: %w", a.Slot, err)
 		}
+		d.clearPending(a.Slot)
 		d.log.Info("leg re-added; resync started", "slot", a.Slot)
 		return d.status(), nil
 	})
@@ -325,6 +350,7 @@ func decodeArgs(raw json.RawMessage, v any) error {
 // shutdown detaches the kernel device, drains and closes the NBD server,
 // then closes the volume (flush both legs, mark clean).
 func (d *daemon) shutdown() error {
+	d.stopped.Do(func() { close(d.stop) })
 	var errs []error
 	d.mu.Lock()
 	dev := d.dev
@@ -409,4 +435,13 @@ func parseRate(s string) (int64, error) {
 		return 0, fmt.Errorf("%q is not a rate (examples: 0, 512K, 10M)", s)
 	}
 	return v * mult, nil
+}
+
+// legOptions opens legs with the iSCSI settings of the command line; the
+// initiator gives up a little before the engine's own I/O timeout so the
+// leg fails with the iSCSI error that names the cause.
+func (f *volumeFlags) legOptions() mirror.LegOptions {
+	o := f.leg.LegOptions(false)
+	o.ISCSI.Timeout = max(f.ioTimeout*9/10, 500*time.Millisecond)
+	return o
 }

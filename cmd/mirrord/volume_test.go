@@ -41,9 +41,17 @@ func binaries(t *testing.T) (mirrord, mirrorctl string) {
 		if buildErr != nil {
 			return
 		}
-		out, err := exec.Command("go", "build", "-o", binDir+"/", "github.com/hamirror/hamirror/cmd/mirrord", "github.com/hamirror/hamirror/cmd/mirrorctl").CombinedOutput()
-		if err != nil {
-			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+		for _, name := range []string{"mirrord", "mirrorctl"} {
+			bin := filepath.Join(binDir, name)
+			out, err := exec.Command("go", "build", "-o", bin, "github.com/hamirror/hamirror/cmd/"+name).CombinedOutput()
+			if err != nil {
+				buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+				return
+			}
+			if err := os.Chmod(bin, 0o755); err != nil {
+				buildErr = err
+				return
+			}
 		}
 	})
 	if buildErr != nil {
@@ -70,20 +78,33 @@ type lab struct {
 	mirrord   string
 	mirrorctl string
 	cmd       *exec.Cmd
-	stderr    *bytes.Buffer
+	stderr    *lockedBuffer
 	exited    chan error
 }
 
+// lockedBuffer collects mirrord's stderr; tests read it while it runs.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}
+
+// newLab makes a lab whose legs are two sparse files of legSize bytes.
 func newLab(t *testing.T, legSize int64) *lab {
-	mirrord, mirrorctl := binaries(t)
-	dir, err := os.MkdirTemp("", "hm") // short: unix socket paths are limited
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	l := &lab{t: t, dir: dir, sock: filepath.Join(dir, "nbd.sock"), ctl: filepath.Join(dir, "ctl.sock"), mirrord: mirrord, mirrorctl: mirrorctl}
+	l := newLabNoLegs(t)
 	for i := range l.legs {
-		l.legs[i] = filepath.Join(dir, fmt.Sprintf("leg%d.img", i))
+		l.legs[i] = filepath.Join(l.dir, fmt.Sprintf("leg%d.img", i))
 		if err := os.WriteFile(l.legs[i], nil, 0o600); err != nil {
 			t.Fatal(err)
 		}
@@ -92,6 +113,18 @@ func newLab(t *testing.T, legSize int64) *lab {
 		}
 	}
 	return l
+}
+
+// newLabNoLegs makes a lab with its directory, sockets and binaries but no
+// leg files: the caller sets l.legs (e.g. to iscsi:// URLs).
+func newLabNoLegs(t *testing.T) *lab {
+	mirrord, mirrorctl := binaries(t)
+	dir, err := os.MkdirTemp("", "hm") // short: unix socket paths are limited
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	return &lab{t: t, dir: dir, sock: filepath.Join(dir, "nbd.sock"), ctl: filepath.Join(dir, "ctl.sock"), mirrord: mirrord, mirrorctl: mirrorctl}
 }
 
 func (l *lab) ctlRun(args ...string) (string, error) {
@@ -115,7 +148,7 @@ func (l *lab) start(legs [2]string, extra ...string) {
 	l.t.Helper()
 	args := []string{"volume", "--leg", legs[0], "--leg", legs[1], "--listen", "unix:" + l.sock, "--control", "unix:" + l.ctl}
 	l.cmd = exec.Command(l.mirrord, append(args, extra...)...)
-	l.stderr = &bytes.Buffer{}
+	l.stderr = &lockedBuffer{}
 	l.cmd.Stderr = l.stderr
 	if err := l.cmd.Start(); err != nil {
 		l.t.Fatal(err)
@@ -344,4 +377,36 @@ func TestVolumeSplitBrainHoldsAndKeepLegResolves(t *testing.T) {
 	runTool(t, l.dir, "cmp", "-n", fmt.Sprint(4<<20), imgs[0], back)
 	l.stop()
 	runTool(t, l.dir, "cmp", "-n", fmt.Sprint(4<<20), imgs[0], l.legs[1])
+}
+
+// A leg missing when mirrord starts: the volume serves degraded, status
+// names the missing leg, and `mirrorctl leg add N` (no path) reopens it by
+// the name mirrord was given, resyncing what was written meanwhile.
+func TestVolumeLegMissingAtStartIsAddedByName(t *testing.T) {
+	requireTools(t, "nbdcopy", "cmp")
+	l := newLab(t, 32<<20)
+	l.mustCtl("create", l.legs[0], l.legs[1])
+	away := l.legs[1] + ".away"
+	if err := os.Rename(l.legs[1], away); err != nil {
+		t.Fatal(err)
+	}
+	l.start(l.legs)
+	st := l.status()
+	if st.State != "degraded" || st.Legs[1].State != "failed" || st.Legs[1].Path != l.legs[1] {
+		t.Fatalf("started with leg 1 missing: %+v", st)
+	}
+	img := filepath.Join(l.dir, "img")
+	randomFile(t, img, 2<<20)
+	runTool(t, l.dir, "nbdcopy", img, l.uri())
+	if err := os.Rename(away, l.legs[1]); err != nil {
+		t.Fatal(err)
+	}
+	l.mustCtl("leg", "add", "1")
+	l.mustCtl("resync", "--wait")
+	st = l.status()
+	if st.State != "clean" || st.Legs[1].Path != l.legs[1] || st.Resync.TotalBytes == 0 || st.Resync.TotalBytes > 4<<20 {
+		t.Fatalf("after leg add 1: %+v (resync should copy only the 2 MiB written)", st)
+	}
+	l.stop()
+	runTool(t, l.dir, "cmp", "-n", fmt.Sprint(2<<20), img, l.legs[1])
 }

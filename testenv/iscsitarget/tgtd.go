@@ -237,3 +237,26 @@ func (t *Tgtd) Stop() error {
 	t.Resume()
 	return t.Kill()
 }
+
+// Nexuses lists the I_T nexus identifiers tgtd shows for target tid: one
+// per logged-in session, derived from the initiator's ISID and the TSIH
+// the target assigned, so a session that is dropped or reinstated shows
+// up as a changed list.
+func (t *Tgtd) Nexuses(tid int) ([]string, error) {
+	out, err := t.adm("--op", "show", "--mode", "target")
+	if err != nil {
+		return nil, err
+	}
+	var ids []string
+	in := false
+	for _, line := range strings.Split(out, "\n") {
+		f := strings.TrimSpace(line)
+		if strings.HasPrefix(line, "Target ") {
+			in = strings.HasPrefix(line, fmt.Sprintf("Target %d:", tid))
+		}
+		if id, ok := strings.CutPrefix(f, "I_T nexus: "); ok && in {
+			ids = append(ids, id)
+		}
+	}
+	return ids, nil
+}

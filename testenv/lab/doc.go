@@ -19,6 +19,12 @@
 // (10.77.N.254), reachable with Lab.Client. The first two nodes' ttyS1 are
 // joined by a QEMU socket chardev (a null-modem cable).
 //
+// iSCSI arrays: Lab.StartArrays runs tgtd in the namespace on the iSCSI
+// network (ArrayPortal, 10.77.3.254:3260), one target per array, reachable
+// from every node's iscsi NIC as Arrays.URL(name); Lab.StartArraysOn puts
+// another tgtd on another port so that one array can fail alone
+// (Arrays.Kill and Restart for a crash, Pause and Resume for a hang).
+//
 // Each VM runs labagent (package labagent) on a virtio-serial port; Node.Run
 // sends it commands and returns output and exit code. Every VM's console is
 // logged to DIR/NAME.console.log and can be attached interactively on the

@@ -57,7 +57,7 @@ func TestISCSIVolumeSurvivesArrayOutages(t *testing.T) {
 	step := func(what string) { t.Logf("%6.1fs %s", time.Since(start).Seconds(), what) }
 
 	run(t, n1, fmt.Sprintf("mirrorctl create --chunk 64K %s %s", legA, legB))
-	run(t, n1, "rm -f /run/mirrord.log; "+MirrordStartFlags("--control unix:/run/c.sock --auto-readd", legA, legB))
+	run(t, n1, "rm -f /run/mirrord.log; "+MirrordStartFlags("--control unix:/run/c.sock", legA, legB))
 	step("volume over two iSCSI arrays attached as /dev/nbd0 on n1")
 	run(t, n1, FillScript("/dev/nbd0", "is"))
 	// noinit_itable: no background zeroing of inode tables, so that only
@@ -71,9 +71,9 @@ func TestISCSIVolumeSurvivesArrayOutages(t *testing.T) {
 	step("ext4 made, files written, volume clean")
 
 	// Array B crashes: its connections are reset, new ones refused.
-	outage(t, n1, ctl, size, 1, "crash", arrB.Kill, func() error { return arrB.Restart(ctx) }, step)
+	outage(t, n1, ctl, [2]string{legA, legB}, size, 1, "crash", arrB.Kill, func() error { return arrB.Restart(ctx) }, step)
 	// Array A hangs: nothing answers; only the leg timeout notices.
-	outage(t, n1, ctl, size, 0, "hang", func() {
+	outage(t, n1, ctl, [2]string{legA, legB}, size, 0, "hang", func() {
 		if err := arrA.Pause(); err != nil {
 			t.Fatal(err)
 		}
@@ -117,13 +117,14 @@ func TestISCSIVolumeSurvivesArrayOutages(t *testing.T) {
 // fails within the leg timeout while the file system on n1 keeps taking
 // writes, brings the array back (up) and checks that mirrord re-adds the
 // leg by itself and copies only the chunks written meanwhile.
-func outage(t *testing.T, n *Node, ctl string, size int64, slot int, what string, down func(), up func() error, step func(string)) {
+func outage(t *testing.T, n *Node, ctl string, legs [2]string, size int64, slot int, what string, down func(), up func() error, step func(string)) {
 	t.Helper()
 	// mirrord clears the bits of chunks idle for BitClearDelay (5 s) after
-	// flushing both legs: wait for that, so that the bitmap holds only what
-	// the outage dirties (mkfs and the files before it touched every chunk).
+	// flushing both legs: wait until both legs' bitmaps are clean on disk,
+	// so that they hold only what the outage dirties (mkfs and the files
+	// before it touched every chunk).
 	run(t, n, "sync")
-	time.Sleep(8 * time.Second)
+	waitBitmapsClean(t, n, legs)
 	reAdds := strings.Count(run(t, n, "cat /run/mirrord.log"), fmt.Sprintf(`re-added" slot=%d`, slot))
 
 	down()
@@ -167,6 +168,32 @@ func outage(t *testing.T, n *Node, ctl string, size int64, slot int, what string
 	// Chunks written during the resync are copied again: done may pass total.
 	if st.Resync.DoneBytes < st.Resync.TotalBytes {
 		t.Errorf("resync done %d of %d bytes, yet the volume is clean", st.Resync.DoneBytes, st.Resync.TotalBytes)
+	}
+}
+
+// waitBitmapsClean polls `mirrorctl examine --json` of both legs (beside
+// the running mirrord) until neither bitmap has a dirty chunk.
+func waitBitmapsClean(t *testing.T, n *Node, legs [2]string) {
+	t.Helper()
+	end := time.Now().Add(30 * time.Second)
+	for {
+		out := run(t, n, "mirrorctl examine --json "+legs[0]+" && mirrorctl examine --json "+legs[1])
+		dec := json.NewDecoder(strings.NewReader(out))
+		var dirty [2]int64
+		for i := range dirty {
+			var info mirror.LegInfo
+			if err := dec.Decode(&info); err != nil {
+				t.Fatalf("mirrorctl examine --json of both legs: %v\n%s", err, out)
+			}
+			dirty[i] = info.BitmapDirtyChunks
+		}
+		if dirty == [2]int64{} {
+			return
+		}
+		if time.Now().After(end) {
+			t.Fatalf("bitmaps still hold %v dirty chunks 30 s after the last write", dirty)
+		}
+		time.Sleep(500 * time.Millisecond)
 	}
 }
 
@@ -219,9 +246,6 @@ func waitVolume(t *testing.T, n *Node, ctl string, within time.Duration, what st
 // mirrord serves the volume: the running volume must not notice (its
 // session to the array stays, no leg fails).
 func TestISCSIExamineBesideRunningMirrord(t *testing.T) {
-	t.Skip("BUG (lab2 report): mirrorctl examine logs in to an iSCSI leg with the node's one ISID (iscsi.DeriveISID of the " +
-		"host name), the same as mirrord's session: tgtd reinstates the I_T nexus and drops mirrord's session, so leg I/O fails " +
-		"(examining both legs fails application writes on /dev/nbd0), and mirrord's reconnect in turn drops examine's session")
 	l := sharedLab(t)
 	n := l.Nodes()[0]
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
@@ -265,5 +289,67 @@ exit $rc`, legA, legB))
 	}
 	if log := run(t, n, "cat /run/mirrord.log"); strings.Contains(log, "level=WARN") {
 		t.Errorf("mirrord noticed mirrorctl examine:\n%s", log)
+	}
+}
+
+// The operator's path over iSCSI legs: `mirrorctl leg fail 1` takes the
+// leg out, writes go on, `mirrorctl leg add 1` (mirrord reopens the same
+// iscsi:// leg) brings it back under a write load, only the chunks
+// written meanwhile are copied, and verify finds both legs identical.
+func TestISCSILegFailAndAddByOperator(t *testing.T) {
+	l := sharedLab(t)
+	n := l.Nodes()[0]
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	arrays, err := l.StartArrays(ctx, 16<<20, "oa", "ob")
+	if err != nil {
+		if strings.Contains(err.Error(), "not installed") {
+			t.Skipf("SKIPPING iSCSI operator scenario: %v", err)
+		}
+		t.Fatal(err)
+	}
+	defer arrays.Stop()
+	legA, legB := arrays.URL("oa"), arrays.URL("ob")
+	if _, ok, why := HamirrorIfAvailable(ctx, n, legA, legB); !ok {
+		t.Skipf("SKIPPING iSCSI operator scenario: %s", why)
+	}
+	const ctl = "mirrorctl --control unix:/run/c.sock "
+	defer func() {
+		if t.Failed() {
+			res, _ := n.Run(context.Background(), ctl+"status; tail -20 /run/mirrord.log")
+			t.Logf("status and mirrord log on %s:\n%s", n.Name, res.Output())
+		}
+		n.Run(context.Background(), MirrordStop)
+	}()
+	run(t, n, fmt.Sprintf("mirrorctl create --chunk 64K %s %s", legA, legB))
+	run(t, n, "rm -f /run/mirrord.log; "+MirrordStartFlags("--control unix:/run/c.sock", legA, legB))
+	run(t, n, "dd if=/dev/urandom of=/dev/nbd0 bs=64k count=16 oflag=direct 2>/dev/null")
+	run(t, n, ctl+"leg fail 1")
+	run(t, n, "dd if=/dev/urandom of=/dev/nbd0 bs=64k count=4 seek=64 oflag=direct 2>/dev/null")
+	if st := volumeStatus(t, n, ctl); st.State != "degraded" || st.Legs[1].State != "failed" {
+		t.Fatalf("after mirrorctl leg fail 1 and a write: state %s, legs %+v", st.State, st.Legs)
+	}
+	res, err := n.Run(ctx, `(for i in $(seq 0 15); do dd if=/dev/urandom of=/dev/nbd0 bs=64k count=1 seek=$((128+i)) oflag=direct 2>/dev/null || exit 1; done) &
+load=$!
+`+ctl+`leg add 1 >/dev/null; rc=$?
+wait $load || { echo "writes to /dev/nbd0 failed during leg add"; exit 1; }
+exit $rc`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Exit != 0 {
+		t.Fatalf("mirrorctl leg add 1 under a write load: %v", res.Err())
+	}
+	st := waitVolume(t, n, ctl, 60*time.Second, "clean after mirrorctl leg add 1", func(s mirror.Status) bool { return s.State == "clean" })
+	t.Logf("mirrorctl leg add 1 resynced %d of %d bytes", st.Resync.TotalBytes, st.SizeBytes)
+	if st.Resync.TotalBytes <= 0 || st.Resync.TotalBytes > st.SizeBytes/4 {
+		t.Errorf("leg add 1 resynced %d bytes of a %d byte volume; want only the chunks written while it was out", st.Resync.TotalBytes, st.SizeBytes)
+	}
+	if out := run(t, n, ctl+"verify --wait"); !strings.Contains(out, " 0 mismatching chunks") {
+		t.Errorf("verify after leg add:\n%s", out)
+	}
+	log := run(t, n, "cat /run/mirrord.log")
+	if _, after, _ := strings.Cut(log, "leg re-added"); strings.Contains(after, "level=WARN") {
+		t.Errorf("mirrord warned after the leg was re-added:\n%s", log)
 	}
 }
