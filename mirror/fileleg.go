@@ -76,6 +76,21 @@ func openFileLeg(path string, opts LegOptions) (*fileLeg, error) {
 			return nil, fmt.Errorf("open leg %s: size of block device: %w", path, err)
 		}
 		l.size = end
+		if !opts.ReadOnly {
+			// Claim the device exclusively, like mdadm: a mounted device, one
+			// in use by md/dm or by another mirrord is refused (EBUSY).
+			// Read-only opens (examine) stay shared.
+			x, err := os.OpenFile(path, flags|unix.O_EXCL, 0)
+			if err != nil {
+				f.Close()
+				if errors.Is(err, unix.EBUSY) {
+					return nil, fmt.Errorf("open leg %s: the device is in use (mounted, part of md/dm, or held by another mirrord): %w", path, err)
+				}
+				return nil, fmt.Errorf("open leg: %w", err)
+			}
+			f.Close()
+			l.buf = x
+		}
 	default:
 		f.Close()
 		return nil, fmt.Errorf("open leg %s: not a regular file or block device", path)

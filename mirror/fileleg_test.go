@@ -129,6 +129,14 @@ func TestBlockDeviceLeg(t *testing.T) {
 	if legs[0].Size() != 32<<20 {
 		t.Fatalf("block device size %d", legs[0].Size())
 	}
+	if _, err := OpenLeg(devs[0], LegOptions{}); err == nil || !strings.Contains(err.Error(), "in use") {
+		t.Fatalf("second read-write open of a claimed device: %v, want in use", err)
+	}
+	if ro, err := OpenLeg(devs[0], LegOptions{ReadOnly: true}); err != nil {
+		t.Fatalf("read-only open beside the claim (examine): %v", err)
+	} else {
+		ro.Close()
+	}
 	if _, err := Create(legs, CreateOptions{ChunkSize: 64 << 10, NodeID: "test-node"}); err != nil {
 		t.Fatal(err)
 	}

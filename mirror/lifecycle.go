@@ -217,7 +217,8 @@ func (v *Volume) AddLeg(slot int, leg Leg) error {
 			// logging in with the same ISID while the old session still
 			// reconnects would knock the two sessions off the target in
 			// turn. The slot keeps its spec, so AutoReAdd can still open
-			// it if this attempt fails.
+			// it if this attempt fails. (An exclusively claimed block device
+			// can also only be opened once.)
 			v.mu.Lock()
 			if v.legs[slot] == old {
 				v.legs[slot] = nil

@@ -1,7 +1,9 @@
 package mirror
 
 import (
+	"errors"
 	"math/rand/v2"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -101,4 +103,54 @@ func TestGroupCommit(t *testing.T) {
 		t.Fatalf("%d writers to fresh chunks caused %d metadata writes on leg 0; group commit should share them", writers, meta)
 	}
 	t.Logf("%d writers, %d metadata writes", writers, meta)
+}
+
+// TestCloseDuringWrites: writes racing Close either complete before it or
+// fail with ErrClosed; the legs end identical and marked clean.
+func TestCloseDuringWrites(t *testing.T) {
+	p := newMemPair(t, 4<<20, 64<<10)
+	v, err := Assemble(p.legs(), testOptions(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	var done atomic.Int64
+	for w := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r := rand.New(rand.NewPCG(uint64(w), 3))
+			buf := make([]byte, 8192)
+			for {
+				for i := range buf {
+					buf[i] = byte(r.Uint32())
+				}
+				err := v.WriteAt(buf, r.Int64N(64)*4096, false) // small area: writes overlap and wait
+				if errors.Is(err, ErrClosed) {
+					return
+				}
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				done.Add(1)
+			}
+		}()
+	}
+	for done.Load() < 200 {
+		runtime.Gosched()
+	}
+	if err := v.Close(); err != nil {
+		t.Fatal(err)
+	}
+	wg.Wait()
+	p.reopen()
+	if !p.identical(v.Size()) {
+		t.Fatal("legs differ after Close raced writes")
+	}
+	for i := range 2 {
+		if info := examineMem(t, p.fault[i]); !info.Clean || info.BitmapDirtyChunks != 0 {
+			t.Fatalf("leg %d after Close: clean %v, %d dirty chunks", i, info.Clean, info.BitmapDirtyChunks)
+		}
+	}
 }

@@ -243,11 +243,11 @@ func (v *Volume) write(off, n int64, op string, f func(Leg) error) error {
 	defer v.appStart()()
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	if v.closing {
-		return ErrClosed
-	}
 	var t writeTicket
 	for ok := false; !ok; {
+		if v.closing {
+			return ErrClosed // Close began while this write waited its turn
+		}
 		if t, ok = v.m.beginWrite(off, n, v.clock.Now()); !ok {
 			v.cond.Wait()
 		}
