@@ -101,6 +101,13 @@ func DeriveISID(initiatorName string) [6]byte {
 	return isid
 }
 
+// LUNISID is the ISID of the session to one LUN: derived from base (the
+// configured or node ISID), the target name and the LUN number, type
+// "random" like DeriveISID.
+func LUNISID(base [6]byte, target string, lun uint64) [6]byte {
+	return DeriveISID(fmt.Sprintf("%x %s %d", base, target, lun))
+}
+
 // EnsureDefaults fills unset fields with their defaults.
 func (c *Config) EnsureDefaults() {
 	if c.InitiatorName == "" {

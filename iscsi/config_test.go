@@ -107,3 +107,28 @@ func TestIsLegSpec(t *testing.T) {
 		t.Fatal("IsLegSpec")
 	}
 }
+
+// Each LUN's session gets its own stable ISID: the same node and LUN give
+// the same ISID every time (persistent reservations are bound to it), and
+// two LUNs of one target, or two bases, differ (a shared ISID would make
+// the second login reinstate the first session).
+func TestLUNISIDStablePerNodeAndLUN(t *testing.T) {
+	node := DeriveISID("iqn.2026-01.org.hamirror:node1")
+	a1 := LUNISID(node, "iqn.t:a", 1)
+	if a1 != LUNISID(node, "iqn.t:a", 1) {
+		t.Fatal("LUN ISID not stable")
+	}
+	for _, other := range [][6]byte{
+		LUNISID(node, "iqn.t:a", 2),
+		LUNISID(node, "iqn.t:b", 1),
+		LUNISID(DeriveISID("iqn.2026-01.org.hamirror:node2"), "iqn.t:a", 1),
+	} {
+		if other == a1 {
+			t.Fatalf("ISID collision: %x", a1)
+		}
+	}
+	if a1[0]&0xc0 != 0x80 {
+		t.Fatalf("ISID type %#x, want random (0x80)", a1[0])
+	}
+}
+

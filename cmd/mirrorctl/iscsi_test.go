@@ -80,15 +80,13 @@ func TestToolSessionsLeaveTheDaemonsAlone(t *testing.T) {
 		}
 		imgs = append(imgs, img)
 	}
-	// Two targets: two LUNs of one target opened by one command share its
-	// ISID, and the second login reinstates the first (a known limitation:
-	// the default ISID is per node, not per LUN).
-	for i, img := range imgs {
-		if err := td.AddTarget(i+1, fmt.Sprintf("%s%d", iqn, i+1), []string{img}, ""); err != nil {
-			t.Fatal(err)
-		}
+	// One target with two LUNs: each LUN's session has an ISID of its own,
+	// so one command can open both (a shared ISID would make the second
+	// login reinstate the first).
+	if err := td.AddTarget(1, iqn, imgs, ""); err != nil {
+		t.Fatal(err)
 	}
-	lun := func(n int) string { return fmt.Sprintf("iscsi://%s/%s%d/1", td.Portal, iqn, n) }
+	lun := func(n int) string { return fmt.Sprintf("iscsi://%s/%s/%d", td.Portal, iqn, n) }
 	// The daemon's session: the node's initiator name and ISID.
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -101,20 +99,25 @@ func TestToolSessionsLeaveTheDaemonsAlone(t *testing.T) {
 	if err != nil || len(before) != 1 {
 		t.Fatalf("nexuses with the daemon logged in: %v %v", before, err)
 	}
-	for _, args := range [][]string{
-		{"iscsi", "info", lun(1)},
-		{"examine", lun(1)}, // no metadata
-		{"create", lun(1), lun(2)},
-		{"examine", lun(1)},
-		{"create", lun(1), lun(2)}, // refused: metadata
+	for _, step := range []struct {
+		args []string
+		ok   bool
+	}{
+		{[]string{"iscsi", "info", lun(1)}, true},
+		{[]string{"examine", lun(1)}, false}, // no metadata yet
+		{[]string{"create", lun(1), lun(2)}, true},
+		{[]string{"examine", lun(2)}, true},
+		{[]string{"create", lun(1), lun(2)}, false}, // refused: metadata
 	} {
 		root := newRootCmd()
 		root.SetOut(io.Discard)
 		root.SetErr(io.Discard)
-		root.SetArgs(args)
-		root.Execute() // some of them fail (no metadata, metadata): after logging in
+		root.SetArgs(step.args)
+		if err := root.Execute(); (err == nil) != step.ok {
+			t.Fatalf("mirrorctl %s: %v, want success %v", strings.Join(step.args, " "), err, step.ok)
+		}
 		if got, err := td.Nexuses(1); err != nil || !slices.Contains(got, before[0]) {
-			t.Fatalf("after mirrorctl %s the daemon's session %s is gone: %v %v", strings.Join(args, " "), before[0], got, err)
+			t.Fatalf("after mirrorctl %s the daemon's session %s is gone: %v %v", strings.Join(step.args, " "), before[0], got, err)
 		}
 	}
 	if err := daemon.WriteAt(make([]byte, 4096), 0, true); err != nil || daemon.Stats().Reconnects != 0 {
