@@ -3,11 +3,11 @@ package main
 import (
 	"fmt"
 	"strconv"
-	"strings"
 
 	"github.com/spf13/cobra"
 
 	"github.com/hamirror/hamirror/cmd/internal/legopts"
+	"github.com/hamirror/hamirror/cmd/internal/units"
 	"github.com/hamirror/hamirror/mirror"
 )
 
@@ -29,7 +29,7 @@ Create refuses a leg that holds hamirror metadata, a file system (ext2/3/4,
 XFS, btrfs, LUKS, swap) or a partition table unless --force is given.`,
 		Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cs, err := parseSize(chunk)
+			cs, err := units.ParseSize(chunk)
 			if err != nil {
 				return fmt.Errorf("--chunk: %w", err)
 			}
@@ -57,25 +57,4 @@ XFS, btrfs, LUKS, swap) or a partition table unless --force is given.`,
 	c.Flags().IntVar(&slots, "node-slots", 16, "heartbeat slots reserved on each leg")
 	lf.Add(c.Flags(), true)
 	return c
-}
-
-// parseSize parses "65536", "64K", "64KiB", "1M", "1G".
-func parseSize(s string) (int64, error) {
-	t := strings.TrimSuffix(strings.TrimSuffix(strings.ToUpper(strings.TrimSpace(s)), "IB"), "B")
-	mult := int64(1)
-	if n := len(t); n > 0 {
-		switch t[n-1] {
-		case 'K':
-			mult, t = 1<<10, t[:n-1]
-		case 'M':
-			mult, t = 1<<20, t[:n-1]
-		case 'G':
-			mult, t = 1<<30, t[:n-1]
-		}
-	}
-	v, err := strconv.ParseInt(t, 10, 64)
-	if err != nil || v <= 0 || v > (1<<62)/mult {
-		return 0, fmt.Errorf("%q is not a size (examples: 65536, 64K, 1M)", s)
-	}
-	return v * mult, nil
 }

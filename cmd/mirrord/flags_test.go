@@ -6,19 +6,6 @@ import (
 	"testing"
 )
 
-func TestParseRate(t *testing.T) {
-	for in, want := range map[string]int64{"0": 0, "512K": 512 << 10, "10M": 10 << 20, "1G": 1 << 30, "10MiB/s": 10 << 20, "4096": 4096} {
-		if got, err := parseRate(in); err != nil || got != want {
-			t.Errorf("parseRate(%q) = %d, %v; want %d", in, got, err, want)
-		}
-	}
-	for _, bad := range []string{"", "fast", "-1M", "1X"} {
-		if _, err := parseRate(bad); err == nil {
-			t.Errorf("parseRate(%q) accepted", bad)
-		}
-	}
-}
-
 func TestVolumeFlagErrorsAreActionable(t *testing.T) {
 	cases := map[string][]string{
 		"exactly two legs": {"volume", "--leg", "/a", "--listen", "unix:/tmp/x"},

@@ -11,7 +11,6 @@ import (
 	"path/filepath"
 	"runtime/pprof"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -21,6 +20,7 @@ import (
 
 	"github.com/hamirror/hamirror/cmd/internal/control"
 	"github.com/hamirror/hamirror/cmd/internal/legopts"
+	"github.com/hamirror/hamirror/cmd/internal/units"
 	"github.com/hamirror/hamirror/mirror"
 	"github.com/hamirror/hamirror/mirror/nbd"
 )
@@ -127,11 +127,11 @@ func runVolume(ctx context.Context, f *volumeFlags) error {
 	if f.keepLeg < -1 || f.keepLeg > 1 {
 		return fmt.Errorf("--keep-leg %d: must be 0 or 1", f.keepLeg)
 	}
-	minRate, err := parseRate(f.resyncMin)
+	minRate, err := units.ParseRate(f.resyncMin)
 	if err != nil {
 		return fmt.Errorf("--resync-min-rate: %w", err)
 	}
-	maxRate, err := parseRate(f.resyncMax)
+	maxRate, err := units.ParseRate(f.resyncMax)
 	if err != nil {
 		return fmt.Errorf("--resync-max-rate: %w", err)
 	}
@@ -403,28 +403,6 @@ func closeLegs(legs [2]mirror.Leg) {
 			l.Close()
 		}
 	}
-}
-
-// parseRate parses "10M", "512K", "0" as bytes per second.
-func parseRate(s string) (int64, error) {
-	t := strings.ToUpper(strings.TrimSpace(s))
-	t = strings.TrimSuffix(strings.TrimSuffix(strings.TrimSuffix(t, "/S"), "IB"), "B")
-	mult := int64(1)
-	if n := len(t); n > 0 {
-		switch t[n-1] {
-		case 'K':
-			mult, t = 1<<10, t[:n-1]
-		case 'M':
-			mult, t = 1<<20, t[:n-1]
-		case 'G':
-			mult, t = 1<<30, t[:n-1]
-		}
-	}
-	v, err := strconv.ParseInt(t, 10, 64)
-	if err != nil || v < 0 || v > (1<<62)/mult {
-		return 0, fmt.Errorf("%q is not a rate (examples: 0, 512K, 10M)", s)
-	}
-	return v * mult, nil
 }
 
 // legOptions opens legs with the iSCSI settings of the command line; the
