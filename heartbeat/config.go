@@ -48,12 +48,15 @@ type Node struct {
 	Slot *int `mapstructure:"slot"`
 }
 
-// Disk is a disk heartbeat medium: an area of Count slots of SlotSize
-// bytes at Offset. In production the lead wires the mirror's reserved
-// slots with NewDiskLink; Path is for membership-alone setups and tests.
+// Disk is a disk heartbeat medium: an area of Slots slots of SlotSize
+// bytes at Offset of the file or device Path; or, with Leg, the slots the
+// mirror engine reserved at the end of a mirror leg (a device path or an
+// iscsi:// URL), whose place and size mirrord reads from the leg's metadata
+// (then Path, Offset, SlotSize and Slots stay unset).
 type Disk struct {
 	Name     string `mapstructure:"name"`
 	Path     string `mapstructure:"path"`
+	Leg      string `mapstructure:"leg"`
 	Offset   int64  `mapstructure:"offset"`
 	SlotSize int64  `mapstructure:"slot_size"`
 	Slots    int    `mapstructure:"slots"`
@@ -226,6 +229,10 @@ func (c *Config) Validate() error {
 		switch {
 		case d.Name == "" || len(d.Name) > 32:
 			return keyErr(key+".name", "must be 1 to 32 bytes")
+		case d.Leg != "" && (d.Path != "" || d.Offset != 0 || d.SlotSize != 0 || d.Slots != 0):
+			return keyErr(key+".leg", "a leg's slots are found in its metadata: leave path, offset, slot_size and slots unset")
+		case d.Leg != "":
+			continue // checked against the nodes when the leg is opened
 		case d.Offset < 0:
 			return keyErr(key+".offset", "is negative")
 		case d.SlotSize < MinSlotSize:

@@ -56,6 +56,7 @@ func TestValidateNamesTheKey(t *testing.T) {
 		{"nodes[].serial", func(c *Config) { c.Nodes[1].Serial = "" }},
 		{"disks[0].slot_size", func(c *Config) { c.Disks[0].SlotSize = 100 }},
 		{"disks[0].slots", func(c *Config) { c.Disks[0].Slots = 1 }},
+		{"disks[0].leg", func(c *Config) { c.Disks[0].Leg = "/dev/sdb" }}, // a leg brings its own slots
 		{"nodes[1].slot", func(c *Config) { s := 0; c.Nodes[1].Slot = &s }},
 		{"node", func(c *Config) { c.Self = "node7" }},
 	} {

@@ -15,6 +15,7 @@ import (
 
 	sdnotify "github.com/coreos/go-systemd/v22/daemon"
 	"github.com/hamirror/hamirror/cmd/internal/control"
+	"github.com/hamirror/hamirror/cmd/internal/legopts"
 	"github.com/hamirror/hamirror/heartbeat"
 	"github.com/spf13/cobra"
 	"github.com/spf13/viper"
@@ -25,6 +26,7 @@ type clusterFlags struct {
 	config  string
 	control string
 	node    string
+	leg     legopts.Flags // how disk heartbeats open their legs (iSCSI)
 }
 
 // addClusterMode makes `mirrord --config FILE` run cluster membership
@@ -35,6 +37,7 @@ func addClusterMode(root *cobra.Command) {
 	root.Flags().StringVar(&f.config, "config", "/etc/hamirror/cluster.yaml", "cluster configuration file (YAML)")
 	root.Flags().StringVar(&f.control, "control", "unix:/run/hamirror/mirrord.sock", "control socket for mirrorctl (unix:PATH)")
 	root.Flags().StringVar(&f.node, "node", "", "this node's ID in the cluster file (default: the short host name)")
+	f.leg.Add(root.Flags(), false)
 	root.RunE = func(cmd *cobra.Command, args []string) error {
 		ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 		defer stop()
@@ -83,20 +86,37 @@ func runCluster(ctx context.Context, f *clusterFlags, logf func(string, ...any))
 	if err != nil {
 		return err
 	}
-	// Disks without a path are the mirror legs' reserved slots; they join
-	// when mirrord runs the volume. Membership alone uses the others.
-	var disks []heartbeat.Disk
+	// Disks with a leg use the slots the mirror engine reserved on it;
+	// disks with neither a leg nor a path join when mirrord runs the
+	// volume. OpenLinks opens the ones with a path.
+	var fileDisks []heartbeat.Disk
+	var legDisks []heartbeat.Disk
 	for _, d := range cfg.Disks {
-		if d.Path == "" {
-			logf("mirrord: disk heartbeat %s has no path: it needs the mirrored volume; running without it", d.Name)
-			continue
+		switch {
+		case d.Leg != "":
+			legDisks = append(legDisks, d)
+		case d.Path != "":
+			fileDisks = append(fileDisks, d)
+		default:
+			logf("mirrord: disk heartbeat %s names no leg or path: it needs the mirrored volume; running without it", d.Name)
 		}
-		disks = append(disks, d)
 	}
-	cfg.Disks = disks
-	links, err := heartbeat.OpenLinks(cfg)
+	fileCfg := cfg
+	fileCfg.Disks = fileDisks
+	links, err := heartbeat.OpenLinks(fileCfg)
 	if err != nil {
 		return err
+	}
+	cfg.Disks = append(fileDisks, legDisks...)
+	for _, d := range legDisks {
+		l, err := openLegDisk(cfg, d, f.leg)
+		if err != nil {
+			for _, l := range links {
+				l.Close()
+			}
+			return err
+		}
+		links = append(links, l)
 	}
 	boot, err := heartbeat.NextBoot(cfg.StateDir, time.Now())
 	if err != nil {

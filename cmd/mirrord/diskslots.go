@@ -1,6 +1,10 @@
 package main
 
 import (
+	"errors"
+	"fmt"
+
+	"github.com/hamirror/hamirror/cmd/internal/legopts"
 	"github.com/hamirror/hamirror/heartbeat"
 	"github.com/hamirror/hamirror/mirror"
 )
@@ -34,3 +38,31 @@ func (l legSlots) WriteAt(p []byte, off int64) (int, error) {
 func legDiskLink(cfg heartbeat.Config, name string, leg mirror.Leg, off, slotSize int64, count int) (*heartbeat.DiskLink, error) {
 	return cfg.DiskLinkFor(name, legSlots{leg}, off, slotSize, count)
 }
+
+// openLegDisk opens the disk heartbeat d over the slots reserved on the
+// mirror leg d.Leg (made by mirrorctl create). Its iSCSI sessions use an
+// ISID of their own, apart from the volume's.
+func openLegDisk(cfg heartbeat.Config, d heartbeat.Disk, lf legopts.Flags) (heartbeat.Link, error) {
+	lf.Tool = true
+	leg, err := mirror.OpenLeg(d.Leg, lf.LegOptions(false))
+	if err != nil {
+		return nil, fmt.Errorf("disk heartbeat %s: %w", d.Name, err)
+	}
+	off, size, n, err := mirror.HeartbeatSlots(leg)
+	if err == nil {
+		var link *heartbeat.DiskLink
+		if link, err = legDiskLink(cfg, d.Name, leg, off, size, n); err == nil {
+			return &legLink{DiskLink: link, leg: leg}, nil
+		}
+	}
+	leg.Close()
+	return nil, fmt.Errorf("disk heartbeat %s on %s: %w", d.Name, d.Leg, err)
+}
+
+// legLink is a disk heartbeat that owns its leg.
+type legLink struct {
+	*heartbeat.DiskLink
+	leg mirror.Leg
+}
+
+func (l *legLink) Close() error { return errors.Join(l.DiskLink.Close(), l.leg.Close()) }
