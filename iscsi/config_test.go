@@ -131,4 +131,3 @@ func TestLUNISIDStablePerNodeAndLUN(t *testing.T) {
 		t.Fatalf("ISID type %#x, want random (0x80)", a1[0])
 	}
 }
-
