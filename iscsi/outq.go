@@ -20,6 +20,7 @@ type outq struct {
 	pending  net.Buffers
 	spare    net.Buffers // an emptied batch, reused as the next pending
 	flushing bool
+	held     bool // the reader is completing a batch: senders leave their PDUs to its release
 	err      error
 	kick     chan struct{} // capacity 1: wake the helper writer
 }
@@ -40,17 +41,52 @@ func (q *outq) push(bufs net.Buffers, canWrite bool) bool {
 		q.mu.Unlock()
 		return false
 	}
+	if q.held {
+		q.mu.Unlock()
+		return false
+	}
 	if canWrite {
 		q.flushing = true
 		q.mu.Unlock()
 		return true
 	}
 	q.mu.Unlock()
+	q.wake()
+	return false
+}
+
+func (q *outq) wake() {
 	select {
 	case q.kick <- struct{}{}:
 	default:
 	}
-	return false
+}
+
+// hold is called by the reader when it completes a task: until release,
+// senders (typically the callers it woke, issuing their next command)
+// only queue, so their PDUs leave together in one write.
+func (q *outq) hold() {
+	q.mu.Lock()
+	q.held = true
+	q.mu.Unlock()
+}
+
+// holding reports whether a hold is in effect.
+func (q *outq) holding() bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.held
+}
+
+// release ends a hold and has the helper write what was queued meanwhile.
+func (q *outq) release() {
+	q.mu.Lock()
+	q.held = false
+	kick := len(q.pending) > 0 && !q.flushing && q.err == nil
+	q.mu.Unlock()
+	if kick {
+		q.wake()
+	}
 }
 
 // drain writes until the queue is empty; the caller owns the write (it got
