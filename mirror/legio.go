@@ -44,7 +44,6 @@ type wdEntry struct {
 	listed     bool
 }
 
-
 // watchdog times out the leg calls of one slot. Its goroutine starts with
 // the first call and sleeps until the oldest deadline; with no call in
 // flight it idles until add wakes it, and it exits once the volume closed
