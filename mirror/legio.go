@@ -57,13 +57,19 @@ type watchdog struct {
 	wake       chan struct{} // capacity 1
 }
 
-// add lists e (deadline now + timeout) and starts or wakes the watchdog
+// add lists e with its deadline and starts or wakes the watchdog
 // goroutine when it is not already watching.
-func (w *watchdog) add(e *wdEntry, clock Clock, timeout time.Duration) {
+func (w *watchdog) add(e *wdEntry, deadline time.Time, clock Clock) {
 	w.mu.Lock()
-	e.deadline = clock.Now().Add(timeout)
+	e.deadline = deadline
 	e.prev, e.next, e.listed = w.tail, nil, true
 	if w.tail != nil {
+		// Keep the list in deadline order: a caller that read the clock
+		// just before another one listed its call may be a few
+		// microseconds late, never early.
+		if e.deadline.Before(w.tail.deadline) {
+			e.deadline = w.tail.deadline
+		}
 		w.tail.next = e
 	} else {
 		w.head = e
@@ -193,6 +199,7 @@ func (v *Volume) both(sel [2]bool, legs [2]Leg, op string, f func(Leg) error) [2
 		c = &legCall{done: make(chan legResult, 2)}
 	}
 	n := 0
+	deadline := v.clock.Now().Add(v.opts.IOTimeout)
 	for i := range 2 {
 		if !sel[i] {
 			continue
@@ -202,7 +209,7 @@ func (v *Volume) both(sel [2]bool, legs [2]Leg, op string, f func(Leg) error) [2
 		e.call, e.slot = c, i
 		c.answered[i].Store(false)
 		v.outstanding[i].Add(1)
-		v.wd[i].add(e, v.clock, v.opts.IOTimeout)
+		v.wd[i].add(e, deadline, v.clock)
 		go func() {
 			err := f(legs[i])
 			v.outstanding[i].Add(-1)

@@ -159,10 +159,17 @@ func (v *Volume) settle(sel [2]bool, errs [2]error, op string) error {
 // returned func ends it.
 func (v *Volume) appStart() func() {
 	v.appIO.Add(1)
-	return func() {
-		v.appLast.Store(v.clock.Now().UnixNano())
-		v.appIO.Add(-1)
+	return func() { v.appDone(time.Time{}) }
+}
+
+// appDone ends an application I/O counted by appIO.Add(1) at now (zero:
+// read the clock).
+func (v *Volume) appDone(now time.Time) {
+	if now.IsZero() {
+		now = v.clock.Now()
 	}
+	v.appLast.Store(now.UnixNano())
+	v.appIO.Add(-1)
 }
 
 // appBusy: application I/O is running or ended within appIdleAfter.
@@ -201,7 +208,9 @@ func (v *Volume) Zero(off, length int64, unmap bool) error {
 }
 
 func (v *Volume) write(off, n int64, op string, f func(Leg) error) error {
-	defer v.appStart()()
+	v.appIO.Add(1)
+	var end time.Time // set by endWrite below, so the clock is read once
+	defer func() { v.appDone(end) }()
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	var t writeTicket
@@ -218,7 +227,8 @@ func (v *Volume) write(off, n int64, op string, f func(Leg) error) error {
 	}
 	v.ops++
 	defer func() {
-		v.m.endWrite(off, n, v.clock.Now())
+		end = v.clock.Now()
+		v.m.endWrite(off, n, end)
 		v.ops--
 		v.notify()
 	}()
