@@ -11,28 +11,39 @@ import (
 // Leg I/O under the I/O timeout, without a timer per I/O.
 //
 // Every leg call runs in its own goroutine (so a hung leg never holds the
-// caller) and is entered, with its start time, in its slot's watchdog list
-// (oldest first). The caller waits on its legCall's channel, which gets one
-// answer per leg: from the goroutine when the leg answers, or from the
-// watchdog when the leg has not answered by start + IOTimeout, whichever
-// comes first (answered[slot] decides). The watchdog sleeps until the
-// oldest entry's deadline; it runs only while entries exist, so an idle
-// volume has no timer and no goroutine for it.
+// caller) and is entered, with its deadline, in its slot's watchdog list
+// (oldest first). Each selected slot of a legCall is answered once: by the
+// goroutine when the leg answers, or by the watchdog when the deadline
+// (start + IOTimeout) passed first (answered[slot] decides); the last
+// answer wakes the caller. The watchdog goroutine sleeps until the oldest
+// deadline, idles while no call is in flight and exits after Close, so
+// the hot path has no timer, no select and one wakeup per call.
 
 // errNoAnswer is the watchdog's answer for a leg call past its deadline.
 var errNoAnswer = errors.New("no answer")
 
-// legResult is one leg's answer to a call made by both.
-type legResult struct {
-	slot int
-	err  error
+// legCall is one call of both: each selected slot is answered once (by
+// its leg or by the watchdog), and the last answer wakes the caller, so a
+// write to two legs wakes its caller once.
+type legCall struct {
+	done      chan struct{} // capacity 1: the last answer never blocks
+	res       [2]error
+	answered  [2]atomic.Bool
+	remaining atomic.Int32
+	ent       [2]wdEntry
 }
 
-// legCall is one call of both: up to one answer per slot on done.
-type legCall struct {
-	done     chan legResult // capacity 2: senders never block
-	answered [2]atomic.Bool
-	ent      [2]wdEntry
+// answer records slot's result unless it was answered already; it reports
+// whether it did. After the last answer the caller owns c again.
+func (c *legCall) answer(slot int, err error) bool {
+	if !c.answered[slot].CompareAndSwap(false, true) {
+		return false
+	}
+	c.res[slot] = err
+	if c.remaining.Add(-1) == 0 {
+		c.done <- struct{}{}
+	}
+	return true
 }
 
 // wdEntry is a leg call in flight in a watchdog list.
@@ -139,10 +150,7 @@ func (w *watchdog) done(e *wdEntry, err error) {
 	if exit {
 		w.poke()
 	}
-	c := e.call
-	if c.answered[e.slot].CompareAndSwap(false, true) {
-		c.done <- legResult{e.slot, err} // last touch of c by this goroutine
-	}
+	e.call.answer(e.slot, err) // last touch of the call by this goroutine
 }
 
 // run answers every call past its deadline with errNoAnswer, sleeping
@@ -154,9 +162,7 @@ func (w *watchdog) run(clock Clock) {
 		for w.head != nil && !now.Before(w.head.deadline) {
 			e := w.head
 			w.unlink(e)
-			if e.call.answered[e.slot].CompareAndSwap(false, true) {
-				e.call.done <- legResult{e.slot, errNoAnswer}
-			}
+			e.call.answer(e.slot, errNoAnswer)
 		}
 		if w.head == nil {
 			if w.stopped {
@@ -196,18 +202,28 @@ func (v *Volume) legIO(slot int, leg Leg, op string, f func(Leg) error) error {
 func (v *Volume) both(sel [2]bool, legs [2]Leg, op string, f func(Leg) error) [2]error {
 	c, _ := v.calls.Get().(*legCall)
 	if c == nil {
-		c = &legCall{done: make(chan legResult, 2)}
+		c = &legCall{done: make(chan struct{}, 1)}
 	}
-	n := 0
+	n := int32(0)
+	for i := range 2 {
+		if sel[i] {
+			n++
+			c.res[i] = nil
+			c.answered[i].Store(false)
+		}
+	}
+	if n == 0 {
+		v.calls.Put(c)
+		return [2]error{}
+	}
+	c.remaining.Store(n)
 	deadline := v.clock.Now().Add(v.opts.IOTimeout)
 	for i := range 2 {
 		if !sel[i] {
 			continue
 		}
-		n++
 		e := &c.ent[i]
 		e.call, e.slot = c, i
-		c.answered[i].Store(false)
 		v.outstanding[i].Add(1)
 		v.wd[i].add(e, deadline, v.clock)
 		go func() {
@@ -216,16 +232,17 @@ func (v *Volume) both(sel [2]bool, legs [2]Leg, op string, f func(Leg) error) [2
 			v.wd[i].done(e, err)
 		}()
 	}
+	<-c.done
 	var errs [2]error
 	reuse := true
-	for ; n > 0; n-- {
-		r := <-c.done
-		switch {
-		case r.err == errNoAnswer:
+	for i := range 2 {
+		switch err := c.res[i]; {
+		case !sel[i] || err == nil:
+		case err == errNoAnswer:
 			reuse = false // the leg's goroutine still holds c
-			errs[r.slot] = &LegError{Slot: r.slot, Name: legs[r.slot].Name(), Op: op, Err: fmt.Errorf("no answer within %v: %w", v.opts.IOTimeout, ErrTimeout)}
-		case r.err != nil:
-			errs[r.slot] = &LegError{Slot: r.slot, Name: legs[r.slot].Name(), Op: op, Err: r.err}
+			errs[i] = &LegError{Slot: i, Name: legs[i].Name(), Op: op, Err: fmt.Errorf("no answer within %v: %w", v.opts.IOTimeout, ErrTimeout)}
+		default:
+			errs[i] = &LegError{Slot: i, Name: legs[i].Name(), Op: op, Err: err}
 		}
 	}
 	if reuse {
