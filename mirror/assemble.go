@@ -138,10 +138,11 @@ func Assemble(legs [2]Leg, opts Options) (*Volume, error) {
 	v := &Volume{
 		opts: opts, clock: opts.Clock, log: opts.Logger,
 		size: view.DataSize, chunk: view.ChunkSize, volUUID: view.VolumeUUID,
-		changed: make(chan struct{}), m: m, legs: bySlot, specs: specs,
+		m: m, legs: bySlot, specs: specs,
 		stop: make(chan struct{}), metaExit: make(chan struct{}),
 	}
 	v.cond = sync.NewCond(&v.mu)
+	v.metaCond = sync.NewCond(&v.mu)
 	for i := range 2 {
 		if sbs[i] != nil {
 			t := *sbs[i]
@@ -187,7 +188,7 @@ func (v *Volume) metaLoop() {
 	defer v.mu.Unlock()
 	for {
 		for !v.m.metaWork() && !v.metaStop {
-			v.cond.Wait()
+			v.metaCond.Wait()
 		}
 		if !v.m.metaWork() {
 			return
@@ -246,4 +247,7 @@ func (v *Volume) shutdownMeta() {
 	v.notify()
 	v.mu.Unlock()
 	<-v.metaExit
+	for i := range v.wd {
+		v.wd[i].stop() // its goroutine exits when no leg call is left
+	}
 }

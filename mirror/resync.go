@@ -183,7 +183,7 @@ func (v *Volume) failFromCopy(err error) {
 func (v *Volume) WaitInSync(ctx context.Context) error {
 	for {
 		v.mu.Lock()
-		ch := v.changed
+		ch := v.changedChan()
 		switch {
 		case v.m.dead != nil:
 			v.mu.Unlock()

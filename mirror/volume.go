@@ -21,7 +21,8 @@ type Volume struct {
 
 	mu       sync.Mutex
 	cond     *sync.Cond
-	changed  chan struct{} // closed and replaced on every state change (for ctx waits)
+	metaCond *sync.Cond    // wakes metaLoop only (when it has work or must stop)
+	changed  chan struct{} // made by a ctx waiter, closed at the next state change
 	m        *machine
 	legs     [2]Leg         // leg objects by slot (a failed one is kept for AutoReAdd)
 	specs    [2]string      // how each slot's leg is (re)opened
@@ -36,6 +37,8 @@ type Volume struct {
 	resync resyncState
 	verify verifyState
 
+	wd          [2]watchdog     // times out each slot's leg calls (legio.go)
+	calls       sync.Pool       // *legCall for reuse (per volume: its channels belong to the caller's synctest bubble)
 	outstanding [2]atomic.Int64 // leg I/Os in flight, abandoned (timed out) ones included
 	appIO       atomic.Int64    // application I/Os in flight (resync yields to them)
 	appLast     atomic.Int64    // clock time (ns) the last application I/O ended
@@ -47,11 +50,27 @@ type Volume struct {
 	metaExit chan struct{}
 }
 
-// notify wakes every waiter after a state change. Caller holds mu.
+// notify wakes every waiter after a state change. Caller holds mu. The
+// metadata writer is woken only when it has work (or must stop), so the
+// steady-state write, which changes no metadata, wakes no goroutine unless
+// one waits; Broadcast without waiters is cheap.
 func (v *Volume) notify() {
 	v.cond.Broadcast()
-	close(v.changed)
-	v.changed = make(chan struct{})
+	if v.metaStop || v.m.metaWork() {
+		v.metaCond.Signal()
+	}
+	if v.changed != nil {
+		close(v.changed)
+		v.changed = nil
+	}
+}
+
+// changedChan returns a channel closed at the next notify (mu held).
+func (v *Volume) changedChan() <-chan struct{} {
+	if v.changed == nil {
+		v.changed = make(chan struct{})
+	}
+	return v.changed
 }
 
 // waitSeq waits (mu held) until metadata write seq is durable.
@@ -86,64 +105,6 @@ func (v *Volume) Legs() [2]Leg {
 		}
 	}
 	return out
-}
-
-// legIO runs one leg operation under the I/O timeout. A leg that does not
-// answer in time gets an ErrTimeout LegError; its call keeps running in
-// the background and is counted in outstanding until it returns.
-func (v *Volume) legIO(slot int, leg Leg, op string, f func(Leg) error) error {
-	var sel [2]bool
-	var legs [2]Leg
-	sel[slot], legs[slot] = true, leg
-	return v.both(sel, legs, op, f)[slot]
-}
-
-// legResult is one leg's answer to a call made by both.
-type legResult struct {
-	slot int
-	err  error
-}
-
-// both runs f on the selected legs in parallel, each call in its own
-// goroutine so that a hung leg cannot hold the caller past the I/O
-// timeout, and returns each leg's result (ErrTimeout for no answer).
-func (v *Volume) both(sel [2]bool, legs [2]Leg, op string, f func(Leg) error) [2]error {
-	done := make(chan legResult, 2)
-	n := 0
-	for i := range 2 {
-		if !sel[i] {
-			continue
-		}
-		n++
-		v.outstanding[i].Add(1)
-		go func() {
-			err := f(legs[i])
-			v.outstanding[i].Add(-1)
-			done <- legResult{i, err}
-		}()
-	}
-	var errs [2]error
-	var answered [2]bool
-	t := v.clock.NewTimer(v.opts.IOTimeout)
-	defer t.Stop()
-	for n > 0 {
-		select {
-		case r := <-done:
-			n--
-			answered[r.slot] = true
-			if r.err != nil {
-				errs[r.slot] = &LegError{Slot: r.slot, Name: legs[r.slot].Name(), Op: op, Err: r.err}
-			}
-		case <-t.C():
-			for i := range 2 {
-				if sel[i] && !answered[i] {
-					errs[i] = &LegError{Slot: i, Name: legs[i].Name(), Op: op, Err: fmt.Errorf("no answer within %v: %w", v.opts.IOTimeout, ErrTimeout)}
-				}
-			}
-			return errs
-		}
-	}
-	return errs
 }
 
 // settle handles the results of an I/O sent to legs sel (mu held): legs
@@ -198,10 +159,17 @@ func (v *Volume) settle(sel [2]bool, errs [2]error, op string) error {
 // returned func ends it.
 func (v *Volume) appStart() func() {
 	v.appIO.Add(1)
-	return func() {
-		v.appLast.Store(v.clock.Now().UnixNano())
-		v.appIO.Add(-1)
+	return func() { v.appDone(time.Time{}) }
+}
+
+// appDone ends an application I/O counted by appIO.Add(1) at now (zero:
+// read the clock).
+func (v *Volume) appDone(now time.Time) {
+	if now.IsZero() {
+		now = v.clock.Now()
 	}
+	v.appLast.Store(now.UnixNano())
+	v.appIO.Add(-1)
 }
 
 // appBusy: application I/O is running or ended within appIdleAfter.
@@ -240,7 +208,9 @@ func (v *Volume) Zero(off, length int64, unmap bool) error {
 }
 
 func (v *Volume) write(off, n int64, op string, f func(Leg) error) error {
-	defer v.appStart()()
+	v.appIO.Add(1)
+	var end time.Time // set by endWrite below, so the clock is read once
+	defer func() { v.appDone(end) }()
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	var t writeTicket
@@ -257,7 +227,8 @@ func (v *Volume) write(off, n int64, op string, f func(Leg) error) error {
 	}
 	v.ops++
 	defer func() {
-		v.m.endWrite(off, n, v.clock.Now())
+		end = v.clock.Now()
+		v.m.endWrite(off, n, end)
 		v.ops--
 		v.notify()
 	}()
