@@ -181,11 +181,7 @@ func (d *Disk) Inquiry() (Inquiry, error) {
 	if err != nil {
 		return inq, err
 	}
-	pages, err := d.vpd(0x00)
-	if err != nil {
-		return inq, err
-	}
-	supported, err := decodeSupportedVPD(pages)
+	supported, err := d.supportedVPD()
 	if err != nil {
 		return inq, err
 	}
@@ -210,6 +206,15 @@ func (d *Disk) Inquiry() (Inquiry, error) {
 	return inq, nil
 }
 
+// supportedVPD reads the Supported VPD Pages page (0x00).
+func (d *Disk) supportedVPD() (map[byte]bool, error) {
+	pages, err := d.vpd(0x00)
+	if err != nil {
+		return nil, err
+	}
+	return decodeSupportedVPD(pages)
+}
+
 // vpd reads one VPD page.
 func (d *Disk) vpd(page byte) ([]byte, error) {
 	buf := make([]byte, 1024)
@@ -222,11 +227,7 @@ func (d *Disk) vpd(page byte) ([]byte, error) {
 
 func (d *Disk) readLimits() (Limits, error) {
 	var l Limits
-	pages, err := d.vpd(0x00)
-	if err != nil {
-		return l, err
-	}
-	supported, err := decodeSupportedVPD(pages)
+	supported, err := d.supportedVPD()
 	if err != nil {
 		return l, err
 	}
