@@ -129,14 +129,14 @@ func (v *Volume) settle(sel [2]bool, errs [2]error, op string) error {
 	}
 	ok := 0
 	for i := range 2 {
-		if !sel[i] {
-			continue
-		}
 		if v.m.legs[i] == legFailed {
-			wait = max(wait, v.m.failSeq[i]) // missed by this I/O or failed meanwhile
+			// Missed by this I/O (failed before it began, by a path that
+			// did not wait, such as a read's rewrite, or failed meanwhile):
+			// acknowledge only once the failure is durable (rule 3).
+			wait = max(wait, v.m.failSeq[i])
 			continue
 		}
-		if errs[i] == nil {
+		if sel[i] && errs[i] == nil {
 			ok++
 		}
 	}
