@@ -112,3 +112,31 @@ func TestWriteAfterUnrecordedLegFailureWaitsForTheRecord(t *testing.T) {
 	}
 	v2.Close()
 }
+
+// A flush that fails on the last working leg stops the volume: the writes
+// since the previous flush may be gone, and a retried flush that the leg
+// then accepts must not report them safe ("fsyncgate").
+func TestFlushFailureOnLastLegStopsTheVolume(t *testing.T) {
+	p := newMemPair(t, 8<<20, 64<<10)
+	v, err := Assemble(p.legs(), testOptions(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v.Close()
+	if err := v.FailLeg(1); err != nil {
+		t.Fatal(err)
+	}
+	if err := v.WriteAt(bytes.Repeat([]byte{'A'}, 4096), 0, false); err != nil {
+		t.Fatal(err)
+	}
+	p.fault[0].FailNth(legtest.OpFlush, 1, errMedium)
+	if err := v.Flush(); err == nil {
+		t.Fatal("flush reported success although the last leg's flush failed")
+	}
+	if err := v.Flush(); err == nil {
+		t.Fatal("a retried flush reported the lost writes safe")
+	}
+	if err := v.WriteAt(bytes.Repeat([]byte{'B'}, 4096), 0, false); err == nil {
+		t.Fatal("the volume accepted a write after a failed flush on its last leg")
+	}
+}

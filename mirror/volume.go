@@ -260,7 +260,17 @@ func (v *Volume) Flush() error {
 	v.mu.Unlock()
 	errs := v.both(sel, legs, "flush", Leg.Flush)
 	v.mu.Lock()
-	return v.settle(sel, errs, "flush")
+	if err := v.settle(sel, errs, "flush"); err != nil {
+		if v.m.dead == nil && !errors.Is(err, ErrClosed) {
+			// No leg holds the writes acknowledged since the last flush
+			// for sure, and a later flush may "succeed" after the kernel
+			// dropped them: stop rather than let a retry report them safe.
+			v.m.dead = fmt.Errorf("flush failed on the last working leg; writes since the previous flush may be lost, so the volume stops serving (check the leg, then restart mirrord): %w", err)
+			v.notify()
+		}
+		return err
+	}
+	return nil
 }
 
 // ReadAt fills p from off. Chunks out of sync are read only from the
