@@ -117,7 +117,12 @@ func (l *DiskLink) scan() {
 		}
 		frame := buf[2 : 2+fl]
 		l.mu.Lock()
-		if !slices.Equal(l.last[p], frame) {
+		if _, seen := l.last[p]; !seen {
+			// The first read is a baseline, not a beat: what is in the
+			// slot may be left from the peer's previous run (a power
+			// cycle) and proves nothing; only a change does.
+			l.last[p] = slices.Clone(frame)
+		} else if !slices.Equal(l.last[p], frame) {
 			l.last[p] = slices.Clone(frame)
 			l.pending = append(l.pending, slices.Clone(frame))
 		}

@@ -143,11 +143,15 @@ func (s *sim) step() {
 				continue
 			}
 			for peer, b := range s.slots[d.Name] {
-				if peer == id || bytes.Equal(n.read[d.Name+"/"+string(peer)], b) {
+				key := d.Name + "/" + string(peer)
+				last, seen := n.read[key]
+				if peer == id || bytes.Equal(last, b) {
 					continue
 				}
-				n.read[d.Name+"/"+string(peer)] = b
-				s.deliver(id, d.Name, b)
+				n.read[key] = b
+				if seen { // the first read is a baseline, as in DiskLink.scan
+					s.deliver(id, d.Name, b)
+				}
 			}
 		}
 		n.m.Tick(s.now)
