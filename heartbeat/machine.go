@@ -88,6 +88,8 @@ type Machine struct {
 	table     Table
 	tableDue  bool
 	ping      uint8
+	pingMoved bool      // SetPingScore changed the score since the last Tick
+	pingSince time.Time // when this node's score last changed
 	counters  Counters
 	ready     Ready
 	dualAlarm bool
@@ -104,6 +106,7 @@ type peer struct {
 	state       NodeState
 	hb          Heartbeat
 	betterSince time.Time // since when its ping score beats ours (zero: it does not)
+	pingSince   time.Time // when its advertised ping score last changed
 }
 
 // NewMachine starts a node's state machine at now.
@@ -159,7 +162,11 @@ func (m *Machine) Reject(err error) {
 }
 
 // SetPingScore records how many public ping targets this node reaches.
-func (m *Machine) SetPingScore(n int) { m.ping = uint8(min(max(n, 0), 255)) }
+func (m *Machine) SetPingScore(n int) {
+	if s := uint8(min(max(n, 0), 255)); s != m.ping {
+		m.ping, m.pingMoved = s, true
+	}
+}
 
 // Receive takes one authenticated frame that arrived on medium arrived.
 // It returns a non-nil error (already counted) when the frame is refused.
@@ -207,6 +214,9 @@ func (m *Machine) Receive(now time.Time, arrived string, f Frame) error {
 	p.heard[arrived] = now
 	switch f.Type {
 	case MsgHeartbeat:
+		if hb.PingScore != p.hb.PingScore || hb.HasPing != p.hb.HasPing {
+			p.pingSince = now
+		}
 		p.hb = hb
 		if hb.TableVersion < m.table.Version && m.coordinator() == m.cfg.Self {
 			m.tableDue = true
@@ -222,6 +232,9 @@ func (m *Machine) Receive(now time.Time, arrived string, f Frame) error {
 
 // Tick advances the machine to now: states, role, due frames.
 func (m *Machine) Tick(now time.Time) {
+	if m.pingMoved {
+		m.pingMoved, m.pingSince = false, now
+	}
 	for _, id := range m.cfg.Nodes {
 		if p := m.peers[id]; p != nil {
 			m.update(now, p)

@@ -14,9 +14,11 @@ import (
 //   - while any peer is suspect, or unknown within timing.initdead, nobody
 //     is elected (its fate is open);
 //   - otherwise the best of this node and its live peers (alive, suspect or
-//     partitioned) becomes active: better public connectivity, then the
-//     preferred node, then the smallest node ID. Every node computes the
-//     same winner from the same view, so simultaneous starts agree.
+//     partitioned) becomes active: better public connectivity (once both
+//     scores have been unchanged for timing.warn, so every node has heard
+//     them), then the preferred node, then the smallest node ID. Every
+//     node computes the same winner from the same view, so simultaneous
+//     starts agree.
 // A partitioned peer is live: a standby never takes over from it.
 
 // rank orders nodes for deterministic ties: the preferred node first,
@@ -28,19 +30,26 @@ func (m *Machine) before(a, b NodeID) bool {
 	return a < b
 }
 
-func (m *Machine) pingOf(id NodeID) (bool, uint8) {
+// pingOf is a candidate's ping score and whether it is settled: unchanged
+// for timing.warn, so that every node has heard it. A score that just
+// moved is seen differently by each node for up to a keepalive, and two
+// nodes deciding on different scores could both elect themselves.
+func (m *Machine) pingOf(id NodeID, now time.Time) (has bool, score uint8, settled bool) {
 	if id == m.cfg.Self {
-		return m.cfg.HasPing, m.ping
+		return m.cfg.HasPing, m.ping, now.Sub(m.pingSince) >= m.cfg.Timing.Warn
 	}
-	return m.peers[id].hb.HasPing, m.peers[id].hb.PingScore
+	p := m.peers[id]
+	return p.hb.HasPing, p.hb.PingScore, now.Sub(p.pingSince) >= m.cfg.Timing.Warn
 }
 
-// electable compares two candidates for the active role when none is
-// active: better public connectivity first (ipfail), then rank.
-func (m *Machine) better(a, b NodeID) bool {
-	ha, pa := m.pingOf(a)
-	hb, pb := m.pingOf(b)
-	if ha && hb && pa != pb {
+// better compares two candidates for the active role when none is
+// active: better public connectivity first (ipfail) while both scores are
+// settled, then rank. ipfail's handover (checkPing) moves the role later
+// if the rank-elected node turns out to reach fewer targets.
+func (m *Machine) better(a, b NodeID, now time.Time) bool {
+	ha, pa, sa := m.pingOf(a, now)
+	hb, pb, sb := m.pingOf(b, now)
+	if ha && hb && sa && sb && pa != pb {
 		return pa > pb
 	}
 	return m.before(a, b)
@@ -94,7 +103,7 @@ func (m *Machine) decideRole(now time.Time) {
 	}
 	winner := m.cfg.Self
 	for _, id := range m.cfg.Nodes {
-		if p := m.peers[id]; p != nil && p.state.live() && m.better(id, winner) {
+		if p := m.peers[id]; p != nil && p.state.live() && m.better(id, winner, now) {
 			winner = id
 		}
 	}
