@@ -38,11 +38,8 @@ func (d *Disk) ReadAt(p []byte, off int64) error {
 	if err != nil {
 		return err
 	}
-	step := d.chunkBlocks()
-	for blocks > 0 {
-		n := min(blocks, step)
-		buf := p[:n*uint64(d.blockSize)]
-		res, err := d.do(command{Op: "READ(16)", CDB: cdbRW16(scsiRead16, lba, uint32(n), false), Read: buf})
+	return d.inPieces(lba, blocks, p, func(lba uint64, n uint32, buf []byte) error {
+		res, err := d.do(command{Op: "READ(16)", CDB: cdbRW16(scsiRead16, lba, n, false), Read: buf})
 		if err != nil {
 			return err
 		}
@@ -50,11 +47,8 @@ func (d *Disk) ReadAt(p []byte, off int64) error {
 			return fmt.Errorf("iscsi: %s: READ(16) of %d bytes at LBA %d returned %d bytes (residual %d): %w",
 				d.name, len(buf), lba, res.Received, res.Residual, ErrProtocol)
 		}
-		p = p[len(buf):]
-		lba += n
-		blocks -= n
-	}
-	return nil
+		return nil
+	})
 }
 
 // WriteAt writes p at off with WRITE(16); with fua the data is on stable
@@ -64,17 +58,28 @@ func (d *Disk) WriteAt(p []byte, off int64, fua bool) error {
 	if err != nil {
 		return err
 	}
-	step := d.chunkBlocks()
-	for blocks > 0 {
-		n := min(blocks, step)
-		buf := p[:n*uint64(d.blockSize)]
-		res, err := d.do(command{Op: "WRITE(16)", CDB: cdbRW16(scsiWrite16, lba, uint32(n), fua), Write: buf})
+	return d.inPieces(lba, blocks, p, func(lba uint64, n uint32, buf []byte) error {
+		res, err := d.do(command{Op: "WRITE(16)", CDB: cdbRW16(scsiWrite16, lba, n, fua), Write: buf})
 		if err != nil {
 			return err
 		}
 		if res.Underflow && res.Residual > 0 || res.Overflow {
 			return fmt.Errorf("iscsi: %s: WRITE(16) of %d bytes at LBA %d left residual %d: %w",
 				d.name, len(buf), lba, res.Residual, ErrProtocol)
+		}
+		return nil
+	})
+}
+
+// inPieces calls do for consecutive pieces of p of at most chunkBlocks
+// blocks each (the target's transfer limit), starting at lba.
+func (d *Disk) inPieces(lba, blocks uint64, p []byte, do func(lba uint64, n uint32, buf []byte) error) error {
+	step := d.chunkBlocks()
+	for blocks > 0 {
+		n := min(blocks, step)
+		buf := p[:n*uint64(d.blockSize)]
+		if err := do(lba, uint32(n), buf); err != nil {
+			return err
 		}
 		p = p[len(buf):]
 		lba += n
