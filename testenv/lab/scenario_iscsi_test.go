@@ -246,32 +246,8 @@ func waitVolume(t *testing.T, n *Node, ctl string, within time.Duration, what st
 // mirrord serves the volume: the running volume must not notice (its
 // session to the array stays, no leg fails).
 func TestISCSIExamineBesideRunningMirrord(t *testing.T) {
-	l := sharedLab(t)
-	n := l.Nodes()[0]
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	arrays, err := l.StartArrays(ctx, 16<<20, "xa", "xb")
-	if err != nil {
-		if strings.Contains(err.Error(), "not installed") {
-			t.Skipf("SKIPPING iSCSI examine scenario: %v", err)
-		}
-		t.Fatal(err)
-	}
-	defer arrays.Stop()
-	legA, legB := arrays.URL("xa"), arrays.URL("xb")
-	if _, ok, why := HamirrorIfAvailable(ctx, n, legA, legB); !ok {
-		t.Skipf("SKIPPING iSCSI examine scenario: %s", why)
-	}
+	n, ctx, legA, legB := iscsiVolume(t, "examine", "xa", "xb")
 	const ctl = "mirrorctl --control unix:/run/c.sock "
-	defer func() {
-		if t.Failed() {
-			res, _ := n.Run(context.Background(), ctl+"status; tail -20 /run/mirrord.log")
-			t.Logf("status and mirrord log on %s:\n%s", n.Name, res.Output())
-		}
-		n.Run(context.Background(), MirrordStop)
-	}()
-	run(t, n, fmt.Sprintf("mirrorctl create --chunk 64K %s %s", legA, legB))
-	run(t, n, "rm -f /run/mirrord.log; "+MirrordStartFlags("--control unix:/run/c.sock", legA, legB))
 	// Examine both legs while the volume takes writes.
 	res, err := n.Run(ctx, fmt.Sprintf(`(for i in $(seq 0 31); do dd if=/dev/urandom of=/dev/nbd0 bs=64k count=4 seek=$((i*4)) oflag=direct 2>/dev/null || exit 1; done) &
 load=$!
@@ -297,32 +273,8 @@ exit $rc`, legA, legB))
 // iscsi:// leg) brings it back under a write load, only the chunks
 // written meanwhile are copied, and verify finds both legs identical.
 func TestISCSILegFailAndAddByOperator(t *testing.T) {
-	l := sharedLab(t)
-	n := l.Nodes()[0]
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	arrays, err := l.StartArrays(ctx, 16<<20, "oa", "ob")
-	if err != nil {
-		if strings.Contains(err.Error(), "not installed") {
-			t.Skipf("SKIPPING iSCSI operator scenario: %v", err)
-		}
-		t.Fatal(err)
-	}
-	defer arrays.Stop()
-	legA, legB := arrays.URL("oa"), arrays.URL("ob")
-	if _, ok, why := HamirrorIfAvailable(ctx, n, legA, legB); !ok {
-		t.Skipf("SKIPPING iSCSI operator scenario: %s", why)
-	}
+	n, ctx, _, _ := iscsiVolume(t, "operator", "oa", "ob")
 	const ctl = "mirrorctl --control unix:/run/c.sock "
-	defer func() {
-		if t.Failed() {
-			res, _ := n.Run(context.Background(), ctl+"status; tail -20 /run/mirrord.log")
-			t.Logf("status and mirrord log on %s:\n%s", n.Name, res.Output())
-		}
-		n.Run(context.Background(), MirrordStop)
-	}()
-	run(t, n, fmt.Sprintf("mirrorctl create --chunk 64K %s %s", legA, legB))
-	run(t, n, "rm -f /run/mirrord.log; "+MirrordStartFlags("--control unix:/run/c.sock", legA, legB))
 	run(t, n, "dd if=/dev/urandom of=/dev/nbd0 bs=64k count=16 oflag=direct 2>/dev/null")
 	run(t, n, ctl+"leg fail 1")
 	run(t, n, "dd if=/dev/urandom of=/dev/nbd0 bs=64k count=4 seek=64 oflag=direct 2>/dev/null")
@@ -352,4 +304,38 @@ exit $rc`)
 	if _, after, _ := strings.Cut(log, "leg re-added"); strings.Contains(after, "level=WARN") {
 		t.Errorf("mirrord warned after the leg was re-added:\n%s", log)
 	}
+}
+
+// iscsiVolume starts arrays a and b on the lab's iSCSI network and, on the
+// first node, a mirrored volume over them on /dev/nbd0 (control socket
+// /run/c.sock, log /run/mirrord.log). Cleanup stops mirrord, then the
+// arrays, and shows status and log when the test failed.
+func iscsiVolume(t *testing.T, what, a, b string) (n *Node, ctx context.Context, legA, legB string) {
+	t.Helper()
+	l := sharedLab(t)
+	n = l.Nodes()[0]
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	t.Cleanup(cancel)
+	arrays, err := l.StartArrays(ctx, 16<<20, a, b)
+	if err != nil {
+		if strings.Contains(err.Error(), "not installed") {
+			t.Skipf("SKIPPING iSCSI %s scenario: %v", what, err)
+		}
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { arrays.Stop() })
+	legA, legB = arrays.URL(a), arrays.URL(b)
+	if _, ok, why := HamirrorIfAvailable(ctx, n, legA, legB); !ok {
+		t.Skipf("SKIPPING iSCSI %s scenario: %s", what, why)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			res, _ := n.Run(context.Background(), "mirrorctl --control unix:/run/c.sock status; tail -20 /run/mirrord.log")
+			t.Logf("status and mirrord log on %s:\n%s", n.Name, res.Output())
+		}
+		n.Run(context.Background(), MirrordStop)
+	})
+	run(t, n, fmt.Sprintf("mirrorctl create --chunk 64K %s %s", legA, legB))
+	run(t, n, "rm -f /run/mirrord.log; "+MirrordStartFlags("--control unix:/run/c.sock", legA, legB))
+	return n, ctx, legA, legB
 }
