@@ -181,8 +181,15 @@ func crashWorkload(v *Volume, power *legtest.Power, model *crashModel, seed uint
 					model.begin(cw)
 					if cw.zero {
 						err = v.Zero(cw.blk*crashBlock, cw.n*crashBlock, wr.IntN(2) == 0)
-					} else {
+					} else if wr.IntN(2) == 0 {
 						err = v.WriteAt(buf, cw.blk*crashBlock, cw.fua)
+					} else {
+						// The NBD server's way: started, reported to a
+						// callback (inline on fast legs, rescued from a hang
+						// while the starting goroutine stays stuck).
+						ch := make(chan error, 1)
+						go v.StartWriteAt(buf, cw.blk*crashBlock, cw.fua, func(err error, _, _ bool) { ch <- err })
+						err = <-ch
 					}
 					if err == nil {
 						cw.end = model.stamp.Add(1)

@@ -31,6 +31,10 @@ type legCall struct {
 	answered  [2]atomic.Bool
 	remaining atomic.Int32
 	ent       [2]wdEntry
+	// rescue is set for a call its caller runs inline (inline.go): the
+	// caller is not waiting on done but blocked in the leg call, so the
+	// watchdog's answer hands the operation to rescue, in a new goroutine.
+	rescue func(slot int)
 }
 
 // answer records slot's result unless it was answered already; it reports
@@ -40,7 +44,7 @@ func (c *legCall) answer(slot int, err error) bool {
 		return false
 	}
 	c.res[slot] = err
-	if c.remaining.Add(-1) == 0 {
+	if c.rescue == nil && c.remaining.Add(-1) == 0 {
 		c.done <- struct{}{}
 	}
 	return true
@@ -66,11 +70,18 @@ type watchdog struct {
 	idle       bool          // it waits for wake with no timer
 	stopped    bool          // the volume closed: exit when the list is empty
 	wake       chan struct{} // capacity 1
+	// until is when the sleeping goroutine's timer fires. A call added
+	// with a later deadline needs no wake-up: the timer comes first.
+	until time.Time
+	// quiet: no call was added since the list emptied. The goroutine
+	// idles only after a whole timeout period without calls, so calls
+	// made one at a time (inline) do not wake it each time.
+	quiet bool
 }
 
 // add lists e with its deadline and starts or wakes the watchdog
 // goroutine when it is not already watching.
-func (w *watchdog) add(e *wdEntry, deadline time.Time, clock Clock) {
+func (w *watchdog) add(e *wdEntry, deadline time.Time, clock Clock, period time.Duration) {
 	w.mu.Lock()
 	e.deadline = deadline
 	e.prev, e.next, e.listed = w.tail, nil, true
@@ -86,7 +97,8 @@ func (w *watchdog) add(e *wdEntry, deadline time.Time, clock Clock) {
 		w.head = e
 	}
 	w.tail = e
-	start, wake := !w.running, w.running && w.idle
+	w.quiet = false
+	start, wake := !w.running, w.running && (w.idle || e.deadline.Before(w.until))
 	if start {
 		w.running = true
 		if w.wake == nil {
@@ -98,7 +110,7 @@ func (w *watchdog) add(e *wdEntry, deadline time.Time, clock Clock) {
 	}
 	w.mu.Unlock()
 	if start {
-		go w.run(clock)
+		go w.run(clock, period)
 	}
 	if wake {
 		w.poke()
@@ -140,7 +152,8 @@ func (w *watchdog) unlink(e *wdEntry) {
 
 // done: the leg answered e's call with err. The answer goes to the caller
 // unless the watchdog answered first.
-func (w *watchdog) done(e *wdEntry, err error) {
+// It reports whether err was the answer (false: the watchdog's came first).
+func (w *watchdog) done(e *wdEntry, err error) bool {
 	w.mu.Lock()
 	if e.listed {
 		w.unlink(e)
@@ -150,21 +163,23 @@ func (w *watchdog) done(e *wdEntry, err error) {
 	if exit {
 		w.poke()
 	}
-	e.call.answer(e.slot, err) // last touch of the call by this goroutine
+	return e.call.answer(e.slot, err) // last touch of the call by this goroutine
 }
 
 // run answers every call past its deadline with errNoAnswer, sleeping
 // until the oldest deadline.
-func (w *watchdog) run(clock Clock) {
+func (w *watchdog) run(clock Clock, period time.Duration) {
 	for {
 		w.mu.Lock()
 		now := clock.Now()
 		for w.head != nil && !now.Before(w.head.deadline) {
 			e := w.head
 			w.unlink(e)
-			e.call.answer(e.slot, errNoAnswer)
+			if c := e.call; c.answer(e.slot, errNoAnswer) && c.rescue != nil {
+				go c.rescue(e.slot)
+			}
 		}
-		if w.head == nil {
+		if w.head == nil && (w.stopped || w.quiet) {
 			if w.stopped {
 				w.running = false
 				w.mu.Unlock()
@@ -175,7 +190,13 @@ func (w *watchdog) run(clock Clock) {
 			<-w.wake
 			continue
 		}
-		d := w.head.deadline.Sub(now)
+		w.until = now.Add(period)
+		if w.head != nil {
+			w.until = w.head.deadline
+		} else {
+			w.quiet = true
+		}
+		d := w.until.Sub(now)
 		w.mu.Unlock()
 		t := clock.NewTimer(d)
 		select {
@@ -193,31 +214,37 @@ func (v *Volume) legIO(slot int, leg Leg, op string, f func(Leg) error) error {
 	var sel [2]bool
 	var legs [2]Leg
 	sel[slot], legs[slot] = true, leg
-	return v.both(sel, legs, op, f)[slot]
+	errs, _ := v.both(sel, legs, op, 0, f)
+	return errs[slot]
 }
 
 // both runs f on the selected legs in parallel, each call in its own
 // goroutine so that a hung leg cannot hold the caller past the I/O
-// timeout, and returns each leg's result (ErrTimeout for no answer).
-func (v *Volume) both(sel [2]bool, legs [2]Leg, op string, f func(Leg) error) [2]error {
+// timeout, and returns each leg's result (ErrTimeout for no answer);
+// held reports that a call which did not answer still runs (and holds
+// f's buffer). For application I/O of n bytes (0: other I/O) each call's
+// duration feeds the leg's moving average (inline.go).
+func (v *Volume) both(sel [2]bool, legs [2]Leg, op string, n int64, f func(Leg) error) (errs [2]error, held bool) {
 	c, _ := v.calls.Get().(*legCall)
 	if c == nil {
 		c = &legCall{done: make(chan struct{}, 1)}
 	}
-	n := int32(0)
+	k := int32(0)
 	for i := range 2 {
 		if sel[i] {
-			n++
+			k++
 			c.res[i] = nil
 			c.answered[i].Store(false)
 		}
 	}
-	if n == 0 {
+	if k == 0 {
 		v.calls.Put(c)
-		return [2]error{}
+		return errs, false
 	}
-	c.remaining.Store(n)
-	deadline := v.clock.Now().Add(v.opts.IOTimeout)
+	c.remaining.Store(k)
+	observe := n > 0 && n <= inlineSize
+	start := v.clock.Now()
+	deadline := start.Add(v.opts.IOTimeout)
 	for i := range 2 {
 		if !sel[i] {
 			continue
@@ -225,28 +252,46 @@ func (v *Volume) both(sel [2]bool, legs [2]Leg, op string, f func(Leg) error) [2
 		e := &c.ent[i]
 		e.call, e.slot = c, i
 		v.outstanding[i].Add(1)
-		v.wd[i].add(e, deadline, v.clock)
+		v.wd[i].add(e, deadline, v.clock, v.opts.IOTimeout)
 		go func() {
+			t0 := start
+			if observe {
+				t0 = v.clock.Now()
+			}
 			err := f(legs[i])
+			if observe {
+				v.observeLeg(i, v.clock.Now().Sub(t0))
+			}
 			v.outstanding[i].Add(-1)
 			v.wd[i].done(e, err)
 		}()
 	}
 	<-c.done
-	var errs [2]error
 	reuse := true
 	for i := range 2 {
-		switch err := c.res[i]; {
-		case !sel[i] || err == nil:
-		case err == errNoAnswer:
-			reuse = false // the leg's goroutine still holds c
-			errs[i] = &LegError{Slot: i, Name: legs[i].Name(), Op: op, Err: fmt.Errorf("no answer within %v: %w", v.opts.IOTimeout, ErrTimeout)}
-		default:
-			errs[i] = &LegError{Slot: i, Name: legs[i].Name(), Op: op, Err: err}
+		if !sel[i] {
+			continue
 		}
+		if c.res[i] == errNoAnswer {
+			reuse, held = false, true // the leg's goroutine still holds c
+		}
+		errs[i] = v.legErr(i, legs[i], op, c.res[i])
 	}
 	if reuse {
 		v.calls.Put(c)
 	}
-	return errs
+	return errs, held
+}
+
+// legErr turns the answer of slot's leg to a call into the error the
+// engine reports: nil, ErrTimeout for no answer, or a LegError.
+func (v *Volume) legErr(slot int, leg Leg, op string, res error) error {
+	switch res.(type) {
+	case nil, *LegError:
+		return res
+	}
+	if res == errNoAnswer {
+		return &LegError{Slot: slot, Name: leg.Name(), Op: op, Err: fmt.Errorf("no answer within %v: %w", v.opts.IOTimeout, ErrTimeout)}
+	}
+	return &LegError{Slot: slot, Name: leg.Name(), Op: op, Err: res}
 }

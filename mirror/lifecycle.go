@@ -37,7 +37,7 @@ func (v *Volume) clearIdle(all bool) {
 		return
 	}
 	sel := [2]bool{true, true}
-	errs := v.both(sel, legs, "flush", Leg.Flush)
+	errs, _ := v.both(sel, legs, "flush", 0, Leg.Flush)
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	if errs[0] != nil || errs[1] != nil {
@@ -334,7 +334,7 @@ func (v *Volume) Close() error {
 	sel := [2]bool{v.m.active(0), v.m.active(1)}
 	legs := v.legs
 	v.mu.Unlock()
-	errs := v.both(sel, legs, "flush", Leg.Flush)
+	errs, _ := v.both(sel, legs, "flush", 0, Leg.Flush)
 	v.mu.Lock()
 	err := v.settle(sel, errs, "flush at close")
 	v.mu.Unlock()

@@ -148,7 +148,7 @@ func (v *Volume) commitBatch(src, dst int, batch []int64, stamps []uint64, check
 	legs := v.legs
 	v.mu.Unlock()
 	sel := [2]bool{true, true}
-	errs := v.both(sel, legs, "flush", Leg.Flush)
+	errs, _ := v.both(sel, legs, "flush", 0, Leg.Flush)
 	if errs[0] != nil || errs[1] != nil {
 		v.mu.Lock()
 		defer v.mu.Unlock()

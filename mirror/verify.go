@@ -121,7 +121,7 @@ func (v *Volume) verifyChunk(c int64, repair bool, bufs [2][]byte) error {
 		v.notify()
 		v.mu.Unlock()
 	}
-	errs := v.both([2]bool{true, true}, legs, "verify read", func(l Leg) error {
+	errs, _ := v.both([2]bool{true, true}, legs, "verify read", 0, func(l Leg) error {
 		i := 0
 		if l == legs[1] {
 			i = 1

@@ -39,7 +39,9 @@ type Volume struct {
 
 	wd          [2]watchdog     // times out each slot's leg calls (legio.go)
 	calls       sync.Pool       // *legCall for reuse (per volume: its channels belong to the caller's synctest bubble)
+	inlineOps   sync.Pool       // *inlineOp for reuse
 	outstanding [2]atomic.Int64 // leg I/Os in flight, abandoned (timed out) ones included
+	legTime     [2]atomic.Int64 // moving average of each leg's small application I/O, ns (inline.go)
 	appIO       atomic.Int64    // application I/Os in flight (resync yields to them)
 	appLast     atomic.Int64    // clock time (ns) the last application I/O ended
 	reads       atomic.Int64    // reads in flight (Close waits for them)
@@ -190,12 +192,14 @@ func (v *Volume) checkRange(off, n int64) error {
 
 // WriteAt writes p at off on both legs. It returns when the data is on
 // both legs (durable with fua, else after the next Flush), or on one leg
-// after the other's failure is durably recorded on it.
+// after the other's failure is durably recorded on it. A leg call that
+// timed out may still read p after WriteAt returned (StartWriteAt tells).
 func (v *Volume) WriteAt(p []byte, off int64, fua bool) error {
 	if err := v.checkRange(off, int64(len(p))); err != nil || len(p) == 0 {
 		return err
 	}
-	return v.write(off, int64(len(p)), "write", func(l Leg) error { return l.WriteAt(p, off, fua) })
+	err, _ := v.write(off, int64(len(p)), "write", func(l Leg) error { return l.WriteAt(p, off, fua) })
+	return err
 }
 
 // Zero makes [off, off+length) read as zeros on both legs (NBD TRIM and
@@ -204,42 +208,63 @@ func (v *Volume) Zero(off, length int64, unmap bool) error {
 	if err := v.checkRange(off, length); err != nil || length == 0 {
 		return err
 	}
-	return v.write(off, length, "zero", func(l Leg) error { return l.Zero(off, length, unmap) })
+	err, _ := v.write(off, length, "zero", func(l Leg) error { return l.Zero(off, length, unmap) })
+	return err
 }
 
-func (v *Volume) write(off, n int64, op string, f func(Leg) error) error {
+func (v *Volume) write(off, n int64, op string, f func(Leg) error) (error, bool) {
 	v.appIO.Add(1)
-	var end time.Time // set by endWrite below, so the clock is read once
-	defer func() { v.appDone(end) }()
 	v.mu.Lock()
-	defer v.mu.Unlock()
+	t, err := v.admitWrite(off, n)
+	if err != nil {
+		v.mu.Unlock()
+		v.appDone(time.Time{})
+		return err, false
+	}
+	return v.writeLegs(t, off, n, op, f)
+}
+
+// admitWrite (mu held) waits until n bytes at off may be written (no
+// overlapping write in flight, no chunk locked by a copy), and enters the
+// write in the machine. On success the write counts in ops until
+// writeLegs or finishWrite ends it; the caller counted it in appIO.
+func (v *Volume) admitWrite(off, n int64) (writeTicket, error) {
 	var t writeTicket
 	for ok := false; !ok; {
 		if v.closing {
-			return ErrClosed // Close began while this write waited its turn
+			return t, ErrClosed // Close began while this write waited its turn
 		}
 		if t, ok = v.m.beginWrite(off, n, v.clock.Now()); !ok {
 			v.cond.Wait()
 		}
 	}
 	if t.err != nil {
-		return t.err
+		return t, t.err
 	}
 	v.ops++
-	defer func() {
-		end = v.clock.Now()
-		v.m.endWrite(off, n, end)
-		v.ops--
-		v.notify()
-	}()
-	if err := v.waitSeq(t.seq); err != nil {
-		return err
+	return t, nil
+}
+
+// writeLegs (called with mu held, returns with it released) does an
+// admitted write: it waits for the write's bitmap bits, calls the legs in
+// parallel, settles their results and ends the write. held: a leg call
+// that did not answer still runs with f's buffer.
+func (v *Volume) writeLegs(t writeTicket, off, n int64, op string, f func(Leg) error) (err error, held bool) {
+	if err = v.waitSeq(t.seq); err == nil {
+		legs := v.legs
+		v.mu.Unlock()
+		var errs [2]error
+		errs, held = v.both(t.legs, legs, op, n, f)
+		v.mu.Lock()
+		err = v.settle(t.legs, errs, op)
 	}
-	legs := v.legs
+	end := v.clock.Now()
+	v.m.endWrite(off, n, end)
+	v.ops--
+	v.notify()
 	v.mu.Unlock()
-	errs := v.both(t.legs, legs, op, f)
-	v.mu.Lock()
-	return v.settle(t.legs, errs, op)
+	v.appDone(end)
+	return err, held
 }
 
 // Flush makes every completed write durable on both legs.
@@ -258,7 +283,7 @@ func (v *Volume) Flush() error {
 	v.ops++
 	defer func() { v.ops--; v.notify() }()
 	v.mu.Unlock()
-	errs := v.both(sel, legs, "flush", Leg.Flush)
+	errs, _ := v.both(sel, legs, "flush", 0, Leg.Flush)
 	v.mu.Lock()
 	if err := v.settle(sel, errs, "flush"); err != nil {
 		if v.m.dead == nil && !errors.Is(err, ErrClosed) {
@@ -281,27 +306,52 @@ func (v *Volume) ReadAt(p []byte, off int64) error {
 	if err := v.checkRange(off, n); err != nil || n == 0 {
 		return err
 	}
-	c0, c1 := off/v.chunk, (off+n-1)/v.chunk
-	defer v.appStart()()
-	v.mu.Lock()
-	if v.closing {
-		v.mu.Unlock()
-		return ErrClosed
-	}
-	slot, err := v.m.pickRead(c0, c1, off, n, [2]int64{v.outstanding[0].Load(), v.outstanding[1].Load()})
+	v.appIO.Add(1)
+	defer v.appDone(time.Time{})
+	slot, leg, err := v.admitRead(off, n)
 	if err != nil {
-		v.mu.Unlock()
 		return err
 	}
-	leg := v.legs[slot]
-	v.reads.Add(1)
-	v.mu.Unlock()
 	defer v.readDone()
-	rerr := v.legIO(slot, leg, "read", func(l Leg) error { return l.ReadAt(p, off) })
-	if rerr == nil {
-		return nil
+	data, err, held := v.readLeg(slot, leg, p, off)
+	if held && err == nil {
+		copy(p, data) // the timed-out call may still write into p too
 	}
-	return v.readRecover(slot, p, off, c0, c1, rerr)
+	return err
+}
+
+// admitRead picks the leg to read n bytes at off from and counts the read
+// in reads (readDone ends it).
+func (v *Volume) admitRead(off, n int64) (int, Leg, error) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.closing {
+		return 0, nil, ErrClosed
+	}
+	slot, err := v.m.pickRead(off/v.chunk, (off+n-1)/v.chunk, off, n, [2]int64{v.outstanding[0].Load(), v.outstanding[1].Load()})
+	if err != nil {
+		return 0, nil, err
+	}
+	v.reads.Add(1)
+	return slot, v.legs[slot], nil
+}
+
+// readLeg reads p at off from leg slot, recovering from its failure on
+// the other leg. data is p, or a fresh buffer when held: the leg did not
+// answer and its call may still write into p.
+func (v *Volume) readLeg(slot int, leg Leg, p []byte, off int64) (data []byte, err error, held bool) {
+	var sel [2]bool
+	var legs [2]Leg
+	sel[slot], legs[slot] = true, leg
+	errs, held := v.both(sel, legs, "read", int64(len(p)), func(l Leg) error { return l.ReadAt(p, off) })
+	if errs[slot] == nil {
+		return p, nil, false
+	}
+	data = p
+	if held {
+		data = alignedBuf(len(p))
+	}
+	return data, v.readRecover(slot, data, off, errs[slot]), held
 }
 
 // readDone ends a read; the last one wakes a Close waiting to drain.
@@ -315,8 +365,9 @@ func (v *Volume) readDone() {
 
 // readRecover retries a failed read on the other leg and repairs the bad
 // copy (or fails the leg when it timed out or the repair fails).
-func (v *Volume) readRecover(bad int, p []byte, off, c0, c1 int64, rerr error) error {
+func (v *Volume) readRecover(bad int, p []byte, off int64, rerr error) error {
 	good := 1 - bad
+	c0, c1 := off/v.chunk, (off+int64(len(p))-1)/v.chunk
 	v.mu.Lock()
 	ok := v.m.readable(good, c0, c1)
 	leg := v.legs[good]

@@ -49,6 +49,12 @@ type conn struct {
 	stopping atomic.Bool  // Shutdown: read no more requests
 	latency  atomic.Int64 // moving average of backend service time, ns
 	sess     session
+	lim      limits
+
+	async    AsyncBackend // the backend, when it can start I/O (else nil)
+	ajobs    sync.Pool    // *ajob for reuse
+	starting atomic.Int64 // gen of the reader inside an AsyncBackend call, or -1
+	finished chan error   // the last reader's end of the connection
 }
 
 // job is one request being served.
@@ -91,6 +97,7 @@ func newConn(s *Server, nc net.Conn) *conn {
 		budget: semaphore.NewWeighted(int64(s.opts.MaxBuffered)),
 		work:   make(chan *job),
 	}
+	c.async, _ = s.backend.(AsyncBackend)
 	// Assume a slow backend until it proves fast: a first request that
 	// stalls must not keep the connection from reading the next ones.
 	c.latency.Store(int64(time.Millisecond))
@@ -107,24 +114,52 @@ func (c *conn) stopReading() {
 // transmit is the transmission phase: it returns when the client
 // disconnects (nil for NBD_CMD_DISC or a drained shutdown) or breaks the
 // protocol (the error says how). It waits for every request already read.
-func (c *conn) transmit(sess session) (err error) {
+//
+// Requests are read by one goroutine at a time. With an AsyncBackend that
+// goroutine starts READ and WRITE itself, and the backend may run fast I/O
+// on it; if the backend reports that goroutine stuck in a call that will
+// not return (a hung leg), a new goroutine takes over reading (takeover),
+// so the connection carries on.
+func (c *conn) transmit(sess session) error {
 	c.sess = sess
-	lim := limits{
+	c.lim = limits{
 		size:       uint64(c.s.backend.Size()),
 		minBlock:   uint32(c.s.backend.BlockSize()),
 		maxPayload: uint32(c.s.opts.MaxPayload),
 		readOnly:   c.s.opts.ReadOnly,
 		structured: sess.structured,
 	}
-	defer func() {
-		close(c.work)
-		c.workerWG.Wait()
-		c.wmu.Lock()
-		if c.werr == nil {
-			c.bw.Flush()
-		}
-		c.wmu.Unlock()
-	}()
+	c.finished = make(chan error, 1)
+	c.starting.Store(-1)
+	go c.readLoop(0)
+	err := <-c.finished
+	close(c.work)
+	c.workerWG.Wait()
+	for range cap(c.sem) { // every request in flight answered
+		c.sem <- struct{}{}
+	}
+	c.wmu.Lock()
+	if c.werr == nil {
+		c.bw.Flush()
+	}
+	c.wmu.Unlock()
+	return err
+}
+
+// errReplaced ends a reading goroutine another one took over from.
+var errReplaced = errors.New("nbd: reader replaced")
+
+// readLoop reads requests as reader gen until the connection ends or a
+// takeover replaces it.
+func (c *conn) readLoop(gen int64) {
+	c.flushOut() // replies a stuck predecessor left buffered
+	if err := c.readRequests(gen); err != errReplaced {
+		c.finished <- err
+	}
+}
+
+func (c *conn) readRequests(gen int64) error {
+	lim := c.lim
 	var hdr [requestSize]byte
 	for {
 		if c.br.Buffered() < requestSize {
@@ -149,11 +184,12 @@ func (c *conn) transmit(sess session) (err error) {
 			return nil
 		}
 		v := lim.validate(req)
+		async := v.errno == 0 && c.async != nil && (req.Type == CmdRead || req.Type == CmdWrite)
 		// Requests served inline hold no slot: the reading goroutine is
 		// busy with them, so they add nothing to what is in flight. Small
 		// payloads are bounded by the slots alone (MaxInFlight x 64 KiB);
 		// larger ones also take their size from the byte budget.
-		inline := v.errno == 0 && c.inlineOK(req)
+		inline := v.errno == 0 && !async && c.inlineOK(req)
 		weight := int64(0)
 		if v.errno == 0 && !inline {
 			if (req.Type == CmdRead || req.Type == CmdWrite) && req.Length > smallPayload {
@@ -183,14 +219,18 @@ func (c *conn) transmit(sess session) (err error) {
 				}
 			}
 		}
-		if v.errno != 0 {
+		switch {
+		case v.errno != 0:
 			c.replyError(req, v.errno, v.reason)
 			continue
-		}
-		if inline {
+		case async:
+			if !c.start(req, buf, weight, gen) {
+				return errReplaced
+			}
+		case inline:
 			j := job{req: req, buf: buf, inline: true}
 			c.serve(&j)
-		} else {
+		default:
 			c.dispatch(&job{req: req, buf: buf, weight: weight})
 		}
 		if c.wfailed.Load() {
@@ -214,6 +254,13 @@ func (c *conn) dispatch(j *job) {
 		return
 	}
 	c.work <- j
+}
+
+func (j *job) flushMode() flushMode {
+	if j.inline {
+		return readerFlushes
+	}
+	return flushNow
 }
 
 func (c *conn) worker(first *job) {
@@ -244,7 +291,7 @@ func (c *conn) serve(j *job) {
 		err = b.ReadAt(buf, off)
 		c.observe(time.Since(t0))
 		if err == nil {
-			c.replyData(r, buf, j.inline)
+			c.replyData(r, buf, j.flushMode())
 			c.s.pool.put(buf)
 			return
 		}
@@ -279,7 +326,7 @@ func (c *conn) serve(j *job) {
 		c.replyError(r, errnoFor(err), err.Error())
 		return
 	}
-	c.replyOK(r, j.inline)
+	c.replyOK(r, j.flushMode())
 }
 
 // errnoFor maps a backend error to the protocol's error values.
@@ -300,7 +347,7 @@ func errnoFor(err error) uint32 {
 // send writes one whole reply (header and optional data) under wmu. The
 // writer that leaves pending at zero flushes, batching concurrent replies;
 // with later set the reading goroutine flushes before it next waits.
-func (c *conn) send(hdr, data []byte, later bool) {
+func (c *conn) send(hdr, data []byte, later flushMode) {
 	c.pending.Add(1)
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
@@ -324,7 +371,7 @@ func (c *conn) send(hdr, data []byte, later bool) {
 	} else {
 		c.bw.Write(hdr)
 		c.bw.Write(data)
-		if last && !later {
+		if last && !(later == readerFlushes || later == unlessReading && c.starting.Load() >= 0) {
 			err = c.bw.Flush()
 		}
 	}
@@ -357,12 +404,25 @@ func (c *conn) writeErr() error {
 	return c.werr
 }
 
-func (c *conn) replyOK(r Request, later bool) {
+// flushMode says who sends a reply buffered by send.
+type flushMode int
+
+const (
+	flushNow      flushMode = iota // the last writer flushes
+	readerFlushes                  // the reading goroutine will, before it next waits
+	// unlessReading: a reading goroutine inside an AsyncBackend call will
+	// (it flushes before it next waits); with none, as flushNow. Checked
+	// under wmu, against the reader's starting mark it clears before
+	// flushing, so a reply is never left behind.
+	unlessReading
+)
+
+func (c *conn) replyOK(r Request, later flushMode) {
 	var h [16]byte
 	c.send(appendSimpleReply(h[:0], 0, r.Handle), nil, later)
 }
 
-func (c *conn) replyData(r Request, data []byte, later bool) {
+func (c *conn) replyData(r Request, data []byte, later flushMode) {
 	if c.sess.structured {
 		var h [28]byte
 		b := appendChunkHeader(h[:0], replyFlagDone, replyTypeOffsetData, r.Handle, uint32(8+len(data)))
@@ -379,9 +439,9 @@ func (c *conn) replyData(r Request, data []byte, later bool) {
 // reason when structured replies were negotiated, a simple reply otherwise.
 func (c *conn) replyError(r Request, errno uint32, reason string) {
 	if c.sess.structured {
-		c.send(appendErrorChunk(nil, r.Handle, errno, reason), nil, false)
+		c.send(appendErrorChunk(nil, r.Handle, errno, reason), nil, flushNow)
 		return
 	}
 	var h [16]byte
-	c.send(appendSimpleReply(h[:0], errno, r.Handle), nil, false)
+	c.send(appendSimpleReply(h[:0], errno, r.Handle), nil, flushNow)
 }
