@@ -34,9 +34,13 @@ type Member struct {
 	links map[string]Link
 	opt   MemberOptions
 
-	mu       sync.Mutex // guards m
-	m        *Machine
-	lastStep atomic.Int64 // unix ns of the last completed step (watchdog)
+	mu sync.Mutex // guards m
+	m  *Machine
+	// lastStep is the clock's reading at the last completed step, for the
+	// watchdog. It is kept as a time.Time so that SystemClock's monotonic
+	// reading survives: a wall clock stepped back (NTP, an operator) can
+	// then neither hide a hung loop nor, stepped forward, fake one.
+	lastStep atomic.Pointer[time.Time]
 
 	limMu   sync.Mutex // guards lim and sendErr; never held with mu
 	lim     rateLimiter
@@ -201,7 +205,8 @@ func (n *Member) step(fn func(time.Time), out map[string]chan []byte) {
 	fn(n.opt.Clock.Now())
 	rd := n.m.Ready()
 	n.mu.Unlock()
-	n.lastStep.Store(n.opt.Clock.Now().UnixNano())
+	now := n.opt.Clock.Now()
+	n.lastStep.Store(&now)
 	for _, e := range rd.Events {
 		n.opt.Logf("heartbeat %s: %s", n.cfg.Self, e)
 		n.opt.OnEvent(e)
@@ -243,10 +248,17 @@ func (n *Member) logLimited(key, format string, args ...any) {
 }
 
 // Healthy reports whether the member's loop has stepped within maxAge:
-// mirrord sends systemd's WATCHDOG=1 only while it has.
+// mirrord sends systemd's WATCHDOG=1 only while it has. The age is
+// measured on the clock's monotonic reading (SystemClock keeps one), so
+// wall clock steps do not count. A clock without one (a test's fake) that
+// runs backwards cannot vouch for the loop: that counts as unhealthy.
 func (n *Member) Healthy(maxAge time.Duration) bool {
 	last := n.lastStep.Load()
-	return last != 0 && n.opt.Clock.Now().Sub(time.Unix(0, last)) <= maxAge
+	if last == nil {
+		return false
+	}
+	age := n.opt.Clock.Now().Sub(*last)
+	return age >= 0 && age <= maxAge
 }
 
 // Status is the node's current view, for the control socket.
