@@ -10,7 +10,8 @@ import (
 )
 
 func sampleFrame() Frame {
-	return Frame{Type: MsgHeartbeat, Boot: 1700000000123456789, Seq: 42, From: "node1", Medium: "nic1",
+	return Frame{Type: MsgHeartbeat, Boot: 1700000000123456789, Seq: 42, Nonce: 0x0123456789abcdef, From: "node1", Medium: "nic1",
+		Echo:    []uint64{0xfedcba9876543210},
 		Payload: Heartbeat{Role: RoleActive, HasPing: true, PingScore: 2, TableVersion: 9}.MarshalBinary()}
 }
 
@@ -114,7 +115,7 @@ func FuzzDecodeFrame(f *testing.F) {
 	b, _ := c.Encode(sampleFrame())
 	f.Add(b)
 	tb := BuildTable([]NodeID{"a", "b"}, nil, "a", 1)
-	b2, _ := c.Encode(Frame{Type: MsgTable, Boot: 1, Seq: 2, From: "a", Medium: "serial", Payload: tb.MarshalBinary()})
+	b2, _ := c.Encode(Frame{Type: MsgTable, Boot: 1, Seq: 2, Nonce: 7, Echo: []uint64{1, 2, 3}, From: "a", Medium: "serial", Payload: tb.MarshalBinary()})
 	f.Add(b2)
 	f.Fuzz(func(t *testing.T, p []byte) {
 		fr, end, err := c.Decode(p)

@@ -2,6 +2,8 @@ package heartbeat
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log"
@@ -69,6 +71,11 @@ func NewMember(cfg Config, key []byte, links []Link, opt MemberOptions) (*Member
 		opt.Boot = uint64(now.UnixNano())
 	}
 	mc := cfg.MachineConfig(opt.Boot)
+	nonce, err := runNonce()
+	if err != nil {
+		return nil, err
+	}
+	mc.Nonce = nonce
 	n := &Member{cfg: cfg, codec: NewCodec(cfg.Cluster, key), links: map[string]Link{}, opt: opt,
 		lim:     rateLimiter{every: 10 * time.Second, last: map[string]time.Time{}, held: map[string]int{}},
 		sendErr: map[string]uint64{}}
@@ -86,6 +93,21 @@ func NewMember(cfg Config, key []byte, links []Link, opt MemberOptions) (*Member
 	}
 	n.m = m
 	return n, nil
+}
+
+// runNonce draws this run's nonce (see Machine.Receive): 64 random bits,
+// never zero. Unlike the boot ID it needs no state_dir and no right clock
+// to be new.
+func runNonce() (uint64, error) {
+	var b [8]byte
+	for {
+		if _, err := rand.Read(b[:]); err != nil {
+			return 0, fmt.Errorf("heartbeat: drawing the run nonce: %w", err)
+		}
+		if n := binary.BigEndian.Uint64(b[:]); n != 0 {
+			return n, nil
+		}
+	}
 }
 
 // Run serves until ctx ends, then closes the links.
