@@ -194,11 +194,20 @@ func (m *Machine) SetPingScore(n int) {
 // node the sender's boot and nonce, so that this node echoes them, and is
 // counted (Counters.Unconfirmed).
 //
-// This needs no state on disk (persisting the highest sequence per peer
-// would need an fsync per beat or a guessed safety margin, and would
-// not survive a reinstall) and works the same on every medium, the disk
-// slots included. Start-up costs one extra exchange: a node learning a
-// peer's new nonce sends at once instead of at its next keepalive.
+// Why not persist the highest (boot, sequence) per peer in state_dir
+// instead: that needs an fsync per accepted frame, or a margin for the
+// frames accepted since the last write that depends on timing and media;
+// a lost or restored state_dir reopens the hole. The nonce needs no state
+// and covers every medium alike, the disk slots included.
+//
+// Costs. At start a peer's frames count only after one exchange; a node
+// that learns a peer's new nonce sends at its next step (keepalive/4), not
+// its next keepalive, so the first beats come at most two steps later
+// than without the check. A peer that cannot hear this node on any medium
+// from this node's start cannot prove it is alive: it is declared dead
+// after initdead, with an alarm naming the cause. (Once heard, a peer
+// keeps echoing this node's nonce, so a later one-way failure is no
+// different from before.)
 func (m *Machine) Receive(now time.Time, arrived string, f Frame) error {
 	p := m.peers[f.From]
 	if p == nil {
