@@ -5,6 +5,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"testing/synctest"
 	"time"
 )
 
@@ -209,4 +210,60 @@ func TestRunNonceIsNewEachRun(t *testing.T) {
 	if !errors.Is(checkNonces(0, nil), ErrMalformed) {
 		t.Error("zero nonce passes checkNonces")
 	}
+}
+
+// TestHandshakeCostsLessThanAKeepaliveOnVirtualTime runs two real runners
+// on virtual time: with the nonce handshake, nodes started together and a
+// node restarted next to a running one are heard within one keepalive
+// (before it, the first frame was a beat: the check may cost at most one
+// beat interval at start).
+func TestHandshakeCostsLessThanAKeepaliveOnVirtualTime(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		net, disk := newMemNet(), &memDisk{b: make([]byte, 4*512)}
+		c := memConfig()
+		k := c.Timing.Keepalive
+		began := time.Now()
+		n1 := startMem(t, c, net, disk, "n1")
+		n2 := startMem(t, c, net, disk, "n2")
+		defer n1.stop()
+		time.Sleep(2 * k)
+		synctest.Wait()
+		for _, w := range []struct {
+			r    *runningMember
+			peer string
+		}{{n1, "n2"}, {n2, "n1"}} {
+			at, ok := w.r.saw(EventNode, w.peer, "alive")
+			if !ok || at.Sub(began) > k {
+				t.Errorf("started together, %s alive after %v (seen %v), want within %v", w.peer, at.Sub(began), ok, k)
+			}
+		}
+		n2.stop()
+		time.Sleep(c.Timing.Dead + k)
+		synctest.Wait()
+		if _, ok := n1.saw(EventNode, "n2", "dead"); !ok {
+			t.Fatal("n2 not dead after its stop")
+		}
+		time.Sleep(k / 3) // restart at some phase of n1's ticks
+		restarted := time.Now()
+		n2 = startMem(t, c, net, disk, "n2")
+		defer n2.stop()
+		time.Sleep(2 * k)
+		synctest.Wait()
+		var back time.Time
+		n1.mu.Lock()
+		for _, e := range n1.events {
+			if e.Kind == EventNode && e.Node == "n2" && e.To == "alive" && !e.At.Before(restarted) {
+				back = e.At
+				break
+			}
+		}
+		n1.mu.Unlock()
+		if back.IsZero() || back.Sub(restarted) > k {
+			t.Errorf("restarted n2 alive at n1 after %v, want within %v", back.Sub(restarted), k)
+		}
+		if at, ok := n2.saw(EventNode, "n1", "alive"); !ok || at.Sub(restarted) > k {
+			t.Errorf("restarted n2 heard n1 after %v, want within %v", at.Sub(restarted), k)
+		}
+		t.Logf("restart: n1 heard n2 after %v", back.Sub(restarted))
+	})
 }
