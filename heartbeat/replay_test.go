@@ -12,13 +12,18 @@ import (
 	"github.com/hamirror/hamirror/heartbeat"
 )
 
-// recorder is a Link that keeps a copy of every frame it sends, with the
-// time since it started: the attacker's capture of a node's traffic.
+// recorder is a Link that keeps a copy of every frame it sends in a
+// capture shared by all a node's links: the attacker's recording.
 type recorder struct {
 	heartbeat.Link
+	c *capture
+}
+
+// capture is every frame a node sent, with the time since it began.
+type capture struct {
 	mu     sync.Mutex
 	start  time.Time
-	frames *[]sent
+	frames []sent
 }
 
 type sent struct {
@@ -28,9 +33,9 @@ type sent struct {
 }
 
 func (r *recorder) Send(b []byte) error {
-	r.mu.Lock()
-	*r.frames = append(*r.frames, sent{time.Since(r.start), r.Medium(), append([]byte(nil), b...)})
-	r.mu.Unlock()
+	r.c.mu.Lock()
+	r.c.frames = append(r.c.frames, sent{time.Since(r.c.start), r.Medium(), append([]byte(nil), b...)})
+	r.c.mu.Unlock()
 	return r.Link.Send(b)
 }
 
@@ -128,17 +133,15 @@ func waitState(t *testing.T, m *heartbeat.Member, id heartbeat.NodeID, want hear
 func TestReplayAfterRestartOverRealMedia(t *testing.T) {
 	t.Parallel()
 	p := newReplayPair(t)
-	var frames []sent
-	start := time.Now()
-	n1, stop1 := p.start("n1", func(l heartbeat.Link) heartbeat.Link {
-		return &recorder{Link: l, start: start, frames: &frames}
-	})
+	rec := &capture{start: time.Now()}
+	n1, stop1 := p.start("n1", func(l heartbeat.Link) heartbeat.Link { return &recorder{Link: l, c: rec} })
 	n2, stop2 := p.start("n2", nil)
 	waitState(t, n2, "n1", heartbeat.NodeAlive, 2*time.Second)
 	waitState(t, n1, "n2", heartbeat.NodeAlive, 2*time.Second)
 	time.Sleep(1500 * time.Millisecond) // the capture: longer than initdead + dead
 	stop1()
 	stop2()
+	frames := rec.frames // n1's senders are done
 	if n := len(frames); n < 40 {
 		t.Fatalf("only %d frames captured", n)
 	}
