@@ -190,10 +190,12 @@ func TestReplayAfterRestartOverRealMedia(t *testing.T) {
 	}()
 	tm := p.cfg.Timing
 	time.Sleep(tm.InitDead - tm.Keepalive)
-	if s := peerState(n2, "n1"); s != heartbeat.NodeUnknown {
+	// (dead too, should this goroutine have slept past initdead: the point
+	// is that no replayed frame made n1 look alive)
+	if s := peerState(n2, "n1"); s != heartbeat.NodeUnknown && s != heartbeat.NodeDead {
 		t.Errorf("within initdead the restarted n2 sees the dead n1 %s, want unknown: replayed frames were taken as beats", s)
 	}
-	waitState(t, n2, "n1", heartbeat.NodeDead, 2*tm.Keepalive+tm.Dead)
+	waitState(t, n2, "n1", heartbeat.NodeDead, 2*time.Second) // due at initdead; slack for a loaded machine
 	if r := n2.Status().Role; r != "active" {
 		t.Errorf("n2 role %s with n1 dead, want active", r)
 	}
