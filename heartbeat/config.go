@@ -237,6 +237,8 @@ func (c *Config) Validate() error {
 			return keyErr(key+".offset", "is negative")
 		case d.SlotSize < MinSlotSize:
 			return keyErr(key+".slot_size", "%d is less than %d bytes", d.SlotSize, MinSlotSize)
+		case d.SlotSize < c.slotNeeded(d.Name):
+			return keyErr(key+".slot_size", "%d bytes cannot hold a heartbeat of this cluster (%d nodes): at least %d are needed", d.SlotSize, len(c.Nodes), c.slotNeeded(d.Name))
 		case d.Slots < len(c.Nodes):
 			return keyErr(key+".slots", "%d slots for %d nodes", d.Slots, len(c.Nodes))
 		}
@@ -247,6 +249,17 @@ func (c *Config) Validate() error {
 		}
 	}
 	return nil
+}
+
+// slotNeeded is the slot size disk medium name needs: a 2-byte length and
+// the longest heartbeat frame a node of this cluster writes there, which
+// echoes the run nonce of every other node.
+func (c *Config) slotNeeded(name string) int64 {
+	id := 0
+	for _, n := range c.Nodes {
+		id = max(id, len(n.ID))
+	}
+	return int64(2 + headerLen + 4 + len(c.Cluster) + id + len(name) + echoLen*max(len(c.Nodes)-1, 0) + heartbeatLen + macLen)
 }
 
 func isDiskName(c *Config, m string) bool {

@@ -2,6 +2,7 @@ package heartbeat
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -55,6 +56,15 @@ func TestValidateNamesTheKey(t *testing.T) {
 		{"nodes[].links", func(c *Config) { c.Nodes[1].Links = c.Nodes[1].Links[:1] }},
 		{"nodes[].serial", func(c *Config) { c.Nodes[1].Serial = "" }},
 		{"disks[0].slot_size", func(c *Config) { c.Disks[0].SlotSize = 100 }},
+		{"disks[0].slot_size", func(c *Config) { // 64 nodes echo 63 nonces each
+			c.Disks[0].Slots = 64
+			c.Nodes[0].Serial, c.Nodes[1].Serial = "", ""
+			for i := 2; i < 64; i++ {
+				c.Nodes = append(c.Nodes, Node{ID: NodeID(strings.Repeat("n", 60) + fmt.Sprint(i)), Links: []NIC{
+					{Medium: "nic1", Interface: "eth1", Address: fmt.Sprintf("10.0.1.%d", i+1)},
+					{Medium: "nic2", Interface: "eth2", Address: fmt.Sprintf("10.0.2.%d", i+1)}}})
+			}
+		}},
 		{"disks[0].slots", func(c *Config) { c.Disks[0].Slots = 1 }},
 		{"disks[0].leg", func(c *Config) { c.Disks[0].Leg = "/dev/sdb" }}, // a leg brings its own slots
 		{"nodes[1].slot", func(c *Config) { s := 0; c.Nodes[1].Slot = &s }},
@@ -166,5 +176,41 @@ func TestExampleConfigIsValid(t *testing.T) {
 		if mc := c.MachineConfig(1); len(mc.Media) != 5 || c.SlotOf(self) < 0 {
 			t.Errorf("%s: media %+v", self, mc.Media)
 		}
+	}
+}
+
+// TestSlotNeededMatchesTheEncoder: the slot size Validate demands is
+// exactly what the longest heartbeat frame of the cluster takes, and a
+// leg's 4096-byte slots hold it even for 64 nodes with the longest names.
+func TestSlotNeededMatchesTheEncoder(t *testing.T) {
+	c := twoNodes()
+	c.Cluster = strings.Repeat("c", 64)
+	c.Nodes[0].Serial, c.Nodes[1].Serial = "", ""
+	c.Nodes[1].ID = NodeID(strings.Repeat("x", 64))
+	for i := 2; i < 64; i++ {
+		c.Nodes = append(c.Nodes, Node{ID: NodeID(fmt.Sprint("n", i)), Links: []NIC{
+			{Medium: "nic1", Interface: "eth1", Address: fmt.Sprintf("10.0.1.%d", i+1)},
+			{Medium: "nic2", Interface: "eth2", Address: fmt.Sprintf("10.0.2.%d", i+1)}}})
+	}
+	disk := strings.Repeat("d", 32)
+	c.Disks = []Disk{{Name: disk, SlotSize: 4096, Slots: 64}}
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	echo := make([]uint64, 63)
+	for i := range echo {
+		echo[i] = uint64(i + 1)
+	}
+	b, err := NewCodec(c.Cluster, simKey).Encode(Frame{Type: MsgHeartbeat, Boot: 1, Seq: 1, Nonce: 1, From: c.Nodes[1].ID,
+		Medium: disk, Echo: echo, Payload: Heartbeat{}.MarshalBinary()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if need := c.slotNeeded(disk); need != int64(len(b)+2) {
+		t.Errorf("slotNeeded %d, the longest frame takes %d+2", need, len(b))
+	}
+	c.Self = c.Nodes[1].ID
+	if _, err := c.DiskLinkFor(disk, &memDisk{b: make([]byte, 64*512)}, 0, 512, 64); err == nil {
+		t.Error("a disk link with slots too small for this cluster's frames opened")
 	}
 }

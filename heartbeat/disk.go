@@ -11,7 +11,9 @@ import (
 )
 
 // MinSlotSize is the smallest disk heartbeat slot: a 2-byte length and a
-// heartbeat frame with the longest names fit in it.
+// heartbeat frame of a two-node cluster with the longest names fit in it.
+// A frame echoes every peer (8 bytes each): clusters of more than about
+// 30 nodes with long names need larger slots (Config.Validate says).
 const MinSlotSize = 512
 
 // SlotDevice is where disk slots live: a mirror leg's reserved area

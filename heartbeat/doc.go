@@ -7,6 +7,13 @@
 // and is signed with HMAC-SHA256 under the cluster key; forged, corrupted,
 // replayed and misdirected frames are counted and never acted on.
 //
+// Freshness across restarts: every run of a node draws a random run nonce,
+// and every frame echoes the nonces of the peers its sender has heard. A
+// frame is a beat only if it echoes the receiver's current nonce, so a
+// capture of a peer's earlier frames, replayed to a node that restarted
+// since, cannot keep a dead peer alive; no state on disk is needed (see
+// Machine.Receive and the wire format in frame.go).
+//
 // The decisions are a pure state machine (Machine): frames and clock ticks
 // in, events and frames to send out. A peer is dead only when every
 // medium has been silent for timing.dead AND its disk slot stopped

@@ -6,34 +6,49 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 )
 
-// Wire format of one heartbeat frame (all integers big-endian). The same
-// frame travels as a UDP datagram, inside a serial envelope (serial.go)
-// and in a disk slot (disk.go).
+// Wire format of one heartbeat frame, version 2 (all integers
+// big-endian). The same frame travels as a UDP datagram, inside a serial
+// envelope (serial.go) and in a disk slot (disk.go).
 //
 //	0   4  magic "HMHB"
-//	4   1  version (1)
+//	4   1  version (2)
 //	5   1  type (MsgHeartbeat, MsgTable)
 //	6   2  payload length P
 //	8   8  boot ID of the sender (start time in ns; later boots are larger)
 //	16  8  sequence number (per sender boot, per medium, strictly increasing)
-//	24  1+ cluster name (length byte + bytes, 1..64)
+//	24  8  run nonce of the sender (random, non-zero, new at every start)
+//	32  1+ cluster name (length byte + bytes, 1..64)
 //	..  1+ sender node ID (1..64)
 //	..  1+ medium name (1..32): the medium the sender sent it on
+//	..  1  echo count E (0..MaxEcho)
+//	..  8E echoes: the run nonce of every peer the sender has heard in that
+//	       peer's current run (non-zero, no duplicates)
 //	..  P  payload
 //	..  32 HMAC-SHA256 over everything before it, under the cluster key
 //
 // The medium name is authenticated so that a frame captured on one medium
-// cannot make another medium look alive.
+// cannot make another medium look alive. The echoes are the freshness
+// proof (see Machine.Receive): a frame counts as a beat for node X only
+// if it echoes X's current run nonce, which no frame captured before X
+// started can contain.
+//
+// Version 1 (no run nonce, no echoes) is refused as malformed: both nodes
+// of a cluster must run the same frame version.
 
 const (
 	frameMagic   = "HMHB"
-	frameVersion = 1
+	frameVersion = 2
 	macLen       = sha256.Size
-	headerLen    = 24
+	headerLen    = 32
 	// MaxFrame bounds one frame; a larger one is refused.
 	MaxFrame = 8192
+	// MaxEcho bounds the echoes of one frame: one per peer of the largest
+	// cluster (64 nodes).
+	MaxEcho = 63
+	echoLen = 8
 )
 
 // MsgType is the kind of frame.
@@ -49,9 +64,11 @@ type Frame struct {
 	Type    MsgType
 	Boot    uint64
 	Seq     uint64
+	Nonce   uint64 // the sender's run nonce
 	Cluster string
 	From    NodeID
 	Medium  string
+	Echo    []uint64 // run nonces of the peers the sender has heard
 	Payload []byte
 }
 
@@ -79,7 +96,10 @@ func (c *Codec) Encode(f Frame) ([]byte, error) {
 		len(c.cluster) == 0 || len(c.cluster) > 64 {
 		return nil, fmt.Errorf("%w: name length out of range", ErrMalformed)
 	}
-	n := headerLen + 3 + len(c.cluster) + len(f.From) + len(f.Medium) + len(f.Payload) + macLen
+	if err := checkNonces(f.Nonce, f.Echo); err != nil {
+		return nil, err
+	}
+	n := headerLen + 4 + len(c.cluster) + len(f.From) + len(f.Medium) + echoLen*len(f.Echo) + len(f.Payload) + macLen
 	if n > MaxFrame || len(f.Payload) > 0xffff {
 		return nil, fmt.Errorf("%w: %d bytes exceed the %d byte limit", ErrMalformed, n, MaxFrame)
 	}
@@ -89,9 +109,14 @@ func (c *Codec) Encode(f Frame) ([]byte, error) {
 	b = binary.BigEndian.AppendUint16(b, uint16(len(f.Payload)))
 	b = binary.BigEndian.AppendUint64(b, f.Boot)
 	b = binary.BigEndian.AppendUint64(b, f.Seq)
+	b = binary.BigEndian.AppendUint64(b, f.Nonce)
 	for _, s := range []string{c.cluster, string(f.From), f.Medium} {
 		b = append(b, byte(len(s)))
 		b = append(b, s...)
+	}
+	b = append(b, byte(len(f.Echo)))
+	for _, e := range f.Echo {
+		b = binary.BigEndian.AppendUint64(b, e)
 	}
 	b = append(b, f.Payload...)
 	m := hmac.New(sha256.New, c.key)
@@ -104,14 +129,14 @@ func (c *Codec) Encode(f Frame) ([]byte, error) {
 // only if the frame's own lengths say where it ends.
 func (c *Codec) Decode(p []byte) (Frame, int, error) {
 	var f Frame
-	if len(p) < headerLen+3+macLen {
+	if len(p) < headerLen+4+macLen {
 		return f, 0, fmt.Errorf("%w: %d bytes is shorter than a header", ErrMalformed, len(p))
 	}
 	if string(p[:4]) != frameMagic {
 		return f, 0, fmt.Errorf("%w: bad magic", ErrMalformed)
 	}
 	if p[4] != frameVersion {
-		return f, 0, fmt.Errorf("%w: version %d", ErrMalformed, p[4])
+		return f, 0, fmt.Errorf("%w: version %d, this node speaks %d (do both nodes run the same hamirror release?)", ErrMalformed, p[4], frameVersion)
 	}
 	f.Type = MsgType(p[5])
 	if f.Type != MsgHeartbeat && f.Type != MsgTable {
@@ -120,6 +145,7 @@ func (c *Codec) Decode(p []byte) (Frame, int, error) {
 	plen := int(binary.BigEndian.Uint16(p[6:]))
 	f.Boot = binary.BigEndian.Uint64(p[8:])
 	f.Seq = binary.BigEndian.Uint64(p[16:])
+	f.Nonce = binary.BigEndian.Uint64(p[24:])
 	off := headerLen
 	var names [3]string
 	limits := [3]int{64, 64, 32}
@@ -134,6 +160,24 @@ func (c *Codec) Decode(p []byte) (Frame, int, error) {
 		}
 		names[i] = string(p[off : off+l])
 		off += l
+	}
+	if off >= len(p) {
+		return f, 0, fmt.Errorf("%w: truncated before the echo count", ErrMalformed)
+	}
+	ne := int(p[off])
+	off++
+	if ne > MaxEcho || off+ne*echoLen > len(p) {
+		return f, 0, fmt.Errorf("%w: %d echoes", ErrMalformed, ne)
+	}
+	if ne > 0 {
+		f.Echo = make([]uint64, ne)
+		for i := range f.Echo {
+			f.Echo[i] = binary.BigEndian.Uint64(p[off:])
+			off += echoLen
+		}
+	}
+	if err := checkNonces(f.Nonce, f.Echo); err != nil {
+		return Frame{}, 0, err
 	}
 	end := off + plen + macLen
 	if end > len(p) || end > MaxFrame {
@@ -152,4 +196,21 @@ func (c *Codec) Decode(p []byte) (Frame, int, error) {
 	f.Cluster, f.From, f.Medium = names[0], NodeID(names[1]), names[2]
 	f.Payload = append([]byte(nil), p[off:off+plen]...)
 	return f, end, nil
+}
+
+// checkNonces enforces what every frame's nonces must satisfy: a non-zero
+// run nonce, at most MaxEcho echoes, none zero, none twice.
+func checkNonces(nonce uint64, echo []uint64) error {
+	if nonce == 0 {
+		return fmt.Errorf("%w: zero run nonce", ErrMalformed)
+	}
+	if len(echo) > MaxEcho {
+		return fmt.Errorf("%w: %d echoes exceed %d", ErrMalformed, len(echo), MaxEcho)
+	}
+	for i, e := range echo {
+		if e == 0 || slices.Contains(echo[:i], e) {
+			return fmt.Errorf("%w: echo %d is zero or repeated", ErrMalformed, i)
+		}
+	}
+	return nil
 }

@@ -2,6 +2,8 @@ package heartbeat
 
 import (
 	"bytes"
+	"crypto/hmac"
+	"crypto/sha256"
 	"errors"
 	"os"
 	"path/filepath"
@@ -10,7 +12,8 @@ import (
 )
 
 func sampleFrame() Frame {
-	return Frame{Type: MsgHeartbeat, Boot: 1700000000123456789, Seq: 42, From: "node1", Medium: "nic1",
+	return Frame{Type: MsgHeartbeat, Boot: 1700000000123456789, Seq: 42, Nonce: 0x0123456789abcdef, From: "node1", Medium: "nic1",
+		Echo:    []uint64{0xfedcba9876543210},
 		Payload: Heartbeat{Role: RoleActive, HasPing: true, PingScore: 2, TableVersion: 9}.MarshalBinary()}
 }
 
@@ -76,6 +79,73 @@ func TestFrameEncodeLimits(t *testing.T) {
 	}
 }
 
+// TestFrameNoncesRoundTrip: the run nonce and every echo survive the
+// wire, with none, one and the most echoes a frame may carry.
+func TestFrameNoncesRoundTrip(t *testing.T) {
+	c := NewCodec("pair", simKey)
+	for _, n := range []int{0, 1, MaxEcho} {
+		f := sampleFrame()
+		f.Echo = nil
+		for i := range n {
+			f.Echo = append(f.Echo, uint64(i)*0x100000001+1)
+		}
+		b, err := c.Encode(f)
+		if err != nil {
+			t.Fatalf("%d echoes: %v", n, err)
+		}
+		got, end, err := c.Decode(b)
+		if err != nil || end != len(b) || got.Nonce != f.Nonce || !reflect.DeepEqual(got.Echo, f.Echo) {
+			t.Fatalf("%d echoes: got nonce %#x echo %v (%v), want %#x %v", n, got.Nonce, got.Echo, err, f.Nonce, f.Echo)
+		}
+	}
+}
+
+// TestFrameNoncesStrict: a zero run nonce, a zero or repeated echo and
+// too many echoes are refused on both sides; so are echo counts that
+// overrun the frame (re-signed, so only the length check can catch them).
+func TestFrameNoncesStrict(t *testing.T) {
+	c := NewCodec("pair", simKey)
+	bad := []func(*Frame){
+		func(f *Frame) { f.Nonce = 0 },
+		func(f *Frame) { f.Echo = []uint64{0} },
+		func(f *Frame) { f.Echo = []uint64{7, 8, 7} },
+		func(f *Frame) { f.Echo = make([]uint64, MaxEcho+1) },
+	}
+	for i, mod := range bad {
+		f := sampleFrame()
+		mod(&f)
+		if _, err := c.Encode(f); !errors.Is(err, ErrMalformed) {
+			t.Errorf("case %d encoded: %v", i, err)
+		}
+	}
+	// Build the bad frames by hand: a good frame, the field changed, the
+	// MAC recomputed, so the decoder's own checks must refuse them.
+	good, _ := c.Encode(sampleFrame())
+	echoAt := headerLen + 1 + len("pair") + 1 + len("node1") + 1 + len("nic1")
+	resign := func(b []byte) []byte {
+		b = b[:len(b)-macLen]
+		m := hmac.New(sha256.New, simKey)
+		m.Write(b)
+		return m.Sum(b)
+	}
+	cases := map[string]func([]byte) []byte{
+		"zero nonce":      func(b []byte) []byte { copy(b[24:32], make([]byte, 8)); return b },
+		"zero echo":       func(b []byte) []byte { copy(b[echoAt+1:], make([]byte, 8)); return b },
+		"echo overrun":    func(b []byte) []byte { b[echoAt] = 9; return b },
+		"too many echoes": func(b []byte) []byte { b[echoAt] = MaxEcho + 1; return b },
+		"version 1":       func(b []byte) []byte { b[4] = 1; return b },
+	}
+	for name, mod := range cases {
+		b := resign(mod(bytes.Clone(good)))
+		if _, _, err := c.Decode(b); !errors.Is(err, ErrMalformed) {
+			t.Errorf("%s: decoded (%v)", name, err)
+		}
+	}
+	if _, _, err := c.Decode(resign(bytes.Clone(good))); err != nil {
+		t.Fatalf("re-signing alone broke the frame: %v", err)
+	}
+}
+
 func TestHeartbeatPayloadStrict(t *testing.T) {
 	good := Heartbeat{Role: RoleStandby}.MarshalBinary()
 	for _, bad := range [][]byte{good[:10], append(bytes.Clone(good), 0), {3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}, {1, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0}} {
@@ -114,7 +184,7 @@ func FuzzDecodeFrame(f *testing.F) {
 	b, _ := c.Encode(sampleFrame())
 	f.Add(b)
 	tb := BuildTable([]NodeID{"a", "b"}, nil, "a", 1)
-	b2, _ := c.Encode(Frame{Type: MsgTable, Boot: 1, Seq: 2, From: "a", Medium: "serial", Payload: tb.MarshalBinary()})
+	b2, _ := c.Encode(Frame{Type: MsgTable, Boot: 1, Seq: 2, Nonce: 7, Echo: []uint64{1, 2, 3}, From: "a", Medium: "serial", Payload: tb.MarshalBinary()})
 	f.Add(b2)
 	f.Fuzz(func(t *testing.T, p []byte) {
 		fr, end, err := c.Decode(p)
@@ -151,8 +221,20 @@ func FuzzUnmarshalTable(f *testing.F) {
 func TestFuzzSeedsPresent(t *testing.T) {
 	c := NewCodec("pair", simKey)
 	b, _ := c.Encode(sampleFrame())
-	writeSeed(t, "FuzzDecodeFrame", "heartbeat", b)
-	writeSeed(t, "FuzzSerialReader", "two-frames-with-noise", append(append([]byte("noise\x7e"), EncodeSerial(b)...), EncodeSerial(b)...))
+	// The "heartbeat" and "two-frames-with-noise" seeds are version 1
+	// frames, kept as refused input; the v2 seeds carry nonces and echoes.
+	writeSeed(t, "FuzzDecodeFrame", "heartbeat-v2", b)
+	f := sampleFrame()
+	f.Echo = []uint64{1, 2, 0xffffffffffffffff}
+	b3, _ := c.Encode(f)
+	writeSeed(t, "FuzzDecodeFrame", "heartbeat-v2-three-echoes", b3)
+	f.Echo = nil
+	b4, _ := c.Encode(f)
+	writeSeed(t, "FuzzDecodeFrame", "heartbeat-v2-no-echo", b4)
+	tb2 := BuildTable([]NodeID{"a", "b"}, nil, "a", 1)
+	b5, _ := c.Encode(Frame{Type: MsgTable, Boot: 1, Seq: 2, Nonce: 9, Echo: []uint64{5}, From: "a", Medium: "serial", Payload: tb2.MarshalBinary()})
+	writeSeed(t, "FuzzDecodeFrame", "table-v2", b5)
+	writeSeed(t, "FuzzSerialReader", "two-v2-frames-with-noise", append(append([]byte("noise\x7e"), EncodeSerial(b)...), EncodeSerial(b3)...))
 	tb := BuildTable([]NodeID{"n1", "n2"}, nil, "n1", 1)
 	writeSeed(t, "FuzzUnmarshalTable", "two-nodes", tb.MarshalBinary())
 	for _, fz := range []string{"FuzzDecodeFrame", "FuzzSerialReader", "FuzzUnmarshalTable"} {

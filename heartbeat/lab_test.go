@@ -172,7 +172,7 @@ func TestLabHostileFrames(t *testing.T) {
 	forger := heartbeat.NewCodec(lab.Config.Cluster, []byte("a guessed key, not the real one!"))
 	hb := heartbeat.Heartbeat{Role: heartbeat.RoleActive}.MarshalBinary()
 	frame := func(c *heartbeat.Codec, medium string, seq uint64) []byte {
-		b, err := c.Encode(heartbeat.Frame{Type: heartbeat.MsgHeartbeat, Boot: lab.Boot("n2"), Seq: seq, From: "n2", Medium: medium, Payload: hb})
+		b, err := c.Encode(heartbeat.Frame{Type: heartbeat.MsgHeartbeat, Boot: lab.Boot("n2"), Seq: seq, Nonce: 1, From: "n2", Medium: medium, Payload: hb})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -22,7 +22,10 @@ type MachineConfig struct {
 	Media     []Medium
 	Addresses map[NodeID][]string // shown in the index table
 	Boot      uint64              // this boot's ID; must grow across restarts
-	HasPing   bool                // ping targets configured
+	// Nonce is this run's nonce: random, non-zero, never reused (crypto/rand
+	// in Member). Peers echo it; only frames that do are beats.
+	Nonce   uint64
+	HasPing bool // ping targets configured
 }
 
 // MachineConfig derives the state machine's settings for c.Self.
@@ -73,7 +76,8 @@ type Ready struct {
 //
 // Ordering rules:
 //   - Receive is given only frames that passed Codec.Decode (the HMAC);
-//     it rejects replays itself (older boot, sequence not newer).
+//     it rejects replays itself (older boot, sequence not newer) and
+//     counts a frame as a beat only if it echoes this run's nonce.
 //   - Tick recomputes every medium and node state from the times frames
 //     were last accepted, then decides the role, then emits due frames.
 //   - A peer is dead only when every medium has been silent for
@@ -96,10 +100,12 @@ type Machine struct {
 }
 
 // peer is what this node knows about another node.
-// Invariant: boot only grows; lastSeq holds sequences of that boot only.
+// Invariant: boot only grows; nonce and lastSeq belong to that boot only.
 type peer struct {
 	id          NodeID
 	boot        uint64
+	nonce       uint64    // its run nonce in boot: echoed in our frames
+	unconfirmed time.Time // last authentic frame that did not echo our nonce
 	lastSeq     map[string]uint64
 	heard       map[string]time.Time // medium -> last accepted frame (disk: last advance)
 	media       map[string]MediumState
@@ -116,6 +122,9 @@ func NewMachine(cfg MachineConfig, now time.Time) (*Machine, error) {
 	}
 	if len(cfg.Media) == 0 {
 		return nil, errors.New("heartbeat: no medium configured for this node")
+	}
+	if cfg.Nonce == 0 {
+		return nil, errors.New("heartbeat: the run nonce must not be zero")
 	}
 	m := &Machine{cfg: cfg, start: now, seq: map[string]uint64{}, nextSend: now, peers: map[NodeID]*peer{}}
 	for _, id := range cfg.Nodes {
@@ -170,6 +179,35 @@ func (m *Machine) SetPingScore(n int) {
 
 // Receive takes one authenticated frame that arrived on medium arrived.
 // It returns a non-nil error (already counted) when the frame is refused.
+//
+// Freshness. Boot IDs and sequence numbers stop replays only while this
+// node remembers the highest it has seen, that is, within this run: after
+// a restart, frames captured from a peer's earlier life would pass them
+// and keep a dead peer "alive" (or feed stale roles and tables) for as
+// long as the capture lasts. So every node draws a random run nonce at
+// start, sends it in every frame, and echoes in every frame the nonces of
+// the peers it has heard in their current boots. A frame is a beat (and
+// its role, ping score and table are used) only if it echoes this node's
+// current nonce: no capture taken before this run started contains it,
+// and within the run the sequence check refuses replays. A frame that
+// does not echo it yet is authentic but unconfirmed: it only teaches this
+// node the sender's boot and nonce, so that this node echoes them, and is
+// counted (Counters.Unconfirmed).
+//
+// Why not persist the highest (boot, sequence) per peer in state_dir
+// instead: that needs an fsync per accepted frame, or a margin for the
+// frames accepted since the last write that depends on timing and media;
+// a lost or restored state_dir reopens the hole. The nonce needs no state
+// and covers every medium alike, the disk slots included.
+//
+// Costs. At start a peer's frames count only after one exchange; a node
+// that learns a peer's new nonce sends at its next step (keepalive/4), not
+// its next keepalive, so the first beats come at most two steps later
+// than without the check. A peer that cannot hear this node on any medium
+// from this node's start cannot prove it is alive: it is declared dead
+// after initdead, with an alarm naming the cause. (Once heard, a peer
+// keeps echoing this node's nonce, so a later one-way failure is no
+// different from before.)
 func (m *Machine) Receive(now time.Time, arrived string, f Frame) error {
 	p := m.peers[f.From]
 	if p == nil {
@@ -186,8 +224,12 @@ func (m *Machine) Receive(now time.Time, arrived string, f Frame) error {
 		m.counters.Replayed++
 		return fmt.Errorf("frame from %s carries an older boot ID: replay", f.From)
 	case f.Boot > p.boot:
-		p.boot = f.Boot // the peer restarted: sequences start over
+		p.boot, p.nonce = f.Boot, f.Nonce // the peer restarted: sequences start over
 		clear(p.lastSeq)
+		m.nextSend = now // echo its new nonce at once: its beats count only then
+	case f.Nonce != p.nonce:
+		m.counters.Replayed++
+		return fmt.Errorf("frame from %s: boot ID %d with another run nonce: a replay, or two runs share a boot ID (was %s's state_dir lost and its clock set back?)", f.From, f.Boot, f.From)
 	}
 	if f.Seq <= p.lastSeq[arrived] {
 		if md.Disk {
@@ -209,8 +251,16 @@ func (m *Machine) Receive(now time.Time, arrived string, f Frame) error {
 		m.counters.Malformed++
 		return err
 	}
-	m.counters.Accepted++
 	p.lastSeq[arrived] = f.Seq
+	if !slices.Contains(f.Echo, m.cfg.Nonce) {
+		// Sent before the peer heard this run, or captured from an
+		// earlier one: proves nothing about the peer now. No error: every
+		// start-up sees a few.
+		m.counters.Unconfirmed++
+		p.unconfirmed = now
+		return nil
+	}
+	m.counters.Accepted++
 	p.heard[arrived] = now
 	switch f.Type {
 	case MsgHeartbeat:
@@ -291,6 +341,10 @@ func (m *Machine) update(now time.Time, p *peer) {
 		return
 	}
 	m.emit(Event{At: now, Kind: EventNode, Node: p.id, From: p.state.String(), To: s.String()})
+	if s == NodeDead && fresh(p.unconfirmed, t.Dead) {
+		m.emit(Event{At: now, Kind: EventAlarm, Node: p.id, Msg: fmt.Sprintf(
+			"%s is dead to this node, yet authentic frames from it that do not echo this node's run keep coming: it cannot hear this node on any medium (a one-way link), or they are replays of an earlier capture", p.id)})
+	}
 	if s == NodePartitioned {
 		m.emit(Event{At: now, Kind: EventAlarm, Node: p.id, Msg: fmt.Sprintf(
 			"%s is silent on every network medium but its disk slot still advances: network partition; no takeover (check the private NICs and the serial line)", p.id)})
@@ -316,14 +370,21 @@ func (m *Machine) send(now time.Time) {
 		tb = m.table.MarshalBinary()
 		m.tableDue = false
 	}
+	var echo []uint64
+	for _, id := range m.cfg.Nodes {
+		if p := m.peers[id]; p != nil && p.nonce != 0 && !slices.Contains(echo, p.nonce) {
+			echo = append(echo, p.nonce)
+		}
+	}
+	frame := func(t MsgType, medium string, payload []byte) Outbound {
+		m.seq[medium]++
+		return Outbound{Medium: medium, Frame: Frame{Type: t, Boot: m.cfg.Boot, Seq: m.seq[medium], Nonce: m.cfg.Nonce,
+			From: m.cfg.Self, Medium: medium, Echo: echo, Payload: payload}}
+	}
 	for _, md := range m.cfg.Media {
-		m.seq[md.Name]++
-		m.ready.Send = append(m.ready.Send, Outbound{Medium: md.Name, Frame: Frame{
-			Type: MsgHeartbeat, Boot: m.cfg.Boot, Seq: m.seq[md.Name], From: m.cfg.Self, Medium: md.Name, Payload: hb.MarshalBinary()}})
+		m.ready.Send = append(m.ready.Send, frame(MsgHeartbeat, md.Name, hb.MarshalBinary()))
 		if tb != nil && !md.Disk {
-			m.seq[md.Name]++
-			m.ready.Send = append(m.ready.Send, Outbound{Medium: md.Name, Frame: Frame{
-				Type: MsgTable, Boot: m.cfg.Boot, Seq: m.seq[md.Name], From: m.cfg.Self, Medium: md.Name, Payload: tb}})
+			m.ready.Send = append(m.ready.Send, frame(MsgTable, md.Name, tb))
 		}
 	}
 }

@@ -2,6 +2,8 @@ package heartbeat
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log"
@@ -34,9 +36,13 @@ type Member struct {
 	links map[string]Link
 	opt   MemberOptions
 
-	mu       sync.Mutex // guards m
-	m        *Machine
-	lastStep atomic.Int64 // unix ns of the last completed step (watchdog)
+	mu sync.Mutex // guards m
+	m  *Machine
+	// lastStep is the clock's reading at the last completed step, for the
+	// watchdog. It is kept as a time.Time so that SystemClock's monotonic
+	// reading survives: a wall clock stepped back (NTP, an operator) can
+	// then neither hide a hung loop nor, stepped forward, fake one.
+	lastStep atomic.Pointer[time.Time]
 
 	limMu   sync.Mutex // guards lim and sendErr; never held with mu
 	lim     rateLimiter
@@ -65,6 +71,11 @@ func NewMember(cfg Config, key []byte, links []Link, opt MemberOptions) (*Member
 		opt.Boot = uint64(now.UnixNano())
 	}
 	mc := cfg.MachineConfig(opt.Boot)
+	nonce, err := runNonce()
+	if err != nil {
+		return nil, err
+	}
+	mc.Nonce = nonce
 	n := &Member{cfg: cfg, codec: NewCodec(cfg.Cluster, key), links: map[string]Link{}, opt: opt,
 		lim:     rateLimiter{every: 10 * time.Second, last: map[string]time.Time{}, held: map[string]int{}},
 		sendErr: map[string]uint64{}}
@@ -82,6 +93,21 @@ func NewMember(cfg Config, key []byte, links []Link, opt MemberOptions) (*Member
 	}
 	n.m = m
 	return n, nil
+}
+
+// runNonce draws this run's nonce (see Machine.Receive): 64 random bits,
+// never zero. Unlike the boot ID it needs no state_dir and no right clock
+// to be new.
+func runNonce() (uint64, error) {
+	var b [8]byte
+	for {
+		if _, err := rand.Read(b[:]); err != nil {
+			return 0, fmt.Errorf("heartbeat: drawing the run nonce: %w", err)
+		}
+		if n := binary.BigEndian.Uint64(b[:]); n != 0 {
+			return n, nil
+		}
+	}
 }
 
 // Run serves until ctx ends, then closes the links.
@@ -201,7 +227,8 @@ func (n *Member) step(fn func(time.Time), out map[string]chan []byte) {
 	fn(n.opt.Clock.Now())
 	rd := n.m.Ready()
 	n.mu.Unlock()
-	n.lastStep.Store(n.opt.Clock.Now().UnixNano())
+	now := n.opt.Clock.Now()
+	n.lastStep.Store(&now)
 	for _, e := range rd.Events {
 		n.opt.Logf("heartbeat %s: %s", n.cfg.Self, e)
 		n.opt.OnEvent(e)
@@ -243,10 +270,17 @@ func (n *Member) logLimited(key, format string, args ...any) {
 }
 
 // Healthy reports whether the member's loop has stepped within maxAge:
-// mirrord sends systemd's WATCHDOG=1 only while it has.
+// mirrord sends systemd's WATCHDOG=1 only while it has. The age is
+// measured on the clock's monotonic reading (SystemClock keeps one), so
+// wall clock steps do not count. A clock without one (a test's fake) that
+// runs backwards cannot vouch for the loop: that counts as unhealthy.
 func (n *Member) Healthy(maxAge time.Duration) bool {
 	last := n.lastStep.Load()
-	return last != 0 && n.opt.Clock.Now().Sub(time.Unix(0, last)) <= maxAge
+	if last == nil {
+		return false
+	}
+	age := n.opt.Clock.Now().Sub(*last)
+	return age >= 0 && age <= maxAge
 }
 
 // Status is the node's current view, for the control socket.

@@ -70,6 +70,9 @@ func OpenLinks(c Config) ([]Link, error) {
 // slot and its peers' slots come from the config (nodes[].slot or list
 // position); the peers' slots are polled every keepalive/4.
 func (c *Config) DiskLinkFor(name string, dev SlotDevice, off, slotSize int64, count int) (*DiskLink, error) {
+	if need := c.slotNeeded(name); slotSize < need {
+		return nil, fmt.Errorf("disk heartbeat %s: %d byte slots cannot hold a heartbeat of this %d node cluster: at least %d bytes are needed", name, slotSize, len(c.Nodes), need)
+	}
 	var peers []int
 	for _, n := range c.Nodes {
 		if n.ID != c.Self {

@@ -31,6 +31,32 @@ type sim struct {
 	stopped map[NodeID]time.Time
 	delay   map[string]time.Duration // medium -> added latency
 	queue   []queued                 // delayed frames
+	runs    uint64                   // node starts so far: makes each run nonce new
+	capture map[NodeID]*capture      // frames being recorded, by sender
+	replays []*replay                // captures being played back
+}
+
+// capture records every frame a node sends, with its time since the
+// capture began, as an attacker on every medium would.
+type capture struct {
+	start  time.Time
+	frames []captured
+}
+
+type captured struct {
+	at     time.Duration
+	medium string
+	b      []byte
+}
+
+// replay plays a capture back to a node at the original pace, from the
+// time it started; disk frames are written back into the sender's slot.
+type replay struct {
+	c     *capture
+	from  NodeID
+	to    NodeID
+	start time.Time
+	next  int
 }
 
 type queued struct {
@@ -55,7 +81,7 @@ func newSim(t *testing.T) *sim {
 	return &sim{t: t, cfg: c, codec: NewCodec(c.Cluster, simKey), now: time.Unix(1_700_000_000, 0),
 		nodes: map[NodeID]*simNode{}, cut: map[string]bool{}, slots: map[string]map[NodeID][]byte{},
 		first: map[string][]byte{}, last: map[string][]byte{}, stopped: map[NodeID]time.Time{},
-		delay: map[string]time.Duration{}}
+		delay: map[string]time.Duration{}, capture: map[NodeID]*capture{}}
 }
 
 func (s *sim) fatalf(format string, a ...any) {
@@ -87,7 +113,10 @@ func (s *sim) start(id NodeID) {
 	if err := c.Validate(); err != nil {
 		s.fatalf("config: %v", err)
 	}
-	m, err := NewMachine(c.MachineConfig(uint64(s.now.UnixNano())), s.now)
+	s.runs++
+	mc := c.MachineConfig(uint64(s.now.UnixNano()))
+	mc.Nonce = 0x9e3779b97f4a7c15 * s.runs // distinct and non-zero for any sane run count
+	m, err := NewMachine(mc, s.now)
 	if err != nil {
 		s.fatalf("%v", err)
 	}
@@ -131,6 +160,7 @@ func (s *sim) step() {
 		}
 	}
 	s.queue = due
+	s.playReplays()
 	for _, c := range s.cfg.Nodes {
 		id := c.ID
 		if !s.running(id) {
@@ -167,6 +197,9 @@ func (s *sim) step() {
 				s.first[key] = b
 			}
 			s.last[key] = b
+			if c := s.capture[id]; c != nil {
+				c.frames = append(c.frames, captured{s.now.Sub(c.start), o.Medium, b})
+			}
 			if s.isCut(o.Medium, id) {
 				continue
 			}
@@ -185,6 +218,23 @@ func (s *sim) step() {
 					}
 					s.deliver(peer.ID, o.Medium, b)
 				}
+			}
+		}
+	}
+}
+
+// playReplays sends every replayed frame that is due: network frames to
+// the target, disk frames into the sender's slot (where the target's
+// slot reading finds them, as it would a rewritten slot on the array).
+func (s *sim) playReplays() {
+	for _, r := range s.replays {
+		for ; r.next < len(r.c.frames) && r.c.frames[r.next].at <= s.now.Sub(r.start); r.next++ {
+			f := r.c.frames[r.next]
+			switch {
+			case s.isDisk(f.medium):
+				s.slots[f.medium][r.from] = f.b
+			case s.running(r.to):
+				s.deliver(r.to, f.medium, f.b)
 			}
 		}
 	}
@@ -312,7 +362,7 @@ func (s *sim) run(args []string) {
 		}
 		s.errorf("%s never saw %s dead", args[1], peer)
 	case "forge": // forge TO MEDIUM FROM: a frame signed with the wrong key
-		f := Frame{Type: MsgHeartbeat, Boot: uint64(s.now.UnixNano()) + 1, Seq: 1 << 40, From: NodeID(args[3]), Medium: args[2],
+		f := Frame{Type: MsgHeartbeat, Boot: uint64(s.now.UnixNano()) + 1, Seq: 1 << 40, Nonce: 1, From: NodeID(args[3]), Medium: args[2],
 			Payload: Heartbeat{Role: RoleActive}.MarshalBinary()}
 		b, _ := NewCodec(s.cfg.Cluster, []byte("not the cluster key, an attacker")).Encode(f)
 		s.deliver(NodeID(args[1]), args[2], b)
@@ -330,9 +380,18 @@ func (s *sim) run(args []string) {
 			s.fatalf("no frame captured from %s", key)
 		}
 		if cmd == "corrupt" {
-			b[len(b)/2] ^= 0x40
+			b[20] ^= 0x40 // in the sequence number: well-formed, fails the HMAC
 		}
 		s.deliver(NodeID(args[1]), args[2], b)
+	case "capture": // capture NODE: record all NODE sends from now on
+		s.capture[NodeID(args[1])] = &capture{start: s.now}
+	case "replay-capture": // replay-capture FROM TO: play FROM's capture back to TO
+		c := s.capture[NodeID(args[1])]
+		if c == nil || len(c.frames) == 0 {
+			s.fatalf("nothing captured from %s", args[1])
+		}
+		delete(s.capture, NodeID(args[1]))
+		s.replays = append(s.replays, &replay{c: c, from: NodeID(args[1]), to: NodeID(args[2]), start: s.now})
 	case "garbage": // garbage TO MEDIUM: random bytes
 		s.deliver(NodeID(args[1]), args[2], []byte("HMHB\x01\x01\x00\x05garbage garbage garbage garbage"))
 	default:
@@ -374,8 +433,12 @@ func (s *sim) expect(a []string) {
 		}
 	case "counter": // expect N counter NAME VALUE
 		c := n.m.Counters()
-		got := map[string]uint64{"malformed": c.Malformed, "bad_auth": c.BadAuth, "replayed": c.Replayed,
-			"unknown_node": c.UnknownNode, "wrong_medium": c.WrongMedium}[a[2]]
+		got, ok := map[string]uint64{"malformed": c.Malformed, "bad_auth": c.BadAuth, "replayed": c.Replayed,
+			"unknown_node": c.UnknownNode, "wrong_medium": c.WrongMedium, "unconfirmed": c.Unconfirmed,
+			"accepted": c.Accepted}[a[2]]
+		if !ok {
+			s.fatalf("unknown counter %q", a[2])
+		}
 		if got != uint64(atoi(a[3])) {
 			s.errorf("%s counter %s = %d, want %s", a[0], a[2], got, a[3])
 		}

@@ -99,6 +99,7 @@ type Counters struct {
 	BadAuth       uint64 `json:"bad_auth"`  // HMAC mismatch: forged or wrong key
 	WrongCluster  uint64 `json:"wrong_cluster"`
 	Replayed      uint64 `json:"replayed"`             // sequence not newer, or an older boot
+	Unconfirmed   uint64 `json:"unconfirmed"`          // authentic, but does not echo this run's nonce: no beat
 	UnknownNode   uint64 `json:"unknown_node"`         // sender not in the config
 	WrongMedium   uint64 `json:"wrong_medium"`         // arrived on another medium than it was signed for
 	SerialGarbage uint64 `json:"serial_garbage_bytes"` // skipped while resynchronising the serial line

@@ -72,6 +72,9 @@ func renderCluster(w io.Writer, raw json.RawMessage) error {
 		fmt.Fprintf(w, "refused frames: %d bad auth, %d replayed, %d malformed, %d wrong medium, %d unknown node, %d other cluster\n",
 			r.BadAuth, r.Replayed, r.Malformed, r.WrongMedium, r.UnknownNode, r.WrongCluster)
 	}
+	if r.Unconfirmed > 0 {
+		fmt.Fprintf(w, "unconfirmed frames: %d (authentic, but not echoing this node's run nonce: no beats; many of them while a peer is dead mean it cannot hear this node, or a replay)\n", r.Unconfirmed)
+	}
 	return nil
 }
 

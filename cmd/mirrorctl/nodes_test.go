@@ -29,7 +29,7 @@ func sampleStatus() heartbeat.Status {
 				{Name: "nic1", State: heartbeat.MediumDown, LastHeard: 3 * time.Second},
 				{Name: "disk-a", Disk: true, State: heartbeat.MediumUp}}},
 		},
-		Rejected: heartbeat.Counters{BadAuth: 3, Replayed: 1},
+		Rejected: heartbeat.Counters{BadAuth: 3, Replayed: 1, Unconfirmed: 4},
 	}
 }
 
@@ -48,6 +48,7 @@ func TestRenderCluster(t *testing.T) {
 		"n3    partitioned  standby",
 		"ALARM: n3 is partitioned",
 		"refused frames: 3 bad auth, 1 replayed",
+		"unconfirmed frames: 4",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("output lacks %q:\n%s", want, out)
