@@ -188,6 +188,9 @@ func crashWorkload(v *Volume, power *legtest.Power, model *crashModel, seed uint
 						// callback (inline on fast legs, rescued from a hang
 						// while the starting goroutine stays stuck).
 						ch := make(chan error, 1)
+						if wr.IntN(2) == 0 { // as if the legs were slow: both at once, from goroutines
+							v.legTime[wr.IntN(2)].Store(int64(time.Millisecond))
+						}
 						go v.StartWriteAt(buf, cw.blk*crashBlock, cw.fua, func(err error, _, _ bool) { ch <- err })
 						err = <-ch
 					}

@@ -37,10 +37,14 @@ func (v *Volume) observeLeg(slot int, d time.Duration) {
 	v.legTime[slot].Store(old - old/8 + int64(d)/8)
 }
 
-// legsFast: every selected leg answers small I/O in microseconds.
+// legsFast (mu held): every selected leg answers small I/O in
+// microseconds (an AsyncLeg never counts: it waits on the network).
 func (v *Volume) legsFast(sel [2]bool) bool {
 	for i := range 2 {
-		if sel[i] && v.legTime[i].Load() >= int64(inlineMax) {
+		if !sel[i] {
+			continue
+		}
+		if _, async := v.legs[i].(AsyncLeg); async || v.legTime[i].Load() >= int64(inlineMax) {
 			return false
 		}
 	}
@@ -67,16 +71,38 @@ func (v *Volume) StartWriteAt(p []byte, off int64, fua bool, done func(err error
 		done(err, false, false)
 		return
 	}
-	if n > inlineSize || t.seq > v.m.durableSeq || !v.legsFast(t.legs) {
-		// Slow legs, a large write or a bitmap update to wait for: a
-		// goroutine of its own (writers waiting for the same metadata
-		// write share it).
+	if t.seq > v.m.durableSeq {
+		// A bitmap update to wait for: a goroutine of its own (writers
+		// waiting for the same metadata write share it).
 		v.mu.Unlock()
 		go func() {
 			v.mu.Lock()
 			err, held := v.writeLegs(t, off, n, "write", func(l Leg) error { return l.WriteAt(p, off, fua) })
 			done(err, held, false)
 		}()
+		return
+	}
+	if n > inlineSize || !v.legsFast(t.legs) {
+		// Slow legs or a large write: both legs at once, and the last
+		// to answer finishes the write.
+		legs := v.legs
+		v.mu.Unlock()
+		c := v.getCall()
+		c.iob = legIO{write: true, p: p, off: off, fua: fua}
+		c.io = &c.iob
+		c.then = func(c *legCall) {
+			errs, held := v.callResult(c, t.legs, legs, "write")
+			v.mu.Lock()
+			err := v.settle(t.legs, errs, "write")
+			end := v.clock.Now()
+			v.m.endWrite(off, n, end)
+			v.ops--
+			v.notify()
+			v.mu.Unlock()
+			v.appDone(end)
+			done(err, held, false)
+		}
+		v.startLegs(c, t.legs, legs, n, func(l Leg) error { return l.WriteAt(p, off, fua) })
 		return
 	}
 	o := v.getOp()
@@ -104,13 +130,28 @@ func (v *Volume) StartReadAt(p []byte, off int64, done func(data []byte, err err
 		done(p, err, false, false)
 		return
 	}
-	if n > inlineSize || v.legTime[slot].Load() >= int64(inlineMax) {
-		go func() {
-			data, err, held := v.readLeg(slot, leg, p, off)
+	if _, async := leg.(AsyncLeg); async || n > inlineSize || v.legTime[slot].Load() >= int64(inlineMax) {
+		var sel [2]bool
+		var legs [2]Leg
+		sel[slot], legs[slot] = true, leg
+		c := v.getCall()
+		c.iob = legIO{p: p, off: off}
+		c.io = &c.iob
+		c.then = func(c *legCall) {
+			errs, held := v.callResult(c, sel, legs, "read")
+			data := p
+			if held {
+				data = alignedBuf(len(p)) // the hung call may still write into p
+			}
+			var err error
+			if errs[slot] != nil {
+				err = v.readRecover(slot, data, off, errs[slot])
+			}
 			v.readDone()
 			v.appDone(time.Time{})
 			done(data, err, held, false)
-		}()
+		}
+		v.startLegs(c, sel, legs, n, func(l Leg) error { return l.ReadAt(p, off) })
 		return
 	}
 	o := v.getOp()

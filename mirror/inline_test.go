@@ -215,3 +215,96 @@ func TestSlowLegsAreWrittenInParallel(t *testing.T) {
 		}
 	}
 }
+
+// On legs measured slow, a started write or read calls the legs from
+// goroutines of their own; a hung leg there is timed out like any other:
+// the I/O is reported within the timeout, with the buffer held (a read
+// comes in a fresh buffer) but the caller never stuck.
+func TestStartedIOOnSlowHungLegIsReportedHeldNotStuck(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		p := newMemPair(t, 8<<20, 64<<10)
+		opts := testOptions(t)
+		opts.IOTimeout = 2 * time.Second
+		v, err := Assemble(p.legs(), opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := bytes.Repeat([]byte{0x77}, 4096)
+		if err := v.WriteAt(want, 0, false); err != nil { // the chunk's bit is set
+			t.Fatal(err)
+		}
+		slow := func() {
+			v.legTime[0].Store(int64(time.Millisecond))
+			v.legTime[1].Store(int64(time.Millisecond))
+		}
+		slow()
+		p.fault[1].HangFrom(legtest.OpWrite, 1)
+		start := time.Now()
+		res := <-startWrite(v, want, 4096)
+		if res.err != nil || !res.held || res.stuck || res.beforeReturn {
+			t.Fatalf("write on a slow hung leg: %+v", res)
+		}
+		if el := time.Since(start); el < opts.IOTimeout || el > 2*opts.IOTimeout {
+			t.Fatalf("reported after %v, want about the I/O timeout %v", el, opts.IOTimeout)
+		}
+		if st := v.Status(); st.Legs[1].State != "failed" {
+			t.Fatalf("status: %+v", st)
+		}
+		// Reads now come from leg 0; make it hang too: no copy is left,
+		// and the read fails in time instead of hanging.
+		slow()
+		got := make([]byte, 4096)
+		v.StartReadAt(got, 0, func(data []byte, err error, held, stuck bool) {
+			if err != nil || held || stuck || !bytes.Equal(data, want) {
+				t.Errorf("read from the survivor: %v held %v stuck %v", err, held, stuck)
+			}
+		})
+		synctest.Wait()
+		p.fault[0].HangFrom(legtest.OpRead, 1)
+		slow()
+		ch := make(chan error, 1)
+		v.StartReadAt(got, 0, func(data []byte, err error, held, stuck bool) {
+			if !held || stuck || &data[0] == &got[0] {
+				t.Errorf("read on the hung survivor: held %v stuck %v fresh %v", held, stuck, &data[0] != &got[0])
+			}
+			ch <- err
+		})
+		if err := <-ch; err == nil {
+			t.Fatal("a read whose only copy hung succeeded")
+		}
+		p.fault[0].Heal()
+		p.fault[1].Heal()
+		v.Close()
+	})
+}
+
+// Reads larger than inlineSize call their leg from a goroutine and land in
+// the caller's buffer.
+func TestLargeStartedReadAndWrite(t *testing.T) {
+	p := newMemPair(t, 8<<20, 64<<10)
+	v, err := Assemble(p.legs(), testOptions(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v.Close()
+	want := bytes.Repeat([]byte{0x19, 0x84}, 512<<10)
+	if res := <-startWrite(v, want, 1<<20); res.err != nil || res.held {
+		t.Fatalf("1 MiB write: %+v", res)
+	}
+	got := make([]byte, len(want))
+	ch := make(chan error, 1)
+	v.StartReadAt(got, 1<<20, func(data []byte, err error, held, stuck bool) {
+		if &data[0] != &got[0] || held || stuck {
+			t.Error("large read not in the caller's buffer")
+		}
+		ch <- err
+	})
+	if err := <-ch; err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("1 MiB read back: %v", err)
+	}
+	for i := range 2 {
+		if !bytes.Equal(p.mem[i].Bytes()[1<<20:2<<20], want) {
+			t.Fatalf("leg %d misses the 1 MiB write", i)
+		}
+	}
+}

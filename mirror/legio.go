@@ -35,17 +35,44 @@ type legCall struct {
 	// caller is not waiting on done but blocked in the leg call, so the
 	// watchdog's answer hands the operation to rescue, in a new goroutine.
 	rescue func(slot int)
+	// then, when set, completes a started call (startLegs) instead of
+	// waking a waiter on done; it runs on the goroutine of the last
+	// answer when that is a leg call's own, else on a new one (the
+	// watchdog's and an AsyncLeg's completions must not block), so it may
+	// block.
+	then func(c *legCall)
+	// io describes the call for legs with an asynchronous API (AsyncLeg):
+	// with it set they are started without a goroutine.
+	io  *legIO
+	iob legIO // what io points to
+}
+
+// legIO is a read or write for AsyncLeg.StartReadAt/StartWriteAt.
+type legIO struct {
+	write bool
+	p     []byte
+	off   int64
+	fua   bool
 }
 
 // answer records slot's result unless it was answered already; it reports
-// whether it did. After the last answer the caller owns c again.
-func (c *legCall) answer(slot int, err error) bool {
+// whether it did. The last answer completes the call: it wakes the waiting
+// caller or runs then (in a new goroutine with spawn: the watchdog must not
+// block). After the last answer the caller owns c again.
+func (c *legCall) answer(slot int, err error, spawn bool) bool {
 	if !c.answered[slot].CompareAndSwap(false, true) {
 		return false
 	}
 	c.res[slot] = err
 	if c.rescue == nil && c.remaining.Add(-1) == 0 {
-		c.done <- struct{}{}
+		switch {
+		case c.then == nil:
+			c.done <- struct{}{}
+		case spawn:
+			go c.then(c)
+		default:
+			c.then(c)
+		}
 	}
 	return true
 }
@@ -153,7 +180,11 @@ func (w *watchdog) unlink(e *wdEntry) {
 // done: the leg answered e's call with err. The answer goes to the caller
 // unless the watchdog answered first.
 // It reports whether err was the answer (false: the watchdog's came first).
-func (w *watchdog) done(e *wdEntry, err error) bool {
+func (w *watchdog) done(e *wdEntry, err error) bool { return w.doneSpawn(e, err, false) }
+
+// doneSpawn is done; with spawn a last answer runs the call's then in a
+// new goroutine (for an AsyncLeg's completion, which must not block).
+func (w *watchdog) doneSpawn(e *wdEntry, err error, spawn bool) bool {
 	w.mu.Lock()
 	if e.listed {
 		w.unlink(e)
@@ -163,7 +194,7 @@ func (w *watchdog) done(e *wdEntry, err error) bool {
 	if exit {
 		w.poke()
 	}
-	return e.call.answer(e.slot, err) // last touch of the call by this goroutine
+	return e.call.answer(e.slot, err, spawn) // last touch of the call by this goroutine
 }
 
 // run answers every call past its deadline with errNoAnswer, sleeping
@@ -175,7 +206,7 @@ func (w *watchdog) run(clock Clock, period time.Duration) {
 		for w.head != nil && !now.Before(w.head.deadline) {
 			e := w.head
 			w.unlink(e)
-			if c := e.call; c.answer(e.slot, errNoAnswer) && c.rescue != nil {
+			if c := e.call; c.answer(e.slot, errNoAnswer, true) && c.rescue != nil {
 				go c.rescue(e.slot)
 			}
 		}
@@ -225,10 +256,57 @@ func (v *Volume) legIO(slot int, leg Leg, op string, f func(Leg) error) error {
 // f's buffer). For application I/O of n bytes (0: other I/O) each call's
 // duration feeds the leg's moving average (inline.go).
 func (v *Volume) both(sel [2]bool, legs [2]Leg, op string, n int64, f func(Leg) error) (errs [2]error, held bool) {
+	c := v.getCall()
+	if !v.startLegs(c, sel, legs, n, f) {
+		v.calls.Put(c)
+		return errs, false
+	}
+	<-c.done
+	return v.callResult(c, sel, legs, op)
+}
+
+func (v *Volume) getCall() *legCall {
 	c, _ := v.calls.Get().(*legCall)
 	if c == nil {
 		c = &legCall{done: make(chan struct{}, 1)}
 	}
+	return c
+}
+
+// callResult turns c's answers into errors and recycles c unless a leg
+// call that did not answer still holds it.
+func (v *Volume) callResult(c *legCall, sel [2]bool, legs [2]Leg, op string) (errs [2]error, held bool) {
+	for i := range 2 {
+		if !sel[i] {
+			continue
+		}
+		if c.res[i] == errNoAnswer {
+			held = true // the leg's goroutine still holds c
+		}
+		errs[i] = v.legErr(i, legs[i], op, c.res[i])
+	}
+	if !held {
+		c.then, c.io = nil, nil
+		v.calls.Put(c)
+	}
+	return errs, held
+}
+
+// AsyncLeg is a Leg that starts reads and writes without blocking (an
+// iSCSI LUN): done is called exactly once, from any goroutine, when the
+// I/O ended, and must not block. The engine calls such legs without a
+// goroutine per I/O.
+type AsyncLeg interface {
+	Leg
+	StartReadAt(p []byte, off int64, done func(error))
+	StartWriteAt(p []byte, off int64, fua bool, done func(error))
+}
+
+// startLegs starts f on the selected legs under the watchdog, each in its
+// own goroutine (AsyncLeg legs through their own API when c.io says what
+// to do), and reports false when no leg is selected. The last answer wakes
+// c.done or runs c.then.
+func (v *Volume) startLegs(c *legCall, sel [2]bool, legs [2]Leg, n int64, f func(Leg) error) bool {
 	k := int32(0)
 	for i := range 2 {
 		if sel[i] {
@@ -238,8 +316,7 @@ func (v *Volume) both(sel [2]bool, legs [2]Leg, op string, n int64, f func(Leg) 
 		}
 	}
 	if k == 0 {
-		v.calls.Put(c)
-		return errs, false
+		return false
 	}
 	c.remaining.Store(k)
 	observe := n > 0 && n <= inlineSize
@@ -253,6 +330,18 @@ func (v *Volume) both(sel [2]bool, legs [2]Leg, op string, n int64, f func(Leg) 
 		e.call, e.slot = c, i
 		v.outstanding[i].Add(1)
 		v.wd[i].add(e, deadline, v.clock, v.opts.IOTimeout)
+		if a, ok := legs[i].(AsyncLeg); ok && c.io != nil {
+			fin := func(err error) {
+				v.outstanding[i].Add(-1)
+				v.wd[i].doneSpawn(e, err, true)
+			}
+			if c.io.write {
+				a.StartWriteAt(c.io.p, c.io.off, c.io.fua, fin)
+			} else {
+				a.StartReadAt(c.io.p, c.io.off, fin)
+			}
+			continue
+		}
 		go func() {
 			t0 := start
 			if observe {
@@ -266,21 +355,7 @@ func (v *Volume) both(sel [2]bool, legs [2]Leg, op string, n int64, f func(Leg) 
 			v.wd[i].done(e, err)
 		}()
 	}
-	<-c.done
-	reuse := true
-	for i := range 2 {
-		if !sel[i] {
-			continue
-		}
-		if c.res[i] == errNoAnswer {
-			reuse, held = false, true // the leg's goroutine still holds c
-		}
-		errs[i] = v.legErr(i, legs[i], op, c.res[i])
-	}
-	if reuse {
-		v.calls.Put(c)
-	}
-	return errs, held
+	return true
 }
 
 // legErr turns the answer of slot's leg to a call into the error the
