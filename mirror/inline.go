@@ -193,41 +193,47 @@ func putOp(o *inlineOp) {
 	o.v.inlineOps.Put(o)
 }
 
-// call runs one leg call inline under the watchdog. It reports false
+// call1 runs one leg call inline under the watchdog, starting at t0 (the
+// clock's time now). It returns the time the call ended, and ok false
 // when the watchdog answered first: the rescue owns the operation and the
 // caller must forget it.
-func (o *inlineOp) call1(slot int, f func(Leg) error) bool {
+func (o *inlineOp) call1(slot int, f func(Leg) error, t0 time.Time) (t1 time.Time, ok bool) {
 	v, c := o.v, &o.call
 	e := &c.ent[slot]
 	e.call, e.slot = c, slot
 	c.res[slot] = nil
 	c.answered[slot].Store(false)
-	t0 := v.clock.Now()
 	v.outstanding[slot].Add(1)
 	v.wd[slot].add(e, t0.Add(v.opts.IOTimeout), v.clock, v.opts.IOTimeout)
 	err := f(o.legs[slot])
 	v.outstanding[slot].Add(-1)
 	if !v.wd[slot].done(e, err) {
-		return false
+		return t1, false
 	}
-	v.observeLeg(slot, v.clock.Now().Sub(t0))
-	return true
+	t1 = v.clock.Now()
+	v.observeLeg(slot, t1.Sub(t0))
+	return t1, true
 }
 
 func (o *inlineOp) runWrite() {
+	t := o.v.clock.Now()
 	for i := range 2 {
-		if o.sel[i] && !o.call1(i, o.writeLeg) {
+		if !o.sel[i] {
+			continue
+		}
+		var ok bool
+		if t, ok = o.call1(i, o.writeLeg, t); !ok {
 			return
 		}
 	}
-	o.finishWrite(false)
+	o.finishWrite(false, t)
 }
 
 func (o *inlineOp) writeLeg(l Leg) error { return l.WriteAt(o.p, o.off, o.fua) }
 func (o *inlineOp) readLeg(l Leg) error  { return l.ReadAt(o.p, o.off) }
 
 // finishWrite settles the write's leg results and reports it.
-func (o *inlineOp) finishWrite(stuck bool) {
+func (o *inlineOp) finishWrite(stuck bool, end time.Time) {
 	v := o.v
 	var errs [2]error
 	for i := range 2 {
@@ -238,7 +244,9 @@ func (o *inlineOp) finishWrite(stuck bool) {
 	n := int64(len(o.p))
 	v.mu.Lock()
 	err := v.settle(o.sel, errs, "write")
-	end := v.clock.Now()
+	if stuck {
+		end = v.clock.Now()
+	}
 	v.m.endWrite(o.off, n, end)
 	v.ops--
 	v.notify()
@@ -252,7 +260,8 @@ func (o *inlineOp) finishWrite(stuck bool) {
 }
 
 func (o *inlineOp) runRead() {
-	if !o.call1(o.slot, o.readLeg) {
+	t1, ok := o.call1(o.slot, o.readLeg, o.v.clock.Now())
+	if !ok {
 		return
 	}
 	v, p, off, done := o.v, o.p, o.off, o.rdone
@@ -261,9 +270,10 @@ func (o *inlineOp) runRead() {
 	var err error
 	if res != nil {
 		err = v.readRecover(slot, p, off, v.legErr(slot, leg, "read", res))
+		t1 = time.Time{}
 	}
 	v.readDone()
-	v.appDone(time.Time{})
+	v.appDone(t1)
 	done(p, err, false, false)
 }
 
@@ -289,5 +299,5 @@ func (o *inlineOp) rescue(slot int) {
 			o.call.res[i] = errs[i]
 		}
 	}
-	o.finishWrite(true)
+	o.finishWrite(true, time.Time{})
 }
