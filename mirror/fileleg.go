@@ -218,8 +218,15 @@ func (l *fileLeg) writeFull(f *os.File, p []byte, off int64, fua bool) error {
 	if fua {
 		flags = unix.RWF_DSYNC
 	}
+	fd := int(f.Fd())
 	for len(p) > 0 {
-		n, err := unix.Pwritev2(int(f.Fd()), [][]byte{p}, off, flags)
+		var n int
+		var err error
+		if flags == 0 {
+			n, err = unix.Pwrite(fd, p, off)
+		} else {
+			n, err = unix.Pwritev2(fd, [][]byte{p}, off, flags)
+		}
 		if err == unix.EINTR {
 			continue
 		}
