@@ -237,7 +237,11 @@ func crashRun(t *testing.T, seed uint64) {
 	}
 	defer faults[0].Heal()
 	defer faults[1].Heal()
-	v, err := Assemble([2]Leg{faults[0], faults[1]}, opts)
+	vlegs := [2]Leg{faults[0], faults[1]}
+	if r.IntN(3) == 0 { // legs with a completion API, like iSCSI LUNs
+		vlegs = [2]Leg{&legtest.Async{Leg: faults[0]}, &legtest.Async{Leg: faults[1]}}
+	}
+	v, err := Assemble(vlegs, opts)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -308,3 +308,48 @@ func TestLargeStartedReadAndWrite(t *testing.T) {
 		}
 	}
 }
+
+// Legs with a completion API (AsyncLeg: the iSCSI initiator) are started
+// through it, never inline; a leg whose completion never comes is failed
+// within the I/O timeout and the I/O reported held, not stuck.
+func TestAsyncLegsAreStartedThroughTheirAPI(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		p := newMemPair(t, 8<<20, 64<<10)
+		opts := testOptions(t)
+		opts.IOTimeout = 2 * time.Second
+		legs := [2]Leg{&legtest.Async{Leg: p.fault[0]}, &legtest.Async{Leg: p.fault[1]}}
+		v, err := Assemble(legs, opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := bytes.Repeat([]byte{0x42}, 4096)
+		for i := range 4 {
+			res := <-startWrite(v, want, int64(i)*4096)
+			if res.err != nil || res.held || res.beforeReturn {
+				t.Fatalf("write %d to async legs: %+v (an async leg must not complete inline)", i, res)
+			}
+		}
+		got := make([]byte, 4096)
+		ch := make(chan error, 1)
+		v.StartReadAt(got, 4096, func(_ []byte, err error, _, _ bool) { ch <- err })
+		if err := <-ch; err != nil || !bytes.Equal(got, want) {
+			t.Fatalf("read from async legs: %v", err)
+		}
+		p.fault[0].HangFrom(legtest.OpWrite, 1)
+		start := time.Now()
+		res := <-startWrite(v, want, 8192)
+		if res.err != nil || !res.held || res.stuck {
+			t.Fatalf("write with a silent async leg: %+v", res)
+		}
+		if el := time.Since(start); el < opts.IOTimeout || el > 2*opts.IOTimeout {
+			t.Fatalf("reported after %v, want about the I/O timeout %v", el, opts.IOTimeout)
+		}
+		if st := v.Status(); st.Legs[0].State != "failed" || !bytes.Equal(p.mem[1].Bytes()[8192:8192+4096], want) {
+			t.Fatalf("after the silent leg: %+v", st)
+		}
+		p.fault[0].Heal()
+		if err := v.Close(); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
