@@ -33,7 +33,6 @@ type session struct {
 	wire  net.Buffers // scratch for one PDU's buffers; s.mu is held
 
 	mu        sync.Mutex
-	cond      *sync.Cond
 	cmdSN     uint32
 	win       window
 	expStatSN uint32
@@ -47,8 +46,9 @@ type session struct {
 	pingSent  time.Time
 	logoutITT uint32
 	logout    chan error
-	waiters   int       // commands waiting for the CmdSN window or a queue slot
-	closedAt  time.Time // when the watchdog first saw waiters behind a closed window
+	queued    []*task   // started commands waiting for the CmdSN window or a queue slot, in order
+	closedAt  time.Time // when the watchdog first saw queued commands behind a closed window
+	wokeSync  bool      // the reader woke a blocked exec caller since its last read (reader only)
 
 	stop       chan struct{} // closed when the session fails (s.err set)
 	writerDone chan struct{} // closed when writeLoop has returned
@@ -75,16 +75,28 @@ type result struct {
 	Received  int // Data-In bytes placed in Read
 }
 
+// task is one command on its way through a session. Whoever starts it
+// sets ended, which the session calls exactly once when the command ended
+// (res or err set): from the reader goroutine, or from the goroutine that
+// fails the session. ended must not block.
 type task struct {
 	cmd    command
 	itt    uint32
 	sent   time.Time
 	dataSN uint32
 	recv   uint32
-	done   chan struct{} // capacity 1: one send when the task ends
+	ended  func(*task)
+	done   chan struct{} // exec's: capacity 1, one send when the task ends
 	res    result
 	err    error
 	pdu    PDU // the command PDU, encoded in place
+}
+
+// reset clears what one run of t through a session left, keeping its
+// command, callback and buffers, so it can be started again.
+func (t *task) reset() {
+	t.itt, t.sent, t.dataSN, t.recv = 0, time.Time{}, 0, 0
+	t.res, t.err = result{}, nil
 }
 
 // newSession starts the reader and watchdog on a logged-in connection.
@@ -103,7 +115,6 @@ func newSession(nc net.Conn, br *bufio.Reader, p Params, last sn, live liveness,
 		writerDone: make(chan struct{}),
 		out:        newOutq(),
 	}
-	s.cond = sync.NewCond(&s.mu)
 	s.lastRecv = now()
 	go s.writeLoop()
 	go s.readLoop()
@@ -140,7 +151,6 @@ func (s *session) failLocked(err error) {
 	if s.err == nil {
 		s.err = err
 		close(s.stop)
-		s.cond.Broadcast()
 	}
 }
 
@@ -165,67 +175,109 @@ func (s *session) enqueue(p *PDU, canWrite bool) (bool, error) {
 	return must, nil
 }
 
-// newTask takes a task from the pool for c.
+// newTask takes a task from the pool for c (for exec).
 func (s *session) newTask(c command) *task {
 	t, _ := s.tpool.Get().(*task)
 	if t == nil {
-		t = &task{done: make(chan struct{}, 1)}
+		t = &task{done: make(chan struct{}, 1), ended: wakeExec}
 	}
 	t.cmd = c
 	return t
 }
 
-// endTask tells t's caller the outcome; the reader calls it once per task.
-func endTask(t *task) { t.done <- struct{}{} }
+// wakeExec is exec's task callback: it wakes the caller blocked in exec.
+func wakeExec(t *task) { t.done <- struct{}{} }
 
 // putTask returns a finished task (its caller has read the outcome).
 func (s *session) putTask(t *task) {
 	done := t.done
-	*t = task{done: done}
+	*t = task{done: done, ended: wakeExec}
 	s.tpool.Put(t)
 }
 
 // exec runs a command and waits for its end. The error is a transport or
 // session error; SCSI status is in the result.
 func (s *session) exec(c command) (result, error) {
-	if len(c.Read) > 0 && len(c.Write) > 0 {
-		return result{}, fmt.Errorf("iscsi: %s: bidirectional commands are not supported", c.Op)
-	}
 	t := s.newTask(c)
-	s.mu.Lock()
-	for s.err == nil && (len(s.tasks) >= s.depth || !s.win.open(s.cmdSN)) {
-		s.waiters++
-		s.cond.Wait()
-		s.waiters--
-	}
-	if s.err != nil {
-		err := s.err
-		s.mu.Unlock()
-		s.putTask(t)
-		return result{}, fmt.Errorf("%w: %w", ErrDisconnected, err)
-	}
-	t.itt = s.newITT()
-	t.sent = s.now()
-	s.tasks[t.itt] = t
-	mustWrite, err := s.enqueueCommand(t, s.cmdSN, s.expStatSN)
-	if err == nil {
-		s.cmdSN++
-	} else {
-		delete(s.tasks, t.itt)
-	}
-	s.mu.Unlock()
-	if err != nil {
+	if err := s.start(t); err != nil {
 		s.putTask(t)
 		return result{}, err
-	}
-	if mustWrite {
-		// A failed write kills the session; the reader then fails the task.
-		s.write()
 	}
 	<-t.done
 	res, err := t.res, t.err
 	s.putTask(t)
 	return res, err
+}
+
+// start sends t's command, or queues it until the CmdSN window and the
+// queue depth let it go; it never waits. Once start returned nil, t.ended
+// is called exactly once. An error (a dead session, a command that cannot
+// be encoded) means t was not started and t.ended will not be called.
+func (s *session) start(t *task) error {
+	c := &t.cmd
+	if len(c.Read) > 0 && len(c.Write) > 0 {
+		return fmt.Errorf("iscsi: %s: bidirectional commands are not supported", c.Op)
+	}
+	s.mu.Lock()
+	if s.err != nil {
+		err := s.err
+		s.mu.Unlock()
+		return fmt.Errorf("%w: %w", ErrDisconnected, err)
+	}
+	if len(s.queued) > 0 || !s.canIssue() {
+		s.queued = append(s.queued, t)
+		s.mu.Unlock()
+		return nil
+	}
+	mustWrite, err := s.issue(t)
+	s.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	if mustWrite {
+		// A failed write kills the session; the reader then fails the task.
+		s.write()
+	}
+	return nil
+}
+
+// canIssue reports whether one more command may go now; s.mu is held.
+func (s *session) canIssue() bool {
+	return len(s.tasks) < s.depth && s.win.open(s.cmdSN)
+}
+
+// issue assigns t its tag and CmdSN and queues its PDUs; s.mu is held.
+func (s *session) issue(t *task) (bool, error) {
+	t.itt = s.newITT()
+	t.sent = s.now()
+	s.tasks[t.itt] = t
+	mustWrite, err := s.enqueueCommand(t, s.cmdSN, s.expStatSN)
+	if err != nil {
+		delete(s.tasks, t.itt)
+		return false, err
+	}
+	s.cmdSN++
+	return mustWrite, nil
+}
+
+// issueQueued sends the queued commands the window and depth now allow;
+// s.mu is held and the caller is the reader (so nothing is written here:
+// the reader's hold covers it). A command that cannot be encoded ends with
+// its error, which is returned so the caller calls ended after unlocking.
+func (s *session) issueQueued() (failed []*task) {
+	for len(s.queued) > 0 && s.canIssue() {
+		t := s.queued[0]
+		s.queued[0] = nil
+		s.queued = s.queued[1:]
+		if _, err := s.issue(t); err != nil {
+			t.err = err
+			failed = append(failed, t)
+		}
+	}
+	if len(s.queued) == 0 {
+		s.queued = s.queued[:0:0]
+	}
+	return failed
 }
 
 // enqueueCommand queues the command PDU with its immediate data and any
@@ -336,7 +388,7 @@ func (s *session) watchdog() {
 			s.seenRecvd, s.lastRecv = n, now
 		}
 		in := livenessInput{Now: now, LastRecv: s.lastRecv, PingSent: s.pingSent}
-		if s.waiters > 0 && !s.win.open(s.cmdSN) {
+		if len(s.queued) > 0 && !s.win.open(s.cmdSN) {
 			if s.closedAt.IsZero() {
 				s.closedAt = in.Now
 			}
