@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"strconv"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -65,8 +64,8 @@ func benchISCSI() error {
 		return err
 	}
 
-	// Five alternating runs: the box is shared, so single runs swing by 10-20%.
-	const runs = 5
+	// Alternating runs: the box is shared, so single runs swing by 10-20%.
+	runs := envInt("HAMIRROR_BENCH_RUNS", 5)
 	readDur := 4 * time.Second
 	workloads := []struct {
 		title, unit string
@@ -134,75 +133,114 @@ func scale(opsPerSec float64, bs int, mb bool) float64 {
 	return opsPerSec
 }
 
-// readLoad runs qd readers of bs bytes for dur and returns operations/s.
+// readLoad keeps qd reads of bs bytes in flight for dur and returns
+// operations/s. Like iscsi-perf's event loop it drives the Disk's
+// asynchronous API: each completion callback starts the next read, so no
+// goroutine is woken per request.
 func readLoad(d *iscsi.Disk, qd, bs int, random bool, dur time.Duration) (float64, error) {
 	blocks := d.Size() / int64(bs)
 	var ops, next atomic.Int64
-	var firstErr atomic.Value
 	// A flag rather than a clock read per request keeps the driver's own
 	// cost per request low (iscsi-perf's loop is C).
 	var stop atomic.Bool
 	timer := time.AfterFunc(dur, func() { stop.Store(true) })
 	defer timer.Stop()
-	var wg sync.WaitGroup
-	for w := range qd {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			r := rand.New(rand.NewPCG(uint64(w), 7))
-			buf := make([]byte, bs)
-			for !stop.Load() {
-				var blk int64
-				if random {
-					blk = r.Int64N(blocks)
-				} else {
-					blk = next.Add(1) % blocks
-				}
-				if err := d.ReadAt(buf, blk*int64(bs)); err != nil {
-					firstErr.CompareAndSwap(nil, err)
-					return
-				}
-				ops.Add(1)
-			}
-		}()
-	}
+	l := newLoop(qd)
 	start := time.Now()
-	wg.Wait()
-	if err, ok := firstErr.Load().(error); ok {
+	for w := range qd {
+		r := rand.New(rand.NewPCG(uint64(w), 7))
+		buf := make([]byte, bs)
+		var issue func()
+		var done func(error)
+		issue = func() {
+			var blk int64
+			if random {
+				blk = r.Int64N(blocks)
+			} else {
+				blk = next.Add(1) % blocks
+			}
+			d.StartReadAt(buf, blk*int64(bs), done)
+		}
+		done = func(err error) {
+			if err != nil {
+				l.fail(err)
+				return
+			}
+			ops.Add(1)
+			if stop.Load() {
+				l.slotDone()
+				return
+			}
+			issue()
+		}
+		issue()
+	}
+	if err := l.wait(); err != nil {
 		return 0, err
 	}
 	return float64(ops.Load()) / time.Since(start).Seconds(), nil
 }
 
 // seqWrite writes n blocks of bs bytes sequentially from offset 0 with qd
-// writers in flight.
+// writes in flight, driven from completion callbacks like readLoad.
 func seqWrite(d *iscsi.Disk, bs, qd, n int) error {
 	var next atomic.Int64
-	var firstErr atomic.Value
-	var wg sync.WaitGroup
 	blocks := d.Size() / int64(bs)
+	l := newLoop(qd)
 	for range qd {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			buf := make([]byte, bs)
-			for i := range buf {
-				buf[i] = byte(i * 7)
+		buf := make([]byte, bs)
+		for i := range buf {
+			buf[i] = byte(i * 7)
+		}
+		var issue func()
+		var done func(error)
+		issue = func() {
+			i := next.Add(1) - 1
+			if i >= int64(n) {
+				l.slotDone()
+				return
 			}
-			for {
-				i := next.Add(1) - 1
-				if i >= int64(n) {
-					return
-				}
-				if err := d.WriteAt(buf, (i%blocks)*int64(bs), false); err != nil {
-					firstErr.CompareAndSwap(nil, err)
-					return
-				}
+			d.StartWriteAt(buf, (i%blocks)*int64(bs), false, done)
+		}
+		done = func(err error) {
+			if err != nil {
+				l.fail(err)
+				return
 			}
-		}()
+			issue()
+		}
+		issue()
 	}
-	wg.Wait()
-	if err, ok := firstErr.Load().(error); ok {
+	return l.wait()
+}
+
+// loop counts the slots of a callback-driven load still running.
+type loop struct {
+	left     atomic.Int64
+	firstErr atomic.Value
+	end      chan struct{}
+}
+
+func newLoop(slots int) *loop {
+	l := &loop{end: make(chan struct{})}
+	l.left.Store(int64(slots))
+	return l
+}
+
+func (l *loop) slotDone() {
+	if l.left.Add(-1) == 0 {
+		close(l.end)
+	}
+}
+
+func (l *loop) fail(err error) {
+	l.firstErr.CompareAndSwap(nil, err)
+	l.slotDone()
+}
+
+func (l *loop) wait() error {
+	<-l.end
+	if err, ok := l.firstErr.Load().(error); ok {
 		return err
 	}
 	return nil
