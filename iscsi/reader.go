@@ -40,7 +40,7 @@ func (s *session) readLoop() {
 
 func (s *session) readPDUs() error {
 	maxData := int(s.params.MaxRecvDataSegmentLength)
-	rd := directReader{br: s.br, raw: s.nc, out: s.out, s: s, w: newNBWriter(s.nc)}
+	rd := directReader{br: s.br, raw: s.raw, out: s.out, s: s, w: newNBWriter(s.nc)}
 	for {
 		h, err := readHeader(rd, s.digests, maxData)
 		if err != nil {

@@ -3,6 +3,7 @@ package iscsi
 import (
 	"bufio"
 	"fmt"
+	"io"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -22,6 +23,7 @@ import (
 type session struct {
 	nc      net.Conn
 	br      *bufio.Reader
+	raw     io.Reader // what br reads from (see sessionReader)
 	params  Params
 	digests Digests
 	live    liveness
@@ -115,6 +117,7 @@ func newSession(nc net.Conn, br *bufio.Reader, p Params, last sn, live liveness,
 		writerDone: make(chan struct{}),
 		out:        newOutq(),
 	}
+	s.br, s.raw = sessionReader(nc, br)
 	s.lastRecv = now()
 	go s.writeLoop()
 	go s.readLoop()

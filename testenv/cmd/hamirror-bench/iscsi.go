@@ -8,7 +8,9 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime/pprof"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -66,64 +68,113 @@ func benchISCSI() error {
 
 	// Alternating runs: the box is shared, so single runs swing by 10-20%.
 	runs := envInt("HAMIRROR_BENCH_RUNS", 5)
-	readDur := 4 * time.Second
-	workloads := []struct {
-		title, unit string
-		qd, bs      int
-		random      bool
-		mb          bool
-	}{
-		{"iSCSI read, 4 KiB random, QD32", "IOPS", 32, 4096, true, false},
-		{"iSCSI read, 1 MiB sequential, QD8", "MiB/s", 8, 1 << 20, false, true},
-	}
-	for _, w := range workloads {
-		t := bench.Table{Title: w.title + " (tgtd LUN in /dev/shm)", Unit: w.unit, Base: "libiscsi iscsi-perf"}
-		var ours, theirs []float64
-		for range runs {
-			iops, err := readLoad(d, w.qd, w.bs, w.random, readDur)
-			if err != nil {
-				return err
-			}
-			ours = append(ours, scale(iops, w.bs, w.mb))
-			v, err := iscsiPerf(url, w.qd, w.bs/512, w.random, readDur)
-			if err != nil {
-				return err
-			}
-			theirs = append(theirs, scale(v, w.bs, w.mb))
+	want := os.Getenv("HAMIRROR_BENCH_ISCSI_WORKLOADS")
+	withSync := os.Getenv("HAMIRROR_BENCH_ISCSI_SYNC") != ""
+	if p := os.Getenv("HAMIRROR_BENCH_PPROF"); p != "" {
+		f, err := os.Create(filepath.Join(p, "iscsi.cpu.pprof"))
+		if err != nil {
+			return err
 		}
-		t.Add("hamirror", bench.Median(ours), fmt.Sprintf("median of %d", runs))
-		t.Add("libiscsi iscsi-perf", bench.Median(theirs), fmt.Sprintf("median of %d", runs))
-		t.Print(os.Stdout)
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
 	}
-
-	writes := []struct {
-		title, unit string
-		qd, bs, n   int
-		mb          bool
-	}{
-		{"iSCSI write, 4 KiB sequential, QD32", "IOPS", 32, 4096, 40000, false},
-		{"iSCSI write, 1 MiB sequential, QD8", "MiB/s", 8, 1 << 20, 400, true},
-	}
-	for _, w := range writes {
-		t := bench.Table{Title: w.title + " (tgtd LUN in /dev/shm)", Unit: w.unit, Base: "libiscsi qemu-img bench"}
-		var ours, theirs []float64
+	for _, w := range iscsiWorkloads {
+		if want != "" && !strings.Contains(","+want+",", ","+w.name+",") {
+			continue
+		}
+		base := "libiscsi iscsi-perf"
+		if w.write {
+			base = "libiscsi qemu-img bench"
+		}
+		t := bench.Table{Title: w.title + " (tgtd LUN in /dev/shm)", Unit: w.unit, Base: base}
+		var ours, sync, theirs []float64
 		for range runs {
-			start := time.Now()
-			if err := seqWrite(d, w.bs, w.qd, w.n); err != nil {
-				return err
-			}
-			ours = append(ours, scale(float64(w.n)/time.Since(start).Seconds(), w.bs, w.mb))
-			secs, err := qemuBench(url, w.qd, w.bs, w.n)
+			v, err := w.ours(d, false)
 			if err != nil {
 				return err
 			}
-			theirs = append(theirs, scale(float64(w.n)/secs, w.bs, w.mb))
+			ours = append(ours, v)
+			if withSync {
+				v, err := w.ours(d, true)
+				if err != nil {
+					return err
+				}
+				sync = append(sync, v)
+			}
+			if v, err = w.theirs(url); err != nil {
+				return err
+			}
+			theirs = append(theirs, v)
 		}
-		t.Add("hamirror", bench.Median(ours), fmt.Sprintf("median of %d", runs))
-		t.Add("libiscsi qemu-img bench", bench.Median(theirs), fmt.Sprintf("median of %d", runs))
+		t.Add("hamirror", bench.Median(ours), fmt.Sprintf("median of %d, Start*At from callbacks", runs))
+		if withSync {
+			t.Add("hamirror ReadAt/WriteAt", bench.Median(sync), fmt.Sprintf("median of %d, a goroutine per slot", runs))
+		}
+		t.Add(base, bench.Median(theirs), fmt.Sprintf("median of %d", runs))
 		t.Print(os.Stdout)
 	}
 	return nil
+}
+
+// iscsiWorkload is one row of the iscsi section: ours runs hamirror's side
+// (sync: blocking calls from a goroutine per slot instead of callbacks),
+// theirs libiscsi's; both return the figure in unit.
+type iscsiWorkload struct {
+	name, title, unit string
+	write             bool
+	ours              func(d *iscsi.Disk, sync bool) (float64, error)
+	theirs            func(url string) (float64, error)
+}
+
+const iscsiReadDur = 4 * time.Second
+
+func iscsiReadWorkload(name, title, unit string, qd, bs int, random, mb bool) iscsiWorkload {
+	return iscsiWorkload{name: name, title: title, unit: unit,
+		ours: func(d *iscsi.Disk, sync bool) (float64, error) {
+			load := readLoad
+			if sync {
+				load = readLoadSync
+			}
+			v, err := load(d, qd, bs, random, iscsiReadDur)
+			return scale(v, bs, mb), err
+		},
+		theirs: func(url string) (float64, error) {
+			v, err := iscsiPerf(url, qd, bs/512, random, iscsiReadDur)
+			return scale(v, bs, mb), err
+		}}
+}
+
+func iscsiWriteWorkload(name, title, unit string, qd, bs, n int, mb bool) iscsiWorkload {
+	return iscsiWorkload{name: name, title: title, unit: unit, write: true,
+		ours: func(d *iscsi.Disk, sync bool) (float64, error) {
+			write := seqWrite
+			if sync {
+				write = seqWriteSync
+			}
+			start := time.Now()
+			if err := write(d, bs, qd, n); err != nil {
+				return 0, err
+			}
+			return scale(float64(n)/time.Since(start).Seconds(), bs, mb), nil
+		},
+		theirs: func(url string) (float64, error) {
+			secs, err := qemuBench(url, qd, bs, n)
+			return scale(float64(n)/secs, bs, mb), err
+		}}
+}
+
+// iscsiWorkloads can be chosen with HAMIRROR_BENCH_ISCSI_WORKLOADS (e.g.
+// "read4k,write4k"); HAMIRROR_BENCH_ISCSI_SYNC=1 adds a row for the
+// blocking ReadAt/WriteAt; HAMIRROR_BENCH_PPROF=DIR writes a CPU profile
+// of the bench process (hamirror's side runs in it) to DIR/iscsi.cpu.pprof.
+var iscsiWorkloads = []iscsiWorkload{
+	iscsiReadWorkload("read4k", "iSCSI read, 4 KiB random, QD32", "IOPS", 32, 4096, true, false),
+	iscsiReadWorkload("read1m", "iSCSI read, 1 MiB sequential, QD8", "MiB/s", 8, 1<<20, false, true),
+	iscsiWriteWorkload("write4k", "iSCSI write, 4 KiB sequential, QD32", "IOPS", 32, 4096, 40000, false),
+	iscsiWriteWorkload("write1m", "iSCSI write, 1 MiB sequential, QD8", "MiB/s", 8, 1<<20, 400, true),
 }
 
 func scale(opsPerSec float64, bs int, mb bool) float64 {
@@ -210,6 +261,66 @@ func seqWrite(d *iscsi.Disk, bs, qd, n int) error {
 			issue()
 		}
 		issue()
+	}
+	return l.wait()
+}
+
+// readLoadSync is readLoad with qd goroutines calling the blocking ReadAt.
+func readLoadSync(d *iscsi.Disk, qd, bs int, random bool, dur time.Duration) (float64, error) {
+	blocks := d.Size() / int64(bs)
+	var ops, next atomic.Int64
+	var stop atomic.Bool
+	timer := time.AfterFunc(dur, func() { stop.Store(true) })
+	defer timer.Stop()
+	l := newLoop(qd)
+	start := time.Now()
+	for w := range qd {
+		go func() {
+			r := rand.New(rand.NewPCG(uint64(w), 7))
+			buf := make([]byte, bs)
+			for !stop.Load() {
+				blk := next.Add(1) % blocks
+				if random {
+					blk = r.Int64N(blocks)
+				}
+				if err := d.ReadAt(buf, blk*int64(bs)); err != nil {
+					l.fail(err)
+					return
+				}
+				ops.Add(1)
+			}
+			l.slotDone()
+		}()
+	}
+	if err := l.wait(); err != nil {
+		return 0, err
+	}
+	return float64(ops.Load()) / time.Since(start).Seconds(), nil
+}
+
+// seqWriteSync is seqWrite with qd goroutines calling the blocking WriteAt.
+func seqWriteSync(d *iscsi.Disk, bs, qd, n int) error {
+	var next atomic.Int64
+	blocks := d.Size() / int64(bs)
+	l := newLoop(qd)
+	for range qd {
+		go func() {
+			buf := make([]byte, bs)
+			for i := range buf {
+				buf[i] = byte(i * 7)
+			}
+			for {
+				i := next.Add(1) - 1
+				if i >= int64(n) {
+					l.slotDone()
+					return
+				}
+				if err := d.WriteAt(buf, (i%blocks)*int64(bs), false); err != nil {
+					l.fail(err)
+					return
+				}
+			}
+		}()
 	}
 	return l.wait()
 }

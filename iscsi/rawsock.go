@@ -1,0 +1,165 @@
+package iscsi
+
+import (
+	"bufio"
+	"io"
+	"net"
+	"syscall"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// The session's reader reads and writes its socket through syscall.RawConn
+// with raw system calls on the non-blocking descriptor, waiting in the
+// netpoller only when the socket has nothing to read. A plain read or
+// write goes through the runtime's entersyscall, which wakes the sysmon
+// thread whenever it went to sleep (it does when all Ps are idle, which
+// is every time a single event loop waits for the target): a futex wake
+// per command, and in a VM a costly one. A raw call on a non-blocking
+// descriptor never blocks, so it needs no entersyscall.
+
+// rawReader reads from a connection's descriptor with raw read(2) calls;
+// left is what a bufio.Reader had buffered before the switch.
+type rawReader struct {
+	rc   syscall.RawConn
+	left []byte
+}
+
+// sessionReader returns the reader for a session's connection: br's
+// buffered bytes, then the connection read raw (or br itself when the
+// connection has no descriptor, as net.Pipe in tests).
+func sessionReader(nc net.Conn, br *bufio.Reader) (*bufio.Reader, io.Reader) {
+	sc, ok := nc.(syscall.Conn)
+	if !ok {
+		return br, nc
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return br, nc
+	}
+	r := &rawReader{rc: rc}
+	if n := br.Buffered(); n > 0 {
+		b, _ := br.Peek(n)
+		r.left = append([]byte(nil), b...)
+	}
+	return bufio.NewReaderSize(r, br.Size()), r
+}
+
+func (r *rawReader) Read(p []byte) (int, error) {
+	if len(r.left) > 0 {
+		n := copy(p, r.left)
+		r.left = r.left[n:]
+		return n, nil
+	}
+	if len(p) == 0 {
+		return 0, nil
+	}
+	var n int
+	var errno syscall.Errno
+	err := r.rc.Read(func(fd uintptr) bool {
+		for {
+			r1, _, e := unix.RawSyscall(unix.SYS_READ, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
+			switch e {
+			case unix.EINTR:
+				continue
+			case unix.EAGAIN:
+				return false // wait in the netpoller
+			}
+			n, errno = int(r1), e
+			return true
+		}
+	})
+	if err != nil {
+		return 0, err
+	}
+	if errno != 0 {
+		return 0, errno
+	}
+	if n == 0 {
+		return 0, io.EOF
+	}
+	return n, nil
+}
+
+// nbWriter writes to a socket without ever blocking: it is how the reader
+// sends the commands its completions started (see outq.releaseWriting).
+// A connection that is no syscall.Conn (net.Pipe in tests) takes nothing,
+// and everything goes to the helper writer.
+type nbWriter struct {
+	rc   syscall.RawConn // nil: cannot write without blocking
+	iovs []unix.Iovec    // scratch for one writev
+}
+
+func newNBWriter(c net.Conn) *nbWriter {
+	w := &nbWriter{}
+	if sc, ok := c.(syscall.Conn); ok {
+		if rc, err := sc.SyscallConn(); err == nil {
+			w.rc = rc
+		}
+	}
+	return w
+}
+
+// maxIOV is the most buffers one writev takes (Linux's IOV_MAX is 1024).
+const maxIOV = 1024
+
+// writeNonBlocking writes a prefix of bufs with writev until the socket
+// would block, and returns what is left (nil when all was written).
+func (w *nbWriter) writeNonBlocking(bufs net.Buffers) (net.Buffers, error) {
+	if w.rc == nil {
+		return bufs, nil
+	}
+	for len(bufs) > 0 {
+		w.iovs = w.iovs[:0]
+		for _, b := range bufs[:min(len(bufs), maxIOV)] {
+			if len(b) > 0 {
+				var v unix.Iovec
+				v.Base = &b[0]
+				v.SetLen(len(b))
+				w.iovs = append(w.iovs, v)
+			}
+		}
+		if len(w.iovs) == 0 {
+			return consume(bufs, 0), nil
+		}
+		var n int
+		var errno syscall.Errno
+		err := w.rc.Write(func(fd uintptr) bool {
+			for {
+				r1, _, e := unix.RawSyscall(unix.SYS_WRITEV, fd, uintptr(unsafe.Pointer(&w.iovs[0])), uintptr(len(w.iovs)))
+				if e != unix.EINTR {
+					n, errno = int(r1), e
+					return true // never wait for the socket: the helper does
+				}
+			}
+		})
+		clear(w.iovs) // drop the references to the callers' buffers
+		if err != nil {
+			return bufs, err
+		}
+		if errno == unix.EAGAIN {
+			return bufs, nil
+		}
+		if errno != 0 {
+			return bufs, errno
+		}
+		bufs = consume(bufs, n)
+		if n == 0 {
+			return bufs, nil
+		}
+	}
+	return nil, nil
+}
+
+// consume drops the first n bytes of bufs.
+func consume(bufs net.Buffers, n int) net.Buffers {
+	for len(bufs) > 0 && n >= len(bufs[0]) {
+		n -= len(bufs[0])
+		bufs = bufs[1:]
+	}
+	if n > 0 {
+		bufs[0] = bufs[0][n:]
+	}
+	return bufs
+}
