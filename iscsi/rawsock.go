@@ -24,6 +24,12 @@ import (
 type rawReader struct {
 	rc   syscall.RawConn
 	left []byte
+	// One read's arguments and results, and the function RawConn.Read
+	// runs (bound once, so a read allocates nothing).
+	p     []byte
+	n     int
+	errno syscall.Errno
+	fn    func(fd uintptr) bool
 }
 
 // sessionReader returns the reader for a session's connection: br's
@@ -39,6 +45,7 @@ func sessionReader(nc net.Conn, br *bufio.Reader) (*bufio.Reader, io.Reader) {
 		return br, nc
 	}
 	r := &rawReader{rc: rc}
+	r.fn = r.read
 	if n := br.Buffered(); n > 0 {
 		b, _ := br.Peek(n)
 		r.left = append([]byte(nil), b...)
@@ -55,21 +62,10 @@ func (r *rawReader) Read(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
-	var n int
-	var errno syscall.Errno
-	err := r.rc.Read(func(fd uintptr) bool {
-		for {
-			r1, _, e := unix.RawSyscall(unix.SYS_READ, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
-			switch e {
-			case unix.EINTR:
-				continue
-			case unix.EAGAIN:
-				return false // wait in the netpoller
-			}
-			n, errno = int(r1), e
-			return true
-		}
-	})
+	r.p = p
+	err := r.rc.Read(r.fn)
+	r.p = nil
+	n, errno := r.n, r.errno
 	if err != nil {
 		return 0, err
 	}
@@ -82,6 +78,21 @@ func (r *rawReader) Read(p []byte) (int, error) {
 	return n, nil
 }
 
+// read is one raw read(2) into r.p; false: wait in the netpoller.
+func (r *rawReader) read(fd uintptr) bool {
+	for {
+		r1, _, e := unix.RawSyscall(unix.SYS_READ, fd, uintptr(unsafe.Pointer(&r.p[0])), uintptr(len(r.p)))
+		switch e {
+		case unix.EINTR:
+			continue
+		case unix.EAGAIN:
+			return false
+		}
+		r.n, r.errno = int(r1), e
+		return true
+	}
+}
+
 // nbWriter writes to a socket without ever blocking: it is how the reader
 // sends the commands its completions started (see outq.releaseWriting).
 // A connection that is no syscall.Conn (net.Pipe in tests) takes nothing,
@@ -89,6 +100,11 @@ func (r *rawReader) Read(p []byte) (int, error) {
 type nbWriter struct {
 	rc   syscall.RawConn // nil: cannot write without blocking
 	iovs []unix.Iovec    // scratch for one writev
+	// One writev's results and the function RawConn.Write runs (bound
+	// once, so a write allocates nothing).
+	n     int
+	errno syscall.Errno
+	fn    func(fd uintptr) bool
 }
 
 func newNBWriter(c net.Conn) *nbWriter {
@@ -96,6 +112,7 @@ func newNBWriter(c net.Conn) *nbWriter {
 	if sc, ok := c.(syscall.Conn); ok {
 		if rc, err := sc.SyscallConn(); err == nil {
 			w.rc = rc
+			w.fn = w.writev
 		}
 	}
 	return w
@@ -123,17 +140,8 @@ func (w *nbWriter) writeNonBlocking(bufs net.Buffers) (net.Buffers, error) {
 		if len(w.iovs) == 0 {
 			return consume(bufs, 0), nil
 		}
-		var n int
-		var errno syscall.Errno
-		err := w.rc.Write(func(fd uintptr) bool {
-			for {
-				r1, _, e := unix.RawSyscall(unix.SYS_WRITEV, fd, uintptr(unsafe.Pointer(&w.iovs[0])), uintptr(len(w.iovs)))
-				if e != unix.EINTR {
-					n, errno = int(r1), e
-					return true // never wait for the socket: the helper does
-				}
-			}
-		})
+		err := w.rc.Write(w.fn)
+		n, errno := w.n, w.errno
 		clear(w.iovs) // drop the references to the callers' buffers
 		if err != nil {
 			return bufs, err
@@ -150,6 +158,18 @@ func (w *nbWriter) writeNonBlocking(bufs net.Buffers) (net.Buffers, error) {
 		}
 	}
 	return nil, nil
+}
+
+// writev is one raw writev(2) of w.iovs; it never waits for the socket
+// (the helper writer does).
+func (w *nbWriter) writev(fd uintptr) bool {
+	for {
+		r1, _, e := unix.RawSyscall(unix.SYS_WRITEV, fd, uintptr(unsafe.Pointer(&w.iovs[0])), uintptr(len(w.iovs)))
+		if e != unix.EINTR {
+			w.n, w.errno = int(r1), e
+			return true
+		}
+	}
 }
 
 // consume drops the first n bytes of bufs.

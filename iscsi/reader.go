@@ -40,9 +40,10 @@ func (s *session) readLoop() {
 
 func (s *session) readPDUs() error {
 	maxData := int(s.params.MaxRecvDataSegmentLength)
-	rd := directReader{br: s.br, raw: s.raw, out: s.out, s: s, w: newNBWriter(s.nc)}
+	rd := &directReader{br: s.br, raw: s.raw, out: s.out, s: s, w: newNBWriter(s.nc)}
+	h := new(header) // reused: the reader allocates nothing per PDU it does not keep
 	for {
-		h, err := readHeader(rd, s.digests, maxData)
+		err := readHeaderInto(rd, h, s.digests, maxData)
 		if err != nil {
 			if err == io.EOF {
 				return fmt.Errorf("%w: target closed the connection", ErrDisconnected)
@@ -55,13 +56,13 @@ func (s *session) readPDUs() error {
 		// batch before the reader next waits for the target.
 		s.out.hold()
 		if h.pdu.Opcode() == opDataIn {
-			if err := s.onDataIn(rd, &h); err != nil {
+			if err := s.onDataIn(rd, h); err != nil {
 				return err
 			}
 			continue
 		}
 		h.pdu.Data = make([]byte, h.dataLen)
-		if err := readData(rd, &h, h.pdu.Data, s.digests); err != nil {
+		if err := readData(rd, h, h.pdu.Data, s.digests); err != nil {
 			return fmt.Errorf("%w: %w", ErrDisconnected, err)
 		}
 		if err := s.dispatch(&h.pdu); err != nil {
@@ -274,7 +275,7 @@ func (s *session) outstanding() int {
 	return len(s.tasks)
 }
 
-func (r directReader) Read(p []byte) (int, error) {
+func (r *directReader) Read(p []byte) (int, error) {
 	if r.br.Buffered() == 0 {
 		if r.out != nil && r.out.holding() {
 			woke := r.s != nil && r.s.wokeSync
