@@ -32,17 +32,17 @@ type rawReader struct {
 	fn    func(fd uintptr) bool
 }
 
-// sessionReader returns the reader for a session's connection: br's
+// sessionReader returns what a session's reader reads from: br's
 // buffered bytes, then the connection read raw (or br itself when the
 // connection has no descriptor, as net.Pipe in tests).
-func sessionReader(nc net.Conn, br *bufio.Reader) (*bufio.Reader, io.Reader) {
+func sessionReader(nc net.Conn, br *bufio.Reader) io.Reader {
 	sc, ok := nc.(syscall.Conn)
 	if !ok {
-		return br, nc
+		return br
 	}
 	rc, err := sc.SyscallConn()
 	if err != nil {
-		return br, nc
+		return br
 	}
 	r := &rawReader{rc: rc}
 	r.fn = r.read
@@ -50,7 +50,7 @@ func sessionReader(nc net.Conn, br *bufio.Reader) (*bufio.Reader, io.Reader) {
 		b, _ := br.Peek(n)
 		r.left = append([]byte(nil), b...)
 	}
-	return bufio.NewReaderSize(r, br.Size()), r
+	return r
 }
 
 func (r *rawReader) Read(p []byte) (int, error) {
@@ -95,11 +95,11 @@ func (r *rawReader) read(fd uintptr) bool {
 
 // nbWriter writes to a socket without ever blocking: it is how the reader
 // sends the commands its completions started (see outq.releaseWriting).
-// A connection that is no syscall.Conn (net.Pipe in tests) takes nothing,
-// and everything goes to the helper writer.
+// A connection that is no syscall.Conn (net.Pipe in tests) has none: the
+// helper writer then writes everything.
 type nbWriter struct {
-	rc   syscall.RawConn // nil: cannot write without blocking
-	iovs []unix.Iovec    // scratch for one writev
+	rc   syscall.RawConn
+	iovs []unix.Iovec // scratch for one writev
 	// One writev's results and the function RawConn.Write runs (bound
 	// once, so a write allocates nothing).
 	n     int
@@ -107,14 +107,18 @@ type nbWriter struct {
 	fn    func(fd uintptr) bool
 }
 
+// newNBWriter returns nil for a connection without a descriptor.
 func newNBWriter(c net.Conn) *nbWriter {
-	w := &nbWriter{}
-	if sc, ok := c.(syscall.Conn); ok {
-		if rc, err := sc.SyscallConn(); err == nil {
-			w.rc = rc
-			w.fn = w.writev
-		}
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return nil
 	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return nil
+	}
+	w := &nbWriter{rc: rc}
+	w.fn = w.writev
 	return w
 }
 
@@ -124,9 +128,6 @@ const maxIOV = 1024
 // writeNonBlocking writes a prefix of bufs with writev until the socket
 // would block, and returns what is left (nil when all was written).
 func (w *nbWriter) writeNonBlocking(bufs net.Buffers) (net.Buffers, error) {
-	if w.rc == nil {
-		return bufs, nil
-	}
 	for len(bufs) > 0 {
 		w.iovs = w.iovs[:0]
 		for _, b := range bufs[:min(len(bufs), maxIOV)] {

@@ -1,7 +1,6 @@
 package iscsi
 
 import (
-	"bufio"
 	"fmt"
 	"io"
 	"runtime"
@@ -40,7 +39,7 @@ func (s *session) readLoop() {
 
 func (s *session) readPDUs() error {
 	maxData := int(s.params.MaxRecvDataSegmentLength)
-	rd := &directReader{br: s.br, raw: s.raw, out: s.out, s: s, w: newNBWriter(s.nc)}
+	rd := &directReader{raw: s.raw, buf: make([]byte, readBufferSize), out: s.out, s: s, nb: newNBWriter(s.nc)}
 	h := new(header) // reused: the reader allocates nothing per PDU it does not keep
 	for {
 		err := readHeaderInto(rd, h, s.digests, maxData)
@@ -59,8 +58,10 @@ func (s *session) readPDUs() error {
 			if err := s.onDataIn(rd, h); err != nil {
 				return err
 			}
+			rd.exact = h.dataLen >= directReadMin
 			continue
 		}
+		rd.exact = false
 		h.pdu.Data = make([]byte, h.dataLen)
 		if err := readData(rd, h, h.pdu.Data, s.digests); err != nil {
 			return fmt.Errorf("%w: %w", ErrDisconnected, err)
@@ -238,9 +239,11 @@ func (s *session) dispatch(p *PDU) error {
 	return nil
 }
 
-// directReader reads through a bufio.Reader, but once the buffer is empty
-// a large read (a Data-In segment landing in the caller's buffer) goes
-// straight to the connection instead of being copied twice.
+// directReader is the reader's buffered view of the connection. Small
+// PDUs are read many at a time into buf; a large data segment (a Data-In
+// landing in the caller's buffer) goes straight from the connection to its
+// place once buf is empty, and after one the next header is read alone so
+// that the following segment lands in place too instead of being copied.
 //
 // Before it goes to the connection it sends, in one batch, what handling
 // the PDUs it has read queued: the next commands that completion callbacks
@@ -248,12 +251,17 @@ func (s *session) dispatch(p *PDU) error {
 // Like an event loop, one wake-up of the reader (and of the target) then
 // serves many commands instead of one.
 type directReader struct {
-	br  *bufio.Reader
-	raw io.Reader
-	out *outq
-	s   *session
-	w   *nbWriter
+	raw   io.Reader
+	buf   []byte
+	r, w  int  // buf[r:w] is read but not consumed
+	exact bool // the last data segment was large: read no more than asked
+	out   *outq
+	s     *session
+	nb    *nbWriter
 }
+
+// readBufferSize is how much the reader takes from the socket at once.
+const readBufferSize = 256 << 10
 
 const directReadMin = 16 << 10
 
@@ -276,27 +284,51 @@ func (s *session) outstanding() int {
 }
 
 func (r *directReader) Read(p []byte) (int, error) {
-	if r.br.Buffered() == 0 {
-		if r.out != nil && r.out.holding() {
-			woke := r.s != nil && r.s.wokeSync
-			if woke {
-				r.s.wokeSync = false
-				runtime.Gosched()
-			}
-			if r.w != nil {
-				if err := r.out.releaseWriting(r.w); err != nil {
-					return 0, fmt.Errorf("sending to target: %w", err)
-				}
-			} else {
-				r.out.release()
-			}
-			if woke && r.s.outstanding() >= coalesceMin {
-				time.Sleep(coalesceDelay)
-			}
+	if r.r == r.w {
+		if err := r.beforeWait(); err != nil {
+			return 0, err
 		}
 		if len(p) >= directReadMin {
 			return r.raw.Read(p)
 		}
+		want := r.buf
+		if r.exact && len(p) < len(want) {
+			want = want[:len(p)]
+		}
+		n, err := r.raw.Read(want)
+		if n == 0 {
+			if err == nil {
+				err = io.ErrNoProgress
+			}
+			return 0, err
+		}
+		r.r, r.w = 0, n
 	}
-	return r.br.Read(p)
+	n := copy(p, r.buf[r.r:r.w])
+	r.r += n
+	return n, nil
+}
+
+// beforeWait sends what the PDUs handled since the last wait queued, as
+// the reader is about to read from the socket (and maybe wait).
+func (r *directReader) beforeWait() error {
+	if r.out == nil || !r.out.holding() {
+		return nil
+	}
+	woke := r.s != nil && r.s.wokeSync
+	if woke {
+		r.s.wokeSync = false
+		runtime.Gosched()
+	}
+	if r.nb != nil {
+		if err := r.out.releaseWriting(r.nb); err != nil {
+			return fmt.Errorf("sending to target: %w", err)
+		}
+	} else {
+		r.out.release()
+	}
+	if woke && r.s.outstanding() >= coalesceMin {
+		time.Sleep(coalesceDelay)
+	}
+	return nil
 }

@@ -22,8 +22,7 @@ import (
 // read buffer is never written after its caller has been told the outcome.
 type session struct {
 	nc      net.Conn
-	br      *bufio.Reader
-	raw     io.Reader // what br reads from (see sessionReader)
+	raw     io.Reader // the connection, for the reader (see sessionReader)
 	params  Params
 	digests Digests
 	live    liveness
@@ -104,7 +103,7 @@ func (t *task) reset() {
 // newSession starts the reader and watchdog on a logged-in connection.
 func newSession(nc net.Conn, br *bufio.Reader, p Params, last sn, live liveness, depth int, now func() time.Time) *session {
 	s := &session{
-		nc: nc, br: br, params: p,
+		nc: nc, raw: sessionReader(nc, br), params: p,
 		digests: Digests{Header: p.HeaderDigest, Data: p.DataDigest},
 		live:    live, now: now, depth: depth,
 		cmdSN:      last.ExpCmdSN,
@@ -117,7 +116,6 @@ func newSession(nc net.Conn, br *bufio.Reader, p Params, last sn, live liveness,
 		writerDone: make(chan struct{}),
 		out:        newOutq(),
 	}
-	s.br, s.raw = sessionReader(nc, br)
 	s.lastRecv = now()
 	go s.writeLoop()
 	go s.readLoop()
