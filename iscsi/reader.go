@@ -50,10 +50,6 @@ func (s *session) readPDUs() error {
 			return fmt.Errorf("%w: %w", ErrDisconnected, err)
 		}
 		s.recvd.Add(1)
-		// Whatever handling this PDU queues (the next commands of the
-		// callers it completes, Data-Out for an R2T) is written in one
-		// batch before the reader next waits for the target.
-		s.out.hold()
 		if h.pdu.Opcode() == opDataIn {
 			if err := s.onDataIn(rd, h); err != nil {
 				return err
@@ -289,13 +285,16 @@ func (r *directReader) Read(p []byte) (int, error) {
 			return 0, err
 		}
 		if len(p) >= directReadMin {
-			return r.raw.Read(p)
+			n, err := r.raw.Read(p)
+			r.hold()
+			return n, err
 		}
 		want := r.buf
 		if r.exact && len(p) < len(want) {
 			want = want[:len(p)]
 		}
 		n, err := r.raw.Read(want)
+		r.hold()
 		if n == 0 {
 			if err == nil {
 				err = io.ErrNoProgress
@@ -307,6 +306,17 @@ func (r *directReader) Read(p []byte) (int, error) {
 	n := copy(p, r.buf[r.r:r.w])
 	r.r += n
 	return n, nil
+}
+
+// hold is called once the reader has something to handle: whatever
+// handling it queues (the next commands of the callers it completes,
+// Data-Out for an R2T) is left for beforeWait to write in one batch, and
+// senders on other goroutines leave theirs too. While the reader waits on
+// the socket there is no hold: senders write themselves.
+func (r *directReader) hold() {
+	if r.out != nil {
+		r.out.hold()
+	}
 }
 
 // beforeWait sends what the PDUs handled since the last wait queued, as
