@@ -11,15 +11,20 @@ import (
 )
 
 // session is one logged-in iSCSI session with a single connection in full
-// feature phase. Many goroutines submit commands; one reader goroutine
-// receives every PDU and dispatches it by ITT; a watchdog goroutine pings
-// and enforces the timeout. A session never reconnects: once it fails,
-// every outstanding and later command gets its error, and the Disk builds a
-// new session.
+// feature phase. Commands are started from any goroutine (start never
+// waits: beyond the CmdSN window or the queue depth they queue in order);
+// one reader goroutine receives every PDU, dispatches it by ITT and calls
+// each task's ended callback; a watchdog goroutine pings and enforces the
+// timeout. A session never reconnects: once it fails, every outstanding,
+// queued and later command gets its error, and the Disk builds a new
+// session.
 //
 // PDUs are queued under mu (so they leave in sequence-number order) and
-// written in batches by outq. Only the reader completes tasks, so a task's
-// read buffer is never written after its caller has been told the outcome.
+// written in batches by outq: by a sender when the socket is idle, by the
+// reader (without blocking) for what its callbacks started, by a helper
+// goroutine only when the socket is full. Only the reader completes tasks,
+// so a task's read buffer is never written after its owner was told the
+// outcome.
 type session struct {
 	nc      net.Conn
 	raw     io.Reader // the connection, for the reader (see sessionReader)
