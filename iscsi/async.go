@@ -47,7 +47,7 @@ func (d *Disk) newOp() *ioOp {
 // range, closed or disconnected disk) calls done on a new goroutine, never
 // inside StartReadAt.
 func (d *Disk) StartReadAt(p []byte, off int64, done func(error)) {
-	if err := d.startRW(false, p, off, false, done); err != nil {
+	if err := d.startRW(false, p, off, false, false, done); err != nil {
 		go done(err)
 	}
 }
@@ -56,14 +56,15 @@ func (d *Disk) StartReadAt(p []byte, off int64, done func(error)) {
 // stable media when done is called with nil). p must not be changed until
 // done is called.
 func (d *Disk) StartWriteAt(p []byte, off int64, fua bool, done func(error)) {
-	if err := d.startRW(true, p, off, fua, done); err != nil {
+	if err := d.startRW(true, p, off, fua, false, done); err != nil {
 		go done(err)
 	}
 }
 
 // startRW starts the op; an error means done will not be called. An empty
-// transfer completes at once: done is called here.
-func (d *Disk) startRW(write bool, p []byte, off int64, fua bool, done func(error)) error {
+// transfer completes at once: done is called here. wakes says that done
+// wakes a goroutine blocked in ReadAt/WriteAt.
+func (d *Disk) startRW(write bool, p []byte, off int64, fua bool, wakes bool, done func(error)) error {
 	opName := "read"
 	if write {
 		opName = "write"
@@ -81,6 +82,7 @@ func (d *Disk) startRW(write bool, p []byte, off int64, fua bool, done func(erro
 	}
 	op := d.newOp()
 	op.write, op.fua, op.p, op.lba, op.done = write, fua, p, lba, done
+	op.t.wakes = wakes
 	op.resetRetries()
 	if err := op.submit(); err != nil {
 		op.release()
@@ -234,7 +236,7 @@ func (d *Disk) newWaiter() *syncWaiter {
 // rwSync runs startRW and waits for its end.
 func (d *Disk) rwSync(write bool, p []byte, off int64, fua bool) error {
 	w := d.newWaiter()
-	if err := d.startRW(write, p, off, fua, w.fn); err != nil {
+	if err := d.startRW(write, p, off, fua, true, w.fn); err != nil {
 		d.waiters.Put(w)
 		return err
 	}

@@ -109,7 +109,7 @@ func (s *session) complete(t *task) {
 	for _, f := range failed {
 		f.ended(f)
 	}
-	if t.done != nil {
+	if t.done != nil || t.wakes {
 		s.wokeSync = true
 	}
 	t.ended(t)

@@ -93,6 +93,7 @@ type task struct {
 	recv   uint32
 	ended  func(*task)
 	done   chan struct{} // exec's: capacity 1, one send when the task ends
+	wakes  bool          // ended wakes a blocked goroutine (see directReader.beforeWait)
 	res    result
 	err    error
 	pdu    PDU // the command PDU, encoded in place
