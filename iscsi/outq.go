@@ -159,6 +159,16 @@ func (q *outq) drain(w net.Conn) error {
 	return err
 }
 
+// handOff gives a write the caller was told to do (push returned true)
+// to the helper: for the reader, which must never block in a write.
+func (q *outq) handOff() {
+	q.mu.Lock()
+	q.flushing = false
+	q.idle.Broadcast()
+	q.mu.Unlock()
+	q.wake()
+}
+
 // claim makes the caller the writer if nobody is writing and something is
 // queued.
 func (q *outq) claim() bool {

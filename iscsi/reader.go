@@ -78,10 +78,14 @@ func (s *session) advance(n sn, statusPDU bool) {
 	old := s.win
 	s.win.update(n.ExpCmdSN, n.MaxCmdSN)
 	var failed []*task
+	var must bool
 	if s.win != old && len(s.queued) > 0 {
-		failed = s.issueQueued()
+		must, failed = s.issueQueued()
 	}
 	s.mu.Unlock()
+	if must {
+		s.out.handOff() // not expected: the reader holds the queue
+	}
 	for _, t := range failed {
 		t.ended(t)
 	}
@@ -102,10 +106,14 @@ func (s *session) complete(t *task) {
 	s.mu.Lock()
 	delete(s.tasks, t.itt)
 	var failed []*task
+	var must bool
 	if len(s.queued) > 0 {
-		failed = s.issueQueued()
+		must, failed = s.issueQueued()
 	}
 	s.mu.Unlock()
+	if must {
+		s.out.handOff() // not expected: the reader holds the queue
+	}
 	for _, f := range failed {
 		f.ended(f)
 	}

@@ -233,7 +233,16 @@ func (s *session) start(t *task) error {
 	}
 	if len(s.queued) > 0 || !s.canIssue() {
 		s.queued = append(s.queued, t)
+		// Normally the reader issues queued commands as the window and
+		// the depth free up; issue here too what may go already.
+		mustWrite, failed := s.issueQueued()
 		s.mu.Unlock()
+		for _, f := range failed {
+			f.ended(f)
+		}
+		if mustWrite {
+			s.write()
+		}
 		return nil
 	}
 	mustWrite, err := s.issue(t)
@@ -268,23 +277,25 @@ func (s *session) issue(t *task) (bool, error) {
 }
 
 // issueQueued sends the queued commands the window and depth now allow;
-// s.mu is held and the caller is the reader (so nothing is written here:
-// the reader's hold covers it). A command that cannot be encoded ends with
-// its error, which is returned so the caller calls ended after unlocking.
-func (s *session) issueQueued() (failed []*task) {
+// s.mu is held. mustWrite is as from enqueue (the reader, which holds the
+// output queue, never gets true). A command that cannot be encoded ends
+// with its error: it is returned for the caller to end after unlocking.
+func (s *session) issueQueued() (mustWrite bool, failed []*task) {
 	for len(s.queued) > 0 && s.canIssue() {
 		t := s.queued[0]
 		s.queued[0] = nil
 		s.queued = s.queued[1:]
-		if _, err := s.issue(t); err != nil {
+		must, err := s.issue(t)
+		if err != nil {
 			t.err = err
 			failed = append(failed, t)
 		}
+		mustWrite = mustWrite || must
 	}
 	if len(s.queued) == 0 {
 		s.queued = s.queued[:0:0]
 	}
-	return failed
+	return mustWrite, failed
 }
 
 // enqueueCommand queues the command PDU with its immediate data and any
