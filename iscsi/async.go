@@ -43,27 +43,38 @@ func (d *Disk) newOp() *ioOp {
 // the read ended; done must not block (it may start further I/O). The
 // semantics are ReadAt's: timeouts, retries of UNIT ATTENTION and BUSY,
 // typed errors, transfers cut at the target's limits. p must not be
-// touched until done is called. A request refused before it started (bad
-// range, closed or disconnected disk) calls done on a new goroutine, never
-// inside StartReadAt.
+// touched until done is called. A request that ends before it started
+// (bad range, closed or disconnected disk, nothing to read) calls done on
+// a new goroutine, never inside StartReadAt.
 func (d *Disk) StartReadAt(p []byte, off int64, done func(error)) {
 	if err := d.startRW(false, p, off, false, false, done); err != nil {
-		go done(err)
+		go done(noIO(err))
 	}
 }
+
+// noIO maps startRW's "nothing to do" to success.
+func noIO(err error) error {
+	if err == errEmptyIO {
+		return nil
+	}
+	return err
+}
+
+// errEmptyIO is startRW's answer to a zero-length request.
+var errEmptyIO = errors.New("iscsi: empty I/O")
 
 // StartWriteAt is StartReadAt for a write (fua: FUA bit, the data is on
 // stable media when done is called with nil). p must not be changed until
 // done is called.
 func (d *Disk) StartWriteAt(p []byte, off int64, fua bool, done func(error)) {
 	if err := d.startRW(true, p, off, fua, false, done); err != nil {
-		go done(err)
+		go done(noIO(err))
 	}
 }
 
-// startRW starts the op; an error means done will not be called. An empty
-// transfer completes at once: done is called here. wakes says that done
-// wakes a goroutine blocked in ReadAt/WriteAt.
+// startRW starts the op; an error means done will not be called (for an
+// empty transfer the error is errEmptyIO). wakes says that done wakes a
+// goroutine blocked in ReadAt/WriteAt.
 func (d *Disk) startRW(write bool, p []byte, off int64, fua bool, wakes bool, done func(error)) error {
 	opName := "read"
 	if write {
@@ -74,11 +85,7 @@ func (d *Disk) startRW(write bool, p []byte, off int64, fua bool, wakes bool, do
 		return err
 	}
 	if blocks == 0 {
-		if _, err := d.session(); err != nil {
-			return err
-		}
-		done(nil)
-		return nil
+		return errEmptyIO
 	}
 	op := d.newOp()
 	op.write, op.fua, op.p, op.lba, op.done = write, fua, p, lba, done
@@ -238,7 +245,7 @@ func (d *Disk) rwSync(write bool, p []byte, off int64, fua bool) error {
 	w := d.newWaiter()
 	if err := d.startRW(write, p, off, fua, true, w.fn); err != nil {
 		d.waiters.Put(w)
-		return err
+		return noIO(err)
 	}
 	err := <-w.ch
 	d.waiters.Put(w)

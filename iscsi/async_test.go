@@ -239,28 +239,39 @@ func TestAsyncErrorsAndRetries(t *testing.T) {
 	}
 }
 
-// A request refused at once calls done on another goroutine, never inside
-// Start*At (a caller may hold a lock done takes).
-func TestAsyncRefusalIsNotReentrant(t *testing.T) {
+// A request that ends at once (refused, or empty) calls done on another
+// goroutine, never inside Start*At (a caller may hold a lock done takes).
+func TestAsyncImmediateEndIsNotReentrant(t *testing.T) {
 	d, _ := startFake(t, Config{}, nil, onCmd(func(f *fakeTarget, p *PDU) []*PDU {
 		return []*PDU{f.response(p, statusGood, nil)}
 	}))
-	var mu sync.Mutex
-	called := make(chan error, 1)
-	mu.Lock()
-	d.StartReadAt(make([]byte, 100), 0, func(err error) {
-		mu.Lock() // deadlocks if called inside StartReadAt
+	cases := []struct {
+		name  string
+		start func(done func(error))
+		want  error
+	}{
+		{"unaligned", func(done func(error)) { d.StartReadAt(make([]byte, 100), 0, done) }, ErrAlignment},
+		{"empty read", func(done func(error)) { d.StartReadAt(nil, 0, done) }, nil},
+		{"empty write", func(done func(error)) { d.StartWriteAt(nil, 512, true, done) }, nil},
+	}
+	for _, c := range cases {
+		var mu sync.Mutex
+		called := make(chan error, 1)
+		mu.Lock()
+		c.start(func(err error) {
+			mu.Lock() // deadlocks if called inside Start*At
+			mu.Unlock()
+			called <- err
+		})
 		mu.Unlock()
-		called <- err
-	})
-	mu.Unlock()
-	select {
-	case err := <-called:
-		if !errors.Is(err, ErrAlignment) {
-			t.Fatalf("done got %v, want ErrAlignment", err)
+		select {
+		case err := <-called:
+			if !errors.Is(err, c.want) || (c.want == nil) != (err == nil) {
+				t.Fatalf("%s: done got %v, want %v", c.name, err, c.want)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("%s: done was never called", c.name)
 		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("done was never called")
 	}
 }
 
