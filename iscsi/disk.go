@@ -31,6 +31,9 @@ type Disk struct {
 		lastUA                                  atomic.Uint32 // ASC<<8 | ASCQ
 	}
 
+	ops     sync.Pool // *ioOp
+	waiters sync.Pool // *syncWaiter
+
 	mu      sync.Mutex
 	sess    *session
 	lastErr error
@@ -247,11 +250,7 @@ func (d *Disk) runResult(s *session, c command) (result, error) {
 			return res, nil
 		case errors.Is(err, ErrUnitAttention) && ua < maxUnitAttentionRetries:
 			ua++
-			d.stats.unitAttentions.Add(1)
-			var se *SenseError
-			if errors.As(err, &se) {
-				d.stats.lastUA.Store(uint32(se.ASC)<<8 | uint32(se.ASCQ))
-			}
+			d.noteUnitAttention(err)
 			continue
 		case errors.Is(err, ErrBusy):
 			if start.IsZero() {
@@ -265,6 +264,15 @@ func (d *Disk) runResult(s *session, c command) (result, error) {
 			}
 		}
 		return res, fmt.Errorf("%s: %w", d.name, err)
+	}
+}
+
+// noteUnitAttention counts a retried UNIT ATTENTION.
+func (d *Disk) noteUnitAttention(err error) {
+	d.stats.unitAttentions.Add(1)
+	var se *SenseError
+	if errors.As(err, &se) {
+		d.stats.lastUA.Store(uint32(se.ASC)<<8 | uint32(se.ASCQ))
 	}
 }
 

@@ -8,6 +8,12 @@
 //	err = d.Flush()               // SYNCHRONIZE CACHE(16)
 //	err = d.Zero(0, 1<<20, true)  // UNMAP / WRITE SAME where advertised, else zeros
 //
+// StartReadAt and StartWriteAt are the same I/O without a goroutine per
+// request: done runs once, usually on the session's receive goroutine, and
+// may start the next request (an event loop, as libiscsi's callers run):
+//
+//	d.StartReadAt(buf, off, func(err error) { ... }) // done must not block
+//
 // A command or NOP-Out ping unanswered within Config.Timeout fails every
 // outstanding command with ErrTimeout; the Disk keeps logging in again in the
 // background and later calls succeed once the target is back. Errors wrap
@@ -19,7 +25,9 @@
 //
 // Layout: pdu.go/pdus.go (wire format), text.go, negotiate.go, chap.go and
 // login.go (pure login state machine), liveness.go (pure timeout rules),
-// session.go/reader.go/outq.go (full feature phase: one reader dispatching
-// by ITT, combined writev output), disk.go/io.go/pr.go (SCSI), connect.go
+// session.go/reader.go/outq.go/rawsock.go (full feature phase: one reader
+// dispatching by ITT and sending what its completions start, combined
+// writev output, raw non-blocking socket calls), disk.go/io.go/async.go/pr.go
+// (SCSI; async.go runs READ/WRITE from completion callbacks), connect.go
 // (dial, login, discovery).
 package iscsi

@@ -29,6 +29,9 @@ type fakeTarget struct {
 	conn     net.Conn
 	digests  Digests
 	vpd      map[byte][]byte // extra VPD pages (and a replacement page 0)
+	// tcp: serve over a loopback TCP connection instead of net.Pipe, so
+	// the session takes its raw-socket paths (see rawsock.go).
+	tcp bool
 }
 
 func (f *fakeTarget) serve(c net.Conn) {
@@ -209,6 +212,9 @@ func startFakeWith(t *testing.T, cfg Config, answer []kv, setup func(f *fakeTarg
 		return handle(f, p)
 	}
 	cfg.Dial = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		if f.tcp {
+			return f.dialTCP(ctx)
+		}
 		a, b := net.Pipe()
 		go f.serve(b)
 		f.mu.Lock()
@@ -228,6 +234,30 @@ func startFakeWith(t *testing.T, cfg Config, answer []kv, setup func(f *fakeTarg
 	}
 	t.Cleanup(func() { d.Close() })
 	return d, f
+}
+
+// dialTCP connects to a one-connection loopback listener served by f.
+func (f *fakeTarget) dialTCP(ctx context.Context) (net.Conn, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	defer ln.Close()
+	var dl net.Dialer
+	a, err := dl.DialContext(ctx, "tcp", ln.Addr().String())
+	if err != nil {
+		return nil, err
+	}
+	b, err := ln.Accept()
+	if err != nil {
+		a.Close()
+		return nil, err
+	}
+	go f.serve(b)
+	f.mu.Lock()
+	f.conn = b
+	f.mu.Unlock()
+	return a, nil
 }
 
 // identify answers TEST UNIT READY, INQUIRY, VPD and READ CAPACITY(16)

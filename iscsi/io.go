@@ -32,60 +32,16 @@ func (d *Disk) chunkBlocks() uint64 {
 	return max(n, 1)
 }
 
-// ReadAt reads len(p) bytes at off with READ(16). A short transfer is an error.
+// ReadAt reads len(p) bytes at off with READ(16). A short transfer is an
+// error. It is StartReadAt waiting for its end.
 func (d *Disk) ReadAt(p []byte, off int64) error {
-	lba, blocks, err := d.check("read", off, int64(len(p)))
-	if err != nil {
-		return err
-	}
-	return d.inPieces(lba, blocks, p, func(lba uint64, n uint32, buf []byte) error {
-		res, err := d.do(command{Op: "READ(16)", CDB: cdbRW16(scsiRead16, lba, n, false), Read: buf})
-		if err != nil {
-			return err
-		}
-		if res.Received != len(buf) || res.Underflow && res.Residual > 0 {
-			return fmt.Errorf("iscsi: %s: READ(16) of %d bytes at LBA %d returned %d bytes (residual %d): %w",
-				d.name, len(buf), lba, res.Received, res.Residual, ErrProtocol)
-		}
-		return nil
-	})
+	return d.rwSync(false, p, off, false)
 }
 
 // WriteAt writes p at off with WRITE(16); with fua the data is on stable
-// media when WriteAt returns.
+// media when WriteAt returns. It is StartWriteAt waiting for its end.
 func (d *Disk) WriteAt(p []byte, off int64, fua bool) error {
-	lba, blocks, err := d.check("write", off, int64(len(p)))
-	if err != nil {
-		return err
-	}
-	return d.inPieces(lba, blocks, p, func(lba uint64, n uint32, buf []byte) error {
-		res, err := d.do(command{Op: "WRITE(16)", CDB: cdbRW16(scsiWrite16, lba, n, fua), Write: buf})
-		if err != nil {
-			return err
-		}
-		if res.Underflow && res.Residual > 0 || res.Overflow {
-			return fmt.Errorf("iscsi: %s: WRITE(16) of %d bytes at LBA %d left residual %d: %w",
-				d.name, len(buf), lba, res.Residual, ErrProtocol)
-		}
-		return nil
-	})
-}
-
-// inPieces calls do for consecutive pieces of p of at most chunkBlocks
-// blocks each (the target's transfer limit), starting at lba.
-func (d *Disk) inPieces(lba, blocks uint64, p []byte, do func(lba uint64, n uint32, buf []byte) error) error {
-	step := d.chunkBlocks()
-	for blocks > 0 {
-		n := min(blocks, step)
-		buf := p[:n*uint64(d.blockSize)]
-		if err := do(lba, uint32(n), buf); err != nil {
-			return err
-		}
-		p = p[len(buf):]
-		lba += n
-		blocks -= n
-	}
-	return nil
+	return d.rwSync(true, p, off, fua)
 }
 
 // Flush makes completed writes durable (SYNCHRONIZE CACHE(16)).

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"sync"
+	"sync/atomic"
 )
 
 // outq is the session's output queue. Senders append a PDU's buffers
@@ -11,16 +12,17 @@ import (
 // is combined: a command sender that finds no write in progress writes
 // everything queued (its own PDUs and whatever others queue meanwhile) with
 // writev; senders that find a write in progress just leave their PDUs to
-// it. The reader never writes (a target blocked writing to us would
-// deadlock against it); its PDUs are written by a helper goroutine when no
-// sender is writing.
+// it. The reader never blocks in a write (a target blocked writing to us
+// would deadlock against it): before it waits for the target it writes
+// what it queued without blocking (see flushNonBlocking), and what the
+// socket does not take then is written by a helper goroutine.
 type outq struct {
 	mu       sync.Mutex
 	idle     *sync.Cond
 	pending  net.Buffers
 	spare    net.Buffers // an emptied batch, reused as the next pending
 	flushing bool
-	held     bool // the reader is completing a batch: senders leave their PDUs to its release
+	held     atomic.Bool // the reader is handling a batch: senders leave their PDUs to its release
 	err      error
 	kick     chan struct{} // capacity 1: wake the helper writer
 }
@@ -41,7 +43,7 @@ func (q *outq) push(bufs net.Buffers, canWrite bool) bool {
 		q.mu.Unlock()
 		return false
 	}
-	if q.held {
+	if q.held.Load() {
 		q.mu.Unlock()
 		return false
 	}
@@ -62,31 +64,72 @@ func (q *outq) wake() {
 	}
 }
 
-// hold is called by the reader when it completes a task: until release,
-// senders (typically the callers it woke, issuing their next command)
-// only queue, so their PDUs leave together in one write.
+// hold is called by the reader for every PDU it handles: until release,
+// senders (typically the callers it completes, issuing their next command)
+// only queue, so their PDUs leave together in one write. Only the reader
+// holds and releases, so a flag suffices: a push that saw the hold is
+// followed by the release, which sees its PDUs under q.mu.
 func (q *outq) hold() {
-	q.mu.Lock()
-	q.held = true
-	q.mu.Unlock()
+	if !q.held.Load() {
+		q.held.Store(true)
+	}
 }
 
 // holding reports whether a hold is in effect.
-func (q *outq) holding() bool {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	return q.held
-}
+func (q *outq) holding() bool { return q.held.Load() }
 
 // release ends a hold and has the helper write what was queued meanwhile.
 func (q *outq) release() {
+	q.held.Store(false)
 	q.mu.Lock()
-	q.held = false
 	kick := len(q.pending) > 0 && !q.flushing && q.err == nil
 	q.mu.Unlock()
 	if kick {
 		q.wake()
 	}
+}
+
+// releaseWriting ends a hold like release, but first writes what is queued
+// itself as far as the socket takes it without blocking; only a remainder
+// (the socket buffer is full) goes to the helper. In the steady state of a
+// deep queue this is what makes the session an event loop: the reader
+// sends the commands its completions started, and no other goroutine is
+// woken. A write error is returned (the session is dead).
+func (q *outq) releaseWriting(w *nbWriter) error {
+	q.held.Store(false)
+	q.mu.Lock()
+	for len(q.pending) > 0 && !q.flushing && q.err == nil {
+		q.flushing = true
+		batch := q.pending
+		q.pending, q.spare = q.spare[:0], nil
+		q.mu.Unlock()
+		rest, err := w.writeNonBlocking(batch)
+		q.mu.Lock()
+		q.flushing = false
+		if err != nil {
+			if q.err == nil {
+				q.err = err
+			}
+			q.pending = nil
+			q.idle.Broadcast()
+			q.mu.Unlock()
+			return err
+		}
+		if len(rest) > 0 {
+			// The socket is full: the helper blocks in the write.
+			q.pending = append(append(net.Buffers(nil), rest...), q.pending...)
+			clear(batch)
+			q.idle.Broadcast()
+			q.mu.Unlock()
+			q.wake()
+			return nil
+		}
+		clear(batch)
+		q.spare = batch[:0]
+		q.idle.Broadcast()
+	}
+	q.mu.Unlock()
+	return nil
 }
 
 // drain writes until the queue is empty; the caller owns the write (it got
@@ -114,6 +157,16 @@ func (q *outq) drain(w net.Conn) error {
 	q.idle.Broadcast()
 	q.mu.Unlock()
 	return err
+}
+
+// handOff gives a write the caller was told to do (push returned true)
+// to the helper: for the reader, which must never block in a write.
+func (q *outq) handOff() {
+	q.mu.Lock()
+	q.flushing = false
+	q.idle.Broadcast()
+	q.mu.Unlock()
+	q.wake()
 }
 
 // claim makes the caller the writer if nobody is writing and something is

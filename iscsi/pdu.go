@@ -114,6 +114,14 @@ func (p *PDU) appendBuffers(bufs net.Buffers, d Digests) (net.Buffers, error) {
 		return bufs, fmt.Errorf("iscsi: data segment of %d bytes exceeds 2^24-1", len(p.Data))
 	}
 	p.setLengths()
+	if len(p.AHS) == 0 && !d.Header {
+		// The BHS itself: the PDU must stay unchanged until written
+		// (a task's command PDU does: it is reused only after its
+		// command ended, and the session writes nothing of an ended
+		// command).
+		bufs = append(bufs, p.BHS[:])
+		return p.appendData(bufs, d), nil
+	}
 	hdr := make([]byte, 0, bhsLen+len(p.AHS)+4)
 	hdr = append(hdr, p.BHS[:]...)
 	hdr = append(hdr, p.AHS...)
@@ -121,13 +129,17 @@ func (p *PDU) appendBuffers(bufs net.Buffers, d Digests) (net.Buffers, error) {
 		hdr = binary.LittleEndian.AppendUint32(hdr, crc32c(hdr))
 	}
 	bufs = append(bufs, hdr)
+	return p.appendData(bufs, d), nil
+}
+
+// appendData appends the data segment, its padding and digest.
+func (p *PDU) appendData(bufs net.Buffers, d Digests) net.Buffers {
 	n := len(p.Data)
 	if n == 0 {
-		return bufs, nil
+		return bufs
 	}
 	bufs = append(bufs, p.Data)
-	var zero [4]byte
-	padding := zero[:pad4(n)]
+	padding := zeroPad[:pad4(n)]
 	tail := append([]byte(nil), padding...)
 	if d.Data {
 		tail = binary.LittleEndian.AppendUint32(tail, crc32c(p.Data, padding))
@@ -135,21 +147,34 @@ func (p *PDU) appendBuffers(bufs net.Buffers, d Digests) (net.Buffers, error) {
 	if len(tail) > 0 {
 		bufs = append(bufs, tail)
 	}
-	return bufs, nil
+	return bufs
 }
 
+// zeroPad is the padding of data segments (never written to).
+var zeroPad [4]byte
+
 // header is a decoded PDU header before its data segment has been read.
+// The session's reader reuses one for every PDU.
 type header struct {
 	pdu     PDU
 	dataLen int
+	scratch [8]byte // header digest, data padding and digest
 }
 
 // readHeader reads the BHS, the AHS and the header digest, and checks every
 // length against maxData (our MaxRecvDataSegmentLength).
 func readHeader(r io.Reader, d Digests, maxData int) (header, error) {
 	var h header
+	err := readHeaderInto(r, &h, d, maxData)
+	return h, err
+}
+
+// readHeaderInto is readHeader filling h (AHS and Data are reset; BHS is
+// overwritten, so decoders must copy what they keep of it).
+func readHeaderInto(r io.Reader, h *header, d Digests, maxData int) error {
+	h.pdu.AHS, h.pdu.Data, h.dataLen = nil, nil, 0
 	if _, err := io.ReadFull(r, h.pdu.BHS[:]); err != nil {
-		return h, err
+		return err
 	}
 	// The AHS (at most 1020 bytes) and the header digest are read before
 	// any length is trusted, so a corrupted header is reported as such.
@@ -157,24 +182,24 @@ func readHeader(r io.Reader, d Digests, maxData int) (header, error) {
 	if ahsLen > 0 {
 		h.pdu.AHS = make([]byte, ahsLen)
 		if _, err := io.ReadFull(r, h.pdu.AHS); err != nil {
-			return h, unexpectedEOF(err)
+			return unexpectedEOF(err)
 		}
 	}
 	if d.Header {
-		var dig [4]byte
-		if _, err := io.ReadFull(r, dig[:]); err != nil {
-			return h, unexpectedEOF(err)
+		dig := h.scratch[:4]
+		if _, err := io.ReadFull(r, dig); err != nil {
+			return unexpectedEOF(err)
 		}
-		if got, want := binary.LittleEndian.Uint32(dig[:]), crc32c(h.pdu.BHS[:], h.pdu.AHS); got != want {
-			return h, fmt.Errorf("%w: header digest %#08x, computed %#08x", ErrDigest, got, want)
+		if got, want := binary.LittleEndian.Uint32(dig), crc32c(h.pdu.BHS[:], h.pdu.AHS); got != want {
+			return fmt.Errorf("%w: header digest %#08x, computed %#08x", ErrDigest, got, want)
 		}
 	}
 	h.dataLen = int(h.pdu.BHS[5])<<16 | int(h.pdu.BHS[6])<<8 | int(h.pdu.BHS[7])
 	if h.dataLen > maxData {
-		return h, fmt.Errorf("%w: data segment of %d bytes exceeds the negotiated %d (opcode %#x)",
+		return fmt.Errorf("%w: data segment of %d bytes exceeds the negotiated %d (opcode %#x)",
 			ErrProtocol, h.dataLen, maxData, h.pdu.Opcode())
 	}
-	return h, nil
+	return nil
 }
 
 // readData reads the data segment of h into dst (len(dst) must equal
@@ -189,10 +214,13 @@ func readData(r io.Reader, h *header, dst []byte, d Digests) error {
 	if _, err := io.ReadFull(r, dst); err != nil {
 		return unexpectedEOF(err)
 	}
-	var tail [8]byte
+	tail := h.scratch[:]
 	n := pad4(h.dataLen)
 	if d.Data {
 		n += 4
+	}
+	if n == 0 {
+		return nil
 	}
 	if _, err := io.ReadFull(r, tail[:n]); err != nil {
 		return unexpectedEOF(err)

@@ -46,13 +46,19 @@ func cdbReadCapacity16(alloc uint32) []byte {
 // cdbRW16 builds READ(16) or WRITE(16).
 func cdbRW16(op byte, lba uint64, blocks uint32, fua bool) []byte {
 	c := make([]byte, 16)
+	putRW16(c, op, lba, blocks, fua)
+	return c
+}
+
+// putRW16 fills the 16-byte c with READ(16) or WRITE(16).
+func putRW16(c []byte, op byte, lba uint64, blocks uint32, fua bool) {
+	clear(c[:16])
 	c[0] = op
 	if fua {
 		c[1] = 0x08
 	}
 	binary.BigEndian.PutUint64(c[2:], lba)
 	binary.BigEndian.PutUint32(c[10:], blocks)
-	return c
 }
 
 func cdbSyncCache16() []byte {

@@ -3,6 +3,7 @@ package iscsi
 import (
 	"bufio"
 	"fmt"
+	"io"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -10,18 +11,23 @@ import (
 )
 
 // session is one logged-in iSCSI session with a single connection in full
-// feature phase. Many goroutines submit commands; one reader goroutine
-// receives every PDU and dispatches it by ITT; a watchdog goroutine pings
-// and enforces the timeout. A session never reconnects: once it fails,
-// every outstanding and later command gets its error, and the Disk builds a
-// new session.
+// feature phase. Commands are started from any goroutine (start never
+// waits: beyond the CmdSN window or the queue depth they queue in order);
+// one reader goroutine receives every PDU, dispatches it by ITT and calls
+// each task's ended callback; a watchdog goroutine pings and enforces the
+// timeout. A session never reconnects: once it fails, every outstanding,
+// queued and later command gets its error, and the Disk builds a new
+// session.
 //
 // PDUs are queued under mu (so they leave in sequence-number order) and
-// written in batches by outq. Only the reader completes tasks, so a task's
-// read buffer is never written after its caller has been told the outcome.
+// written in batches by outq: by a sender when the socket is idle, by the
+// reader (without blocking) for what its callbacks started, by a helper
+// goroutine only when the socket is full. Only the reader completes tasks,
+// so a task's read buffer is never written after its owner was told the
+// outcome.
 type session struct {
 	nc      net.Conn
-	br      *bufio.Reader
+	raw     io.Reader // the connection, for the reader (see sessionReader)
 	params  Params
 	digests Digests
 	live    liveness
@@ -33,7 +39,6 @@ type session struct {
 	wire  net.Buffers // scratch for one PDU's buffers; s.mu is held
 
 	mu        sync.Mutex
-	cond      *sync.Cond
 	cmdSN     uint32
 	win       window
 	expStatSN uint32
@@ -47,8 +52,9 @@ type session struct {
 	pingSent  time.Time
 	logoutITT uint32
 	logout    chan error
-	waiters   int       // commands waiting for the CmdSN window or a queue slot
-	closedAt  time.Time // when the watchdog first saw waiters behind a closed window
+	queued    []*task   // started commands waiting for the CmdSN window or a queue slot, in order
+	closedAt  time.Time // when the watchdog first saw queued commands behind a closed window
+	wokeSync  bool      // the reader woke a blocked exec caller since its last read (reader only)
 
 	stop       chan struct{} // closed when the session fails (s.err set)
 	writerDone chan struct{} // closed when writeLoop has returned
@@ -75,22 +81,35 @@ type result struct {
 	Received  int // Data-In bytes placed in Read
 }
 
+// task is one command on its way through a session. Whoever starts it
+// sets ended, which the session calls exactly once when the command ended
+// (res or err set): from the reader goroutine, or from the goroutine that
+// fails the session. ended must not block.
 type task struct {
 	cmd    command
 	itt    uint32
 	sent   time.Time
 	dataSN uint32
 	recv   uint32
-	done   chan struct{} // capacity 1: one send when the task ends
+	ended  func(*task)
+	done   chan struct{} // exec's: capacity 1, one send when the task ends
+	wakes  bool          // ended wakes a blocked goroutine (see directReader.beforeWait)
 	res    result
 	err    error
 	pdu    PDU // the command PDU, encoded in place
 }
 
+// reset clears what one run of t through a session left, keeping its
+// command, callback and buffers, so it can be started again.
+func (t *task) reset() {
+	t.itt, t.sent, t.dataSN, t.recv = 0, time.Time{}, 0, 0
+	t.res, t.err = result{}, nil
+}
+
 // newSession starts the reader and watchdog on a logged-in connection.
 func newSession(nc net.Conn, br *bufio.Reader, p Params, last sn, live liveness, depth int, now func() time.Time) *session {
 	s := &session{
-		nc: nc, br: br, params: p,
+		nc: nc, raw: sessionReader(nc, br), params: p,
 		digests: Digests{Header: p.HeaderDigest, Data: p.DataDigest},
 		live:    live, now: now, depth: depth,
 		cmdSN:      last.ExpCmdSN,
@@ -103,7 +122,6 @@ func newSession(nc net.Conn, br *bufio.Reader, p Params, last sn, live liveness,
 		writerDone: make(chan struct{}),
 		out:        newOutq(),
 	}
-	s.cond = sync.NewCond(&s.mu)
 	s.lastRecv = now()
 	go s.writeLoop()
 	go s.readLoop()
@@ -140,7 +158,6 @@ func (s *session) failLocked(err error) {
 	if s.err == nil {
 		s.err = err
 		close(s.stop)
-		s.cond.Broadcast()
 	}
 }
 
@@ -165,67 +182,120 @@ func (s *session) enqueue(p *PDU, canWrite bool) (bool, error) {
 	return must, nil
 }
 
-// newTask takes a task from the pool for c.
+// newTask takes a task from the pool for c (for exec).
 func (s *session) newTask(c command) *task {
 	t, _ := s.tpool.Get().(*task)
 	if t == nil {
-		t = &task{done: make(chan struct{}, 1)}
+		t = &task{done: make(chan struct{}, 1), ended: wakeExec}
 	}
 	t.cmd = c
 	return t
 }
 
-// endTask tells t's caller the outcome; the reader calls it once per task.
-func endTask(t *task) { t.done <- struct{}{} }
+// wakeExec is exec's task callback: it wakes the caller blocked in exec.
+func wakeExec(t *task) { t.done <- struct{}{} }
 
 // putTask returns a finished task (its caller has read the outcome).
 func (s *session) putTask(t *task) {
 	done := t.done
-	*t = task{done: done}
+	*t = task{done: done, ended: wakeExec}
 	s.tpool.Put(t)
 }
 
 // exec runs a command and waits for its end. The error is a transport or
 // session error; SCSI status is in the result.
 func (s *session) exec(c command) (result, error) {
-	if len(c.Read) > 0 && len(c.Write) > 0 {
-		return result{}, fmt.Errorf("iscsi: %s: bidirectional commands are not supported", c.Op)
-	}
 	t := s.newTask(c)
-	s.mu.Lock()
-	for s.err == nil && (len(s.tasks) >= s.depth || !s.win.open(s.cmdSN)) {
-		s.waiters++
-		s.cond.Wait()
-		s.waiters--
-	}
-	if s.err != nil {
-		err := s.err
-		s.mu.Unlock()
-		s.putTask(t)
-		return result{}, fmt.Errorf("%w: %w", ErrDisconnected, err)
-	}
-	t.itt = s.newITT()
-	t.sent = s.now()
-	s.tasks[t.itt] = t
-	mustWrite, err := s.enqueueCommand(t, s.cmdSN, s.expStatSN)
-	if err == nil {
-		s.cmdSN++
-	} else {
-		delete(s.tasks, t.itt)
-	}
-	s.mu.Unlock()
-	if err != nil {
+	if err := s.start(t); err != nil {
 		s.putTask(t)
 		return result{}, err
-	}
-	if mustWrite {
-		// A failed write kills the session; the reader then fails the task.
-		s.write()
 	}
 	<-t.done
 	res, err := t.res, t.err
 	s.putTask(t)
 	return res, err
+}
+
+// start sends t's command, or queues it until the CmdSN window and the
+// queue depth let it go; it never waits. Once start returned nil, t.ended
+// is called exactly once. An error (a dead session, a command that cannot
+// be encoded) means t was not started and t.ended will not be called.
+func (s *session) start(t *task) error {
+	c := &t.cmd
+	if len(c.Read) > 0 && len(c.Write) > 0 {
+		return fmt.Errorf("iscsi: %s: bidirectional commands are not supported", c.Op)
+	}
+	s.mu.Lock()
+	if s.err != nil {
+		err := s.err
+		s.mu.Unlock()
+		return fmt.Errorf("%w: %w", ErrDisconnected, err)
+	}
+	if len(s.queued) > 0 || !s.canIssue() {
+		s.queued = append(s.queued, t)
+		// Normally the reader issues queued commands as the window and
+		// the depth free up; issue here too what may go already.
+		mustWrite, failed := s.issueQueued()
+		s.mu.Unlock()
+		for _, f := range failed {
+			f.ended(f)
+		}
+		if mustWrite {
+			s.write()
+		}
+		return nil
+	}
+	mustWrite, err := s.issue(t)
+	s.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	if mustWrite {
+		// A failed write kills the session; the reader then fails the task.
+		s.write()
+	}
+	return nil
+}
+
+// canIssue reports whether one more command may go now; s.mu is held.
+func (s *session) canIssue() bool {
+	return len(s.tasks) < s.depth && s.win.open(s.cmdSN)
+}
+
+// issue assigns t its tag and CmdSN and queues its PDUs; s.mu is held.
+func (s *session) issue(t *task) (bool, error) {
+	t.itt = s.newITT()
+	t.sent = s.now()
+	s.tasks[t.itt] = t
+	mustWrite, err := s.enqueueCommand(t, s.cmdSN, s.expStatSN)
+	if err != nil {
+		delete(s.tasks, t.itt)
+		return false, err
+	}
+	s.cmdSN++
+	return mustWrite, nil
+}
+
+// issueQueued sends the queued commands the window and depth now allow;
+// s.mu is held. mustWrite is as from enqueue (the reader, which holds the
+// output queue, never gets true). A command that cannot be encoded ends
+// with its error: it is returned for the caller to end after unlocking.
+func (s *session) issueQueued() (mustWrite bool, failed []*task) {
+	for len(s.queued) > 0 && s.canIssue() {
+		t := s.queued[0]
+		s.queued[0] = nil
+		s.queued = s.queued[1:]
+		must, err := s.issue(t)
+		if err != nil {
+			t.err = err
+			failed = append(failed, t)
+		}
+		mustWrite = mustWrite || must
+	}
+	if len(s.queued) == 0 {
+		s.queued = s.queued[:0:0]
+	}
+	return mustWrite, failed
 }
 
 // enqueueCommand queues the command PDU with its immediate data and any
@@ -336,7 +406,7 @@ func (s *session) watchdog() {
 			s.seenRecvd, s.lastRecv = n, now
 		}
 		in := livenessInput{Now: now, LastRecv: s.lastRecv, PingSent: s.pingSent}
-		if s.waiters > 0 && !s.win.open(s.cmdSN) {
+		if len(s.queued) > 0 && !s.win.open(s.cmdSN) {
 			if s.closedAt.IsZero() {
 				s.closedAt = in.Now
 			}
