@@ -33,3 +33,7 @@ func openISCSILeg(spec string, opts LegOptions) (Leg, error) {
 // IsNetworkLeg reports whether spec names a leg reached over the network,
 // which the daemon re-adds automatically when it answers again.
 func IsNetworkLeg(spec string) bool { return iscsi.IsLegSpec(spec) }
+
+// An iSCSI LUN is started through its own completion API, without a
+// goroutine per I/O.
+var _ AsyncLeg = (*iscsi.Disk)(nil)
