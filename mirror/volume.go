@@ -229,20 +229,27 @@ func (v *Volume) write(off, n int64, op string, f func(Leg) error) (error, bool)
 // write in the machine. On success the write counts in ops until
 // writeLegs or finishWrite ends it; the caller counted it in appIO.
 func (v *Volume) admitWrite(off, n int64) (writeTicket, error) {
-	var t writeTicket
+	t, _, err := v.admitWriteAt(off, n)
+	return t, err
+}
+
+// admitWriteAt is admitWrite that also returns the clock's time at
+// admission.
+func (v *Volume) admitWriteAt(off, n int64) (t writeTicket, now time.Time, err error) {
 	for ok := false; !ok; {
 		if v.closing {
-			return t, ErrClosed // Close began while this write waited its turn
+			return t, now, ErrClosed // Close began while this write waited its turn
 		}
-		if t, ok = v.m.beginWrite(off, n, v.clock.Now()); !ok {
+		now = v.clock.Now()
+		if t, ok = v.m.beginWrite(off, n, now); !ok {
 			v.cond.Wait()
 		}
 	}
 	if t.err != nil {
-		return t, t.err
+		return t, now, t.err
 	}
 	v.ops++
-	return t, nil
+	return t, now, nil
 }
 
 // writeLegs (called with mu held, returns with it released) does an

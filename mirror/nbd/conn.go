@@ -34,11 +34,12 @@ type conn struct {
 	nc net.Conn
 	br *bufio.Reader
 
-	wmu     sync.Mutex
-	bw      *bufio.Writer
-	werr    error        // sticky write error
-	wfailed atomic.Bool  // werr is set (read without wmu)
-	pending atomic.Int32 // replies waiting for wmu or being written
+	wmu      sync.Mutex
+	bw       *bufio.Writer
+	werr     error        // sticky write error
+	deferred int          // replies buffered since the last flush (wmu)
+	wfailed  atomic.Bool  // werr is set (read without wmu)
+	pending  atomic.Int32 // replies waiting for wmu or being written
 
 	sem      chan struct{}       // one token per request in flight
 	budget   *semaphore.Weighted // payload bytes buffered by requests in flight
@@ -140,7 +141,7 @@ func (c *conn) transmit(sess session) error {
 	}
 	c.wmu.Lock()
 	if c.werr == nil {
-		c.bw.Flush()
+		c.flushLocked()
 	}
 	c.wmu.Unlock()
 	return err
@@ -361,7 +362,7 @@ func (c *conn) send(hdr, data []byte, later flushMode) {
 		// the data, without copying the data.
 		bufs := net.Buffers{}
 		if c.bw.Buffered() > 0 {
-			if err = c.bw.Flush(); err != nil {
+			if err = c.flushLocked(); err != nil {
 				c.fail(err)
 				return
 			}
@@ -371,13 +372,20 @@ func (c *conn) send(hdr, data []byte, later flushMode) {
 	} else {
 		c.bw.Write(hdr)
 		c.bw.Write(data)
-		if last && !(later == readerFlushes || later == unlessReading && c.starting.Load() >= 0) {
-			err = c.bw.Flush()
+		c.deferred++
+		if last && !(later == readerFlushes || later == unlessReading && c.starting.Load() >= 0 && c.deferred < replyBatch) {
+			err = c.flushLocked()
 		}
 	}
 	if err != nil {
 		c.fail(err)
 	}
+}
+
+// flushLocked sends the buffered replies (wmu held).
+func (c *conn) flushLocked() error {
+	c.deferred = 0
+	return c.bw.Flush()
 }
 
 // fail records a write error and closes the connection so the reader stops.
@@ -392,7 +400,7 @@ func (c *conn) flushOut() {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	if c.werr == nil && c.bw.Buffered() > 0 {
-		if err := c.bw.Flush(); err != nil {
+		if err := c.flushLocked(); err != nil {
 			c.fail(err)
 		}
 	}
@@ -404,6 +412,12 @@ func (c *conn) writeErr() error {
 	return c.werr
 }
 
+// replyBatch is how many replies a reader inside the backend may leave
+// buffered: sending them in small batches keeps the client busy while the
+// server works (measured: 4 beats both one syscall per reply and one per
+// batch of requests read).
+const replyBatch = 4
+
 // flushMode says who sends a reply buffered by send.
 type flushMode int
 
@@ -411,6 +425,8 @@ const (
 	flushNow      flushMode = iota // the last writer flushes
 	readerFlushes                  // the reading goroutine will, before it next waits
 	// unlessReading: a reading goroutine inside an AsyncBackend call will
+	// (up to replyBatch replies: then the client gets them at once, so it
+	// works on them while the server goes on)
 	// (it flushes before it next waits); with none, as flushNow. Checked
 	// under wmu, against the reader's starting mark it clears before
 	// flushing, so a reply is never left behind.
