@@ -26,6 +26,7 @@ type ajob struct {
 	gen    int64                                          // the reader that started it
 	rdone  func(data []byte, err error, held, stuck bool) // ajob.readDone, bound once
 	wdone  func(err error, held, stuck bool)              // ajob.writeDone, bound once
+	hdr    [32]byte                                       // the reply's header
 }
 
 // start starts req on the AsyncBackend as reader gen. It reports false
@@ -57,7 +58,7 @@ func (j *ajob) readDone(data []byte, err error, held, stuck bool) {
 		c.s.opts.Logger.Warn("nbd request failed", "cmd", r.Type, "offset", r.Offset, "length", r.Length, "err", err)
 		c.replyError(r, errnoFor(err), err.Error())
 	} else {
-		c.replyData(r, data, later)
+		c.replyDataIn(j.hdr[:0], r, data, later)
 	}
 	j.end(held, stuck)
 }
@@ -72,7 +73,7 @@ func (j *ajob) writeDone(err error, held, stuck bool) {
 		c.s.opts.Logger.Warn("nbd request failed", "cmd", r.Type, "offset", r.Offset, "length", r.Length, "err", err)
 		c.replyError(r, errnoFor(err), err.Error())
 	} else {
-		c.replyOK(r, later)
+		c.replyOKIn(j.hdr[:0], r, later)
 	}
 	j.end(held, stuck)
 }

@@ -435,20 +435,31 @@ const (
 
 func (c *conn) replyOK(r Request, later flushMode) {
 	var h [16]byte
-	c.send(appendSimpleReply(h[:0], 0, r.Handle), nil, later)
+	c.replyOKIn(h[:0], r, later)
+}
+
+// replyOKIn is replyOK building the header in scratch (at least 16 bytes
+// of capacity; a long-lived one spares an allocation per reply).
+func (c *conn) replyOKIn(scratch []byte, r Request, later flushMode) {
+	c.send(appendSimpleReply(scratch[:0], 0, r.Handle), nil, later)
 }
 
 func (c *conn) replyData(r Request, data []byte, later flushMode) {
+	var h [28]byte
+	c.replyDataIn(h[:0], r, data, later)
+}
+
+// replyDataIn is replyData building the header in scratch (at least 28
+// bytes of capacity).
+func (c *conn) replyDataIn(scratch []byte, r Request, data []byte, later flushMode) {
 	if c.sess.structured {
-		var h [28]byte
-		b := appendChunkHeader(h[:0], replyFlagDone, replyTypeOffsetData, r.Handle, uint32(8+len(data)))
+		b := appendChunkHeader(scratch[:0], replyFlagDone, replyTypeOffsetData, r.Handle, uint32(8+len(data)))
 		b = append(b, byte(r.Offset>>56), byte(r.Offset>>48), byte(r.Offset>>40), byte(r.Offset>>32),
 			byte(r.Offset>>24), byte(r.Offset>>16), byte(r.Offset>>8), byte(r.Offset))
 		c.send(b, data, later)
 		return
 	}
-	var h [16]byte
-	c.send(appendSimpleReply(h[:0], 0, r.Handle), data, later)
+	c.send(appendSimpleReply(scratch[:0], 0, r.Handle), data, later)
 }
 
 // replyError answers r with errno: a structured error chunk carrying the

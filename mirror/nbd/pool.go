@@ -16,6 +16,7 @@ const (
 // 4096-byte aligned so a backend doing O_DIRECT can use them as they are.
 type bufPool struct {
 	classes [maxClassShift - minClassShift + 1]sync.Pool
+	holders sync.Pool // empty *[]byte, so that put does not allocate one
 }
 
 func newBufPool() *bufPool { return &bufPool{} }
@@ -33,8 +34,11 @@ func (p *bufPool) get(n int) []byte {
 	if c >= len(p.classes) {
 		return alignedBuf(n)
 	}
-	if b, ok := p.classes[c].Get().(*[]byte); ok {
-		return (*b)[:n]
+	if bp, ok := p.classes[c].Get().(*[]byte); ok {
+		b := *bp
+		*bp = nil
+		p.holders.Put(bp)
+		return b[:n]
 	}
 	return alignedBuf(1 << (c + minClassShift))[:n]
 }
@@ -49,8 +53,12 @@ func (p *bufPool) put(b []byte) {
 	if cl >= len(p.classes) {
 		return
 	}
-	b = b[:c]
-	p.classes[cl].Put(&b)
+	bp, _ := p.holders.Get().(*[]byte)
+	if bp == nil {
+		bp = new([]byte)
+	}
+	*bp = b[:c]
+	p.classes[cl].Put(bp)
 }
 
 // alignedBuf allocates n bytes starting on a 4096-byte boundary, with
