@@ -1,0 +1,98 @@
+package mirror
+
+import (
+	"bytes"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/hamirror/hamirror/mirror/legtest"
+)
+
+// The second leg of an inline write hangs (the first already has the
+// data): the write is acknowledged within the I/O timeout, once the hung
+// leg's failure is durable on the survivor; every counter of work in
+// flight is back to zero, so Close would not wait for the blocked caller;
+// AutoReAdd leaves the leg alone while the abandoned call is out. When
+// that call finally lands (stale data, after a newer write went to the
+// survivor only), the re-added leg is resynced over it: nothing
+// acknowledged is lost, and the blocked caller never reports twice.
+func TestInlineWriteHungOnSecondLegLateLandingIsResynced(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		p := newMemPair(t, 8<<20, 64<<10)
+		opts := testOptions(t)
+		opts.IOTimeout = 2 * time.Second
+		opts.AutoReAdd = true
+		opts.ReAddInterval = 100 * time.Millisecond
+		v, err := Assemble(p.legs(), opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for range 2 { // the chunk's bit is set: the next write runs inline
+			if res := <-startWrite(v, make([]byte, 4096), 0); res.err != nil {
+				t.Fatalf("warm-up write: %+v", res)
+			}
+		}
+		v.legTime[0].Store(0)
+		v.legTime[1].Store(0)
+		p.fault[1].HangFrom(legtest.OpWrite, 1)
+		stale := bytes.Repeat([]byte{0x11}, 4096)
+		calls := make(chan writeResult, 2)
+		returned := make(chan struct{})
+		go func() {
+			v.StartWriteAt(stale, 0, false, func(err error, held, stuck bool) {
+				calls <- writeResult{err: err, held: held, stuck: stuck}
+			})
+			close(returned)
+		}()
+		res := <-calls
+		if res.err != nil || !res.held || !res.stuck {
+			t.Fatalf("write whose second leg hung: %+v, want success, held and stuck", res)
+		}
+		if info := examineMem(t, p.mem[0]); info.LegStates[1] != "failed" {
+			t.Fatalf("acknowledged before leg 1's failure was durable: %v", info.LegStates)
+		}
+		v.mu.Lock()
+		ops := v.ops
+		v.mu.Unlock()
+		if ops != 0 || v.appIO.Load() != 0 || v.reads.Load() != 0 || v.outstanding[1].Load() != 1 {
+			t.Fatalf("after the rescue: ops %d appIO %d reads %d outstanding[1] %d, want 0 0 0 1",
+				ops, v.appIO.Load(), v.reads.Load(), v.outstanding[1].Load())
+		}
+		// A newer write of the same block goes to the survivor only.
+		fresh := bytes.Repeat([]byte{0x22}, 4096)
+		if res := <-startWrite(v, fresh, 0); res.err != nil || res.held {
+			t.Fatalf("write after the rescue: %+v", res)
+		}
+		time.Sleep(5 * opts.ReAddInterval)
+		synctest.Wait()
+		if st := v.Status(); st.Legs[1].State != "failed" {
+			t.Fatalf("leg 1 re-added while its abandoned write was still out: %+v", st)
+		}
+		p.fault[1].Heal() // the stale write lands on leg 1 now
+		<-returned
+		if !bytes.Equal(p.mem[1].Bytes()[:4096], stale) {
+			t.Fatal("the abandoned write did not land: the test proves nothing")
+		}
+		deadline := time.Now().Add(time.Minute)
+		for v.Status().State != "clean" {
+			if time.Now().After(deadline) {
+				t.Fatalf("leg 1 not re-added and resynced: %+v", v.Status())
+			}
+			time.Sleep(opts.ReAddInterval)
+		}
+		if err := v.Close(); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case res := <-calls:
+			t.Fatalf("done called a second time: %+v", res)
+		default:
+		}
+		for i := range 2 {
+			if got := p.mem[i].Bytes()[:4096]; !bytes.Equal(got, fresh) {
+				t.Fatalf("leg %d holds %x..., want the acknowledged %x...", i, got[:4], fresh[:4])
+			}
+		}
+	})
+}
