@@ -96,3 +96,68 @@ func TestInlineWriteHungOnSecondLegLateLandingIsResynced(t *testing.T) {
 		}
 	})
 }
+
+// A read whose leg fails is retried on the other leg, into the same
+// buffer; when that retry hangs, its call may still write into the buffer
+// after the read was reported, so the read must be reported held (the NBD
+// server would otherwise pool the buffer and a later reply could carry
+// the late data). Inline (fast legs) and started (slow legs) alike.
+func TestReadRetryThatHangsReportsTheBufferHeld(t *testing.T) {
+	for _, slow := range []bool{false, true} {
+		name := map[bool]string{false: "inline", true: "started"}[slow]
+		t.Run(name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				p := newMemPair(t, 8<<20, 64<<10)
+				opts := testOptions(t)
+				opts.IOTimeout = 2 * time.Second
+				v, err := Assemble(p.legs(), opts)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := v.WriteAt(bytes.Repeat([]byte{0x5A}, 8192), 0, false); err != nil {
+					t.Fatal(err)
+				}
+				if err := v.ReadAt(make([]byte, 4096), 0); err != nil {
+					t.Fatal(err)
+				}
+				// The next read, at 4096, goes to the same leg (sequential).
+				first := 0
+				if p.fault[1].Count(legtest.OpRead) > 0 {
+					first = 1
+				}
+				defer func() {
+					p.fault[0].Heal()
+					p.fault[1].Heal()
+					v.Close()
+				}()
+				p.fault[first].FailNth(legtest.OpRead, 1, errMedium)
+				p.fault[1-first].HangFrom(legtest.OpRead, 1)
+				speed := int64(0)
+				if slow {
+					speed = int64(time.Millisecond)
+				}
+				v.legTime[0].Store(speed)
+				v.legTime[1].Store(speed)
+				got := make([]byte, 4096)
+				type result struct {
+					fresh, held bool
+					err         error
+				}
+				ch := make(chan result, 1)
+				go v.StartReadAt(got, 4096, func(data []byte, err error, held, stuck bool) {
+					ch <- result{&data[0] != &got[0], held, err}
+				})
+				r := <-ch
+				if p.fault[1-first].Hung() != 1 {
+					t.Fatalf("the retry on leg %d is not hung: the test proves nothing", 1-first)
+				}
+				if r.err == nil {
+					t.Fatal("a read whose copies failed and hung succeeded")
+				}
+				if !r.held {
+					t.Fatalf("read reported with the buffer free (held %v, fresh %v) while its hung retry still writes into it", r.held, r.fresh)
+				}
+			})
+		})
+	}
+}
