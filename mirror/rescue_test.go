@@ -161,3 +161,48 @@ func TestReadRetryThatHangsReportsTheBufferHeld(t *testing.T) {
 		})
 	}
 }
+
+// The watchdog idles after a quiet period and sleeps on a timer during
+// one; a call that hangs in either state is still answered at its
+// deadline, not later (virtual time is exact here).
+func TestWatchdogAnswersOnTimeAfterIdleAndQuiet(t *testing.T) {
+	for _, gap := range []time.Duration{5 * time.Second, 1500 * time.Millisecond, 0} {
+		t.Run(gap.String(), func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				p := newMemPair(t, 8<<20, 64<<10)
+				opts := testOptions(t)
+				opts.IOTimeout = 2 * time.Second
+				opts.BitClearDelay = time.Hour // the chunk's bit stays set: no metadata write
+				v, err := Assemble(p.legs(), opts)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer func() {
+					p.fault[0].Heal()
+					v.Close()
+				}()
+				for range 2 {
+					if res := <-startWrite(v, make([]byte, 4096), 0); res.err != nil {
+						t.Fatalf("warm-up write: %+v", res)
+					}
+				}
+				time.Sleep(gap) // idle (> timeout), in the quiet period, or busy
+				v.legTime[0].Store(0)
+				v.legTime[1].Store(0)
+				p.fault[0].HangFrom(legtest.OpWrite, 1)
+				ch := make(chan writeResult, 1)
+				start := time.Now()
+				go v.StartWriteAt(make([]byte, 4096), 4096, false, func(err error, held, stuck bool) {
+					ch <- writeResult{err: err, held: held, stuck: stuck}
+				})
+				res := <-ch
+				if el := time.Since(start); el != opts.IOTimeout {
+					t.Fatalf("hung call answered after %v, want exactly the timeout %v", el, opts.IOTimeout)
+				}
+				if res.err != nil || !res.stuck {
+					t.Fatalf("rescued write: %+v", res)
+				}
+			})
+		})
+	}
+}
