@@ -206,3 +206,33 @@ func TestWatchdogAnswersOnTimeAfterIdleAndQuiet(t *testing.T) {
 		})
 	}
 }
+
+// A write to a clean chunk waits for its bitmap bit; when a leg hangs, the
+// bitmap write to it times out and fails the leg, and the data write then
+// goes to the survivor alone: the write is reported one I/O timeout after
+// the hang, not two.
+func TestWriteWaitingForItsBitOnAHungLegTakesOneTimeout(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		p := newMemPair(t, 8<<20, 64<<10)
+		opts := testOptions(t)
+		opts.IOTimeout = 2 * time.Second
+		v, err := Assemble(p.legs(), opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer func() {
+			p.fault[0].Heal()
+			v.Close()
+		}()
+		p.fault[0].HangFrom(legtest.OpWrite, 1)
+		want := bytes.Repeat([]byte{0x6B}, 4096)
+		start := time.Now()
+		res := <-startWrite(v, want, 1<<20)
+		if el := time.Since(start); el > opts.IOTimeout {
+			t.Fatalf("write reported after %v, want within the I/O timeout %v", el, opts.IOTimeout)
+		}
+		if res.err != nil || !bytes.Equal(p.mem[1].Bytes()[1<<20:1<<20+4096], want) {
+			t.Fatalf("write with a hung leg: %+v", res)
+		}
+	})
+}

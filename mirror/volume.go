@@ -251,12 +251,18 @@ func (v *Volume) admitWrite(off, n int64) (writeTicket, error) {
 // that did not answer still runs with f's buffer.
 func (v *Volume) writeLegs(t writeTicket, off, n int64, op string, f func(Leg) error) (err error, held bool) {
 	if err = v.waitSeq(t.seq); err == nil {
-		legs := v.legs
+		sel, legs := t.legs, v.legs
+		for i := range 2 {
+			// A leg that failed while the write waited for its bit (its
+			// bitmap write hung past the timeout) is not called again:
+			// settle waits for its failure to be durable (rule 3).
+			sel[i] = sel[i] && v.m.active(i)
+		}
 		v.mu.Unlock()
 		var errs [2]error
-		errs, held = v.both(t.legs, legs, op, n, f)
+		errs, held = v.both(sel, legs, op, n, f)
 		v.mu.Lock()
-		err = v.settle(t.legs, errs, op)
+		err = v.settle(sel, errs, op)
 	}
 	end := v.clock.Now()
 	v.m.endWrite(off, n, end)
