@@ -113,10 +113,11 @@ func (v *Volume) StartWriteAt(p []byte, off int64, fua bool, done func(err error
 
 // StartReadAt is ReadAt that reports its result to done instead of
 // returning it; done is called exactly once, often before StartReadAt
-// returns. data is p, or a fresh buffer when held: a leg call that did not
-// answer in time may still write into p, which must then be dropped. stuck:
-// also, the goroutine that called StartReadAt is the one blocked in that
-// call and may never return.
+// returns. held: a leg call that did not answer in time may still write
+// into p, which must then be dropped; the data of a successful read then
+// comes in a fresh buffer (data; otherwise data is p). stuck: also, the
+// goroutine that called StartReadAt is the one blocked in that call and
+// may never return.
 func (v *Volume) StartReadAt(p []byte, off int64, done func(data []byte, err error, held, stuck bool)) {
 	n := int64(len(p))
 	if err := v.checkRange(off, n); err != nil || n == 0 {
@@ -145,7 +146,9 @@ func (v *Volume) StartReadAt(p []byte, off int64, done func(data []byte, err err
 			}
 			var err error
 			if errs[slot] != nil {
-				err = v.readRecover(slot, data, off, errs[slot])
+				var rheld bool
+				err, rheld = v.readRecover(slot, data, off, errs[slot])
+				held = held || rheld // a hung retry still writes into data (the read failed)
 			}
 			v.readDone()
 			v.appDone(time.Time{})
@@ -272,13 +275,14 @@ func (o *inlineOp) runRead() {
 	res, slot, leg := o.call.res[o.slot], o.slot, o.legs[o.slot]
 	putOp(o)
 	var err error
+	var held bool // a hung retry still writes into p (the read failed)
 	if res != nil {
-		err = v.readRecover(slot, p, off, v.legErr(slot, leg, "read", res))
+		err, held = v.readRecover(slot, p, off, v.legErr(slot, leg, "read", res))
 		t1 = time.Time{}
 	}
 	v.readDone()
 	v.appDone(t1)
-	done(p, err, false, false)
+	done(p, err, held, false)
 }
 
 // rescue takes over an inline operation whose caller is stuck in its call
@@ -287,7 +291,7 @@ func (o *inlineOp) rescue(slot int) {
 	v := o.v
 	if o.read {
 		buf := alignedBuf(len(o.p))
-		err := v.readRecover(slot, buf, o.off, v.legErr(slot, o.legs[slot], "read", errNoAnswer))
+		err, _ := v.readRecover(slot, buf, o.off, v.legErr(slot, o.legs[slot], "read", errNoAnswer))
 		v.readDone()
 		v.appDone(time.Time{})
 		o.rdone(buf, err, true, true)

@@ -258,12 +258,18 @@ func (v *Volume) admitWriteAt(off, n int64) (t writeTicket, now time.Time, err e
 // that did not answer still runs with f's buffer.
 func (v *Volume) writeLegs(t writeTicket, off, n int64, op string, f func(Leg) error) (err error, held bool) {
 	if err = v.waitSeq(t.seq); err == nil {
-		legs := v.legs
+		sel, legs := t.legs, v.legs
+		for i := range 2 {
+			// A leg that failed while the write waited for its bit (its
+			// bitmap write hung past the timeout) is not called again:
+			// settle waits for its failure to be durable (rule 3).
+			sel[i] = sel[i] && v.m.active(i)
+		}
 		v.mu.Unlock()
 		var errs [2]error
-		errs, held = v.both(t.legs, legs, op, n, f)
+		errs, held = v.both(sel, legs, op, n, f)
 		v.mu.Lock()
-		err = v.settle(t.legs, errs, op)
+		err = v.settle(sel, errs, op)
 	}
 	end := v.clock.Now()
 	v.m.endWrite(off, n, end)
@@ -358,7 +364,8 @@ func (v *Volume) readLeg(slot int, leg Leg, p []byte, off int64) (data []byte, e
 	if held {
 		data = alignedBuf(len(p))
 	}
-	return data, v.readRecover(slot, data, off, errs[slot]), held
+	err, rheld := v.readRecover(slot, data, off, errs[slot])
+	return data, err, held || rheld
 }
 
 // readDone ends a read; the last one wakes a Close waiting to drain.
@@ -371,8 +378,10 @@ func (v *Volume) readDone() {
 }
 
 // readRecover retries a failed read on the other leg and repairs the bad
-// copy (or fails the leg when it timed out or the repair fails).
-func (v *Volume) readRecover(bad int, p []byte, off int64, rerr error) error {
+// copy (or fails the leg when it timed out or the repair fails). held: the
+// retry did not answer and its call may still write into p (the read then
+// failed).
+func (v *Volume) readRecover(bad int, p []byte, off int64, rerr error) (err error, held bool) {
 	good := 1 - bad
 	c0, c1 := off/v.chunk, (off+int64(len(p))-1)/v.chunk
 	v.mu.Lock()
@@ -380,13 +389,17 @@ func (v *Volume) readRecover(bad int, p []byte, off int64, rerr error) error {
 	leg := v.legs[good]
 	v.mu.Unlock()
 	if !ok {
-		return rerr
+		return rerr, false
 	}
 	v.log.Warn("read error; retrying on the other leg", "slot", bad, "err", rerr)
-	if err := v.legIO(good, leg, "read", func(l Leg) error { return l.ReadAt(p, off) }); err != nil {
+	var sel [2]bool
+	var legs [2]Leg
+	sel[good], legs[good] = true, leg
+	errs, held := v.both(sel, legs, "read", 0, func(l Leg) error { return l.ReadAt(p, off) })
+	if err := errs[good]; err != nil {
 		v.mu.Lock()
 		defer v.mu.Unlock()
-		return v.settle([2]bool{good == 0, good == 1}, [2]error{err, err}, "read")
+		return v.settle(sel, [2]error{err, err}, "read"), held
 	}
 	if errors.Is(rerr, ErrTimeout) {
 		v.mu.Lock()
@@ -395,7 +408,7 @@ func (v *Volume) readRecover(bad int, p []byte, off int64, rerr error) error {
 			v.log.Warn("leg failed; volume continues degraded", "slot", bad, "err", rerr)
 			v.notify()
 		}
-		return nil
+		return nil, false
 	}
 	buf := alignedBuf(int(v.chunk))
 	for c := c0; c <= c1; c++ {
@@ -411,7 +424,7 @@ func (v *Volume) readRecover(bad int, p []byte, off int64, rerr error) error {
 			break
 		}
 	}
-	return nil
+	return nil, false
 }
 
 // copyChunk copies chunk c from leg `from` to leg `to` under the chunk

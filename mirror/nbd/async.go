@@ -7,10 +7,10 @@ type AsyncBackend interface {
 	Backend
 	// StartReadAt reads len(p) bytes at off and calls done exactly once,
 	// possibly before it returns, possibly from another goroutine. data is
-	// p, or another buffer when held. held: p is still in use by a call
-	// that did not answer and must not be reused. stuck: the goroutine
-	// that called StartReadAt is blocked in that call and may never
-	// return.
+	// p, or another buffer when held and err is nil. held: p is still in
+	// use by a call that did not answer and must not be reused (also when
+	// the read failed). stuck: the goroutine that called StartReadAt is
+	// blocked in that call and may never return.
 	StartReadAt(p []byte, off int64, done func(data []byte, err error, held, stuck bool))
 	// StartWriteAt is StartReadAt for a write (with fua, durable when done
 	// reports success).
