@@ -293,7 +293,8 @@ func (v *Volume) AddLeg(slot int, leg Leg) error {
 	if v.specs[slot] == "" || !reopened {
 		v.specs[slot] = leg.Name()
 	}
-	v.outstanding[slot].Store(0)
+	// outstanding is not reset: a hung call of a replaced leg object
+	// still counts until it returns (it decrements the counter then).
 	v.log.Info("leg added", "slot", slot, "leg", leg.Name(), "full_resync", full, "chunks", v.m.needCount)
 	err = v.waitSeq(v.m.commitSeq())
 	v.mu.Unlock()
