@@ -94,12 +94,7 @@ func (v *Volume) StartWriteAt(p []byte, off int64, fua bool, done func(err error
 			errs, held := v.callResult(c, t.legs, legs, "write")
 			v.mu.Lock()
 			err := v.settle(t.legs, errs, "write")
-			end := v.clock.Now()
-			v.m.endWrite(off, n, end)
-			v.ops--
-			v.notify()
-			v.mu.Unlock()
-			v.appDone(end)
+			v.endWriteLocked(off, n, time.Time{})
 			done(err, held, false)
 		}
 		v.startLegs(c, t.legs, legs, n, func(l Leg) error { return l.WriteAt(p, off, fua) })
@@ -250,13 +245,9 @@ func (o *inlineOp) finishWrite(stuck bool, end time.Time) {
 	v.mu.Lock()
 	err := v.settle(o.sel, errs, "write")
 	if stuck {
-		end = v.clock.Now()
+		end = time.Time{} // the rescue waited: read the clock again
 	}
-	v.m.endWrite(o.off, n, end)
-	v.ops--
-	v.notify()
-	v.mu.Unlock()
-	v.appDone(end)
+	v.endWriteLocked(o.off, n, end)
 	done := o.wdone
 	if !stuck {
 		putOp(o)

@@ -271,13 +271,21 @@ func (v *Volume) writeLegs(t writeTicket, off, n int64, op string, f func(Leg) e
 		v.mu.Lock()
 		err = v.settle(sel, errs, op)
 	}
-	end := v.clock.Now()
+	v.endWriteLocked(off, n, time.Time{})
+	return err, held
+}
+
+// endWriteLocked (mu held, released on return) ends an admitted write at
+// end (zero: read the clock).
+func (v *Volume) endWriteLocked(off, n int64, end time.Time) {
+	if end.IsZero() {
+		end = v.clock.Now()
+	}
 	v.m.endWrite(off, n, end)
 	v.ops--
 	v.notify()
 	v.mu.Unlock()
 	v.appDone(end)
-	return err, held
 }
 
 // Flush makes every completed write durable on both legs.

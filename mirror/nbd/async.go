@@ -49,33 +49,37 @@ func (c *conn) start(req Request, buf []byte, weight int64, gen int64) bool {
 }
 
 func (j *ajob) readDone(data []byte, err error, held, stuck bool) {
-	c, r := j.c, j.req
-	later := unlessReading
-	if stuck {
-		later = flushNow
-	}
-	if err != nil {
-		c.s.opts.Logger.Warn("nbd request failed", "cmd", r.Type, "offset", r.Offset, "length", r.Length, "err", err)
-		c.replyError(r, errnoFor(err), err.Error())
-	} else {
-		c.replyDataIn(j.hdr[:0], r, data, later)
+	if !j.failed(err) {
+		j.c.replyDataIn(j.hdr[:0], j.req, data, replyMode(stuck))
 	}
 	j.end(held, stuck)
 }
 
 func (j *ajob) writeDone(err error, held, stuck bool) {
-	c, r := j.c, j.req
-	later := unlessReading
-	if stuck {
-		later = flushNow
-	}
-	if err != nil {
-		c.s.opts.Logger.Warn("nbd request failed", "cmd", r.Type, "offset", r.Offset, "length", r.Length, "err", err)
-		c.replyError(r, errnoFor(err), err.Error())
-	} else {
-		c.replyOKIn(j.hdr[:0], r, later)
+	if !j.failed(err) {
+		j.c.replyOKIn(j.hdr[:0], j.req, replyMode(stuck))
 	}
 	j.end(held, stuck)
+}
+
+// failed logs and answers the request when err is set.
+func (j *ajob) failed(err error) bool {
+	if err == nil {
+		return false
+	}
+	c, r := j.c, j.req
+	c.s.opts.Logger.Warn("nbd request failed", "cmd", r.Type, "offset", r.Offset, "length", r.Length, "err", err)
+	c.replyError(r, errnoFor(err), err.Error())
+	return true
+}
+
+// replyMode: a completion's reply waits for a reader inside the backend,
+// unless that reader is the one reported stuck.
+func replyMode(stuck bool) flushMode {
+	if stuck {
+		return flushNow
+	}
+	return unlessReading
 }
 
 // end releases what the request held; a buffer still in use by a hung
