@@ -7,7 +7,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/hamirror/hamirror/cmd/internal/legopts"
-	"github.com/hamirror/hamirror/cmd/internal/units"
+	"github.com/hamirror/hamirror/mirror/units"
 	"github.com/hamirror/hamirror/mirror"
 )
 

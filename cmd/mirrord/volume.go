@@ -20,7 +20,7 @@ import (
 
 	"github.com/hamirror/hamirror/cmd/internal/control"
 	"github.com/hamirror/hamirror/cmd/internal/legopts"
-	"github.com/hamirror/hamirror/cmd/internal/units"
+	"github.com/hamirror/hamirror/mirror/units"
 	"github.com/hamirror/hamirror/mirror"
 	"github.com/hamirror/hamirror/mirror/nbd"
 )
