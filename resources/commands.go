@@ -152,6 +152,8 @@ func (g *Group) unblock() {
 // Shutdown hands the group over before mirrord exits (SIGTERM): this
 // node turns ineligible and stops the group; a peer that sees it cleanly
 // stopped starts the group without fencing. The node exits once Idle.
+// It overrides maintenance: the volume lives in mirrord and goes when it
+// exits, so what stands on it is stopped first.
 func (g *Group) Shutdown(now time.Time) {
 	g.now = now
 	defer g.settle()

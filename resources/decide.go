@@ -23,7 +23,7 @@ func (g *Group) settle() {
 
 // reconcile issues the next action, if any: one at a time.
 func (g *Group) reconcile() {
-	if g.action != nil || g.blocked != "" || g.fenced || g.maintenance {
+	if g.action != nil || g.blocked != "" || g.fenced || g.maintenance && !g.shutdown {
 		return
 	}
 	if g.restartFrom >= 0 {

@@ -94,10 +94,10 @@ type Options struct {
 //     done, the state published is blocked (peers wait) until cleanup.
 //   - Fenced (the arrays refused this node, or any agent reports Fenced):
 //     stop everything at once (no graceful stop), ineligible, state
-//     fenced; out until Cleanup (which re-registers) or a restart. This
-//     overrides maintenance.
+//     fenced; out until Cleanup (which re-registers) or a restart.
 //   - Maintenance pauses monitors and actions (in-flight answers are
 //     still recorded); leaving it monitors every running resource at once.
+//     Being fenced and shutting down override it.
 //   - An operation whose answer never comes is timed out by the machine
 //     WatchdogGrace after its timeout; a late answer is ignored (Op).
 type Group struct {

@@ -154,7 +154,7 @@ func arrange(list []Resource, order []string, hasVolume bool) ([]Resource, error
 		case !hasVolume:
 			return nil, keyErr(r.Key+".type", "%s needs a volume: section (the fence and volume resources come with it)", r.Type)
 		case head[k].Key != "volume":
-			return nil, keyErr(r.Key+".type", "a second %s resource (only one volume per cluster)", r.Type)
+			return nil, keyErr(r.Key+".type", "a second %s resource (a cluster has one fence and one volume)", r.Type)
 		default:
 			head[k] = r
 		}
