@@ -113,20 +113,13 @@ const (
 	Fenced
 )
 
+func outcomeNames() []string { return []string{"ok", "failed", "timed out", "not running", "fenced"} }
+
 func (o Outcome) String() string {
-	switch o {
-	case OK:
-		return "ok"
-	case Failed:
-		return "failed"
-	case TimedOut:
-		return "timed out"
-	case NotRunning:
-		return "not running"
-	case Fenced:
-		return "fenced"
+	if int(o) >= len(outcomeNames()) {
+		return fmt.Sprintf("outcome(%d)", uint8(o))
 	}
-	return fmt.Sprintf("outcome(%d)", uint8(o))
+	return outcomeNames()[o]
 }
 
 // Result is an agent's answer to one operation.

@@ -45,24 +45,20 @@ func newDriver(t *testing.T) *driver {
 }
 
 func (d *driver) drain() {
-	for range 100 {
-		effs := d.g.Ready()
-		if len(effs) == 0 {
-			return
-		}
-		for _, e := range effs {
-			d.seen = append(d.seen, e)
-			switch e.Kind {
-			case EffectFence, EffectStart, EffectStop, EffectMonitor, EffectStopAllNow:
-				if d.hold(e) {
-					d.held = append(d.held, e)
-					continue
-				}
+	ok := drainEffects(d.g, func(e Effect) {
+		d.seen = append(d.seen, e)
+		switch e.Kind {
+		case EffectFence, EffectStart, EffectStop, EffectMonitor, EffectStopAllNow:
+			if d.hold(e) {
+				d.held = append(d.held, e)
+			} else {
 				d.g.Done(d.now, Result{Op: e.Op})
 			}
 		}
+	})
+	if !ok {
+		d.t.Fatal("effects never stop")
 	}
-	d.t.Fatal("effects never stop")
 }
 
 // run brings the group up with a dead peer.

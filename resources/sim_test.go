@@ -2,8 +2,6 @@ package resources
 
 import (
 	"fmt"
-	"os"
-	"path/filepath"
 	"reflect"
 	"slices"
 	"strconv"
@@ -12,6 +10,7 @@ import (
 	"time"
 
 	"github.com/hamirror/hamirror/heartbeat"
+	"github.com/hamirror/hamirror/testenv/scenario"
 )
 
 // sim drives the Group machines of two (or more) nodes on a fake clock,
@@ -274,20 +273,31 @@ func (s *sim) view(n *simNode) View {
 
 // drain carries out a node's effects until it has none left.
 func (s *sim) drain(n *simNode) {
+	ok := drainEffects(n.g, func(e Effect) {
+		n.effects = append(n.effects, e)
+		if testing.Verbose() {
+			s.t.Logf("%s %v %s: %s", s.where, s.now.Format("15:04:05.0"), n.id, e)
+		}
+		s.apply(n, e)
+	})
+	if !ok {
+		s.fatalf("%s: effects never stop", n.id)
+	}
+}
+
+// drainEffects hands g's effects to each until g has none left; false if
+// they never stop (a loop between the machine and its answers).
+func drainEffects(g *Group, each func(Effect)) bool {
 	for range 1000 {
-		effs := n.g.Ready()
+		effs := g.Ready()
 		if len(effs) == 0 {
-			return
+			return true
 		}
 		for _, e := range effs {
-			n.effects = append(n.effects, e)
-			if testing.Verbose() {
-				s.t.Logf("%s %v %s: %s", s.where, s.now.Format("15:04:05.0"), n.id, e)
-			}
-			s.apply(n, e)
+			each(e)
 		}
 	}
-	s.fatalf("%s: effects never stop", n.id)
+	return false
 }
 
 func opKey(e Effect) string {
@@ -405,8 +415,6 @@ func dur(s string) time.Duration {
 	return d
 }
 
-var outcomes = map[string]Outcome{"ok": OK, "failed": Failed, "timeout": TimedOut, "not-running": NotRunning, "fenced": Fenced}
-
 // run executes one scenario line.
 func (s *sim) run(a []string) {
 	switch a[0] {
@@ -462,7 +470,7 @@ func (s *sim) run(a []string) {
 	case "agent": // agent N KEY... OUTCOME: answer the oldest held operation
 		n := s.node(a[1])
 		key, want := strings.Join(a[2:len(a)-1], " "), a[len(a)-1]
-		o, ok := outcomes[want]
+		o, ok := map[string]Outcome{"ok": OK, "failed": Failed, "timeout": TimedOut, "not-running": NotRunning, "fenced": Fenced}[want]
 		if !ok {
 			s.fatalf("unknown outcome %q", want)
 		}
@@ -732,26 +740,11 @@ func (s *sim) expect(a []string) {
 // line, '#' starts a comment. `go test -v -run TestScenarios/NAME` prints
 // every effect with the time it was produced.
 func TestScenarios(t *testing.T) {
-	files, _ := filepath.Glob("testdata/scenarios/*.txt")
-	if len(files) == 0 {
-		t.Fatal("no scenarios found")
-	}
-	for _, file := range files {
-		t.Run(strings.TrimSuffix(filepath.Base(file), ".txt"), func(t *testing.T) {
-			data, err := os.ReadFile(file)
-			if err != nil {
-				t.Fatal(err)
-			}
-			s := newSim(t)
-			for i, line := range strings.Split(string(data), "\n") {
-				line, _, _ = strings.Cut(line, "#")
-				f := strings.Fields(line)
-				if len(f) == 0 {
-					continue
-				}
-				s.where = fmt.Sprintf("%s:%d", file, i+1)
-				s.run(f)
-			}
-		})
-	}
+	scenario.Run(t, "testdata/scenarios/*.txt", func(t *testing.T) func(string, []string) {
+		s := newSim(t)
+		return func(where string, args []string) {
+			s.where = where
+			s.run(args)
+		}
+	})
 }

@@ -28,13 +28,15 @@ const (
 	groupStateMax = GroupFailed
 )
 
-var groupStateNames = [...]string{"stopped", "starting", "running", "stopping", "blocked", "fenced", "failed"}
+func groupStateNames() []string {
+	return []string{"stopped", "starting", "running", "stopping", "blocked", "fenced", "failed"}
+}
 
 func (s GroupState) String() string {
 	if s > groupStateMax {
 		return fmt.Sprintf("state(%d)", uint8(s))
 	}
-	return groupStateNames[s]
+	return groupStateNames()[s]
 }
 
 // Clean reports whether nothing of the group runs on a node in state s,
@@ -50,7 +52,7 @@ func (s GroupState) MarshalText() ([]byte, error) { return []byte(s.String()), n
 
 // UnmarshalText parses a state name (mirrorctl reads mirrord's JSON).
 func (s *GroupState) UnmarshalText(b []byte) error {
-	return parseName(groupStateNames[:], b, "group state", (*uint8)(s))
+	return parseName(groupStateNames(), b, "group state", (*uint8)(s))
 }
 
 // ResourceState is what one resource does on this node.
@@ -73,13 +75,15 @@ const (
 	resStateMax = ResBlocked
 )
 
-var resStateNames = [...]string{"unknown", "stopped", "starting", "running", "stopping", "failed", "blocked"}
+func resStateNames() []string {
+	return []string{"unknown", "stopped", "starting", "running", "stopping", "failed", "blocked"}
+}
 
 func (s ResourceState) String() string {
 	if s > resStateMax {
 		return fmt.Sprintf("state(%d)", uint8(s))
 	}
-	return resStateNames[s]
+	return resStateNames()[s]
 }
 
 // MarshalText renders the state in JSON.
@@ -87,7 +91,7 @@ func (s ResourceState) MarshalText() ([]byte, error) { return []byte(s.String())
 
 // UnmarshalText parses a state name.
 func (s *ResourceState) UnmarshalText(b []byte) error {
-	return parseName(resStateNames[:], b, "resource state", (*uint8)(s))
+	return parseName(resStateNames(), b, "resource state", (*uint8)(s))
 }
 
 // LegState is a mirror leg's state as the volume knowledge carries it
@@ -102,13 +106,13 @@ const (
 	legStateMax   = LegRebuilding
 )
 
-var legStateNames = [...]string{"in_sync", "failed", "out_of_sync", "rebuilding"}
+func legStateNames() []string { return []string{"in_sync", "failed", "out_of_sync", "rebuilding"} }
 
 func (s LegState) String() string {
 	if s > legStateMax {
 		return fmt.Sprintf("leg(%d)", uint8(s))
 	}
-	return legStateNames[s]
+	return legStateNames()[s]
 }
 
 // MarshalText renders the state in JSON.
@@ -116,7 +120,7 @@ func (s LegState) MarshalText() ([]byte, error) { return []byte(s.String()), nil
 
 // UnmarshalText parses a state name.
 func (s *LegState) UnmarshalText(b []byte) error {
-	return parseName(legStateNames[:], b, "leg state", (*uint8)(s))
+	return parseName(legStateNames(), b, "leg state", (*uint8)(s))
 }
 
 func parseName(names []string, b []byte, what string, out *uint8) error {
