@@ -178,7 +178,7 @@ func TestValidate(t *testing.T) {
 	if err := c.Validate(); err != nil {
 		t.Error(err)
 	}
-	if _, err := New(Config{}, "n1", Options{}, time.Time{}); err == nil {
+	if _, err := New(Config{}, "n1", Options{Peers: []heartbeat.NodeID{"n2"}}, time.Time{}); err == nil {
 		t.Error("New accepted a config without defaults")
 	}
 }

@@ -14,7 +14,7 @@
 // Running a group (what the node does):
 //
 //	cfg, err := resources.FromViper(v)   // `group:` and `resources:`; *heartbeat.KeyError names the key
-//	g, err := resources.New(cfg, self, resources.Options{Standby: persistedFlag}, now)
+//	g, err := resources.New(cfg, self, resources.Options{Peers: []heartbeat.NodeID{"node2"}, Standby: persistedFlag}, now)
 //	// inputs, each with the time:
 //	g.Membership(now, resources.View{Role: role, Peers: []resources.PeerView{
 //		{ID: "node2", State: heartbeat.NodeAlive, Role: peerRole, App: member.PeerApp("node2")}}})

@@ -47,6 +47,10 @@ type PeerView struct {
 
 // Options are what the node knows at start.
 type Options struct {
+	// Peers are the other configured nodes (at least one). A peer that a
+	// View leaves out counts as unknown: fenced before a takeover, never
+	// assumed stopped. Views naming other nodes are ignored.
+	Peers []heartbeat.NodeID
 	// Standby is the persisted standby flag (see EffectPersist).
 	Standby bool
 }
@@ -173,10 +177,19 @@ func New(cfg Config, self heartbeat.NodeID, opt Options, now time.Time) (*Group,
 	if self == "" {
 		return nil, fmt.Errorf("resources: the node has no ID")
 	}
+	if len(opt.Peers) == 0 {
+		return nil, fmt.Errorf("resources: no peer given (Options.Peers): a cluster has two nodes or more")
+	}
 	g := &Group{cfg: cfg, self: self, now: now, restartFrom: -1, blockedRes: -1, standby: opt.Standby,
 		monitors: map[int]*op{}, fencedPeers: map[heartbeat.NodeID]bool{}, notes: map[string]string{}}
 	for _, r := range cfg.Resources {
 		g.res = append(g.res, &resource{spec: r})
+	}
+	for _, id := range opt.Peers {
+		if id == self || slices.ContainsFunc(g.peers, func(p peer) bool { return p.id == id }) {
+			return nil, fmt.Errorf("resources: peer %q is this node or listed twice", id)
+		}
+		g.peers = append(g.peers, peer{id: id, state: heartbeat.NodeUnknown})
 	}
 	if opt.Standby {
 		g.log("standby (persisted): this node does not run the group until `mirrorctl unstandby`")
@@ -201,22 +214,34 @@ func (g *Group) Membership(now time.Time, v View) {
 		g.log("membership proposes this node %s (was %s)", v.Role, g.role)
 		g.role = v.Role
 	}
-	old := g.peers
-	g.peers = make([]peer, 0, len(v.Peers))
-	for _, pv := range v.Peers {
-		p := peer{id: pv.ID, state: pv.State, role: pv.Role, raw: pv.App}
-		if k := slices.IndexFunc(old, func(o peer) bool { return o.id == pv.ID }); k >= 0 && bytes.Equal(old[k].raw, pv.App) {
-			p.app, p.hasApp = old[k].app, old[k].hasApp
-		} else if pv.App != nil {
-			a, err := UnmarshalAppState(pv.App)
-			p.app, p.hasApp = a, err == nil
-			msg := ""
-			if err != nil {
-				msg = fmt.Sprintf("the group state %s publishes cannot be read (%v): it counts as unknown", pv.ID, err)
-			}
-			g.note("app:"+string(pv.ID), msg, false)
+	for i := range g.peers {
+		p := &g.peers[i]
+		k := slices.IndexFunc(v.Peers, func(pv PeerView) bool { return pv.ID == p.id })
+		if k < 0 { // left out: unknown, its state forgotten
+			*p = peer{id: p.id, state: heartbeat.NodeUnknown}
+			continue
 		}
-		g.peers = append(g.peers, p)
+		pv := v.Peers[k]
+		p.state, p.role = pv.State, pv.Role
+		if bytes.Equal(p.raw, pv.App) && (p.raw == nil) == (pv.App == nil) {
+			continue
+		}
+		p.raw, p.app, p.hasApp = pv.App, AppState{}, false
+		if pv.App == nil {
+			continue
+		}
+		a, err := UnmarshalAppState(pv.App)
+		p.app, p.hasApp = a, err == nil
+		msg := ""
+		if err != nil {
+			msg = fmt.Sprintf("the group state %s publishes cannot be read (%v): it counts as unknown", p.id, err)
+		}
+		g.note("app:"+string(p.id), msg, false)
+	}
+	for _, pv := range v.Peers {
+		if !slices.ContainsFunc(g.peers, func(p peer) bool { return p.id == pv.ID }) {
+			g.note("stranger:"+string(pv.ID), fmt.Sprintf("membership reports %s, which is not a configured peer: ignored", pv.ID), true)
+		}
 	}
 }
 

@@ -35,7 +35,7 @@ func newDriver(t *testing.T) *driver {
 		c.Resources = append(c.Resources, r)
 	}
 	d := &driver{t: t, now: time.Unix(1_700_000_000, 0), hold: func(Effect) bool { return false }}
-	g, err := New(c, "n1", Options{}, d.now)
+	g, err := New(c, "n1", Options{Peers: []heartbeat.NodeID{"n2"}}, d.now)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -224,6 +224,25 @@ func TestCleanupWhileFencedStopIsRunning(t *testing.T) {
 	}
 	if e, _ := d.last(EffectSetEligible); !e.Eligible {
 		t.Error("not eligible after cleanup")
+	}
+}
+
+// A peer that membership leaves out of a view counts as unknown: it is
+// fenced before the group starts, never assumed stopped.
+func TestPeerLeftOutIsUnknown(t *testing.T) {
+	d := newDriver(t)
+	d.g.Membership(d.now, View{Role: heartbeat.RoleActive, Peers: []PeerView{{ID: "n3", State: heartbeat.NodeAlive}}})
+	d.drain()
+	if !d.saw("membership reports n3, which is not a configured peer") {
+		t.Error("no alarm about a stranger in the view")
+	}
+	if e, ok := d.last(EffectFence); !ok || joinIDs(e.Victims) != "n2" {
+		t.Errorf("fence %v (%v), want n2 fenced first", e.Victims, ok)
+	}
+	for _, bad := range []Options{{}, {Peers: []heartbeat.NodeID{"n1"}}, {Peers: []heartbeat.NodeID{"n2", "n2"}}} {
+		if _, err := New(d.g.cfg, "n1", bad, d.now); err == nil {
+			t.Errorf("New accepted peers %v", bad.Peers)
+		}
 	}
 }
 

@@ -111,7 +111,13 @@ func (s *sim) start(id heartbeat.NodeID) {
 	if n.up {
 		s.fatalf("%s is already running", id)
 	}
-	g, err := New(s.cfg, id, Options{Standby: n.standby}, s.now)
+	var peers []heartbeat.NodeID
+	for _, p := range s.order {
+		if p != id {
+			peers = append(peers, p)
+		}
+	}
+	g, err := New(s.cfg, id, Options{Peers: peers, Standby: n.standby}, s.now)
 	if err != nil {
 		s.fatalf("New: %v", err)
 	}
