@@ -138,6 +138,7 @@ func (g *Group) gate() bool {
 	}
 	if len(todo) == 0 {
 		g.note("gate", "", false)
+		g.note("fence", "", false)
 		return true
 	}
 	if g.now.Before(g.fenceRetryAt) {
