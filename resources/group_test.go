@@ -1,0 +1,266 @@
+package resources
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"reflect"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hamirror/hamirror/heartbeat"
+)
+
+// driver runs one Group by hand: operations are answered OK at once
+// unless held.
+type driver struct {
+	t    *testing.T
+	g    *Group
+	now  time.Time
+	held []Effect
+	hold func(Effect) bool
+	seen []Effect
+}
+
+func newDriver(t *testing.T) *driver {
+	c := DefaultConfig()
+	for _, s := range []string{"fence", "volume", "fs:filesystem", "vip", "db:postgresql"} {
+		name, typ, ok := strings.Cut(s, ":")
+		if !ok {
+			typ = name
+		}
+		r, _ := DefaultResource(name, typ)
+		c.Resources = append(c.Resources, r)
+	}
+	d := &driver{t: t, now: time.Unix(1_700_000_000, 0), hold: func(Effect) bool { return false }}
+	g, err := New(c, "n1", Options{Peers: []heartbeat.NodeID{"n2"}}, d.now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.g = g
+	d.drain()
+	return d
+}
+
+func (d *driver) drain() {
+	ok := drainEffects(d.g, func(e Effect) {
+		d.seen = append(d.seen, e)
+		switch e.Kind {
+		case EffectFence, EffectStart, EffectStop, EffectMonitor, EffectStopAllNow:
+			if d.hold(e) {
+				d.held = append(d.held, e)
+			} else {
+				d.g.Done(d.now, Result{Op: e.Op})
+			}
+		}
+	})
+	if !ok {
+		d.t.Fatal("effects never stop")
+	}
+}
+
+// run brings the group up with a dead peer.
+func (d *driver) run() {
+	d.g.Membership(d.now, View{Role: heartbeat.RoleActive, Peers: []PeerView{{ID: "n2", State: heartbeat.NodeDead}}})
+	d.drain()
+	if s := d.g.Status().State; s != GroupRunning {
+		d.t.Fatalf("group %s, want running", s)
+	}
+}
+
+func (d *driver) last(kind EffectKind) (Effect, bool) {
+	for i := len(d.seen) - 1; i >= 0; i-- {
+		if d.seen[i].Kind == kind {
+			return d.seen[i], true
+		}
+	}
+	return Effect{}, false
+}
+
+func (d *driver) saw(msg string) bool {
+	return slices.ContainsFunc(d.seen, func(e Effect) bool { return strings.Contains(e.Msg, msg) })
+}
+
+func TestStatusJSON(t *testing.T) {
+	d := newDriver(t)
+	d.run()
+	d.now = d.now.Add(11 * time.Second)
+	d.hold = func(e Effect) bool { return e.Kind == EffectMonitor && e.Resource == "db" }
+	d.g.Tick(d.now)
+	d.drain()
+	d.g.Done(d.now, Result{Op: d.held[0].Op, Outcome: Failed, Err: "connection refused"})
+	d.drain()
+	st := d.g.Status()
+	b, err := json.Marshal(st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{`"state":"running"`, `"name":"db","type":"postgresql","state":"running","failures":1,"last_error":"monitor failed: connection refused"`, `"role":"active"`, `"migration_threshold":3`} {
+		if !strings.Contains(string(b), want) {
+			t.Errorf("status JSON lacks %s:\n%s", want, b)
+		}
+	}
+	var back Status
+	if err := json.Unmarshal(b, &back); err != nil {
+		t.Fatalf("mirrorctl cannot read it back: %v", err)
+	}
+	if !reflect.DeepEqual(normal(back), normal(st)) {
+		t.Errorf("JSON round trip:\n got %+v\nwant %+v", back, st)
+	}
+	if st.Resources[4].LastMonitor != d.now {
+		t.Errorf("db last monitored %v, want %v", st.Resources[4].LastMonitor, d.now)
+	}
+}
+
+// normal drops the monotonic clock reading and location for comparison.
+func normal(s Status) Status {
+	s.Resources = slices.Clone(s.Resources)
+	for i := range s.Resources {
+		s.Resources[i].LastMonitor = s.Resources[i].LastMonitor.UTC().Round(0)
+	}
+	return s
+}
+
+func TestResultOf(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		want Outcome
+	}{
+		{nil, OK},
+		{fmt.Errorf("pg_ctl: %w", ErrNotRunning), NotRunning},
+		{fmt.Errorf("assemble: %w", context.DeadlineExceeded), TimedOut},
+		{fmt.Errorf("write: %w: %w", ErrFenced, fmt.Errorf("leg 0")), Fenced},
+		{fmt.Errorf("mount: exit status 32"), Failed},
+	} {
+		r := ResultOf(7, tc.err)
+		if r.Op != 7 || r.Outcome != tc.want || (tc.err != nil) != (r.Err != "") {
+			t.Errorf("ResultOf(%v) = %+v, want %v", tc.err, r, tc.want)
+		}
+	}
+}
+
+// The volume knowledge and the ack are published as soon as they change.
+func TestVolumeKnowledgeIsPublished(t *testing.T) {
+	d := newDriver(t)
+	k := VolumeKnowledge{Seq: 4, Generation: 0xabc, Events: 99, LegStates: [2]LegState{LegInSync, LegFailed}}
+	d.g.SetVolume(d.now, k)
+	d.drain()
+	e, ok := d.last(EffectPublish)
+	if !ok || e.App.Volume != k {
+		t.Fatalf("published %+v, want volume %+v", e.App, k)
+	}
+	if a, err := UnmarshalAppState(e.Data); err != nil || a.Volume != k {
+		t.Fatalf("published bytes decode to %+v (%v)", a, err)
+	}
+	d.g.SetAck(d.now, 12)
+	d.drain()
+	if e, _ = d.last(EffectPublish); e.App.Ack != 12 {
+		t.Errorf("ack published %d, want 12", e.App.Ack)
+	}
+	n := len(d.seen)
+	d.g.SetAck(d.now, 12)
+	d.drain()
+	if len(d.seen) != n {
+		t.Errorf("an unchanged state was published again: %v", d.seen[n:])
+	}
+}
+
+// A peer whose app blob cannot be decoded counts as unknown: an alive
+// peer with an unreadable state is waited for, never assumed stopped.
+func TestUnreadablePeerStateIsWaitedFor(t *testing.T) {
+	d := newDriver(t)
+	d.g.Membership(d.now, View{Role: heartbeat.RoleActive, Peers: []PeerView{{ID: "n2", State: heartbeat.NodeAlive, Role: heartbeat.RoleStandby, App: []byte("HG\x09garbage")}}})
+	d.drain()
+	if !d.saw("the group state n2 publishes cannot be read") {
+		t.Errorf("no log about the unreadable state")
+	}
+	if _, started := d.last(EffectStart); started {
+		t.Fatal("started the group while the peer's state is unreadable")
+	}
+	if w := d.g.Status().Waiting; !strings.Contains(w, "n2 is alive and has published no group state yet") {
+		t.Errorf("waiting = %q", w)
+	}
+	stopped, _ := AppState{State: GroupStopped, Eligible: true}.Marshal()
+	d.g.Membership(d.now, View{Role: heartbeat.RoleActive, Peers: []PeerView{{ID: "n2", State: heartbeat.NodeAlive, Role: heartbeat.RoleStandby, App: stopped}}})
+	d.drain()
+	if s := d.g.Status().State; s != GroupRunning {
+		t.Errorf("group %s once the peer's state is readable and stopped, want running", s)
+	}
+	if _, fenced := d.last(EffectFence); fenced {
+		t.Error("fenced an alive, cleanly stopped peer")
+	}
+}
+
+// Cleanup cannot end the fenced state while everything is still being
+// stopped; afterwards it does and re-registers.
+func TestCleanupWhileFencedStopIsRunning(t *testing.T) {
+	d := newDriver(t)
+	d.run()
+	d.hold = func(e Effect) bool { return e.Kind == EffectStopAllNow }
+	d.g.Fenced(d.now, "RESERVATION CONFLICT")
+	d.drain()
+	if d.g.Idle() {
+		t.Error("idle while stopping everything")
+	}
+	if err := d.g.Cleanup(d.now, ""); err == nil || !strings.Contains(err.Error(), "still stopping everything") {
+		t.Fatalf("cleanup during the stop: %v", err)
+	}
+	d.g.Done(d.now, Result{Op: d.held[0].Op})
+	d.drain()
+	if st := d.g.Status(); st.State != GroupFenced || st.Eligible || !strings.Contains(st.Reason, "RESERVATION CONFLICT") {
+		t.Fatalf("status %+v, want fenced, ineligible, with the reason", st)
+	}
+	if !d.g.Idle() {
+		t.Error("not idle once fenced and stopped")
+	}
+	if err := d.g.Cleanup(d.now, ""); err != nil {
+		t.Fatal(err)
+	}
+	d.drain()
+	if _, ok := d.last(EffectReregister); !ok {
+		t.Error("cleanup of the fenced state did not re-register")
+	}
+	if e, _ := d.last(EffectSetEligible); !e.Eligible {
+		t.Error("not eligible after cleanup")
+	}
+}
+
+// A peer that membership leaves out of a view counts as unknown: it is
+// fenced before the group starts, never assumed stopped.
+func TestPeerLeftOutIsUnknown(t *testing.T) {
+	d := newDriver(t)
+	d.g.Membership(d.now, View{Role: heartbeat.RoleActive, Peers: []PeerView{{ID: "n3", State: heartbeat.NodeAlive}}})
+	d.drain()
+	if !d.saw("membership reports n3, which is not a configured peer") {
+		t.Error("no alarm about a stranger in the view")
+	}
+	if e, ok := d.last(EffectFence); !ok || joinIDs(e.Victims) != "n2" {
+		t.Errorf("fence %v (%v), want n2 fenced first", e.Victims, ok)
+	}
+	for _, bad := range []Options{{}, {Peers: []heartbeat.NodeID{"n1"}}, {Peers: []heartbeat.NodeID{"n2", "n2"}}} {
+		if _, err := New(d.g.cfg, "n1", bad, d.now); err == nil {
+			t.Errorf("New accepted peers %v", bad.Peers)
+		}
+	}
+}
+
+// Refused commands change nothing.
+func TestRefusedCommands(t *testing.T) {
+	d := newDriver(t)
+	if err := d.g.Move(d.now); err == nil {
+		t.Error("move accepted on a node that does not run the group")
+	}
+	d.run()
+	if err := d.g.Move(d.now); err == nil || !strings.Contains(err.Error(), "n2 is dead") {
+		t.Errorf("move with a dead peer: %v", err)
+	}
+	if err := d.g.Restart(d.now, "nope"); err == nil {
+		t.Error("restart of an unknown resource accepted")
+	}
+	d.drain()
+	if st := d.g.Status(); st.State != GroupRunning || !st.Eligible || st.Moving {
+		t.Errorf("status after refusals %+v", st)
+	}
+}
