@@ -19,7 +19,7 @@ func twoNodes() Config {
 			{Medium: "nic2", Interface: "eth2", Address: []string{"10.0.2.1", "10.0.2.2"}[i]},
 		}, Serial: "/dev/ttyS1"})
 	}
-	c.Disks = []Disk{{Name: "disk-a", SlotSize: 512, Slots: 4}}
+	c.Disks = []Disk{{Name: "disk-a", SlotSize: 1024, Slots: 4}}
 	return c
 }
 
@@ -103,7 +103,7 @@ nodes:
       - {medium: nic1, interface: eth1, address: 10.0.1.2}
     slot: 3
 disks:
-  - {name: disk-a, path: /tmp/x, slot_size: 512, slots: 4}
+  - {name: disk-a, path: /tmp/x, slot_size: 1024, slots: 4}
 ping:
   targets: [192.168.10.254]
   interval: 2s
@@ -180,8 +180,9 @@ func TestExampleConfigIsValid(t *testing.T) {
 }
 
 // TestSlotNeededMatchesTheEncoder: the slot size Validate demands is
-// exactly what the longest heartbeat frame of the cluster takes, and a
-// leg's 4096-byte slots hold it even for 64 nodes with the longest names.
+// exactly what the longest heartbeat frame of the cluster takes (the
+// largest app state included), and a leg's 4096-byte slots hold it even
+// for 64 nodes with the longest names.
 func TestSlotNeededMatchesTheEncoder(t *testing.T) {
 	c := twoNodes()
 	c.Cluster = strings.Repeat("c", 64)
@@ -202,12 +203,22 @@ func TestSlotNeededMatchesTheEncoder(t *testing.T) {
 		echo[i] = uint64(i + 1)
 	}
 	b, err := NewCodec(c.Cluster, simKey).Encode(Frame{Type: MsgHeartbeat, Boot: 1, Seq: 1, Nonce: 1, From: c.Nodes[1].ID,
-		Medium: disk, Echo: echo, Payload: Heartbeat{}.MarshalBinary()})
+		Medium: disk, Echo: echo, Payload: Heartbeat{App: make([]byte, MaxAppState)}.MarshalBinary()})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if need := c.slotNeeded(disk); need != int64(len(b)+2) {
 		t.Errorf("slotNeeded %d, the longest frame takes %d+2", need, len(b))
+	}
+	if len(b) != 1265 || len(b) > MaxFrame { // the bound frame.go documents
+		t.Errorf("the largest heartbeat frame is %d bytes, frame.go says 1265", len(b))
+	}
+	// The largest two-node frame fits the smallest slot.
+	two := twoNodes()
+	two.Cluster, two.Nodes[0].ID = strings.Repeat("c", 64), NodeID(strings.Repeat("x", 64))
+	two.Disks = []Disk{{Name: disk, SlotSize: MinSlotSize, Slots: 2}}
+	if err := two.Validate(); err != nil || two.slotNeeded(disk) != 771 {
+		t.Errorf("two nodes with the longest names need %d bytes (want 771 <= MinSlotSize): %v", two.slotNeeded(disk), err)
 	}
 	c.Self = c.Nodes[1].ID
 	if _, err := c.DiskLinkFor(disk, &memDisk{b: make([]byte, 64*512)}, 0, 512, 64); err == nil {

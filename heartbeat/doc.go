@@ -55,6 +55,6 @@
 //	  - id: node2
 //	    ...
 //	disks:
-//	  - {name: disk-a, slot_size: 512, slots: 4}   # no path: the mirror leg's slots
+//	  - {name: disk-a, slot_size: 1024, slots: 4}  # no path: the mirror leg's slots
 //	ping: {targets: [192.168.10.254], interval: 1s}
 package heartbeat

@@ -107,10 +107,10 @@ func New(opt Options) (_ *Lab, err error) {
 	}
 	if opt.Disk {
 		path := filepath.Join(l.dir, "slots")
-		if err := os.WriteFile(path, make([]byte, 8*512), 0o600); err != nil {
+		if err := os.WriteFile(path, make([]byte, 8*1024), 0o600); err != nil {
 			return nil, err
 		}
-		c.Disks = []heartbeat.Disk{{Name: "disk-a", Path: path, SlotSize: 512, Slots: 8}}
+		c.Disks = []heartbeat.Disk{{Name: "disk-a", Path: path, SlotSize: 1024, Slots: 8}}
 	}
 	for i := 1; i <= opt.Nodes; i++ {
 		id := fmt.Sprintf("n%d", i)
