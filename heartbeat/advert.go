@@ -65,9 +65,10 @@ func (m *Machine) Eligible() bool { return m.eligible }
 
 // SetAppState sets the opaque blob (at most MaxAppState bytes) this node
 // advertises in every heartbeat frame from now on, on every medium, disk
-// slots included. A change goes out at the next Tick, or keepalive/4
-// after the previous send if that is later, so a burst of changes costs
-// at most four sends per keepalive; the blob is copied.
+// slots included. A change goes out at the next Tick, or at the first
+// Tick keepalive/4 after the previous send if that one was more recent
+// (with Ticks every keepalive/4: within keepalive/2), so a burst of
+// changes costs at most four sends per keepalive. The blob is copied.
 func (m *Machine) SetAppState(b []byte) error {
 	if len(b) > MaxAppState {
 		return fmt.Errorf("heartbeat: app state of %d bytes exceeds the %d byte limit", len(b), MaxAppState)

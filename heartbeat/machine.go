@@ -91,8 +91,8 @@ type Ready struct {
 //     timing.dead AND no disk slot has advanced for timing.dead, counted
 //     in time this node was running.
 //   - SetEligible(false) yields the active role at once; SetAppState's
-//     blob goes out at the next Tick (keepalive/4 after the previous send
-//     at the latest).
+//     blob goes out at the next Tick, or at the first Tick keepalive/4
+//     after the previous send.
 type Machine struct {
 	cfg       MachineConfig
 	start     time.Time

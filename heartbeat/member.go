@@ -226,7 +226,8 @@ func (n *Member) poke() {
 
 // SetAppState sets the opaque blob (at most MaxAppState bytes) this node
 // advertises in every heartbeat, on every medium, disk slots included. A
-// change is sent at once (at most four sends per keepalive in a burst).
+// change is sent at once; within a burst of changes, within keepalive/2
+// (at most four sends per keepalive).
 // Peers see it as PeerApp, View, Status and an EventApp. Safe to call from
 // any goroutine, before Run too.
 func (n *Member) SetAppState(b []byte) error {
