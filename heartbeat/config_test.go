@@ -28,6 +28,9 @@ func TestDefaultConfigIsValidOnceNodesAreSet(t *testing.T) {
 	if err := c.Validate(); err != nil {
 		t.Fatal(err)
 	}
+	if DefaultConfig().Failback {
+		t.Error("failback is on by default; stickiness is the default")
+	}
 	d := DefaultConfig().Timing
 	if d.Keepalive != 200*time.Millisecond || d.Warn != time.Second || d.Dead != 2*time.Second || d.InitDead != 10*time.Second {
 		t.Errorf("defaults changed: %+v", d)
@@ -88,6 +91,7 @@ cluster:
   name: pair1
   key_file: /etc/hamirror/cluster.key
   preferred: node2
+  failback: true
 timing:
   keepalive: 100ms
   warn: 500ms
@@ -114,7 +118,7 @@ resources:
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Cluster != "pair1" || c.Preferred != "node2" || c.Timing.Keepalive != 100*time.Millisecond ||
+	if c.Cluster != "pair1" || c.Preferred != "node2" || !c.Failback || !c.MachineConfig(1).Failback || c.Timing.Keepalive != 100*time.Millisecond ||
 		c.Timing.InitDead != 5*time.Second || c.Port != 5405 || c.Baud != 115200 || c.PingInterval != 2*time.Second ||
 		len(c.Nodes) != 2 || c.Nodes[0].Links[0].Interface != "eth1" || c.SlotOf("node2") != 3 || c.SlotOf("node1") != 0 ||
 		c.Disks[0].Path != "/tmp/x" || c.PingTargets[0] != "192.168.10.254" {
