@@ -67,11 +67,16 @@ type Config struct {
 	Cluster   string `mapstructure:"name"`
 	KeyFile   string `mapstructure:"key_file"`
 	Preferred NodeID `mapstructure:"preferred"`
-	Port      int    `mapstructure:"port"`
-	Baud      int    `mapstructure:"baud"`
-	Nodes     []Node
-	Disks     []Disk
-	Timing    Timing
+	// Failback (cluster.failback): when true an active node hands the
+	// active role back to the preferred node once that node is alive,
+	// eligible and settled (alive for timing.warn). When false an active
+	// node stays active (stickiness).
+	Failback bool `mapstructure:"failback"`
+	Port     int  `mapstructure:"port"`
+	Baud     int  `mapstructure:"baud"`
+	Nodes    []Node
+	Disks    []Disk
+	Timing   Timing
 	// PingTargets are public-network addresses probed with ICMP echo; the
 	// node that reaches more of them is the better holder of the VIP.
 	PingTargets  []string
@@ -85,6 +90,11 @@ type Config struct {
 // DefaultConfig returns the defaults with the reason for each.
 func DefaultConfig() Config {
 	return Config{
+		// Failback is off: every move of the service is an outage, so it
+		// moves only when it must (Pacemaker's resource-stickiness and
+		// keepalived's nopreempt make the same choice); an operator who
+		// wants the preferred node back moves it when it suits.
+		Failback: false,
 		// 5405 is free on an HA pair (Corosync uses 5404/5405 only when
 		// installed, and a hamirror node does not run Corosync).
 		Port: 5405,
@@ -236,9 +246,9 @@ func (c *Config) Validate() error {
 		case d.Offset < 0:
 			return keyErr(key+".offset", "is negative")
 		case d.SlotSize < MinSlotSize:
-			return keyErr(key+".slot_size", "%d is less than %d bytes", d.SlotSize, MinSlotSize)
+			return keyErr(key+".slot_size", "%d is less than %d bytes: a heartbeat carries up to %d bytes of app state (frame version 3); set %d or more", d.SlotSize, MinSlotSize, MaxAppState, MinSlotSize)
 		case d.SlotSize < c.slotNeeded(d.Name):
-			return keyErr(key+".slot_size", "%d bytes cannot hold a heartbeat of this cluster (%d nodes): at least %d are needed", d.SlotSize, len(c.Nodes), c.slotNeeded(d.Name))
+			return keyErr(key+".slot_size", "%d bytes cannot hold a heartbeat of this cluster (%d nodes, %d bytes of app state): at least %d are needed", d.SlotSize, len(c.Nodes), MaxAppState, c.slotNeeded(d.Name))
 		case d.Slots < len(c.Nodes):
 			return keyErr(key+".slots", "%d slots for %d nodes", d.Slots, len(c.Nodes))
 		}
@@ -253,13 +263,15 @@ func (c *Config) Validate() error {
 
 // slotNeeded is the slot size disk medium name needs: a 2-byte length and
 // the longest heartbeat frame a node of this cluster writes there, which
-// echoes the run nonce of every other node.
+// echoes the run nonce of every other node and carries the largest app
+// state (MaxAppState).
 func (c *Config) slotNeeded(name string) int64 {
 	id := 0
 	for _, n := range c.Nodes {
 		id = max(id, len(n.ID))
 	}
-	return int64(2 + headerLen + 4 + len(c.Cluster) + id + len(name) + echoLen*max(len(c.Nodes)-1, 0) + heartbeatLen + macLen)
+	return int64(2 + headerLen + 4 + len(c.Cluster) + id + len(name) + echoLen*max(len(c.Nodes)-1, 0) +
+		heartbeatFixed + MaxAppState + macLen)
 }
 
 func isDiskName(c *Config, m string) bool {

@@ -19,7 +19,7 @@ func twoNodes() Config {
 			{Medium: "nic2", Interface: "eth2", Address: []string{"10.0.2.1", "10.0.2.2"}[i]},
 		}, Serial: "/dev/ttyS1"})
 	}
-	c.Disks = []Disk{{Name: "disk-a", SlotSize: 512, Slots: 4}}
+	c.Disks = []Disk{{Name: "disk-a", SlotSize: 1024, Slots: 4}}
 	return c
 }
 
@@ -27,6 +27,9 @@ func TestDefaultConfigIsValidOnceNodesAreSet(t *testing.T) {
 	c := twoNodes()
 	if err := c.Validate(); err != nil {
 		t.Fatal(err)
+	}
+	if DefaultConfig().Failback {
+		t.Error("failback is on by default; stickiness is the default")
 	}
 	d := DefaultConfig().Timing
 	if d.Keepalive != 200*time.Millisecond || d.Warn != time.Second || d.Dead != 2*time.Second || d.InitDead != 10*time.Second {
@@ -88,6 +91,7 @@ cluster:
   name: pair1
   key_file: /etc/hamirror/cluster.key
   preferred: node2
+  failback: true
 timing:
   keepalive: 100ms
   warn: 500ms
@@ -103,7 +107,7 @@ nodes:
       - {medium: nic1, interface: eth1, address: 10.0.1.2}
     slot: 3
 disks:
-  - {name: disk-a, path: /tmp/x, slot_size: 512, slots: 4}
+  - {name: disk-a, path: /tmp/x, slot_size: 1024, slots: 4}
 ping:
   targets: [192.168.10.254]
   interval: 2s
@@ -114,7 +118,7 @@ resources:
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Cluster != "pair1" || c.Preferred != "node2" || c.Timing.Keepalive != 100*time.Millisecond ||
+	if c.Cluster != "pair1" || c.Preferred != "node2" || !c.Failback || !c.MachineConfig(1).Failback || c.Timing.Keepalive != 100*time.Millisecond ||
 		c.Timing.InitDead != 5*time.Second || c.Port != 5405 || c.Baud != 115200 || c.PingInterval != 2*time.Second ||
 		len(c.Nodes) != 2 || c.Nodes[0].Links[0].Interface != "eth1" || c.SlotOf("node2") != 3 || c.SlotOf("node1") != 0 ||
 		c.Disks[0].Path != "/tmp/x" || c.PingTargets[0] != "192.168.10.254" {
@@ -180,8 +184,9 @@ func TestExampleConfigIsValid(t *testing.T) {
 }
 
 // TestSlotNeededMatchesTheEncoder: the slot size Validate demands is
-// exactly what the longest heartbeat frame of the cluster takes, and a
-// leg's 4096-byte slots hold it even for 64 nodes with the longest names.
+// exactly what the longest heartbeat frame of the cluster takes (the
+// largest app state included), and a leg's 4096-byte slots hold it even
+// for 64 nodes with the longest names.
 func TestSlotNeededMatchesTheEncoder(t *testing.T) {
 	c := twoNodes()
 	c.Cluster = strings.Repeat("c", 64)
@@ -202,12 +207,22 @@ func TestSlotNeededMatchesTheEncoder(t *testing.T) {
 		echo[i] = uint64(i + 1)
 	}
 	b, err := NewCodec(c.Cluster, simKey).Encode(Frame{Type: MsgHeartbeat, Boot: 1, Seq: 1, Nonce: 1, From: c.Nodes[1].ID,
-		Medium: disk, Echo: echo, Payload: Heartbeat{}.MarshalBinary()})
+		Medium: disk, Echo: echo, Payload: Heartbeat{App: make([]byte, MaxAppState)}.MarshalBinary()})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if need := c.slotNeeded(disk); need != int64(len(b)+2) {
 		t.Errorf("slotNeeded %d, the longest frame takes %d+2", need, len(b))
+	}
+	if len(b) != 1265 || len(b) > MaxFrame { // the bound frame.go documents
+		t.Errorf("the largest heartbeat frame is %d bytes, frame.go says 1265", len(b))
+	}
+	// The largest two-node frame fits the smallest slot.
+	two := twoNodes()
+	two.Cluster, two.Nodes[0].ID = strings.Repeat("c", 64), NodeID(strings.Repeat("x", 64))
+	two.Disks = []Disk{{Name: disk, SlotSize: MinSlotSize, Slots: 2}}
+	if err := two.Validate(); err != nil || two.slotNeeded(disk) != 771 {
+		t.Errorf("two nodes with the longest names need %d bytes (want 771 <= MinSlotSize): %v", two.slotNeeded(disk), err)
 	}
 	c.Self = c.Nodes[1].ID
 	if _, err := c.DiskLinkFor(disk, &memDisk{b: make([]byte, 64*512)}, 0, 512, 64); err == nil {

@@ -11,10 +11,12 @@ import (
 )
 
 // MinSlotSize is the smallest disk heartbeat slot: a 2-byte length and a
-// heartbeat frame of a two-node cluster with the longest names fit in it.
-// A frame echoes every peer (8 bytes each): clusters of more than about
-// 30 nodes with long names need larger slots (Config.Validate says).
-const MinSlotSize = 512
+// heartbeat frame of a two-node cluster with the longest names and the
+// largest app state (771 bytes in all) fit in it. A frame echoes every
+// peer (8 bytes each): clusters of more than about 30 nodes with long
+// names need larger slots (Config.Validate says). A mirror leg's slots are
+// 4096 bytes.
+const MinSlotSize = 1024
 
 // SlotDevice is where disk slots live: a mirror leg's reserved area
 // (mirror.HeartbeatSlots), a block device or, in tests, a plain file.

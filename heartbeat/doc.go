@@ -21,6 +21,27 @@
 // no takeover, an alarm. Roles (active/standby) are proposals to the
 // resources layer, which fences before acting.
 //
+// A node that did not run for a while (SIGSTOP, a paused VM, a swap
+// storm) judges only after its media could deliver what queued meanwhile,
+// and a stall long enough to make a live peer look dead is not counted as
+// the peers' silence (stall.go); the runner hands the machine every frame
+// that arrived before each tick.
+//
+// What the failover layer (resources, docs/HA.md) gets besides node states
+// and the role proposal:
+//   - SetAppState: an opaque blob (at most MaxAppState = 512 bytes) carried
+//     in every heartbeat on every medium, disk slots included, and sent at
+//     once when it changes. Peers take it only from beats, in send order,
+//     and see it as PeerApp, View, Status (base64 in JSON) and EventApp.
+//   - SetEligible(false): the node never elects itself, yields the active
+//     role at once and advertises it, so peers leave it out of elections
+//     (standby, migration threshold, fenced, a move). Eligible again, it is
+//     a candidate timing.warn later; an active peer stays active.
+//   - cluster.failback (default false): hand the active role back to the
+//     preferred node once it has been alive and eligible for timing.warn.
+//   - View: one consistent snapshot (own role and eligibility, each peer's
+//     state, role, eligibility, app state and age) for the group machine.
+//
 // Running one member (mirrord does this):
 //
 //	cfg, err := heartbeat.LoadFile("/etc/hamirror/cluster.yaml", "node1")
@@ -30,9 +51,13 @@
 //	//   dl, _ := cfg.DiskLinkFor("disk-a", legAsReaderWriterAt, off, size, n)
 //	//   links = append(links, dl)
 //	m, err := heartbeat.NewMember(cfg, key, links, heartbeat.MemberOptions{
-//		OnEvent: func(e heartbeat.Event) { /* to resources */ },
+//		OnEvent: func(e heartbeat.Event) { /* to resources: role, node, app events */ },
 //	})
+//	m.SetEligible(!standby)             // before Run too: a persisted standby
 //	go m.Run(ctx)
+//	m.SetAppState(appState)              // <= 512 bytes, sent at once
+//	v := m.View()                        // role, peers' states and app states, one snapshot
+//	b, at, ok := m.PeerApp("node2")
 //	st := m.Status() // nodes, media, roles, index table, refused frames
 //
 // The cluster file's heartbeat sections (defaults in DefaultConfig):
@@ -41,6 +66,7 @@
 //	  name: pair1
 //	  key_file: /etc/hamirror/cluster.key   # chmod 600
 //	  preferred: node1                      # active when both start together
+//	  failback: false                       # true: hand the role back to preferred
 //	  port: 5405
 //	  baud: 115200
 //	  state_dir: /var/lib/hamirror           # boot ID counter
@@ -55,6 +81,6 @@
 //	  - id: node2
 //	    ...
 //	disks:
-//	  - {name: disk-a, slot_size: 512, slots: 4}   # no path: the mirror leg's slots
+//	  - {name: disk-a, slot_size: 1024, slots: 4}  # no path: the mirror leg's slots
 //	ping: {targets: [192.168.10.254], interval: 1s}
 package heartbeat

@@ -9,12 +9,12 @@ import (
 	"slices"
 )
 
-// Wire format of one heartbeat frame, version 2 (all integers
+// Wire format of one heartbeat frame, version 3 (all integers
 // big-endian). The same frame travels as a UDP datagram, inside a serial
 // envelope (serial.go) and in a disk slot (disk.go).
 //
 //	0   4  magic "HMHB"
-//	4   1  version (2)
+//	4   1  version (3)
 //	5   1  type (MsgHeartbeat, MsgTable)
 //	6   2  payload length P
 //	8   8  boot ID of the sender (start time in ns; later boots are larger)
@@ -26,7 +26,8 @@ import (
 //	..  1  echo count E (0..MaxEcho)
 //	..  8E echoes: the run nonce of every peer the sender has heard in that
 //	       peer's current run (non-zero, no duplicates)
-//	..  P  payload
+//	..  P  payload: a Heartbeat (message.go: round, role, flags, ping
+//	       score, table version, app state) or a Table
 //	..  32 HMAC-SHA256 over everything before it, under the cluster key
 //
 // The medium name is authenticated so that a frame captured on one medium
@@ -35,12 +36,17 @@ import (
 // if it echoes X's current run nonce, which no frame captured before X
 // started can contain.
 //
-// Version 1 (no run nonce, no echoes) is refused as malformed: both nodes
+// Versions 1 (no run nonce, no echoes) and 2 (a heartbeat payload without
+// round, eligibility and app state) are refused as malformed: both nodes
 // of a cluster must run the same frame version.
+//
+// Size: a heartbeat frame of the largest cluster (64 nodes, 63 echoes,
+// names at their limits) with the largest app state is 1265 bytes, well
+// under MaxFrame; a two-node cluster's is at most 769 (see MinSlotSize).
 
 const (
 	frameMagic   = "HMHB"
-	frameVersion = 2
+	frameVersion = 3
 	macLen       = sha256.Size
 	headerLen    = 32
 	// MaxFrame bounds one frame; a larger one is refused.
@@ -55,7 +61,7 @@ const (
 type MsgType uint8
 
 const (
-	MsgHeartbeat MsgType = 1 // liveness, role and table version
+	MsgHeartbeat MsgType = 1 // liveness, role, eligibility, table version, app state
 	MsgTable     MsgType = 2 // the index table, from the coordinator
 )
 

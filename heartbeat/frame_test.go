@@ -8,13 +8,19 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"strconv"
+	"strings"
 	"testing"
 )
 
 func sampleFrame() Frame {
 	return Frame{Type: MsgHeartbeat, Boot: 1700000000123456789, Seq: 42, Nonce: 0x0123456789abcdef, From: "node1", Medium: "nic1",
 		Echo:    []uint64{0xfedcba9876543210},
-		Payload: Heartbeat{Role: RoleActive, HasPing: true, PingScore: 2, TableVersion: 9}.MarshalBinary()}
+		Payload: sampleHeartbeat().MarshalBinary()}
+}
+
+func sampleHeartbeat() Heartbeat {
+	return Heartbeat{Round: 77, Role: RoleActive, HasPing: true, Eligible: true, PingScore: 2, TableVersion: 9, App: []byte("group=running")}
 }
 
 func TestFrameRoundTrip(t *testing.T) {
@@ -30,7 +36,7 @@ func TestFrameRoundTrip(t *testing.T) {
 		t.Fatalf("decode: %v %d\n got %+v\nwant %+v", err, end, got, f)
 	}
 	hb, err := UnmarshalHeartbeat(got.Payload)
-	if err != nil || hb != (Heartbeat{Role: RoleActive, HasPing: true, PingScore: 2, TableVersion: 9}) {
+	if err != nil || !reflect.DeepEqual(hb, sampleHeartbeat()) {
 		t.Errorf("heartbeat %+v %v", hb, err)
 	}
 }
@@ -146,13 +152,72 @@ func TestFrameNoncesStrict(t *testing.T) {
 	}
 }
 
-func TestHeartbeatPayloadStrict(t *testing.T) {
-	good := Heartbeat{Role: RoleStandby}.MarshalBinary()
-	for _, bad := range [][]byte{good[:10], append(bytes.Clone(good), 0), {3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}, {1, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0}} {
-		if _, err := UnmarshalHeartbeat(bad); !errors.Is(err, ErrMalformed) {
-			t.Errorf("%x accepted: %v", bad, err)
+// TestHeartbeatPayloadRoundTrip: every field survives, with no app
+// state, a little and the most a node may send.
+func TestHeartbeatPayloadRoundTrip(t *testing.T) {
+	for _, n := range []int{0, 1, MaxAppState} {
+		h := sampleHeartbeat()
+		h.App = nil
+		if n > 0 {
+			h.App = bytes.Repeat([]byte{0xa5}, n)
+		}
+		b := h.MarshalBinary()
+		got, err := UnmarshalHeartbeat(b)
+		if err != nil || !reflect.DeepEqual(got, h) || len(b) != heartbeatFixed+n {
+			t.Errorf("%d bytes of app state: got %+v (%v), %d bytes on the wire", n, got, err, len(b))
 		}
 	}
+}
+
+// TestHeartbeatPayloadStrict: wrong lengths, unknown roles and flags and
+// an app state over the limit are refused.
+func TestHeartbeatPayloadStrict(t *testing.T) {
+	good := Heartbeat{Role: RoleStandby, App: []byte("abc")}.MarshalBinary()
+	mod := func(f func(b []byte) []byte) []byte { return f(bytes.Clone(good)) }
+	big := Heartbeat{App: make([]byte, MaxAppState+1)}.MarshalBinary() // MarshalBinary does not check
+	for name, bad := range map[string][]byte{
+		"short":          good[:heartbeatFixed-1],
+		"app cut":        good[:len(good)-1],
+		"trailing":       append(bytes.Clone(good), 0),
+		"role 3":         mod(func(b []byte) []byte { b[8] = 3; return b }),
+		"unknown flag":   mod(func(b []byte) []byte { b[9] |= 4; return b }),
+		"app over limit": big,
+		"app length":     mod(func(b []byte) []byte { b[20] = 2; return b }),
+		"v2 payload":     {1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0},
+	} {
+		if _, err := UnmarshalHeartbeat(bad); !errors.Is(err, ErrMalformed) {
+			t.Errorf("%s: %x accepted: %v", name, bad, err)
+		}
+	}
+}
+
+// TestOldFrameVersionsRefused: the seeds of frame versions 1 and 2 kept
+// in testdata/fuzz are refused, and the message says why.
+func TestOldFrameVersionsRefused(t *testing.T) {
+	c := NewCodec("pair", simKey)
+	for name, version := range map[string]string{"heartbeat": "version 1", "heartbeat-v2": "version 2",
+		"heartbeat-v2-no-echo": "version 2", "table-v2": "version 2"} {
+		b := readSeed(t, "FuzzDecodeFrame", name)
+		if _, _, err := c.Decode(b); !errors.Is(err, ErrMalformed) || !strings.Contains(err.Error(), version+", this node speaks 3") {
+			t.Errorf("seed %s: %v", name, err)
+		}
+	}
+}
+
+// readSeed reads one seed of a []byte corpus in testdata/fuzz.
+func readSeed(t *testing.T, fuzz, name string) []byte {
+	t.Helper()
+	raw, err := os.ReadFile(filepath.Join("testdata", "fuzz", fuzz, name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, lit, _ := strings.Cut(string(raw), "[]byte(")
+	lit, _, _ = strings.Cut(lit, ")\n")
+	b, err := strconv.Unquote(lit)
+	if err != nil {
+		t.Fatalf("seed %s: %v", name, err)
+	}
+	return []byte(b)
 }
 
 // writeSeeds keeps the seed corpus in testdata/fuzz in sync (go test
@@ -203,6 +268,20 @@ func FuzzDecodeFrame(f *testing.F) {
 	})
 }
 
+func FuzzUnmarshalHeartbeat(f *testing.F) {
+	f.Add(sampleHeartbeat().MarshalBinary())
+	f.Add(Heartbeat{App: make([]byte, MaxAppState)}.MarshalBinary())
+	f.Fuzz(func(t *testing.T, p []byte) {
+		h, err := UnmarshalHeartbeat(p)
+		if err != nil {
+			return
+		}
+		if len(h.App) > MaxAppState || !bytes.Equal(h.MarshalBinary(), p) {
+			t.Fatal("accepted heartbeat does not re-encode identically")
+		}
+	})
+}
+
 func FuzzUnmarshalTable(f *testing.F) {
 	tb := BuildTable([]NodeID{"n1", "n2", "n3"}, map[NodeID][]string{"n1": {"10.0.0.1"}}, "n1", 3)
 	tb.Fail("n2")
@@ -222,22 +301,27 @@ func TestFuzzSeedsPresent(t *testing.T) {
 	c := NewCodec("pair", simKey)
 	b, _ := c.Encode(sampleFrame())
 	// The "heartbeat" and "two-frames-with-noise" seeds are version 1
-	// frames, kept as refused input; the v2 seeds carry nonces and echoes.
-	writeSeed(t, "FuzzDecodeFrame", "heartbeat-v2", b)
+	// frames, the *-v2* seeds version 2 (no round, eligibility or app
+	// state): kept as refused input (TestOldFrameVersionsRefused). The v3
+	// seeds carry nonces, echoes and app state.
+	writeSeed(t, "FuzzDecodeFrame", "heartbeat-v3", b)
 	f := sampleFrame()
 	f.Echo = []uint64{1, 2, 0xffffffffffffffff}
 	b3, _ := c.Encode(f)
-	writeSeed(t, "FuzzDecodeFrame", "heartbeat-v2-three-echoes", b3)
+	writeSeed(t, "FuzzDecodeFrame", "heartbeat-v3-three-echoes", b3)
 	f.Echo = nil
+	f.Payload = Heartbeat{Round: 1, Role: RoleStandby, App: bytes.Repeat([]byte{0x5a}, MaxAppState)}.MarshalBinary()
 	b4, _ := c.Encode(f)
-	writeSeed(t, "FuzzDecodeFrame", "heartbeat-v2-no-echo", b4)
+	writeSeed(t, "FuzzDecodeFrame", "heartbeat-v3-no-echo-largest-app", b4)
 	tb2 := BuildTable([]NodeID{"a", "b"}, nil, "a", 1)
 	b5, _ := c.Encode(Frame{Type: MsgTable, Boot: 1, Seq: 2, Nonce: 9, Echo: []uint64{5}, From: "a", Medium: "serial", Payload: tb2.MarshalBinary()})
-	writeSeed(t, "FuzzDecodeFrame", "table-v2", b5)
-	writeSeed(t, "FuzzSerialReader", "two-v2-frames-with-noise", append(append([]byte("noise\x7e"), EncodeSerial(b)...), EncodeSerial(b3)...))
+	writeSeed(t, "FuzzDecodeFrame", "table-v3", b5)
+	writeSeed(t, "FuzzSerialReader", "two-v3-frames-with-noise", append(append([]byte("noise\x7e"), EncodeSerial(b)...), EncodeSerial(b4)...))
 	tb := BuildTable([]NodeID{"n1", "n2"}, nil, "n1", 1)
 	writeSeed(t, "FuzzUnmarshalTable", "two-nodes", tb.MarshalBinary())
-	for _, fz := range []string{"FuzzDecodeFrame", "FuzzSerialReader", "FuzzUnmarshalTable"} {
+	writeSeed(t, "FuzzUnmarshalHeartbeat", "v3-with-app", sampleHeartbeat().MarshalBinary())
+	writeSeed(t, "FuzzUnmarshalHeartbeat", "v2-payload", []byte{2, 1, 2, 0, 0, 0, 0, 0, 0, 0, 9})
+	for _, fz := range []string{"FuzzDecodeFrame", "FuzzSerialReader", "FuzzUnmarshalTable", "FuzzUnmarshalHeartbeat"} {
 		if ents, _ := os.ReadDir(filepath.Join("testdata", "fuzz", fz)); len(ents) == 0 {
 			t.Errorf("no seed corpus for %s", fz)
 		}

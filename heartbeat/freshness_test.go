@@ -2,6 +2,7 @@ package heartbeat
 
 import (
 	"errors"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -108,13 +109,19 @@ func TestUnconfirmedFrameCarriesNothing(t *testing.T) {
 	now := t0.Add(time.Millisecond)
 	m.Receive(now, "nic1", f)
 	hb := fromN1(2, RoleActive)
-	hb.Payload = Heartbeat{Role: RoleActive, HasPing: true, PingScore: 3}.MarshalBinary()
+	hb.Payload = Heartbeat{Round: 9, Role: RoleActive, HasPing: true, PingScore: 3, App: []byte("running")}.MarshalBinary()
 	m.Receive(now, "nic1", hb)
 	if v := m.Table().Version; v != 0 {
 		t.Errorf("table version %d taken from an unconfirmed frame", v)
 	}
-	if p := m.peers["n1"]; p.hb != (Heartbeat{}) {
+	if p := m.peers["n1"]; !reflect.DeepEqual(p.hb, Heartbeat{}) {
 		t.Errorf("heartbeat %+v taken from an unconfirmed frame", p.hb)
+	}
+	if b, _, ok := m.PeerApp("n1"); ok || b != nil {
+		t.Errorf("app state %q taken from an unconfirmed frame", b)
+	}
+	if evs := m.Ready().Events; len(evs) != 0 {
+		t.Errorf("events from unconfirmed frames: %v", evs)
 	}
 	// Confirmed, the same table is taken from n1 (once alive, it is the
 	// coordinator).
@@ -169,11 +176,13 @@ func TestSameBootOtherNonceRefused(t *testing.T) {
 // earlier run cannot make a dead peer "partitioned".
 func TestDiskSlotNeedsTheEchoToo(t *testing.T) {
 	m := freshMachine(t)
-	for i := range 48 { // 12s: past initdead
-		now := t0.Add(time.Duration(i) * 250 * time.Millisecond)
-		f := fromN1(uint64(i+1), RoleActive)
-		f.Medium = "disk-a"
-		m.Receive(now, "disk-a", f)
+	for i := range 240 { // 12s: past initdead, a tick every keepalive/4
+		now := t0.Add(time.Duration(i) * 50 * time.Millisecond)
+		if i%5 == 0 {
+			f := fromN1(uint64(i+1), RoleActive)
+			f.Medium = "disk-a"
+			m.Receive(now, "disk-a", f)
+		}
 		m.Tick(now)
 	}
 	if s := m.NodeState("n1"); s != NodeDead {
@@ -219,7 +228,7 @@ func TestRunNonceIsNewEachRun(t *testing.T) {
 // beat interval at start).
 func TestHandshakeCostsLessThanAKeepaliveOnVirtualTime(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		net, disk := newMemNet(), &memDisk{b: make([]byte, 4*512)}
+		net, disk := newMemNet(), &memDisk{b: make([]byte, 4*1024)}
 		c := memConfig()
 		k := c.Timing.Keepalive
 		began := time.Now()

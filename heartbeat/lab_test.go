@@ -4,7 +4,9 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"os"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -309,4 +311,52 @@ func TestLabNICWithoutAddressAtBoot(t *testing.T) {
 		t.Fatal(err)
 	}
 	wait(t, ms["n1"], 3*time.Second, "nic1 up at n1 once addressed", mediumEvent("n2", "nic1", "up"))
+}
+
+// TestLabStoppedProcessJudgesAfterListening: n2, the standby, runs in a
+// child process and is stopped with SIGSTOP for longer than timing.dead,
+// three times, while n1 stays alive. n1 rightly finds n2 dead each time.
+// When n2 continues, its ticker and its sockets race; whatever wins, n2
+// must neither find n1 dead nor elect itself.
+func TestLabStoppedProcessJudgesAfterListening(t *testing.T) {
+	t.Parallel()
+	tm := heartbeat.Timing{Keepalive: 100 * time.Millisecond, Warn: 500 * time.Millisecond, Dead: time.Second, InitDead: 3 * time.Second}
+	lab := newLab(t, hblab.Options{Name: "sigstop", Nodes: 2, Serial: true, Disk: true, Preferred: "n1", Timing: tm})
+	n1 := start(t, lab, "n1")["n1"]
+	n2, err := lab.StartProcess("n2", os.Args[0], "-test.run=^$")
+	if err != nil {
+		t.Fatal(err)
+	}
+	wait(t, n1, 3*time.Second, "n1 active", roleEvent("active"))
+	if _, err := n2.WaitEvent(3*time.Second, roleEvent("standby")); err != nil {
+		t.Fatalf("n2 standby: %v\nevents: %v", err, n2.Events())
+	}
+	for i := range 3 {
+		mark1, mark2 := len(n1.Events()), len(n2.Events())
+		after := func(mark int, ok func(heartbeat.Event) bool) func(heartbeat.Event) bool {
+			seen := 0
+			return func(e heartbeat.Event) bool { seen++; return seen > mark && ok(e) }
+		}
+		if err := n2.Signal(syscall.SIGSTOP); err != nil {
+			t.Fatal(err)
+		}
+		stopped := time.Now()
+		wait(t, n1, tm.Dead+time.Second, "n1 finds the stopped n2 dead", after(mark1, hblab.NodeEvent("n2", "dead")))
+		time.Sleep(tm.Dead + 500*time.Millisecond - time.Since(stopped))
+		if err := n2.Signal(syscall.SIGCONT); err != nil {
+			t.Fatal(err)
+		}
+		wait(t, n1, 3*time.Second, "n1 hears n2 again", after(mark1, hblab.NodeEvent("n2", "alive")))
+		if _, err := n2.WaitEvent(2*time.Second, after(mark2, func(e heartbeat.Event) bool {
+			return e.Kind == heartbeat.EventAlarm && strings.Contains(e.Msg, "this node did not run for")
+		})); err != nil {
+			t.Errorf("round %d: n2 did not notice its stall: %v", i, err)
+		}
+		time.Sleep(tm.Dead) // a wrong verdict would have come by now
+		for _, e := range n2.Events()[mark2:] {
+			if e.Kind == heartbeat.EventNode && e.Node == "n1" && e.To == "dead" || e.Kind == heartbeat.EventRole && e.To == "active" {
+				t.Errorf("round %d: after its own stall n2 reports %s", i, e)
+			}
+		}
+	}
 }

@@ -40,6 +40,7 @@ func FromViper(v *viper.Viper, self NodeID) (Config, error) {
 				Name      string `mapstructure:"name"`
 				KeyFile   string `mapstructure:"key_file"`
 				Preferred string `mapstructure:"preferred"`
+				Failback  *bool  `mapstructure:"failback"`
 				Port      *int   `mapstructure:"port"`
 				Baud      *int   `mapstructure:"baud"`
 				StateDir  string `mapstructure:"state_dir"`
@@ -48,6 +49,9 @@ func FromViper(v *viper.Viper, self NodeID) (Config, error) {
 				return c, keyErr("cluster", "%v", err)
 			}
 			c.Cluster, c.KeyFile, c.Preferred = cl.Name, cl.KeyFile, NodeID(cl.Preferred)
+			if cl.Failback != nil {
+				c.Failback = *cl.Failback
+			}
 			if cl.Port != nil {
 				c.Port = *cl.Port
 			}

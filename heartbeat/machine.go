@@ -18,6 +18,7 @@ type MachineConfig struct {
 	Self      NodeID
 	Nodes     []NodeID // configured order: index table ring and tie-breaks
 	Preferred NodeID
+	Failback  bool // hand the active role back to Preferred (cluster.failback)
 	Timing    Timing
 	Media     []Medium
 	Addresses map[NodeID][]string // shown in the index table
@@ -30,7 +31,7 @@ type MachineConfig struct {
 
 // MachineConfig derives the state machine's settings for c.Self.
 func (c *Config) MachineConfig(boot uint64) MachineConfig {
-	mc := MachineConfig{Self: c.Self, Preferred: c.Preferred, Timing: c.Timing, Boot: boot,
+	mc := MachineConfig{Self: c.Self, Preferred: c.Preferred, Failback: c.Failback, Timing: c.Timing, Boot: boot,
 		Addresses: map[NodeID][]string{}, HasPing: len(c.PingTargets) > 0}
 	seen := map[string]bool{}
 	self, _ := c.NodeByID(c.Self)
@@ -72,21 +73,34 @@ type Ready struct {
 
 // Machine is the pure membership state machine of one node: frames and
 // clock ticks in, events and frames out. It does no I/O and reads no
-// clock; the runner (Node) feeds it. Not safe for concurrent use.
+// clock; the runner (Member) feeds it. Not safe for concurrent use.
 //
 // Ordering rules:
 //   - Receive is given only frames that passed Codec.Decode (the HMAC);
 //     it rejects replays itself (older boot, sequence not newer) and
-//     counts a frame as a beat only if it echoes this run's nonce.
-//   - Tick recomputes every medium and node state from the times frames
-//     were last accepted, then decides the role, then emits due frames.
+//     counts a frame as a beat only if it echoes this run's nonce. A
+//     heartbeat's payload (role, eligibility, ping score, app state) is
+//     taken only from a beat whose round is not older than the last one
+//     taken from that peer's run.
+//   - Tick is called every keepalive/4; the runner hands it every frame
+//     that arrived before it first. Tick notices a stall of this node
+//     (stall.go), recomputes every medium and node state from the times
+//     frames were last accepted, then decides the role, then emits due
+//     frames.
 //   - A peer is dead only when every medium has been silent for
-//     timing.dead AND no disk slot has advanced for timing.dead.
+//     timing.dead AND no disk slot has advanced for timing.dead, counted
+//     in time this node was running.
+//   - SetEligible(false) yields the active role at once; SetAppState's
+//     blob goes out at the next Tick, or at the first Tick keepalive/4
+//     after the previous send.
 type Machine struct {
 	cfg       MachineConfig
 	start     time.Time
+	initFrom  time.Time // timing.initdead counts from here (start, moved on by stalls)
 	seq       map[string]uint64
 	nextSend  time.Time
+	lastSend  time.Time
+	round     uint64 // send rounds so far: Heartbeat.Round of the latest
 	role      Role
 	peers     map[NodeID]*peer
 	table     Table
@@ -97,6 +111,14 @@ type Machine struct {
 	counters  Counters
 	ready     Ready
 	dualAlarm bool
+	noneAlarm bool // the "no node is eligible" alarm is up
+	// eligible: this node may be elected (SetEligible). eligibleSince is
+	// when it last turned eligible after being ineligible (zero: eligible
+	// since the start); it is a candidate again only timing.warn later.
+	eligible      bool
+	eligibleSince time.Time
+	app           []byte // this node's app state, in every heartbeat
+	stall         stallState
 }
 
 // peer is what this node knows about another node.
@@ -110,9 +132,13 @@ type peer struct {
 	heard       map[string]time.Time // medium -> last accepted frame (disk: last advance)
 	media       map[string]MediumState
 	state       NodeState
-	hb          Heartbeat
+	hb          Heartbeat // payload of the newest round taken from its current run
+	round       uint64    // hb.Round; a payload of an older round is not taken
+	beat        time.Time // last heartbeat beat of its current run (zero: none yet)
 	betterSince time.Time // since when its ping score beats ours (zero: it does not)
 	pingSince   time.Time // when its advertised ping score last changed
+	aliveSince  time.Time // when it last turned alive (zero: not alive)
+	eligSince   time.Time // when its advertised eligibility last turned true
 }
 
 // NewMachine starts a node's state machine at now.
@@ -126,7 +152,8 @@ func NewMachine(cfg MachineConfig, now time.Time) (*Machine, error) {
 	if cfg.Nonce == 0 {
 		return nil, errors.New("heartbeat: the run nonce must not be zero")
 	}
-	m := &Machine{cfg: cfg, start: now, seq: map[string]uint64{}, nextSend: now, peers: map[NodeID]*peer{}}
+	m := &Machine{cfg: cfg, start: now, initFrom: now, seq: map[string]uint64{}, nextSend: now,
+		peers: map[NodeID]*peer{}, eligible: true}
 	for _, id := range cfg.Nodes {
 		if id == cfg.Self {
 			continue
@@ -226,6 +253,12 @@ func (m *Machine) Receive(now time.Time, arrived string, f Frame) error {
 	case f.Boot > p.boot:
 		p.boot, p.nonce = f.Boot, f.Nonce // the peer restarted: sequences start over
 		clear(p.lastSeq)
+		p.round = 0
+		if !p.beat.IsZero() {
+			// Its app state belonged to its previous run.
+			p.beat, p.hb.App = time.Time{}, nil
+			m.emit(Event{At: now, Kind: EventApp, Node: p.id, Msg: "unknown: it restarted"})
+		}
 		m.nextSend = now // echo its new nonce at once: its beats count only then
 	case f.Nonce != p.nonce:
 		m.counters.Replayed++
@@ -264,13 +297,7 @@ func (m *Machine) Receive(now time.Time, arrived string, f Frame) error {
 	p.heard[arrived] = now
 	switch f.Type {
 	case MsgHeartbeat:
-		if hb.PingScore != p.hb.PingScore || hb.HasPing != p.hb.HasPing {
-			p.pingSince = now
-		}
-		p.hb = hb
-		if hb.TableVersion < m.table.Version && m.coordinator() == m.cfg.Self {
-			m.tableDue = true
-		}
+		m.takeHeartbeat(now, p, hb)
 	case MsgTable:
 		if f.From == m.coordinator() && tb.Version > m.table.Version {
 			m.table = tb
@@ -280,17 +307,21 @@ func (m *Machine) Receive(now time.Time, arrived string, f Frame) error {
 	return nil
 }
 
-// Tick advances the machine to now: states, role, due frames.
+// Tick advances the machine to now: states, role, due frames. The runner
+// calls it every keepalive/4, after handing it every frame that arrived.
 func (m *Machine) Tick(now time.Time) {
+	m.noticeStall(now)
 	if m.pingMoved {
 		m.pingMoved, m.pingSince = false, now
 	}
-	for _, id := range m.cfg.Nodes {
-		if p := m.peers[id]; p != nil {
-			m.update(now, p)
+	if !m.holding(now) {
+		for _, id := range m.cfg.Nodes {
+			if p := m.peers[id]; p != nil {
+				m.update(now, p)
+			}
 		}
+		m.decideRole(now)
 	}
-	m.decideRole(now)
 	m.maintainTable(now)
 	m.send(now)
 }
@@ -332,13 +363,17 @@ func (m *Machine) update(now time.Time, p *peer) {
 		s = NodeSuspect
 	case fresh(lastDisk, t.Dead):
 		s = NodePartitioned
-	case lastNet.IsZero() && lastDisk.IsZero() && now.Sub(m.start) < t.InitDead:
+	case lastNet.IsZero() && lastDisk.IsZero() && now.Sub(m.initFrom) < t.InitDead:
 		s = NodeUnknown
 	default:
 		s = NodeDead
 	}
 	if s == p.state {
 		return
+	}
+	p.aliveSince = time.Time{}
+	if s == NodeAlive {
+		p.aliveSince = now
 	}
 	m.emit(Event{At: now, Kind: EventNode, Node: p.id, From: p.state.String(), To: s.String()})
 	if s == NodeDead && fresh(p.unconfirmed, t.Dead) {
@@ -363,8 +398,10 @@ func (m *Machine) send(now time.Time) {
 	if now.Before(m.nextSend) {
 		return
 	}
-	m.nextSend = now.Add(m.cfg.Timing.Keepalive)
-	hb := Heartbeat{Role: m.role, HasPing: m.cfg.HasPing, PingScore: m.ping, TableVersion: m.table.Version}
+	m.nextSend, m.lastSend = now.Add(m.cfg.Timing.Keepalive), now
+	m.round++
+	hb := Heartbeat{Round: m.round, Role: m.role, HasPing: m.cfg.HasPing, Eligible: m.eligible, PingScore: m.ping,
+		TableVersion: m.table.Version, App: m.app}
 	var tb []byte
 	if m.tableDue && m.table.Version > 0 {
 		tb = m.table.MarshalBinary()

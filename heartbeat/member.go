@@ -29,12 +29,15 @@ type MemberOptions struct {
 
 // Member runs one node: it reads every link, feeds the state machine,
 // ticks it every keepalive/4 and sends what it asks for. All I/O of the
-// heartbeat happens here and in the links.
+// heartbeat happens here and in the links. Before every tick it hands the
+// machine every frame that has arrived, so the machine judges on all it
+// could know.
 type Member struct {
 	cfg   Config
 	codec *Codec
 	links map[string]Link
 	opt   MemberOptions
+	kick  chan struct{} // SetAppState/SetEligible: tick now
 
 	mu sync.Mutex // guards m
 	m  *Machine
@@ -76,7 +79,7 @@ func NewMember(cfg Config, key []byte, links []Link, opt MemberOptions) (*Member
 		return nil, err
 	}
 	mc.Nonce = nonce
-	n := &Member{cfg: cfg, codec: NewCodec(cfg.Cluster, key), links: map[string]Link{}, opt: opt,
+	n := &Member{cfg: cfg, codec: NewCodec(cfg.Cluster, key), links: map[string]Link{}, opt: opt, kick: make(chan struct{}, 1),
 		lim:     rateLimiter{every: 10 * time.Second, last: map[string]time.Time{}, held: map[string]int{}},
 		sendErr: map[string]uint64{}}
 	for _, l := range links {
@@ -174,7 +177,7 @@ func (n *Member) Run(ctx context.Context) error {
 			n.pingLoop(ctx)
 		}()
 	}
-	n.step(func(now time.Time) { n.m.Tick(now) }, out)
+	n.tick(in, out)
 	for {
 		select {
 		case <-ctx.Done():
@@ -182,9 +185,86 @@ func (n *Member) Run(ctx context.Context) error {
 		case msg := <-in:
 			n.step(func(now time.Time) { n.receive(now, msg) }, out)
 		case <-tick:
-			n.step(func(now time.Time) { n.m.Tick(now) }, out)
+			n.tick(in, out)
+		case <-n.kick:
+			n.tick(in, out)
 		}
 	}
+}
+
+// tick hands the machine every frame queued so far, then ticks it, in one
+// step: after a stall (SIGSTOP, a paused VM) the ticker and the frames
+// that queued meanwhile are ready together, and the machine must judge
+// with those frames, not before them. Frames still in a link (a socket
+// buffer, a slot not yet polled) are the machine's care (stall.go).
+func (n *Member) tick(in chan inbound, out map[string]chan []byte) {
+	var queued []inbound
+drain:
+	for len(queued) < cap(in) {
+		select {
+		case msg := <-in:
+			queued = append(queued, msg)
+		default:
+			break drain
+		}
+	}
+	n.step(func(now time.Time) {
+		for _, msg := range queued {
+			n.receive(now, msg)
+		}
+		n.m.Tick(now)
+	}, out)
+}
+
+// poke makes the loop tick now (without waiting for its ticker).
+func (n *Member) poke() {
+	select {
+	case n.kick <- struct{}{}:
+	default: // a tick is pending already
+	}
+}
+
+// SetAppState sets the opaque blob (at most MaxAppState bytes) this node
+// advertises in every heartbeat, on every medium, disk slots included. A
+// change is sent at once; within a burst of changes, within keepalive/2
+// (at most four sends per keepalive).
+// Peers see it as PeerApp, View, Status and an EventApp. Safe to call from
+// any goroutine, before Run too.
+func (n *Member) SetAppState(b []byte) error {
+	n.mu.Lock()
+	err := n.m.SetAppState(b)
+	n.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	n.poke()
+	return nil
+}
+
+// SetEligible says whether this node may hold the active role (see
+// Machine.SetEligible): an ineligible node yields the active role at once
+// (the EventRole follows from the loop) and advertises it to its peers.
+// Safe to call from any goroutine, before Run too (a persisted standby).
+func (n *Member) SetEligible(ok bool) {
+	n.mu.Lock()
+	n.m.SetEligible(n.opt.Clock.Now(), ok)
+	n.mu.Unlock()
+	n.poke()
+}
+
+// PeerApp returns peer id's latest app state, when the beat carrying it
+// came, and whether one came in the peer's current run.
+func (n *Member) PeerApp(id NodeID) (b []byte, at time.Time, ok bool) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.m.PeerApp(id)
+}
+
+// View returns one consistent snapshot of membership (see View).
+func (n *Member) View() View {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.m.View(n.opt.Clock.Now())
 }
 
 func (n *Member) pingLoop(ctx context.Context) {

@@ -114,15 +114,24 @@ func (r *runningMember) saw(kind EventKind, node, to string) (time.Time, bool) {
 
 func startMem(t *testing.T, c Config, net *memNet, disk *memDisk, id string) *runningMember {
 	t.Helper()
+	return startMemOn(t, c, net, disk, id, nil)
+}
+
+// startMemOn starts member id on nic1 and, with disk, the slots of
+// "disk-a"; clock nil is the system clock (virtual in a synctest bubble).
+func startMemOn(t *testing.T, c Config, net *memNet, disk *memDisk, id string, clock Clock) *runningMember {
+	t.Helper()
 	c.Self = NodeID(id)
 	links := []Link{net.attach(id, "nic1")}
-	dl, err := c.DiskLinkFor("disk-a", disk, 0, 512, 4)
-	if err != nil {
-		t.Fatal(err)
+	if disk != nil {
+		dl, err := c.DiskLinkFor("disk-a", disk, 0, 1024, 4)
+		if err != nil {
+			t.Fatal(err)
+		}
+		links = append(links, dl)
 	}
-	links = append(links, dl)
 	r := &runningMember{done: make(chan struct{})}
-	m, err := NewMember(c, simKey, links, MemberOptions{
+	m, err := NewMember(c, simKey, links, MemberOptions{Clock: clock,
 		OnEvent: func(e Event) { r.mu.Lock(); r.events = append(r.events, e); r.mu.Unlock() },
 		Logf: func(f string, a ...any) {
 			r.mu.Lock()
@@ -146,7 +155,7 @@ func memConfig() Config {
 	for _, id := range []NodeID{"n1", "n2"} {
 		c.Nodes = append(c.Nodes, Node{ID: id, Links: []NIC{{Medium: "nic1", Address: string(id)}}})
 	}
-	c.Disks = []Disk{{Name: "disk-a", SlotSize: 512, Slots: 4}}
+	c.Disks = []Disk{{Name: "disk-a", SlotSize: 1024, Slots: 4}}
 	return c
 }
 
@@ -155,7 +164,7 @@ func memConfig() Config {
 // deadtime + one keepalive of the stop, and the survivor takes over.
 func TestMemberDetectsDeathOnVirtualTime(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		net, disk := newMemNet(), &memDisk{b: make([]byte, 4*512)}
+		net, disk := newMemNet(), &memDisk{b: make([]byte, 4*1024)}
 		c := memConfig()
 		n1 := startMem(t, c, net, disk, "n1")
 		n2 := startMem(t, c, net, disk, "n2")
@@ -188,7 +197,7 @@ func TestMemberDetectsDeathOnVirtualTime(t *testing.T) {
 // counted and logged once per interval, not per frame.
 func TestMemberPartitionAndRefusedFrames(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		net, disk := newMemNet(), &memDisk{b: make([]byte, 4*512)}
+		net, disk := newMemNet(), &memDisk{b: make([]byte, 4*1024)}
 		c := memConfig()
 		n1 := startMem(t, c, net, disk, "n1")
 		n2 := startMem(t, c, net, disk, "n2")

@@ -27,38 +27,83 @@ func (r Role) String() string {
 	return fmt.Sprintf("role(%d)", uint8(r))
 }
 
-// Heartbeat is the payload of MsgHeartbeat.
+// Heartbeat is the payload of MsgHeartbeat: what a node advertises to
+// its peers in every heartbeat frame, on every medium.
+//
+// Wire format (frame version 3; all integers big-endian):
+//
+//	0   8  round: the sender's send round in this run; every frame of one
+//	       round carries the same round on every medium, and it grows by
+//	       one per round, so a receiver takes a payload only if it is not
+//	       older than one it already took (a frame delayed on a slow
+//	       medium cannot bring back an old role or app state)
+//	8   1  role (0 none, 1 standby, 2 active)
+//	9   1  flags: bit 0 ping targets configured, bit 1 eligible for the
+//	       active role; the other bits must be zero
+//	10  1  ping score (public ping targets the sender reaches)
+//	11  8  index table version the sender holds
+//	19  2  app state length A (0..MaxAppState)
+//	21  A  app state: opaque to the heartbeat (the resources layer's blob)
+//
+// The largest payload is 21 + MaxAppState bytes.
 type Heartbeat struct {
+	Round        uint64
 	Role         Role
 	HasPing      bool  // ping targets are configured on the sender
+	Eligible     bool  // the sender may hold the active role (Machine.SetEligible)
 	PingScore    uint8 // ping targets the sender reaches
 	TableVersion uint64
+	App          []byte // the sender's app state (Machine.SetAppState)
 }
 
-const heartbeatLen = 11
+// MaxAppState bounds the app state a node advertises (SetAppState).
+const MaxAppState = 512
 
-// MarshalBinary encodes h.
+const (
+	heartbeatFixed = 21 // payload bytes before the app state
+	flagPing       = 1 << 0
+	flagEligible   = 1 << 1
+)
+
+// MarshalBinary encodes h (App must be at most MaxAppState bytes; the
+// Machine never builds a longer one).
 func (h Heartbeat) MarshalBinary() []byte {
-	b := make([]byte, 0, heartbeatLen)
+	b := make([]byte, 0, heartbeatFixed+len(h.App))
 	var flags byte
 	if h.HasPing {
-		flags |= 1
+		flags |= flagPing
 	}
+	if h.Eligible {
+		flags |= flagEligible
+	}
+	b = binary.BigEndian.AppendUint64(b, h.Round)
 	b = append(b, byte(h.Role), flags, h.PingScore)
-	return binary.BigEndian.AppendUint64(b, h.TableVersion)
+	b = binary.BigEndian.AppendUint64(b, h.TableVersion)
+	b = binary.BigEndian.AppendUint16(b, uint16(len(h.App)))
+	return append(b, h.App...)
 }
 
-// UnmarshalHeartbeat decodes a heartbeat payload strictly.
+// UnmarshalHeartbeat decodes a heartbeat payload strictly: every length
+// must match, unknown roles and flags are refused.
 func UnmarshalHeartbeat(p []byte) (Heartbeat, error) {
 	var h Heartbeat
-	if len(p) != heartbeatLen {
-		return h, fmt.Errorf("%w: heartbeat payload is %d bytes, want %d", ErrMalformed, len(p), heartbeatLen)
+	if len(p) < heartbeatFixed {
+		return h, fmt.Errorf("%w: heartbeat payload is %d bytes, want at least %d", ErrMalformed, len(p), heartbeatFixed)
 	}
-	if p[0] > byte(RoleActive) || p[1]&^1 != 0 {
-		return h, fmt.Errorf("%w: heartbeat role %d flags %#x", ErrMalformed, p[0], p[1])
+	role, flags := p[8], p[9]
+	if role > byte(RoleActive) || flags&^(flagPing|flagEligible) != 0 {
+		return h, fmt.Errorf("%w: heartbeat role %d flags %#x", ErrMalformed, role, flags)
 	}
-	h.Role, h.HasPing, h.PingScore = Role(p[0]), p[1]&1 != 0, p[2]
-	h.TableVersion = binary.BigEndian.Uint64(p[3:])
+	n := int(binary.BigEndian.Uint16(p[19:]))
+	if n > MaxAppState || len(p) != heartbeatFixed+n {
+		return h, fmt.Errorf("%w: heartbeat app state of %d bytes in a %d byte payload (at most %d)", ErrMalformed, n, len(p), MaxAppState)
+	}
+	h.Round = binary.BigEndian.Uint64(p)
+	h.Role, h.HasPing, h.Eligible, h.PingScore = Role(role), flags&flagPing != 0, flags&flagEligible != 0, p[10]
+	h.TableVersion = binary.BigEndian.Uint64(p[11:])
+	if n > 0 {
+		h.App = append([]byte(nil), p[heartbeatFixed:]...)
+	}
 	return h, nil
 }
 

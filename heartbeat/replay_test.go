@@ -55,7 +55,7 @@ func newReplayPair(t *testing.T) *replayPair {
 	port := pc.LocalAddr().(*net.UDPAddr).Port
 	pc.Close()
 	slots := filepath.Join(t.TempDir(), "slots")
-	if err := os.WriteFile(slots, make([]byte, 2*512), 0o600); err != nil {
+	if err := os.WriteFile(slots, make([]byte, 2*1024), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	c := heartbeat.DefaultConfig()
@@ -66,7 +66,7 @@ func newReplayPair(t *testing.T) *replayPair {
 		c.Nodes = append(c.Nodes, heartbeat.Node{ID: id,
 			Links: []heartbeat.NIC{{Medium: "nic1", Address: net.IPv4(127, 0, 0, byte(i+1)).String()}}})
 	}
-	c.Disks = []heartbeat.Disk{{Name: "disk-a", Path: slots, SlotSize: 512, Slots: 2}}
+	c.Disks = []heartbeat.Disk{{Name: "disk-a", Path: slots, SlotSize: 1024, Slots: 2}}
 	c.Self = "n1"
 	if err := c.Validate(); err != nil {
 		t.Fatal(err)
@@ -162,7 +162,7 @@ func TestReplayAfterRestartOverRealMedia(t *testing.T) {
 	}
 	defer f.Close()
 	c1 := p.self("n1")
-	disk, err := c1.DiskLinkFor("disk-a", f, 0, 512, 2)
+	disk, err := c1.DiskLinkFor("disk-a", f, 0, 1024, 2)
 	if err != nil {
 		t.Fatal(err)
 	}

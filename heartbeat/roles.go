@@ -6,19 +6,27 @@ import (
 )
 
 // Roles (R19) and the index table's owner. Rules, in order:
+//   - an ineligible node (SetEligible(false): standby, failures, fenced, a
+//     move away) never holds the active role: it yields at once;
 //   - an active node stays active unless another live node also claims the
 //     role and ranks first (split brain healed: the lower rank yields, with
 //     an alarm), or an alive peer reaches more public ping targets than
-//     this node for timing.dead (ipfail);
+//     this node for timing.dead (ipfail), or cluster.failback is on and
+//     the preferred node is alive and eligible, both for timing.warn, and
+//     reaches no fewer ping targets (fail-back);
 //   - a node that sees a live active peer is standby;
 //   - while any peer is suspect, or unknown within timing.initdead, nobody
-//     is elected (its fate is open);
-//   - otherwise the best of this node and its live peers (alive, suspect or
-//     partitioned) becomes active: better public connectivity (once both
+//     is elected (its fate is open), nor for one keepalive after this node
+//     stalled (stall.go);
+//   - otherwise the best candidate becomes active: this node if it is
+//     eligible (and has been for timing.warn, if it was ineligible during
+//     this run), and every live peer (alive, suspect or partitioned) that
+//     advertises eligibility; better public connectivity first (once both
 //     scores have been unchanged for timing.warn, so every node has heard
 //     them), then the preferred node, then the smallest node ID. Every
 //     node computes the same winner from the same view, so simultaneous
-//     starts agree.
+//     starts agree. With no candidate, an ineligible node is standby (and
+//     says, once, that no node is eligible).
 // A partitioned peer is live: a standby never takes over from it.
 
 // rank orders nodes for deterministic ties: the preferred node first,
@@ -79,6 +87,10 @@ func (m *Machine) decideRole(now time.Time) {
 			waiting = true
 		}
 	}
+	if m.role == RoleActive && !m.eligible {
+		m.setRole(now, RoleStandby, "this node is not eligible: it yields the active role")
+		return
+	}
 	if m.role == RoleActive {
 		for _, id := range active {
 			if m.before(id, m.cfg.Self) {
@@ -91,38 +103,95 @@ func (m *Machine) decideRole(now time.Time) {
 			}
 		}
 		m.dualAlarm = false
+		m.noneAlarm = false
 		m.checkPing(now)
+		m.checkFailback(now)
 		return
 	}
 	if len(active) > 0 {
+		m.noneAlarm = false
 		m.setRole(now, RoleStandby, fmt.Sprintf("%s is active", active[0]))
 		return
 	}
 	if waiting {
 		return
 	}
-	winner := m.cfg.Self
+	winner := m.elect(now)
+	switch {
+	case winner == m.cfg.Self:
+		m.setRole(now, RoleActive, "no node is active and this node ranks first")
+	case winner != "":
+		m.setRole(now, RoleStandby, fmt.Sprintf("%s ranks first", winner))
+	case !m.eligible:
+		m.setRole(now, RoleStandby, "this node is not eligible")
+		if !m.noneAlarm {
+			m.emit(Event{At: now, Kind: EventAlarm, Msg: "no live node is eligible for the active role: the service runs nowhere (standby, failures or fencing on every node; mirrorctl unstandby or cleanup)"})
+		}
+		m.noneAlarm = true
+		return
+	}
+	// No candidate but this node, eligible again for less than
+	// timing.warn: it waits until every peer has heard that.
+	m.noneAlarm = false
+}
+
+// candidate reports whether this node may be elected now.
+func (m *Machine) candidate(now time.Time) bool {
+	return m.eligible && (m.eligibleSince.IsZero() || now.Sub(m.eligibleSince) >= m.cfg.Timing.Warn)
+}
+
+// elect returns the best candidate for the active role, "" if none: this
+// node if it is a candidate, and every live peer that advertises that it
+// is eligible.
+func (m *Machine) elect(now time.Time) NodeID {
+	var winner NodeID
+	if m.candidate(now) {
+		winner = m.cfg.Self
+	}
 	for _, id := range m.cfg.Nodes {
-		if p := m.peers[id]; p != nil && p.state.live() && m.better(id, winner, now) {
+		p := m.peers[id]
+		if p != nil && p.state.live() && p.hb.Eligible && (winner == "" || m.better(id, winner, now)) {
 			winner = id
 		}
 	}
-	if winner == m.cfg.Self {
-		m.setRole(now, RoleActive, "no node is active and this node ranks first")
-	} else {
-		m.setRole(now, RoleStandby, fmt.Sprintf("%s ranks first", winner))
-	}
+	return winner
 }
 
-// checkPing yields the active role when an alive peer has reached more
-// public ping targets than this node for timing.dead (hysteresis).
+// checkFailback hands the active role back to the preferred node when
+// cluster.failback is on and that node has been alive and eligible for
+// timing.warn (hysteresis: a node that flaps does not pull the service
+// back and forth), unless this node reaches more public ping targets
+// (ipfail would only move the role back) or the scores are not settled.
+// The election that follows picks the preferred node on every node.
+func (m *Machine) checkFailback(now time.Time) {
+	pref := m.cfg.Preferred
+	p := m.peers[pref]
+	if !m.cfg.Failback || m.role != RoleActive || p == nil {
+		return
+	}
+	w := m.cfg.Timing.Warn
+	if p.state != NodeAlive || now.Sub(p.aliveSince) < w || !p.hb.Eligible || now.Sub(p.eligSince) < w {
+		return
+	}
+	hs, ps, ss := m.pingOf(m.cfg.Self, now)
+	hp, pp, sp := m.pingOf(pref, now)
+	if hs && hp && (!ss || !sp || ps > pp) {
+		return
+	}
+	m.setRole(now, RoleStandby, fmt.Sprintf("failback: the preferred node %s is alive and eligible", pref))
+}
+
+// checkPing yields the active role when an alive, eligible peer has
+// reached more public ping targets than this node for timing.dead
+// (hysteresis). An ineligible peer would not take the role: yielding to
+// it would only make this node elect itself again.
 func (m *Machine) checkPing(now time.Time) {
 	for _, id := range m.cfg.Nodes {
 		p := m.peers[id]
 		if p == nil {
 			continue
 		}
-		if !(m.cfg.HasPing && p.state == NodeAlive && p.hb.HasPing && p.hb.PingScore > m.ping) {
+		if !(m.cfg.HasPing && p.state == NodeAlive && p.hb.Eligible && p.hb.HasPing && p.hb.PingScore > m.ping) {
 			p.betterSince = time.Time{}
 			continue
 		}

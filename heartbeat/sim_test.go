@@ -34,6 +34,8 @@ type sim struct {
 	runs    uint64                   // node starts so far: makes each run nonce new
 	capture map[NodeID]*capture      // frames being recorded, by sender
 	replays []*replay                // captures being played back
+	stalls  map[NodeID]time.Time     // node -> end of its stall (it does not run)
+	held    map[NodeID][]queued      // frames that reached a stalled node, in order
 }
 
 // capture records every frame a node sends, with its time since the
@@ -81,7 +83,8 @@ func newSim(t *testing.T) *sim {
 	return &sim{t: t, cfg: c, codec: NewCodec(c.Cluster, simKey), now: time.Unix(1_700_000_000, 0),
 		nodes: map[NodeID]*simNode{}, cut: map[string]bool{}, slots: map[string]map[NodeID][]byte{},
 		first: map[string][]byte{}, last: map[string][]byte{}, stopped: map[NodeID]time.Time{},
-		delay: map[string]time.Duration{}, capture: map[NodeID]*capture{}}
+		delay: map[string]time.Duration{}, capture: map[NodeID]*capture{},
+		stalls: map[NodeID]time.Time{}, held: map[NodeID][]queued{}}
 }
 
 func (s *sim) fatalf(format string, a ...any) {
@@ -133,6 +136,16 @@ func (s *sim) isCut(medium string, id NodeID) bool {
 	return s.cut[medium] || s.cut[medium+"@"+string(id)]
 }
 
+// deliverOrHold delivers, or holds the frame while id is stalled: it
+// waits in a socket buffer until the node runs again.
+func (s *sim) deliverOrHold(id NodeID, medium string, b []byte) {
+	if _, stalled := s.stalls[id]; stalled {
+		s.held[id] = append(s.held[id], queued{s.now, id, medium, b})
+		return
+	}
+	s.deliver(id, medium, b)
+}
+
 // deliver hands raw bytes to node id as if they arrived on medium.
 func (s *sim) deliver(id NodeID, medium string, b []byte) {
 	n := s.nodes[id]
@@ -153,7 +166,7 @@ func (s *sim) step() {
 	for _, q := range s.queue {
 		if !q.at.After(s.now) {
 			if s.running(q.to) {
-				s.deliver(q.to, q.medium, q.b)
+				s.deliverOrHold(q.to, q.medium, q.b)
 			}
 		} else {
 			due = append(due, q)
@@ -167,57 +180,82 @@ func (s *sim) step() {
 			continue
 		}
 		n := s.nodes[id]
+		if until, stalled := s.stalls[id]; stalled {
+			if s.now.Before(until) {
+				continue // it does not run: no slot reads, no tick, no sends
+			}
+			// It runs again. The worst order a runner can meet: its tick
+			// comes before its link readers hand over what queued.
+			delete(s.stalls, id)
+			s.tickNode(id, n)
+			for _, q := range s.held[id] {
+				s.deliver(id, q.medium, q.b)
+			}
+			delete(s.held, id)
+			s.readSlots(id, n)
+			continue
+		}
 		// Disk slots are read before the tick, as the runner's poller does.
-		for _, d := range s.cfg.Disks {
-			if s.isCut(d.Name, id) {
+		s.readSlots(id, n)
+		s.tickNode(id, n)
+	}
+}
+
+// readSlots delivers every peer slot that changed since id last read it.
+func (s *sim) readSlots(id NodeID, n *simNode) {
+	for _, d := range s.cfg.Disks {
+		if s.isCut(d.Name, id) {
+			continue
+		}
+		for peer, b := range s.slots[d.Name] {
+			key := d.Name + "/" + string(peer)
+			last, seen := n.read[key]
+			if peer == id || bytes.Equal(last, b) {
 				continue
 			}
-			for peer, b := range s.slots[d.Name] {
-				key := d.Name + "/" + string(peer)
-				last, seen := n.read[key]
-				if peer == id || bytes.Equal(last, b) {
-					continue
-				}
-				n.read[key] = b
-				if seen { // the first read is a baseline, as in DiskLink.scan
-					s.deliver(id, d.Name, b)
-				}
+			n.read[key] = b
+			if seen { // the first read is a baseline, as in DiskLink.scan
+				s.deliver(id, d.Name, b)
 			}
 		}
-		n.m.Tick(s.now)
-		rd := n.m.Ready()
-		n.events = append(n.events, rd.Events...)
-		for _, o := range rd.Send {
-			b, err := s.codec.Encode(o.Frame)
-			if err != nil {
-				s.fatalf("encode: %v", err)
+	}
+}
+
+// tickNode ticks node id and carries out what it sends.
+func (s *sim) tickNode(id NodeID, n *simNode) {
+	n.m.Tick(s.now)
+	rd := n.m.Ready()
+	n.events = append(n.events, rd.Events...)
+	for _, o := range rd.Send {
+		b, err := s.codec.Encode(o.Frame)
+		if err != nil {
+			s.fatalf("encode: %v", err)
+		}
+		key := string(id) + "/" + o.Medium
+		if s.first[key] == nil {
+			s.first[key] = b
+		}
+		s.last[key] = b
+		if c := s.capture[id]; c != nil {
+			c.frames = append(c.frames, captured{s.now.Sub(c.start), o.Medium, b})
+		}
+		if s.isCut(o.Medium, id) {
+			continue
+		}
+		if s.isDisk(o.Medium) {
+			if s.slots[o.Medium] == nil {
+				s.slots[o.Medium] = map[NodeID][]byte{}
 			}
-			key := string(id) + "/" + o.Medium
-			if s.first[key] == nil {
-				s.first[key] = b
-			}
-			s.last[key] = b
-			if c := s.capture[id]; c != nil {
-				c.frames = append(c.frames, captured{s.now.Sub(c.start), o.Medium, b})
-			}
-			if s.isCut(o.Medium, id) {
-				continue
-			}
-			if s.isDisk(o.Medium) {
-				if s.slots[o.Medium] == nil {
-					s.slots[o.Medium] = map[NodeID][]byte{}
+			s.slots[o.Medium][id] = b
+			continue
+		}
+		for _, peer := range s.cfg.Nodes {
+			if peer.ID != id && s.running(peer.ID) && !s.isCut(o.Medium, peer.ID) && !s.cut["rx:"+o.Medium+"@"+string(peer.ID)] {
+				if d := s.delay[o.Medium]; d > 0 {
+					s.queue = append(s.queue, queued{s.now.Add(d), peer.ID, o.Medium, b})
+					continue
 				}
-				s.slots[o.Medium][id] = b
-				continue
-			}
-			for _, peer := range s.cfg.Nodes {
-				if peer.ID != id && s.running(peer.ID) && !s.isCut(o.Medium, peer.ID) && !s.cut["rx:"+o.Medium+"@"+string(peer.ID)] {
-					if d := s.delay[o.Medium]; d > 0 {
-						s.queue = append(s.queue, queued{s.now.Add(d), peer.ID, o.Medium, b})
-						continue
-					}
-					s.deliver(peer.ID, o.Medium, b)
-				}
+				s.deliverOrHold(peer.ID, o.Medium, b)
 			}
 		}
 	}
@@ -234,7 +272,7 @@ func (s *sim) playReplays() {
 			case s.isDisk(f.medium):
 				s.slots[f.medium][r.from] = f.b
 			case s.running(r.to):
-				s.deliver(r.to, f.medium, f.b)
+				s.deliverOrHold(r.to, f.medium, f.b)
 			}
 		}
 	}
@@ -285,11 +323,24 @@ func (s *sim) run(args []string) {
 			}
 			s.cfg.Nodes = append(s.cfg.Nodes, n)
 		}
-		s.cfg.Disks = []Disk{{Name: "disk-a", SlotSize: 512, Slots: 8}}
+		s.cfg.Disks = []Disk{{Name: "disk-a", SlotSize: 1024, Slots: 8}}
 	case "nodisk":
 		s.cfg.Disks = nil
 	case "preferred":
 		s.cfg.Preferred = NodeID(args[1])
+	case "failback": // failback on|off: cluster.failback for nodes started from now on
+		s.cfg.Failback = args[1] == "on"
+	case "eligible": // eligible NODE yes|no
+		n := s.node(args[1])
+		n.m.SetEligible(s.now, yes(args[2]))
+		n.events = append(n.events, n.m.Ready().Events...) // a yield is at once
+
+	case "app": // app NODE TEXT | - (empty) | size=N (N bytes)
+		if err := s.node(args[1]).m.SetAppState(appArg(args[2])); err != nil {
+			s.errorf("app state: %v", err)
+		}
+	case "stall": // stall NODE DURATION: the node does not run (SIGSTOP, a paused VM)
+		s.stalls[NodeID(args[1])] = s.now.Add(dur(args[2]))
 	case "pingtargets":
 		s.cfg.PingTargets = args[1:]
 	case "timing":
@@ -399,6 +450,19 @@ func (s *sim) run(args []string) {
 	}
 }
 
+func yes(s string) bool { return s == "yes" }
+
+// appArg is an app state in a script: "-" is empty, "size=N" is N bytes.
+func appArg(a string) []byte {
+	if n, ok := strings.CutPrefix(a, "size="); ok {
+		return bytes.Repeat([]byte{'x'}, atoi(n))
+	}
+	if a == "-" {
+		return []byte{}
+	}
+	return []byte(a)
+}
+
 func atoi(s string) int {
 	n, err := strconv.Atoi(s)
 	if err != nil {
@@ -441,6 +505,22 @@ func (s *sim) expect(a []string) {
 		}
 		if got != uint64(atoi(a[3])) {
 			s.errorf("%s counter %s = %d, want %s", a[0], a[2], got, a[3])
+		}
+	case "app": // expect N app PEER TEXT|-|size=N|unknown: the peer's app state as N sees it
+		b, _, ok := n.m.PeerApp(NodeID(a[2]))
+		if a[3] == "unknown" {
+			if ok {
+				s.errorf("%s knows %s's app state %q, want unknown", a[0], a[2], b)
+			}
+			return
+		}
+		if want := appArg(a[3]); !ok || !bytes.Equal(b, want) {
+			s.errorf("%s sees %s's app state %q (known %v), want %q", a[0], a[2], b, ok, want)
+		}
+	case "eligible": // expect N eligible PEER yes|no: as N sees it
+		v, _ := n.m.View(s.now).Peer(NodeID(a[2]))
+		if v.Eligible != yes(a[3]) {
+			s.errorf("%s sees %s eligible=%v, want %s", a[0], a[2], v.Eligible, a[3])
 		}
 	case "event", "no-event": // expect N event TEXT...: since the last mark
 		want := strings.Join(a[2:], " ")

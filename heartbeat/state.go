@@ -64,6 +64,7 @@ const (
 	EventRole                        // the local role proposal changed
 	EventTable                       // the index table changed (new version)
 	EventAlarm                       // something an operator must look at
+	EventApp                         // Node's app state changed (Event.App), or is unknown again (it restarted)
 )
 
 // Event is one output of the state machine.
@@ -74,7 +75,8 @@ type Event struct {
 	Medium string
 	From   string // previous state / role
 	To     string // new state / role
-	Msg    string // alarms
+	Msg    string // alarms; EventRole: why; EventApp: why the state is unknown
+	App    []byte // EventApp: the peer's new app state
 }
 
 func (e Event) String() string {
@@ -84,11 +86,19 @@ func (e Event) String() string {
 	case EventNode:
 		return fmt.Sprintf("node %s: %s -> %s", e.Node, e.From, e.To)
 	case EventRole:
+		if e.Msg != "" {
+			return fmt.Sprintf("role: %s -> %s (%s)", e.From, e.To, e.Msg)
+		}
 		return fmt.Sprintf("role: %s -> %s", e.From, e.To)
 	case EventTable:
 		return "index table: " + e.To
 	case EventAlarm:
 		return "ALARM: " + e.Msg
+	case EventApp:
+		if e.Msg != "" {
+			return fmt.Sprintf("app state of %s: %s", e.Node, e.Msg)
+		}
+		return fmt.Sprintf("app state of %s: %d bytes", e.Node, len(e.App))
 	}
 	return "event?"
 }

@@ -1,6 +1,9 @@
 package heartbeat
 
-import "time"
+import (
+	"bytes"
+	"time"
+)
 
 // MediumStatus is one medium towards one peer.
 type MediumStatus struct {
@@ -12,11 +15,17 @@ type MediumStatus struct {
 
 // NodeStatus is the local view of one peer (or of this node, Self=true).
 type NodeStatus struct {
-	ID    NodeID         `json:"id"`
-	Self  bool           `json:"self,omitempty"`
-	State NodeState      `json:"state"`
-	Role  string         `json:"role"`
-	Ping  *int           `json:"ping,omitempty"` // public ping targets reached
+	ID    NodeID    `json:"id"`
+	Self  bool      `json:"self,omitempty"`
+	State NodeState `json:"state"`
+	Role  string    `json:"role"`
+	Ping  *int      `json:"ping,omitempty"` // public ping targets reached
+	// Eligible: the node may hold the active role (a peer: as it
+	// advertised in its latest beat; false unless it is live).
+	Eligible bool `json:"eligible"`
+	// App is the node's app state (a peer: from its latest beat in its
+	// current run); base64 in JSON.
+	App   []byte         `json:"app,omitempty"`
 	Media []MediumStatus `json:"media,omitempty"`
 }
 
@@ -34,18 +43,23 @@ type Status struct {
 	Nodes    []NodeStatus `json:"nodes"`
 	Table    Table        `json:"table"`
 	Rejected Counters     `json:"frames"`
+	// Stalls counts the times this node's loop did not run for more than
+	// timing.keepalive (stall.go); LongestStall is the longest such gap.
+	Stalls       uint64        `json:"stalls"`
+	LongestStall time.Duration `json:"longest_stall_ns"`
 }
 
 // Status reports the machine's view at now.
 func (m *Machine) Status(now time.Time) Status {
 	s := Status{Self: m.cfg.Self, Role: m.role.String(), Coordinator: m.coordinator(),
-		Uptime: now.Sub(m.start), Table: m.table.Clone(), Rejected: m.counters}
+		Uptime: now.Sub(m.start), Table: m.table.Clone(), Rejected: m.counters,
+		Stalls: m.stall.count, LongestStall: m.stall.longest}
 	t := m.cfg.Timing
 	s.Timing.Keepalive, s.Timing.Warn, s.Timing.Dead, s.Timing.InitDead = t.Keepalive, t.Warn, t.Dead, t.InitDead
 	for _, id := range m.cfg.Nodes {
 		p := m.peers[id]
 		if p == nil {
-			ns := NodeStatus{ID: id, Self: true, State: NodeAlive, Role: m.role.String()}
+			ns := NodeStatus{ID: id, Self: true, State: NodeAlive, Role: m.role.String(), Eligible: m.eligible, App: bytes.Clone(m.app)}
 			if m.cfg.HasPing {
 				n := int(m.ping)
 				ns.Ping = &n
@@ -53,10 +67,8 @@ func (m *Machine) Status(now time.Time) Status {
 			s.Nodes = append(s.Nodes, ns)
 			continue
 		}
-		ns := NodeStatus{ID: id, State: p.state, Role: p.hb.Role.String()}
-		if !p.state.live() {
-			ns.Role = RoleNone.String()
-		}
+		v := m.peerView(now, p)
+		ns := NodeStatus{ID: id, State: p.state, Role: v.Role.String(), Eligible: v.Eligible, App: v.App}
 		if p.hb.HasPing {
 			n := int(p.hb.PingScore)
 			ns.Ping = &n

@@ -33,8 +33,8 @@ func (c *stepClock) NewTicker(time.Duration) (<-chan time.Time, func()) {
 func TestHealthyNotFooledByClockSteppedBack(t *testing.T) {
 	c := memConfig()
 	c.Self = "n1"
-	disk := &memDisk{b: make([]byte, 4*512)}
-	dl, err := c.DiskLinkFor("disk-a", disk, 0, 512, 4)
+	disk := &memDisk{b: make([]byte, 4*1024)}
+	dl, err := c.DiskLinkFor("disk-a", disk, 0, 1024, 4)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -77,7 +77,7 @@ func TestHealthyNotFooledByClockSteppedBack(t *testing.T) {
 func TestHealthyMeasuresOnTheMonotonicClock(t *testing.T) {
 	c := memConfig()
 	c.Self = "n1"
-	dl, _ := c.DiskLinkFor("disk-a", &memDisk{b: make([]byte, 4*512)}, 0, 512, 4)
+	dl, _ := c.DiskLinkFor("disk-a", &memDisk{b: make([]byte, 4*1024)}, 0, 1024, 4)
 	m, err := NewMember(c, simKey, []Link{newMemNet().attach("n1", "nic1"), dl}, MemberOptions{Logf: t.Logf})
 	if err != nil {
 		t.Fatal(err)

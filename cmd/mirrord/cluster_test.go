@@ -20,7 +20,7 @@ func writeCluster(t *testing.T, dir string, keyMode os.FileMode, port int) strin
 	os.WriteFile(key, []byte("a-test-cluster-key-of-enough-bytes"), keyMode)
 	os.Chmod(key, keyMode)
 	slots := filepath.Join(dir, "slots")
-	os.WriteFile(slots, make([]byte, 4096), 0o600)
+	os.WriteFile(slots, make([]byte, 8*1024), 0o600)
 	path := filepath.Join(dir, "cluster.yaml")
 	os.WriteFile(path, []byte(fmt.Sprintf(`
 cluster:
@@ -36,8 +36,8 @@ nodes:
   - id: b
     links: [{medium: nic1, address: 127.0.0.2}]
 disks:
-  - {name: disk-a, path: %s, slot_size: 512, slots: 8}
-  - {name: disk-b, slot_size: 512, slots: 8}   # a mirror leg: skipped in membership-alone mode
+  - {name: disk-a, path: %s, slot_size: 1024, slots: 8}
+  - {name: disk-b, slot_size: 1024, slots: 8}   # a mirror leg: skipped in membership-alone mode
 resources:
   note: handled elsewhere
 `, key, port, filepath.Join(dir, "state"), slots)), 0o644)

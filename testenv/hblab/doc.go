@@ -12,5 +12,13 @@
 //	lab.CutSerial(true)
 //	ev, err := n1.WaitEvent(3*time.Second, hblab.NodeEvent("n2", "dead"))
 //
+// A member can also run in a child process (the test binary itself, whose
+// TestMain calls hblab.ChildMain first), so that a test can stop it with
+// SIGSTOP as a paused VM is stopped:
+//
+//	p, _ := lab.StartProcess("n2", os.Args[0], "-test.run=^$")
+//	p.Signal(syscall.SIGSTOP); ...; p.Signal(syscall.SIGCONT)
+//	p.WaitEvent(...)                   // its events, read from its stdout
+//
 // Needs root (CAP_SYS_ADMIN for namespaces); Available tells why not.
 package hblab

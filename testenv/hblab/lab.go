@@ -42,6 +42,7 @@ type Lab struct {
 
 	mu      sync.Mutex
 	members map[string]*Member
+	procs   map[string]*Process
 	boots   map[string]uint64
 }
 
@@ -63,7 +64,7 @@ func New(opt Options) (_ *Lab, err error) {
 	rand.Read(rnd[:])
 	sweepStale()
 	l := &Lab{opt: opt, prefix: fmt.Sprintf("hb-%s-%d-%s", opt.Name, os.Getpid(), hex.EncodeToString(rnd[:])),
-		members: map[string]*Member{}, boots: map[string]uint64{}}
+		members: map[string]*Member{}, procs: map[string]*Process{}, boots: map[string]uint64{}}
 	defer func() {
 		if err != nil {
 			l.Close()
@@ -107,10 +108,10 @@ func New(opt Options) (_ *Lab, err error) {
 	}
 	if opt.Disk {
 		path := filepath.Join(l.dir, "slots")
-		if err := os.WriteFile(path, make([]byte, 8*512), 0o600); err != nil {
+		if err := os.WriteFile(path, make([]byte, 8*1024), 0o600); err != nil {
 			return nil, err
 		}
-		c.Disks = []heartbeat.Disk{{Name: "disk-a", Path: path, SlotSize: 512, Slots: 8}}
+		c.Disks = []heartbeat.Disk{{Name: "disk-a", Path: path, SlotSize: 1024, Slots: 8}}
 	}
 	for i := 1; i <= opt.Nodes; i++ {
 		id := fmt.Sprintf("n%d", i)
@@ -183,9 +184,17 @@ func (l *Lab) Close() error {
 	for _, m := range l.members {
 		ms = append(ms, m)
 	}
+	ps := make([]*Process, 0, len(l.procs))
+	for _, p := range l.procs {
+		ps = append(ps, p)
+	}
 	l.mu.Unlock()
 	for _, m := range ms {
 		m.Stop()
+	}
+	var errs []error
+	for _, p := range ps {
+		errs = append(errs, p.Stop())
 	}
 	// Closing every slave makes the relay's blocking master reads fail
 	// (EIO); only then can the relay stop.
@@ -195,7 +204,6 @@ func (l *Lab) Close() error {
 	if l.serial != nil {
 		l.serial.stop()
 	}
-	var errs []error
 	for i := 1; i <= l.opt.Nodes; i++ {
 		run("ip", "netns", "del", l.ns(fmt.Sprintf("n%d", i)))
 	}
@@ -240,14 +248,11 @@ func (l *Lab) Boot(id string) uint64 {
 // Member is one running node.
 type Member struct {
 	*heartbeat.Member
+	*eventLog
 	ID     string
 	lab    *Lab
 	cancel context.CancelFunc
 	done   chan struct{}
-
-	mu     sync.Mutex
-	events []heartbeat.Event
-	notify chan struct{}
 }
 
 // Start runs node id until Stop (or ctx ends).
@@ -264,17 +269,11 @@ func (l *Lab) Start(ctx context.Context, id string) (*Member, error) {
 		return nil, err
 	}
 	boot := uint64(time.Now().UnixNano())
-	m := &Member{ID: id, lab: l, done: make(chan struct{}), notify: make(chan struct{})}
+	m := &Member{eventLog: newEventLog(id), ID: id, lab: l, done: make(chan struct{})}
 	hm, err := heartbeat.NewMember(c, l.Key, links, heartbeat.MemberOptions{
-		Boot: boot,
-		Logf: func(f string, a ...any) { l.opt.Logf(id+": "+f, a...) },
-		OnEvent: func(e heartbeat.Event) {
-			m.mu.Lock()
-			m.events = append(m.events, e)
-			close(m.notify)
-			m.notify = make(chan struct{})
-			m.mu.Unlock()
-		},
+		Boot:    boot,
+		Logf:    func(f string, a ...any) { l.opt.Logf(id+": "+f, a...) },
+		OnEvent: m.add,
 	})
 	if err != nil {
 		for _, lk := range links {
@@ -311,35 +310,6 @@ func (m *Member) Stop() {
 		}
 	}
 	l.mu.Unlock()
-}
-
-// Events returns every event so far.
-func (m *Member) Events() []heartbeat.Event {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return append([]heartbeat.Event(nil), m.events...)
-}
-
-// WaitEvent waits up to timeout for an event (past or future) matching ok.
-func (m *Member) WaitEvent(timeout time.Duration, ok func(heartbeat.Event) bool) (heartbeat.Event, error) {
-	deadline := time.After(timeout)
-	seen := 0
-	for {
-		m.mu.Lock()
-		evs, ch := m.events[seen:], m.notify
-		seen = len(m.events)
-		m.mu.Unlock()
-		for _, e := range evs {
-			if ok(e) {
-				return e, nil
-			}
-		}
-		select {
-		case <-ch:
-		case <-deadline:
-			return heartbeat.Event{}, fmt.Errorf("%s: no matching event within %v", m.ID, timeout)
-		}
-	}
 }
 
 // NodeEvent matches "node peer -> state".
