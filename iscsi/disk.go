@@ -55,13 +55,14 @@ func OpenLeg(ctx context.Context, spec string, cfg Config) (*Disk, error) {
 
 // Open is OpenLeg with a parsed URL.
 //
-// Each Disk is its own session, so its ISID is derived from the configured
-// one (the node's by default) and the LUN's target and number: stable per
-// node and LUN, as persistent reservations need, and different for two LUNs
-// of one target, which would otherwise reinstate (drop) each other.
+// Each Disk is its own session, so its ISID is SessionISID of the
+// configured base (the node's for cfg.Purpose by default), the purpose and
+// the LUN's target and number: stable per node, purpose and LUN, as
+// persistent reservations need, and different for two LUNs of one target
+// or two purposes, which would otherwise reinstate (drop) each other.
 func Open(ctx context.Context, u URL, cfg Config) (*Disk, error) {
 	cfg.EnsureDefaults()
-	cfg.ISID = LUNISID(cfg.ISID, u.Target, u.LUN)
+	cfg.ISID = SessionISID(cfg.ISID, cfg.Purpose, u.Target, u.LUN)
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}

@@ -20,7 +20,7 @@ func newISCSICmd() *cobra.Command {
 }
 
 func newISCSIDiscoverCmd() *cobra.Command {
-	f := &legopts.Flags{Tool: true}
+	f := &legopts.Flags{Purpose: iscsi.PurposeTool}
 	cmd := &cobra.Command{
 		Use:   "discover HOST[:PORT]",
 		Short: "List the targets an array offers (SendTargets discovery)",
@@ -56,7 +56,7 @@ func newISCSIDiscoverCmd() *cobra.Command {
 }
 
 func newISCSIInfoCmd() *cobra.Command {
-	f := &legopts.Flags{Tool: true}
+	f := &legopts.Flags{Purpose: iscsi.PurposeTool}
 	cmd := &cobra.Command{
 		Use:   "info iscsi://[USER@]HOST[:PORT]/TARGET-IQN/LUN",
 		Short: "Log in to a LUN and show what it is (vendor, serial, device IDs, size, limits)",
