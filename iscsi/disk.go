@@ -28,16 +28,16 @@ type Disk struct {
 
 	stats struct {
 		unitAttentions, busyRetries, reconnects, aborted atomic.Uint64
-		reregistrations, registrationsLost              atomic.Uint64
-		lastUA                                          atomic.Uint32 // ASC<<8 | ASCQ
+		reregistrations, registrationsLost               atomic.Uint64
+		lastUA                                           atomic.Uint32 // ASC<<8 | ASCQ
 	}
 
 	ops     sync.Pool // *ioOp
 	waiters sync.Pool // *syncWaiter
 
-	mu      sync.Mutex
-	sess    *session
-	keep    struct { // KeepRegistered's request
+	mu   sync.Mutex
+	sess *session
+	keep struct { // KeepRegistered's request
 		key   uint64
 		group *RegistrationGroup
 	}
