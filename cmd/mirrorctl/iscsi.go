@@ -126,13 +126,13 @@ func printReservations(out io.Writer, d *iscsi.Disk) {
 	}
 	ks := make([]string, len(keys))
 	for i, k := range keys {
-		ks[i] = fmt.Sprintf("%#016x", k)
+		ks[i] = fmt.Sprintf("0x%016x", k)
 	}
 	holder := "no reservation"
 	if r, err := d.ReadReservation(); err != nil {
 		holder = fmt.Sprintf("reservation unknown: %v", err)
 	} else if r.Held {
-		holder = fmt.Sprintf("%s reservation held by %#016x", r.Type, r.Key)
+		holder = fmt.Sprintf("%s reservation held by 0x%016x", r.Type, r.Key)
 	}
 	fmt.Fprintf(out, "pr keys:    %d registered [%s]; %s\n", len(keys), strings.Join(ks, " "), holder)
 }
