@@ -75,7 +75,9 @@ func FuzzParseKey(f *testing.F) {
 }
 
 func TestConfigValidate(t *testing.T) {
-	good := func() Config { return Config{Key: 1, Peers: []uint64{2}, Arrays: []Array{{Name: "a", Volume: new(iscsi.Disk)}}} }
+	good := func() Config {
+		return Config{Key: 1, Peers: []uint64{2}, Arrays: []Array{{Name: "a", Volume: new(iscsi.Disk)}}}
+	}
 	if err := (func() *Config { c := good(); return &c })().Validate(); err != nil {
 		t.Fatalf("good config: %v", err)
 	}
