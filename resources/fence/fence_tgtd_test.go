@@ -4,9 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"fmt"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -22,15 +20,8 @@ import (
 // and a disk-heartbeat session to each array, as mirrord opens them.
 type lab struct {
 	t      *testing.T
-	arrays []*labArray
+	arrays []*iscsitarget.Array
 	nodes  map[string]*labNode
-}
-
-type labArray struct {
-	name string
-	td   *iscsitarget.Tgtd
-	img  string
-	url  string
 }
 
 type labNode struct {
@@ -46,35 +37,10 @@ const lunSize = 4 << 20
 
 func newLab(t *testing.T) *lab {
 	t.Helper()
-	if err := iscsitarget.TgtdAvailable(); err != nil {
-		t.Skipf("fence tests against tgtd skipped: %v", err)
-	}
 	l := &lab{t: t, nodes: map[string]*labNode{}}
 	dir := t.TempDir()
 	for _, name := range []string{"array-a", "array-b"} {
-		img := filepath.Join(dir, name+".img")
-		if err := os.WriteFile(img, nil, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Truncate(img, lunSize); err != nil {
-			t.Fatal(err)
-		}
-		td, err := iscsitarget.StartTgtd(dir)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() {
-			td.Stop()
-			if t.Failed() {
-				b, _ := os.ReadFile(td.Log)
-				t.Logf("%s tgtd log: %s", name, b[max(0, len(b)-1500):])
-			}
-		})
-		iqn := "iqn.2026-01.org.hamirror.test:" + name
-		if err := td.AddTarget(1, iqn, []string{img}, ""); err != nil {
-			t.Fatal(err)
-		}
-		l.arrays = append(l.arrays, &labArray{name: name, td: td, img: img, url: fmt.Sprintf("iscsi://%s/%s/1", td.Portal, iqn)})
+		l.arrays = append(l.arrays, iscsitarget.StartArray(t, dir, name, lunSize))
 	}
 	for _, n := range []string{"node1", "node2"} {
 		l.addNode(n)
@@ -89,7 +55,7 @@ func newLab(t *testing.T) *lab {
 	for _, n := range l.nodes {
 		var arrays []fence.Array
 		for _, a := range l.arrays {
-			arrays = append(arrays, fence.Array{Name: a.name, Volume: n.vol[a.name], DiskHeartbeat: n.hb[a.name]})
+			arrays = append(arrays, fence.Array{Name: a.Name, Volume: n.vol[a.Name], DiskHeartbeat: n.hb[a.Name]})
 		}
 		f, err := fence.New(fence.Config{Key: n.key, Peers: n.peers, Arrays: arrays})
 		if err != nil {
@@ -105,14 +71,14 @@ func (l *lab) addNode(name string) {
 	for _, a := range l.arrays {
 		for p, m := range map[iscsi.Purpose]map[string]*iscsi.Disk{iscsi.PurposeVolume: n.vol, iscsi.PurposeDiskHeartbeat: n.hb} {
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			d, err := iscsi.OpenLeg(ctx, a.url, iscsi.Config{InitiatorName: "iqn.2026-01.org.hamirror.test:" + name, Purpose: p,
+			d, err := iscsi.OpenLeg(ctx, a.URL, iscsi.Config{InitiatorName: "iqn.2026-01.org.hamirror.test:" + name, Purpose: p,
 				Timeout: time.Second, ReconnectInterval: 100 * time.Millisecond})
 			cancel()
 			if err != nil {
 				l.t.Fatal(err)
 			}
 			l.t.Cleanup(func() { d.Close() })
-			m[a.name] = d
+			m[a.Name] = d
 		}
 	}
 	l.nodes[name] = n
@@ -151,8 +117,8 @@ func (l *lab) offset(n *labNode, session string) int64 {
 // onArray reads what the array stored at the node's session's block.
 func (l *lab) onArray(n *labNode, session, array string) byte {
 	for _, a := range l.arrays {
-		if a.name == array {
-			f, err := os.Open(a.img)
+		if a.Name == array {
+			f, err := os.Open(a.Img)
 			if err != nil {
 				l.t.Fatal(err)
 			}
@@ -235,7 +201,7 @@ func TestFenceTwoNodesTwoArrays(t *testing.T) {
 	l := newLab(t)
 	n1, n2 := l.nodes["node1"], l.nodes["node2"]
 	a, b := l.arrays[0], l.arrays[1]
-	both := []string{a.name, b.name}
+	both := []string{a.Name, b.Name}
 
 	// Both nodes register at start-up; each array lists both keys, from
 	// all four sessions.
@@ -293,7 +259,7 @@ func TestFenceTwoNodesTwoArrays(t *testing.T) {
 	if _, err := n1.fence.Takeover(ctx(t), n2.key); !errors.Is(err, fence.ErrFenced) {
 		t.Fatalf("fenced node1's takeover: %v, want ErrFenced", err)
 	}
-	if keys := keysOn(t, n2.vol[a.name]); !slices.Equal(keys, []uint64{n2.key}) {
+	if keys := keysOn(t, n2.vol[a.Name]); !slices.Equal(keys, []uint64{n2.key}) {
 		t.Fatalf("after the fenced node's attempt: keys %x", keys)
 	}
 	if err := n1.fence.Stop(ctx(t)); err != nil {
@@ -312,21 +278,21 @@ func TestFenceTwoNodesTwoArrays(t *testing.T) {
 	// A network blip on array A longer than the iSCSI timeout: every
 	// session reconnects. tgtd forgets a session's registration with the
 	// session; the sessions restore it, so nobody looks fenced.
-	if err := a.td.Pause(); err != nil {
+	if err := a.Pause(); err != nil {
 		t.Fatal(err)
 	}
 	time.Sleep(2500 * time.Millisecond)
-	if err := a.td.Resume(); err != nil {
+	if err := a.Resume(); err != nil {
 		t.Fatal(err)
 	}
 	for _, n := range []*labNode{n1, n2} {
-		for _, d := range []*iscsi.Disk{n.vol[a.name], n.hb[a.name]} {
+		for _, d := range []*iscsi.Disk{n.vol[a.Name], n.hb[a.Name]} {
 			waitFor(t, d.Name()+" reconnects", func() bool { return d.Stats().Reconnects > 0 && d.Connected() })
 		}
 	}
-	l.mustWrite(n1, "hb", a.name, 0x16)
-	l.mustWrite(n2, "vol", a.name, 0x25)
-	if st := n1.hb[a.name].Stats(); st.Reregistrations == 0 || st.RegistrationsLost != 0 {
+	l.mustWrite(n1, "hb", a.Name, 0x16)
+	l.mustWrite(n2, "vol", a.Name, 0x25)
+	if st := n1.hb[a.Name].Stats(); st.Reregistrations == 0 || st.RegistrationsLost != 0 {
 		t.Fatalf("node1's disk heartbeat session after the blip: %+v, want its registration restored", st)
 	}
 	mustOK(t, "node2 check after the blip")(n2.fence.Check(ctx(t)))
@@ -353,49 +319,49 @@ func TestFenceTwoNodesTwoArrays(t *testing.T) {
 
 	// node1 dies with array B: node2 fences node1 on A and reports B
 	// unreachable, which is not fatal.
-	if err := b.td.Kill(); err != nil {
+	if err := b.Kill(); err != nil {
 		t.Fatal(err)
 	}
 	r = mustOK(t, "node2 takeover with array B dead")(n2.fence.Takeover(ctx(t), n1.key))
-	if !slices.Equal(r.Fenced(), []string{a.name}) || !slices.Equal(r.Unreachable(), []string{b.name}) {
+	if !slices.Equal(r.Fenced(), []string{a.Name}) || !slices.Equal(r.Unreachable(), []string{b.Name}) {
 		t.Fatalf("fenced %v unreachable %v", r.Fenced(), r.Unreachable())
 	}
-	l.mustBeFencedOff(n1, "vol", a.name, 0x18)
+	l.mustBeFencedOff(n1, "vol", a.Name, 0x18)
 	// With no array at all, a takeover must not succeed.
-	if err := a.td.Pause(); err != nil {
+	if err := a.Pause(); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "node2's sessions to A drop", func() bool { return !n2.vol[a.name].Connected() })
+	waitFor(t, "node2's sessions to A drop", func() bool { return !n2.vol[a.Name].Connected() })
 	if _, err := n2.fence.Takeover(ctx(t), n1.key); !errors.Is(err, fence.ErrNoArray) {
 		t.Fatalf("takeover with no array reachable: %v, want ErrNoArray", err)
 	}
-	if err := a.td.Resume(); err != nil {
+	if err := a.Resume(); err != nil {
 		t.Fatal(err)
 	}
 
 	// Array B returns with its reservations forgotten (tgtd keeps them in
 	// memory). Before its leg is used again, node2 fences it: registered,
 	// holding WE-RO, node1 off it.
-	if err := b.td.Restart(); err != nil {
+	if err := b.Restart(); err != nil {
 		t.Fatal(err)
 	}
-	for _, d := range []*iscsi.Disk{n2.vol[b.name], n2.hb[b.name], n1.vol[b.name], n2.vol[a.name]} {
+	for _, d := range []*iscsi.Disk{n2.vol[b.Name], n2.hb[b.Name], n1.vol[b.Name], n2.vol[a.Name]} {
 		waitFor(t, d.Name()+" reconnects", d.Connected)
 	}
 	r = mustOK(t, "node2 takeover again, array B back")(n2.fence.Takeover(ctx(t), n1.key))
 	if !slices.Equal(r.Fenced(), both) {
 		t.Fatalf("fenced %v after array B returned", r.Fenced())
 	}
-	if keys := keysOn(t, n2.vol[b.name]); !slices.Equal(keys, []uint64{n2.key}) {
+	if keys := keysOn(t, n2.vol[b.Name]); !slices.Equal(keys, []uint64{n2.key}) {
 		t.Fatalf("array B keys %x, want node2's alone", keys)
 	}
-	if res, err := n2.vol[b.name].ReadReservation(); err != nil || res.Key != n2.key || res.Type != iscsi.WriteExclusiveRegistrantsOnly {
+	if res, err := n2.vol[b.Name].ReadReservation(); err != nil || res.Key != n2.key || res.Type != iscsi.WriteExclusiveRegistrantsOnly {
 		t.Fatalf("array B reservation %+v %v", res, err)
 	}
-	l.mustBeFencedOff(n1, "vol", b.name, 0x19)
-	l.mustBeFencedOff(n1, "hb", b.name, 0x1a)
-	l.mustWrite(n2, "vol", b.name, 0x28)
-	l.mustWrite(n2, "hb", b.name, 0x29)
+	l.mustBeFencedOff(n1, "vol", b.Name, 0x19)
+	l.mustBeFencedOff(n1, "hb", b.Name, 0x1a)
+	l.mustWrite(n2, "vol", b.Name, 0x28)
+	l.mustWrite(n2, "hb", b.Name, 0x29)
 	if _, err := n1.fence.Check(ctx(t)); !errors.Is(err, fence.ErrFenced) {
 		t.Fatalf("node1 check: %v, want ErrFenced", err)
 	}
@@ -445,7 +411,7 @@ func TestFenceAgentStartStopMonitor(t *testing.T) {
 	if err := a2.Start(ctx(t)); err != nil {
 		t.Fatalf("node2 start after node1's clean stop: %v", err)
 	}
-	l.mustWrite(n1, "hb", l.arrays[0].name, 0x31)
+	l.mustWrite(n1, "hb", l.arrays[0].Name, 0x31)
 	// node2 dies; node1 starts with a takeover of every peer.
 	n1.fence.SetStart(fence.StartTakeover)
 	if err := a1.Start(ctx(t)); err != nil {
