@@ -12,9 +12,9 @@ import (
 type Array struct {
 	*Tgtd
 	Name string
-	Img string // the LUN's backing file: what the array really stored
-	IQN string // iqn.2026-01.org.hamirror.test:NAME
-	URL string // iscsi://PORTAL/IQN/1
+	Img  string // the LUN's backing file: what the array really stored
+	IQN  string // iqn.2026-01.org.hamirror.test:NAME
+	URL  string // iscsi://PORTAL/IQN/1
 }
 
 // StartArray starts an Array named name with a LUN of size bytes, its
