@@ -27,15 +27,20 @@ type Disk struct {
 	limits    Limits
 
 	stats struct {
-		unitAttentions, busyRetries, reconnects atomic.Uint64
-		lastUA                                  atomic.Uint32 // ASC<<8 | ASCQ
+		unitAttentions, busyRetries, reconnects, aborted atomic.Uint64
+		reregistrations, registrationsLost               atomic.Uint64
+		lastUA                                           atomic.Uint32 // ASC<<8 | ASCQ
 	}
 
 	ops     sync.Pool // *ioOp
 	waiters sync.Pool // *syncWaiter
 
-	mu      sync.Mutex
-	sess    *session
+	mu   sync.Mutex
+	sess *session
+	keep struct { // KeepRegistered's request
+		key   uint64
+		group *RegistrationGroup
+	}
 	lastErr error
 	closed  bool
 	quit    chan struct{}
@@ -55,13 +60,14 @@ func OpenLeg(ctx context.Context, spec string, cfg Config) (*Disk, error) {
 
 // Open is OpenLeg with a parsed URL.
 //
-// Each Disk is its own session, so its ISID is derived from the configured
-// one (the node's by default) and the LUN's target and number: stable per
-// node and LUN, as persistent reservations need, and different for two LUNs
-// of one target, which would otherwise reinstate (drop) each other.
+// Each Disk is its own session, so its ISID is SessionISID of the
+// configured base (the node's for cfg.Purpose by default), the purpose and
+// the LUN's target and number: stable per node, purpose and LUN, as
+// persistent reservations need, and different for two LUNs of one target
+// or two purposes, which would otherwise reinstate (drop) each other.
 func Open(ctx context.Context, u URL, cfg Config) (*Disk, error) {
 	cfg.EnsureDefaults()
-	cfg.ISID = LUNISID(cfg.ISID, u.Target, u.LUN)
+	cfg.ISID = SessionISID(cfg.ISID, cfg.Purpose, u.Target, u.LUN)
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -151,7 +157,13 @@ func (d *Disk) maintain() {
 			d.mu.Unlock()
 			continue
 		}
-		if err := d.revalidate(ns); err != nil {
+		// The new session carries no I/O until it is proven to reach the
+		// same LUN and, if asked, holds its registration again.
+		err = d.revalidate(ns)
+		if err == nil {
+			err = d.restoreRegistration(ns)
+		}
+		if err != nil {
 			ns.close()
 			d.mu.Lock()
 			d.lastErr = err
@@ -232,9 +244,12 @@ func (d *Disk) run(s *session, c command) error {
 }
 
 // runResult executes c on s: UNIT ATTENTION is retried a few times (a
-// reconnect, a reservation change or a LUN resize raise one); BUSY and TASK
-// SET FULL are retried with backoff until Timeout. Transport errors are
-// never retried: the caller (the mirror) must learn quickly.
+// reconnect, a reservation change or a LUN resize raise one), and so is
+// TASK ABORTED (another initiator's PREEMPT AND ABORT: the retry meets the
+// UNIT ATTENTION and then the RESERVATION CONFLICT that says what
+// happened); BUSY and TASK SET FULL are retried with backoff until
+// Timeout. Transport errors are never retried: the caller (the mirror)
+// must learn quickly.
 func (d *Disk) runResult(s *session, c command) (result, error) {
 	c.LUN = d.url.LUN
 	var start time.Time
@@ -248,9 +263,7 @@ func (d *Disk) runResult(s *session, c command) (result, error) {
 		switch {
 		case err == nil:
 			return res, nil
-		case errors.Is(err, ErrUnitAttention) && ua < maxUnitAttentionRetries:
-			ua++
-			d.noteUnitAttention(err)
+		case d.absorb(err, &ua):
 			continue
 		case errors.Is(err, ErrBusy):
 			if start.IsZero() {
@@ -267,13 +280,25 @@ func (d *Disk) runResult(s *session, c command) (result, error) {
 	}
 }
 
-// noteUnitAttention counts a retried UNIT ATTENTION.
-func (d *Disk) noteUnitAttention(err error) {
-	d.stats.unitAttentions.Add(1)
-	var se *SenseError
-	if errors.As(err, &se) {
-		d.stats.lastUA.Store(uint32(se.ASC)<<8 | uint32(se.ASCQ))
+// absorb reports whether a command that ended with err is sent again
+// at once: a UNIT ATTENTION or TASK ABORTED, while *retries (the
+// command's count of them) is below the limit. It counts what it absorbs.
+func (d *Disk) absorb(err error, retries *int) bool {
+	if *retries >= maxUnitAttentionRetries {
+		return false
 	}
+	var se *SenseError
+	switch {
+	case errors.As(err, &se) && se.Key == SenseUnitAttention:
+		d.stats.unitAttentions.Add(1)
+		d.stats.lastUA.Store(uint32(se.ASC)<<8 | uint32(se.ASCQ))
+	case errors.Is(err, ErrAborted):
+		d.stats.aborted.Add(1)
+	default:
+		return false
+	}
+	*retries++
+	return true
 }
 
 // Name is the leg's iscsi:// URL.
@@ -336,6 +361,15 @@ type Stats struct {
 	UnitAttentions uint64 // UNIT ATTENTION conditions retried
 	BusyRetries    uint64 // BUSY / TASK SET FULL retries
 	Reconnects     uint64 // sessions re-established after a failure
+	// Aborted counts commands the target ended with TASK ABORTED
+	// (another initiator's PREEMPT AND ABORT or task management) and
+	// that were sent again.
+	Aborted uint64
+	// Reregistrations counts reconnects after which KeepRegistered had
+	// to register the new session again (tgtd forgets a session's
+	// registration with the session); RegistrationsLost counts reconnects
+	// that found this node preempted, so the session stayed unregistered.
+	Reregistrations, RegistrationsLost uint64
 	// LastUnitAttention is the ASC/ASCQ of the last UNIT ATTENTION
 	// absorbed (e.g. 0x2a04 reservations released, 0x2a05 registrations
 	// preempted, 0x2900 reset).
@@ -348,6 +382,10 @@ func (d *Disk) Stats() Stats {
 		UnitAttentions: d.stats.unitAttentions.Load(),
 		BusyRetries:    d.stats.busyRetries.Load(),
 		Reconnects:     d.stats.reconnects.Load(),
+		Aborted:        d.stats.aborted.Load(),
+
+		Reregistrations:   d.stats.reregistrations.Load(),
+		RegistrationsLost: d.stats.registrationsLost.Load(),
 
 		LastUnitAttention: uint16(d.stats.lastUA.Load()),
 	}

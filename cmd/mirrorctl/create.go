@@ -8,6 +8,7 @@ import (
 
 	"github.com/hamirror/hamirror/cmd/internal/legopts"
 	"github.com/hamirror/hamirror/cmd/internal/units"
+	"github.com/hamirror/hamirror/iscsi"
 	"github.com/hamirror/hamirror/mirror"
 )
 
@@ -16,7 +17,7 @@ func newCreateCmd(_ *globals) *cobra.Command {
 	var chunk string
 	var force, initialSync bool
 	var slots int
-	lf := legopts.Flags{Tool: true}
+	lf := legopts.Flags{Purpose: iscsi.PurposeTool}
 	c := &cobra.Command{
 		Use:   "create [--chunk SIZE] [--force] LEG LEG",
 		Short: "Write fresh mirror metadata on two legs (files, block devices or iscsi:// LUNs)",

@@ -1,0 +1,202 @@
+package fence
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+
+	"github.com/hamirror/hamirror/iscsi"
+)
+
+// array is one array and what this node knows about its registration
+// there. Its reservation commands run under group, which this node's
+// sessions to the array share with the Disks' own re-registration after a
+// reconnect (iscsi.Disk.KeepRegistered).
+type array struct {
+	Array
+	group *iscsi.RegistrationGroup
+
+	// joined is set once this node registered here (guarded by group):
+	// from then on, our key gone with another node holding the
+	// reservation means we were fenced.
+	joined bool
+}
+
+// maxSteps bounds one operation on one array: every step changes what the
+// next read shows, so a loop that does not settle means another initiator
+// keeps changing the reservation at the same time.
+const maxSteps = 12
+
+// sessions are the array's writing sessions, the volume's first.
+func (a *array) sessions() []*iscsi.Disk {
+	if a.DiskHeartbeat == nil {
+		return []*iscsi.Disk{a.Volume}
+	}
+	return []*iscsi.Disk{a.Volume, a.DiskHeartbeat}
+}
+
+// do runs g on the array: read, decide (next), act, until done.
+func (a *array) do(ctx context.Context, g goal, log *slog.Logger) (out ArrayResult) {
+	out.Array = a.Name
+	if !a.Volume.Connected() {
+		out.Unreachable = true
+		return out
+	}
+	a.group.Lock()
+	defer a.group.Unlock()
+	fail := func(err error) ArrayResult {
+		if unreachable(err) {
+			out.Unreachable = true
+			return out
+		}
+		out.Err = fmt.Errorf("fence: %s on %s: %w", g.op, a.Name, err)
+		return out
+	}
+	var p progress
+	for range maxSteps {
+		if err := ctx.Err(); err != nil {
+			return fail(err)
+		}
+		p.joined = a.joined
+		v, err := a.read()
+		if err != nil {
+			return fail(err)
+		}
+		act := next(g, v, p)
+		if act.note != "" && act.kind != actFenced {
+			out.Notes = append(out.Notes, act.note)
+			log.Info("fence: "+act.note, "array", a.Name, "op", g.op.String())
+		}
+		switch act.kind {
+		case actDone:
+			out.Keys = v.keys
+			out.Registered = slices.Contains(v.keys, g.me) && p.sessionsOK || g.op == opRegister
+			out.Holder = v.res.Held && v.res.Key == g.me
+			return out
+		case actFenced:
+			out.Keys = v.keys
+			log.Warn("fence: this node was fenced", "array", a.Name, "why", act.note)
+			return fail(fmt.Errorf("%w (%s)", ErrFenced, act.note))
+		case actRefuse:
+			return fail(act.err)
+		case actRegister:
+			err = a.register(g.me)
+			p.registered, p.sessionsOK = err == nil, err == nil
+		case actRejoin:
+			var restored int
+			restored, err = a.rejoin(g.me)
+			out.Restored += restored
+			p.sessionsOK = err == nil
+			if errors.Is(err, errGone) {
+				err = nil // the next read tells why
+			}
+		case actReserve:
+			err = a.Volume.Reserve(g.me, iscsi.WriteExclusiveRegistrantsOnly)
+		case actPreempt:
+			var aborted bool
+			aborted, err = a.Volume.PreemptAbort(g.me, act.key, iscsi.WriteExclusiveRegistrantsOnly)
+			if err == nil {
+				out.Preempted = append(out.Preempted, act.key)
+				out.Aborted = aborted
+				if !aborted {
+					log.Info("fence: the array refused PREEMPT AND ABORT; PREEMPT did it", "array", a.Name, "victim", FormatKey(act.key))
+				}
+			}
+		case actRelease:
+			p.released++
+			err = a.Volume.Release(g.me, iscsi.WriteExclusiveRegistrantsOnly)
+		case actReleaseStale:
+			p.stale = true
+			err = a.releaseStale(g.me)
+		}
+		if err != nil {
+			return fail(err)
+		}
+	}
+	return fail(fmt.Errorf("the reservation did not settle after %d steps (another initiator keeps changing it)", maxSteps))
+}
+
+// read is one view of the array.
+func (a *array) read() (view, error) {
+	_, keys, err := a.Volume.ReadKeys()
+	if err != nil {
+		return view{}, err
+	}
+	res, err := a.Volume.ReadReservation()
+	if err != nil {
+		return view{}, err
+	}
+	return view{keys: keys, res: res}, nil
+}
+
+// register registers every writing session (a deliberate join) and has
+// each keep its registration across reconnects.
+func (a *array) register(key uint64) error {
+	for _, d := range a.sessions() {
+		if err := d.EnsureRegistered(key); err != nil {
+			return err
+		}
+		d.KeepRegistered(key, a.group)
+	}
+	a.joined = true
+	return nil
+}
+
+// rejoin proves each writing session registered, restoring the ones the
+// array forgot while our key is still registered through another session
+// (iscsi.Disk.Reregister). A session that cannot be restored because our
+// key is gone leaves the next read to find us fenced.
+func (a *array) rejoin(key uint64) (restored int, err error) {
+	a.joined = true
+	for _, d := range a.sessions() {
+		registered, err := d.IsRegistered(key)
+		if err != nil {
+			return restored, err
+		}
+		if registered {
+			d.KeepRegistered(key, a.group)
+			continue
+		}
+		ok, err := d.Reregister(key)
+		if err != nil {
+			return restored, err
+		}
+		if !ok {
+			return restored, fmt.Errorf("session %s lost its registration: %w", d.Name(), errGone)
+		}
+		restored++
+		d.KeepRegistered(key, a.group)
+	}
+	return restored, nil
+}
+
+// errGone: our key vanished while we looked; the caller reads again.
+var errGone = errors.New("our key is no longer registered")
+
+// releaseStale releases a reservation that RELEASE from the volume's
+// session did not: its holder is a registration of ours the array keeps
+// for a session that no longer exists (tgtd binds registrations and the
+// reservation to sessions; after a reconnect the old session's stale
+// registration still holds it, and RELEASE from the new session is a
+// no-op). PREEMPT of our own key makes the volume's session the holder
+// (and removes our other registrations), RELEASE drops it, and the other
+// writing sessions are registered again (guarded: our key stays registered
+// through the volume's session).
+func (a *array) releaseStale(key uint64) error {
+	if err := a.Volume.Preempt(key, key, iscsi.WriteExclusiveRegistrantsOnly); err != nil {
+		return err
+	}
+	if err := a.Volume.Release(key, iscsi.WriteExclusiveRegistrantsOnly); err != nil {
+		return err
+	}
+	_, err := a.rejoin(key)
+	return err
+}
+
+// unreachable says an error means "the array did not answer", not "the
+// array refused".
+func unreachable(err error) bool {
+	return errors.Is(err, iscsi.ErrDisconnected) || errors.Is(err, iscsi.ErrTimeout) || errors.Is(err, iscsi.ErrClosed)
+}

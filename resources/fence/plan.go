@@ -1,0 +1,196 @@
+package fence
+
+import (
+	"fmt"
+	"slices"
+
+	"github.com/hamirror/hamirror/iscsi"
+)
+
+// This file holds the decisions, free of I/O: given what one array says
+// (its registered keys and its reservation) and what this call has done
+// there so far, next names the one step to take. The array loop of
+// array.go reads the array, asks next, takes the step and reads again,
+// until next says done, so every outcome is checked against a fresh read.
+//
+// The rules, for this node's key me on one array:
+//
+//   - Our key gone while another key holds the reservation, on an array
+//     we had joined: we were fenced (a peer's takeover reserves before it
+//     preempts, see below). Stop; never register back on our own.
+//   - Our key gone and no reservation held by another: we never joined
+//     this array (it was unreachable when we registered) or it lost its
+//     persistent reservation state (tgtd keeps it in memory: a restart
+//     empties it). Register every writing session.
+//   - Our key there: make sure every writing session is registered (tgtd
+//     forgets a session's registration when the session ends; restoring it
+//     is guarded, see iscsi.Disk.Reregister).
+//   - Takeover: hold the reservation before removing anyone, so that at
+//     every moment a preempted node sees its key gone AND a reservation
+//     held by another: reserve if nobody holds it; preempt a victim that
+//     holds it (the reservation moves to us); then preempt the others.
+//   - Acquire: reserve if nobody holds it; never preempt; a reservation
+//     held by another node means it did not stop cleanly.
+//   - Release: release ours; if it is still ours after RELEASE, its holder
+//     is a session of ours that tgtd no longer knows (see releaseStale).
+//   - Check: read only, but repairs what a restart of the array lost: our
+//     registrations, and the reservation when this node is active.
+
+// op is the operation a call runs on the arrays.
+type op int
+
+const (
+	opRegister op = iota // clean (re)join: register every writing session
+	opTakeover           // fence victims, hold the reservation
+	opAcquire            // clean hand-over: hold the reservation, keep the peer
+	opRelease            // clean stop: drop the reservation, keep registered
+	opCheck              // monitor: still registered (and holding, if active)
+)
+
+var opNames = [...]string{opRegister: "register", opTakeover: "takeover", opAcquire: "acquire",
+	opRelease: "release", opCheck: "check"}
+
+func (o op) String() string { return opNames[o] }
+
+// goal is what the call wants on every array.
+type goal struct {
+	op      op
+	me      uint64
+	victims []uint64 // opTakeover: keys to remove
+	active  bool     // opCheck: this node should hold the reservation
+}
+
+// view is one read of an array: PERSISTENT RESERVE IN READ KEYS and READ
+// RESERVATION.
+type view struct {
+	keys []uint64
+	res  iscsi.Reservation
+}
+
+// progress is what this call (and earlier ones) did on the array.
+type progress struct {
+	joined     bool // this node has registered on the array before
+	registered bool // this call registered every writing session
+	sessionsOK bool // every writing session is known to be registered
+	released   int  // RELEASEs this call sent
+	stale      bool // this call already released a stale reservation
+}
+
+// kind is one step.
+type kind int
+
+const (
+	actDone         kind = iota // nothing left to do
+	actFenced                   // this node was fenced: stop
+	actRegister                 // register every writing session (REGISTER AND IGNORE EXISTING KEY)
+	actRejoin                   // prove or restore each writing session's registration (guarded)
+	actReserve                  // RESERVE WE-RO
+	actPreempt                  // PREEMPT AND ABORT (or PREEMPT) key
+	actRelease                  // RELEASE our WE-RO reservation
+	actReleaseStale             // take our stale reservation back, release it, restore our sessions
+	actRefuse                   // an error an operator must resolve
+)
+
+// action is next's answer.
+type action struct {
+	kind kind
+	key  uint64 // actPreempt: the victim
+	err  error  // actRefuse
+	note string // why, for the log
+}
+
+// next decides the next step on one array.
+func next(g goal, v view, p progress) action {
+	mine := slices.Contains(v.keys, g.me)
+	heldByOther := v.res.Held && v.res.Key != g.me
+	if g.op == opRegister {
+		if !p.registered {
+			return action{kind: actRegister}
+		}
+		return action{kind: actDone}
+	}
+	if !mine {
+		switch {
+		case g.op == opRelease:
+			// Nothing of ours to release; a fenced node's stop is done.
+			if p.joined && heldByOther {
+				return action{kind: actFenced}
+			}
+			return action{kind: actDone}
+		case p.joined && heldByOther:
+			return action{kind: actFenced, note: fmt.Sprintf("our key is gone and %s holds the reservation", keyHolder(v.res))}
+		case p.registered:
+			// Registered this very call and gone again: a takeover raced us.
+			return action{kind: actRefuse, err: fmt.Errorf("our registration vanished right after REGISTER")}
+		case p.joined:
+			return action{kind: actRegister, note: "our registration is gone and nobody holds a reservation: the array lost its reservation state (restarted?); registering again"}
+		}
+		return action{kind: actRegister, note: "joining the array"}
+	}
+	if !p.sessionsOK {
+		return action{kind: actRejoin}
+	}
+	switch g.op {
+	case opTakeover:
+		switch {
+		case !v.res.Held:
+			return action{kind: actReserve}
+		case heldByOther && slices.Contains(g.victims, v.res.Key):
+			return action{kind: actPreempt, key: v.res.Key}
+		case heldByOther:
+			return action{kind: actRefuse, err: fmt.Errorf("%s holds the reservation and is not being fenced: refusing to take over "+
+				"(clear it on the array if that key belongs to no node of this cluster)", keyHolder(v.res))}
+		}
+		for _, k := range v.keys {
+			if k != g.me && slices.Contains(g.victims, k) {
+				return action{kind: actPreempt, key: k}
+			}
+		}
+		return holdsWERO(v)
+	case opAcquire:
+		switch {
+		case !v.res.Held:
+			return action{kind: actReserve}
+		case heldByOther:
+			return action{kind: actRefuse, err: fmt.Errorf("%s holds the reservation: the node holding it has not stopped cleanly; "+
+				"wait for it to release, or fence it with a takeover", keyHolder(v.res))}
+		}
+		return holdsWERO(v)
+	case opRelease:
+		switch {
+		case !v.res.Held || heldByOther:
+			return action{kind: actDone}
+		case p.released == 0:
+			return action{kind: actRelease}
+		case !p.stale:
+			return action{kind: actReleaseStale, note: "the reservation outlived RELEASE: its holder is a session the array dropped (tgtd); taking it back to release it"}
+		}
+		return action{kind: actRefuse, err: fmt.Errorf("the reservation stays ours after RELEASE")}
+	case opCheck:
+		switch {
+		case !g.active:
+			return action{kind: actDone}
+		case !v.res.Held:
+			return action{kind: actReserve, note: "the reservation is gone (array restarted?): reserving again"}
+		case heldByOther:
+			return action{kind: actRefuse, err: fmt.Errorf("%s holds the reservation while this node is active", keyHolder(v.res))}
+		}
+		return holdsWERO(v)
+	}
+	return action{kind: actRefuse, err: fmt.Errorf("unknown operation %d", g.op)}
+}
+
+// holdsWERO: done when our reservation has the type hamirror holds.
+func holdsWERO(v view) action {
+	if v.res.Type != iscsi.WriteExclusiveRegistrantsOnly {
+		return action{kind: actRefuse, err: fmt.Errorf("this node holds a %s reservation, not WE-RO: release it (sg_persist) and start again", v.res.Type)}
+	}
+	return action{kind: actDone}
+}
+
+func keyHolder(r iscsi.Reservation) string {
+	if r.Key == 0 {
+		return fmt.Sprintf("an all-registrants (%s) reservation", r.Type)
+	}
+	return "key " + FormatKey(r.Key)
+}
