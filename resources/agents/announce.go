@@ -12,6 +12,8 @@ import (
 	"github.com/mdlayher/arp"
 	"github.com/mdlayher/ethernet"
 	"github.com/mdlayher/ndp"
+	"golang.org/x/net/icmp"
+	"golang.org/x/net/ipv6"
 )
 
 // announcer tells the neighbours on one segment that an address now
@@ -26,7 +28,7 @@ type announcer struct {
 	ifi  *net.Interface
 	addr netip.Addr
 	arp  *arp.Client
-	ndp  *ndp.Conn
+	ndp  *ipv6.PacketConn
 
 	once sync.Once
 	quit chan struct{}
@@ -42,14 +44,36 @@ func newAnnouncer(ifi *net.Interface, addr netip.Addr) (*announcer, error) {
 	if addr.Is4() {
 		an.arp, err = arp.Dial(ifi)
 	} else {
-		// Bound to the address itself: the advertisement's source is the
-		// address it announces, as the kernel's own are.
-		an.ndp, _, err = ndp.Listen(ifi, ndp.Addr(addr.String()))
+		an.ndp, err = listenICMPv6(ifi, addr)
 	}
 	if err != nil {
 		return nil, err
 	}
 	return an, nil
+}
+
+// listenICMPv6 opens the socket for neighbour advertisements, bound to
+// the address itself: an advertisement's source is the address it
+// announces, as the kernel's own are. The interface is given by index
+// only (ndp.Conn names it, and Go resolves names through a process-wide
+// cache that does not know network namespaces).
+func listenICMPv6(ifi *net.Interface, addr netip.Addr) (*ipv6.PacketConn, error) {
+	c, err := icmp.ListenPacket("ip6:ipv6-icmp", addr.String())
+	if err != nil {
+		return nil, err
+	}
+	pc := c.IPv6PacketConn()
+	err = errors.Join(
+		pc.SetHopLimit(ndp.HopLimit), // RFC 4861: 255, or receivers drop it
+		pc.SetMulticastHopLimit(ndp.HopLimit),
+		pc.SetChecksum(true, 2),
+		pc.SetMulticastInterface(ifi),
+	)
+	if err != nil {
+		c.Close()
+		return nil, err
+	}
+	return pc, nil
 }
 
 // send sends one announcement.
@@ -67,7 +91,13 @@ func (an *announcer) send() error {
 		TargetAddress: an.addr,
 		Options:       []ndp.Option{&ndp.LinkLayerAddress{Direction: ndp.Target, Addr: an.ifi.HardwareAddr}},
 	}
-	return an.ndp.WriteTo(na, nil, netip.IPv6LinkLocalAllNodes())
+	b, err := ndp.MarshalMessage(na)
+	if err != nil {
+		return err
+	}
+	cm := &ipv6.ControlMessage{HopLimit: ndp.HopLimit, Src: an.addr.AsSlice(), IfIndex: an.ifi.Index}
+	_, err = an.ndp.WriteTo(b, cm, &net.IPAddr{IP: netip.IPv6LinkLocalAllNodes().AsSlice()})
+	return err
 }
 
 func (an *announcer) close() error {
