@@ -11,7 +11,6 @@ import (
 
 	"github.com/mdlayher/arp"
 	"github.com/mdlayher/ndp"
-
 )
 
 // capture counts the announcements of addr seen on the client's bridge.
