@@ -71,8 +71,8 @@ func (a *execAgent) status(ctx context.Context) error {
 	case execNotRunning:
 		return fmt.Errorf("exec %s: monitor exited 7: %w", a.name, resources.ErrNotRunning)
 	}
-	return fmt.Errorf("exec %s: monitor exited %d (0 means running, 7 not running, anything else failed): %s",
-		a.name, res.code, lastLines(res.output, 5))
+	return &ExitError{Resource: a.name, Action: "monitor", Code: res.code,
+		Meaning: "failed: 0 means running, 7 not running, anything else failed", Reason: lastLines(res.output, 5)}
 }
 
 func (a *execAgent) Monitor(ctx context.Context) error { return a.status(ctx) }
@@ -86,7 +86,7 @@ func (a *execAgent) Start(ctx context.Context) error {
 		return fmt.Errorf("exec %s: start: %w", a.name, err)
 	}
 	if res.code != 0 {
-		return fmt.Errorf("exec %s: start command exited %d: %s", a.name, res.code, lastLines(res.output, 5))
+		return &ExitError{Resource: a.name, Action: "start", Code: res.code, Meaning: "failed", Reason: lastLines(res.output, 5)}
 	}
 	return pollUntil(ctx, func() (bool, error) {
 		err := a.status(ctx)
@@ -105,7 +105,7 @@ func (a *execAgent) Stop(ctx context.Context) error {
 		return fmt.Errorf("exec %s: stop: %w", a.name, err)
 	}
 	if res.code != 0 {
-		return fmt.Errorf("exec %s: stop command exited %d: %s", a.name, res.code, lastLines(res.output, 5))
+		return &ExitError{Resource: a.name, Action: "stop", Code: res.code, Meaning: "failed", Reason: lastLines(res.output, 5)}
 	}
 	return pollUntil(ctx, func() (bool, error) {
 		err := a.status(ctx)

@@ -102,6 +102,7 @@ const ocfRecurringInterval = 10 * time.Second
 // this node runs nothing here.
 type ocfAgent struct {
 	name, provider, typ, path string
+	rsctmp                    string
 	env                       []string // OCF_ROOT, OCF_RESKEY_*, ... (not the per-call timeout and interval)
 	started                   atomic.Bool
 	log                       *slog.Logger
@@ -137,6 +138,7 @@ func newOCF(name string, p *params, env Env) (resources.Agent, error) {
 		p.fail("agent", "%s is not an executable OCF agent (install the package that ships it, e.g. resource-agents, or fix the name)", a.path)
 		return nil, p.err
 	}
+	a.rsctmp = filepath.Join(env.RunDir, "ocf")
 	a.env = []string{
 		"OCF_ROOT=" + env.OCFRoot,
 		"OCF_RA_VERSION_MAJOR=1", "OCF_RA_VERSION_MINOR=1",
@@ -144,7 +146,7 @@ func newOCF(name string, p *params, env Env) (resources.Agent, error) {
 		"OCF_RESOURCE_TYPE=" + a.typ,
 		"OCF_RESOURCE_PROVIDER=" + a.provider,
 		"OCF_CHECK_LEVEL=" + strconv.Itoa(level),
-		"HA_RSCTMP=" + filepath.Join(env.RunDir, "ocf"),
+		"HA_RSCTMP=" + a.rsctmp,
 		"HA_LOGFACILITY=none", // ocf_log writes to stderr, which we log
 	}
 	keys := make([]string, 0, len(vals))
@@ -227,6 +229,13 @@ func (a *ocfAgent) checkMetadata(p *params, vals map[string]string) error {
 // call runs one action. interval is the OCF meta interval (0: a probe
 // or a non-monitor action).
 func (a *ocfAgent) call(ctx context.Context, action string, interval time.Duration) (result, error) {
+	// HA_RSCTMP must exist (Pacemaker's packages create theirs at boot);
+	// reading the meta-data (a config check) writes nothing.
+	if action != "meta-data" {
+		if err := os.MkdirAll(a.rsctmp, 0o755); err != nil {
+			return result{code: -1}, fmt.Errorf("creating HA_RSCTMP: %w", err)
+		}
+	}
 	env := append(slices.Clip(a.env), "__OCF_ACTION="+action,
 		"OCF_RESKEY_CRM_meta_interval="+strconv.FormatInt(interval.Milliseconds(), 10))
 	if dl, ok := ctx.Deadline(); ok {
