@@ -2,5 +2,4 @@ package agents
 
 import "github.com/hamirror/hamirror/resources"
 
-func newPostgreSQL(name string, p *params, env Env) (resources.Agent, error) { return nil, nil }
 func newSystemd(name string, p *params, env Env) (resources.Agent, error)    { return nil, nil }
