@@ -209,4 +209,3 @@ func (a *systemdAgent) Stop(ctx context.Context) error {
 	}
 	return nil
 }
-
