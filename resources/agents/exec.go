@@ -81,37 +81,33 @@ func (a *execAgent) Start(ctx context.Context) error {
 	if a.status(ctx) == nil {
 		return nil
 	}
-	res, err := a.run(ctx, a.start)
-	if err != nil {
-		return fmt.Errorf("exec %s: start: %w", a.name, err)
-	}
-	if res.code != 0 {
-		return &ExitError{Resource: a.name, Action: "start", Code: res.code, Meaning: "failed", Reason: lastLines(res.output, 5)}
-	}
-	return pollUntil(ctx, func() (bool, error) {
-		err := a.status(ctx)
-		return err == nil, err
-	}, func(last error) error {
-		return fmt.Errorf("exec %s: the start command succeeded but monitor does not say running: %w", a.name, last)
-	})
+	return a.act(ctx, "start", a.start, func(err error) bool { return err == nil },
+		"the start command succeeded but monitor does not say running")
 }
 
 func (a *execAgent) Stop(ctx context.Context) error {
 	if errors.Is(a.status(ctx), resources.ErrNotRunning) {
 		return nil
 	}
-	res, err := a.run(ctx, a.stop)
+	return a.act(ctx, "stop", a.stop, func(err error) bool { return errors.Is(err, resources.ErrNotRunning) },
+		"the stop command succeeded but monitor does not say stopped: fix the stop command or stop it by hand, then run mirrorctl cleanup")
+}
+
+// act runs a start or stop command, then polls monitor until reached
+// says its answer is the one wanted.
+func (a *execAgent) act(ctx context.Context, action string, argv []string, reached func(error) bool, notReached string) error {
+	res, err := a.run(ctx, argv)
 	if err != nil {
-		return fmt.Errorf("exec %s: stop: %w", a.name, err)
+		return fmt.Errorf("exec %s: %s: %w", a.name, action, err)
 	}
 	if res.code != 0 {
-		return &ExitError{Resource: a.name, Action: "stop", Code: res.code, Meaning: "failed", Reason: lastLines(res.output, 5)}
+		return &ExitError{Resource: a.name, Action: action, Code: res.code, Meaning: "failed", Reason: lastLines(res.output, 5)}
 	}
 	return pollUntil(ctx, func() (bool, error) {
 		err := a.status(ctx)
-		return errors.Is(err, resources.ErrNotRunning), err
+		return reached(err), err
 	}, func(last error) error {
-		return fmt.Errorf("exec %s: the stop command succeeded but monitor does not say stopped (%v): fix the stop command or stop it by hand, then run mirrorctl cleanup", a.name, last)
+		return fmt.Errorf("exec %s: %s (%w)", a.name, notReached, last)
 	})
 }
 

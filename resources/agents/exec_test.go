@@ -43,11 +43,7 @@ func TestExecLifecycle(t *testing.T) {
 		t.Fatalf("Stop before Start (stop command must not run): %v", err)
 	}
 	mustNotRunning(t, a.Monitor(ctx))
-	for i := range 2 {
-		if err := a.Start(ctx); err != nil {
-			t.Fatalf("Start #%d: %v", i+1, err)
-		}
-	}
+	twice(t, "Start", func() error { return a.Start(ctx) })
 	if b, _ := os.ReadFile(filepath.Join(dir, "starts")); strings.Count(string(b), "x") != 1 {
 		t.Errorf("the start command ran %d times for two Starts, want 1", strings.Count(string(b), "x"))
 	}
@@ -56,11 +52,7 @@ func TestExecLifecycle(t *testing.T) {
 	}
 	b, _ := os.ReadFile(filepath.Join(dir, "pid"))
 	pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
-	for i := range 2 {
-		if err := a.Stop(ctx); err != nil {
-			t.Fatalf("Stop #%d: %v", i+1, err)
-		}
-	}
+	twice(t, "Stop", func() error { return a.Stop(ctx) })
 	mustNotRunning(t, a.Monitor(ctx))
 	waitFor(t, 5*time.Second, "the daemon to be gone", func() bool { return !alive(pid) })
 

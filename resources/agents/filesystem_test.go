@@ -68,11 +68,7 @@ func TestFilesystemLifecycle(t *testing.T) {
 				t.Fatalf("Stop before any Start: %v", err)
 			}
 			mustNotRunning(t, a.Monitor(ctx))
-			for i := range 2 {
-				if err := a.Start(ctx); err != nil {
-					t.Fatalf("Start #%d: %v", i+1, err)
-				}
-			}
+			twice(t, "Start", func() error { return a.Start(ctx) })
 			if err := a.Monitor(ctx); err != nil {
 				t.Fatalf("Monitor after Start: %v", err)
 			}
@@ -83,11 +79,7 @@ func TestFilesystemLifecycle(t *testing.T) {
 			if err := os.WriteFile(filepath.Join(dir, "kept"), []byte("yes"), 0o644); err != nil {
 				t.Fatal(err)
 			}
-			for i := range 2 {
-				if err := a.Stop(ctx); err != nil {
-					t.Fatalf("Stop #%d: %v", i+1, err)
-				}
-			}
+			twice(t, "Stop", func() error { return a.Stop(ctx) })
 			mustNotRunning(t, a.Monitor(ctx))
 			if _, err := os.Stat(filepath.Join(dir, "kept")); err == nil {
 				t.Fatal("the file is still visible after Stop: not unmounted")

@@ -162,3 +162,13 @@ func (w tWriter) Write(b []byte) (int, error) {
 	w.t.Log(strings.TrimSpace(string(b)))
 	return len(b), nil
 }
+
+// twice calls an agent action two times: both must succeed (idempotence).
+func twice(t *testing.T, what string, call func() error) {
+	t.Helper()
+	for i := range 2 {
+		if err := call(); err != nil {
+			t.Fatalf("%s #%d: %v", what, i+1, err)
+		}
+	}
+}

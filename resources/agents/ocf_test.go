@@ -84,11 +84,7 @@ func TestOCFDummy(t *testing.T) {
 	if err := a.Stop(ctx); err != nil {
 		t.Fatalf("Stop before Start: %v", err)
 	}
-	for i := range 2 {
-		if err := a.Start(ctx); err != nil {
-			t.Fatalf("Start #%d: %v", i+1, err)
-		}
-	}
+	twice(t, "Start", func() error { return a.Start(ctx) })
 	if err := a.Monitor(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -97,11 +93,7 @@ func TestOCFDummy(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(env.RunDir, "ocf", "Dummy-dummy-1.state")); err != nil {
 		t.Errorf("Dummy's state file is not under RunDir/ocf: %v", err)
 	}
-	for i := range 2 {
-		if err := a.Stop(ctx); err != nil {
-			t.Fatalf("Stop #%d: %v", i+1, err)
-		}
-	}
+	twice(t, "Stop", func() error { return a.Stop(ctx) })
 	mustNotRunning(t, a.Monitor(ctx))
 }
 

@@ -104,11 +104,7 @@ func TestPostgreSQLLifecycle(t *testing.T) {
 		t.Fatalf("Stop before Start: %v", err)
 	}
 	mustNotRunning(t, a.Monitor(ctx))
-	for i := range 2 {
-		if err := a.Start(ctx); err != nil {
-			t.Fatalf("Start #%d: %v", i+1, err)
-		}
-	}
+	twice(t, "Start", func() error { return a.Start(ctx) })
 	if err := a.Monitor(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -119,11 +115,7 @@ func TestPostgreSQLLifecycle(t *testing.T) {
 		t.Errorf("the postmaster %d is in process group %d, not its own", pid, pgid)
 	}
 	c.psql(t, "CREATE TABLE t (v int); INSERT INTO t VALUES (42)")
-	for i := range 2 {
-		if err := a.Stop(ctx); err != nil {
-			t.Fatalf("Stop #%d: %v", i+1, err)
-		}
-	}
+	twice(t, "Stop", func() error { return a.Stop(ctx) })
 	mustNotRunning(t, a.Monitor(ctx))
 	if alive(pid) {
 		t.Fatalf("the postmaster %d still runs after Stop", pid)

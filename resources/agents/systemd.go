@@ -101,7 +101,8 @@ func (a *systemdAgent) state(ctx context.Context, c *sdbus.Conn) (unitState, err
 	return unitState{load: str("LoadState"), active: str("ActiveState"), sub: str("SubState"), file: str("UnitFileState")}, nil
 }
 
-func (a *systemdAgent) Monitor(ctx context.Context) error {
+// withUnit connects, reads the unit's state and calls fn with both.
+func (a *systemdAgent) withUnit(ctx context.Context, fn func(*sdbus.Conn, unitState) error) error {
 	c, err := a.connect(ctx)
 	if err != nil {
 		return err
@@ -111,7 +112,11 @@ func (a *systemdAgent) Monitor(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	return a.judge(st)
+	return fn(c, st)
+}
+
+func (a *systemdAgent) Monitor(ctx context.Context) error {
+	return a.withUnit(ctx, func(_ *sdbus.Conn, st unitState) error { return a.judge(st) })
 }
 
 // judge maps a unit's state to Monitor's answer.
@@ -153,15 +158,10 @@ func (a *systemdAgent) job(ctx context.Context, c *sdbus.Conn, what string) erro
 }
 
 func (a *systemdAgent) Start(ctx context.Context) error {
-	c, err := a.connect(ctx)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	st, err := a.state(ctx, c)
-	if err != nil {
-		return err
-	}
+	return a.withUnit(ctx, func(c *sdbus.Conn, st unitState) error { return a.start(ctx, c, st) })
+}
+
+func (a *systemdAgent) start(ctx context.Context, c *sdbus.Conn, st unitState) error {
 	switch {
 	case st.load == "not-found":
 		return fmt.Errorf("systemd %s: no unit %s on this node: install it or fix the name", a.name, a.unit)
@@ -176,7 +176,8 @@ func (a *systemdAgent) Start(ctx context.Context) error {
 	if err := a.job(ctx, c, "start"); err != nil {
 		return err
 	}
-	if st, err = a.state(ctx, c); err != nil {
+	st, err := a.state(ctx, c)
+	if err != nil {
 		return err
 	}
 	if err := a.judge(st); err != nil {
@@ -186,22 +187,18 @@ func (a *systemdAgent) Start(ctx context.Context) error {
 }
 
 func (a *systemdAgent) Stop(ctx context.Context) error {
-	c, err := a.connect(ctx)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	st, err := a.state(ctx, c)
-	if err != nil {
-		return err
-	}
+	return a.withUnit(ctx, func(c *sdbus.Conn, st unitState) error { return a.stop(ctx, c, st) })
+}
+
+func (a *systemdAgent) stop(ctx context.Context, c *sdbus.Conn, st unitState) error {
 	if st.load == "not-found" || st.active == "inactive" {
 		return nil
 	}
 	if err := a.job(ctx, c, "stop"); err != nil {
 		return err
 	}
-	if st, err = a.state(ctx, c); err != nil {
+	st, err := a.state(ctx, c)
+	if err != nil {
 		return err
 	}
 	if st.active != "inactive" && st.active != "failed" {

@@ -191,19 +191,11 @@ func TestSystemdOverDBus(t *testing.T) {
 		t.Fatalf("Stop of an inactive unit: %v", err)
 	}
 	mustNotRunning(t, a.Monitor(ctx))
-	for i := range 2 {
-		if err := a.Start(ctx); err != nil {
-			t.Fatalf("Start #%d: %v", i+1, err)
-		}
-	}
+	twice(t, "Start", func() error { return a.Start(ctx) })
 	if err := a.Monitor(ctx); err != nil {
 		t.Fatal(err)
 	}
-	for i := range 2 {
-		if err := a.Stop(ctx); err != nil {
-			t.Fatalf("Stop #%d: %v", i+1, err)
-		}
-	}
+	twice(t, "Stop", func() error { return a.Stop(ctx) })
 	mustNotRunning(t, a.Monitor(ctx))
 
 	b := agent("broken.service")

@@ -184,11 +184,7 @@ func TestVIPTakeover(t *testing.T) {
 				mustFailed(t, in(t, newNode, a.Monitor), "administratively down")
 				sh(t, "ip", "-n", newNode, "link", "set", "eth0", "up")
 			}
-			for i := range 2 {
-				if err := in(t, newNode, a.Stop); err != nil {
-					t.Fatalf("Stop #%d: %v", i+1, err)
-				}
-			}
+			twice(t, "Stop", func() error { return in(t, newNode, a.Stop) })
 			mustNotRunning(t, in(t, newNode, a.Monitor))
 			if out := sh(t, "ip", "-n", newNode, "addr", "show", "dev", "eth0"); strings.Contains(out, ip+"/") {
 				t.Fatalf("the address is still there after Stop:\n%s", out)
