@@ -27,11 +27,7 @@ func daemonParams(dir string) map[string]any {
 
 func newExecAgent(t *testing.T, params map[string]any) *execAgent {
 	t.Helper()
-	env, _ := testEnv(t)
-	a, err := New("resources[4]", "exec", "app", params, env)
-	if err != nil {
-		t.Fatal(err)
-	}
+	a, _ := newAgent(t, "exec", params, nil)
 	return a.(*execAgent)
 }
 
@@ -144,8 +140,8 @@ func TestExecUserAndEnv(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := strings.Fields(string(b)); len(got) != 4 || got[0] != "nobody" || got[1] != "Primary" || got[2] != "app" {
-		t.Errorf("the command saw %q, want user nobody, APP_MODE=Primary, HAMIRROR_RESOURCE=app and HOME", b)
+	if got := strings.Fields(string(b)); len(got) != 4 || got[0] != "nobody" || got[1] != "Primary" || got[2] != "r1" {
+		t.Errorf("the command saw %q, want user nobody, APP_MODE=Primary, HAMIRROR_RESOURCE=r1 and HOME", b)
 	}
 }
 

@@ -36,15 +36,7 @@ func loopDevice(t *testing.T, mkfs ...string) string {
 
 func newFSAgent(t *testing.T, dev, dir string, extra map[string]any) (*fsAgent, *logBuffer) {
 	t.Helper()
-	env, lb := testEnv(t)
-	p := map[string]any{"device": dev, "directory": dir, "fstype": "ext4"}
-	for k, v := range extra {
-		p[k] = v
-	}
-	a, err := New("resources[2]", "filesystem", "data", p, env)
-	if err != nil {
-		t.Fatal(err)
-	}
+	a, lb := newAgent(t, "filesystem", map[string]any{"device": dev, "directory": dir, "fstype": "ext4"}, extra)
 	fs := a.(*fsAgent)
 	t.Cleanup(func() {
 		syscall.Unmount(dir, syscall.MNT_DETACH) // only if the test failed mounted

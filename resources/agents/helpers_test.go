@@ -172,3 +172,21 @@ func twice(t *testing.T, what string, call func() error) {
 		}
 	}
 }
+
+// newAgent builds an agent from base params overridden by extra, with a
+// test Env; it fails the test on a construction error.
+func newAgent(t *testing.T, typ string, base, extra map[string]any) (resources.Agent, *logBuffer) {
+	t.Helper()
+	env, lb := testEnv(t)
+	p := map[string]any{}
+	for _, m := range []map[string]any{base, extra} {
+		for k, v := range m {
+			p[k] = v
+		}
+	}
+	a, err := New("resources[1]", typ, "r1", p, env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a, lb
+}

@@ -53,16 +53,8 @@ func newPGCluster(t *testing.T) *pgCluster {
 
 func (c *pgCluster) agent(t *testing.T, extra map[string]any) *pgAgent {
 	t.Helper()
-	env, _ := testEnv(t)
-	p := map[string]any{"datadir": c.datadir, "socket_dir": c.sockdir, "port": c.port,
-		"options": "-c listen_addresses=''"}
-	for k, v := range extra {
-		p[k] = v
-	}
-	a, err := New("resources[6]", "postgresql", "db", p, env)
-	if err != nil {
-		t.Fatal(err)
-	}
+	a, _ := newAgent(t, "postgresql", map[string]any{"datadir": c.datadir, "socket_dir": c.sockdir, "port": c.port,
+		"options": "-c listen_addresses=''"}, extra)
 	pa := a.(*pgAgent)
 	t.Cleanup(func() {
 		// Only our own server, if a test failed with it running.

@@ -99,11 +99,7 @@ func captureAnnouncements(t *testing.T, s *segment, addr netip.Addr) *capture {
 
 func newVIPAgent(t *testing.T, params map[string]any) *vipAgent {
 	t.Helper()
-	env, _ := testEnv(t)
-	a, err := New("resources[3]", "vip", "vip", params, env)
-	if err != nil {
-		t.Fatal(err)
-	}
+	a, _ := newAgent(t, "vip", params, nil)
 	return a.(*vipAgent)
 }
 
