@@ -45,7 +45,11 @@ const defaultKillGrace = 5 * time.Second
 // then checks that the device is free in every mount namespace. It never
 // unmounts lazily: a lazy unmount only hides the name while writers go
 // on, so the volume below could be stopped, or taken over by the peer,
-// under a live file system. A stop that cannot free the device fails
+// under a live file system. A process that copied the mount into a
+// namespace of its own (ip netns exec, unshare -m, a service with a
+// private /tmp started while it was mounted) keeps the file system alive
+// after ours is gone: Stop waits for it until its deadline and then
+// fails, naming the process. A stop that cannot free the device fails
 // (the group then stays blocked and says so) rather than pretend.
 //
 // Monitor: nil while the device is mounted at directory, read-write as
@@ -103,7 +107,7 @@ func (a *fsAgent) deviceNumber() (uint64, error) {
 }
 
 func (a *fsAgent) mounts() ([]mountEntry, error) {
-	m, err := readMountinfo(a.procDir + "/self/mountinfo")
+	m, err := readMountinfo(a.procDir + "/thread-self/mountinfo") // the calling thread's namespace
 	if err != nil {
 		return nil, fmt.Errorf("filesystem %s: reading the mount table: %w", a.name, err)
 	}

@@ -25,7 +25,7 @@ func (a *fsAgent) Stop(ctx context.Context) error {
 			// Nothing of ours at directory. The device must be free
 			// too: a copy of the mount elsewhere keeps the file system
 			// alive (and writable) after ours is gone.
-			return a.freeAfterStop()
+			return a.freeAfterStop(ctx)
 		}
 		if below := mountsBelow(mi, a.dir); len(below) > 0 {
 			return fmt.Errorf("filesystem %s: mounts below %s keep it busy: %v: unmount them (they are not the cluster's), then mirrorctl cleanup %s",
@@ -72,12 +72,23 @@ func (a *fsAgent) mountedDevice(e mountEntry) error {
 	return fmt.Errorf("%s is mounted at %s, not %s", e.source, a.dir, a.device)
 }
 
-// freeAfterStop checks the device is free (when it exists at all).
-func (a *fsAgent) freeAfterStop() error {
-	if _, err := os.Stat(a.device); errors.Is(err, os.ErrNotExist) {
-		return nil
+// freeAfterStop waits until the device is free (when it exists at
+// all), or ctx ends. A copy of the mount in another namespace is often
+// short-lived (ip netns exec, unshare and the like copy every mount of
+// the moment into the namespace they make): it goes with its process.
+func (a *fsAgent) freeAfterStop(ctx context.Context) error {
+	for {
+		if _, err := os.Stat(a.device); errors.Is(err, os.ErrNotExist) {
+			return nil
+		}
+		err := a.deviceFree()
+		if err == nil {
+			return nil
+		}
+		if sleepCtx(ctx, 100*time.Millisecond) != nil {
+			return err
+		}
 	}
-	return a.deviceFree()
 }
 
 // killHolders sends SIGTERM to the processes that use the file system,

@@ -99,7 +99,7 @@ func comm(procDir string, pid int) string {
 // /tmp started while it was mounted).
 func namespacesMounting(procDir string, major, minor uint32) []holder {
 	var ours unix.Stat_t
-	if unix.Stat(filepath.Join(procDir, "self", "ns", "mnt"), &ours) != nil {
+	if unix.Stat(filepath.Join(procDir, "thread-self", "ns", "mnt"), &ours) != nil {
 		return nil
 	}
 	seen := map[uint64]bool{ours.Ino: true}
