@@ -88,6 +88,10 @@ func Assemble(legs [2]Leg, opts Options) (*Volume, error) {
 			}
 		}
 	}
+	blockSize, err := volumeBlockSize(bySlot, opts.BlockSize)
+	if err != nil {
+		return nil, fmt.Errorf("assemble: %w", err)
+	}
 	plan, err := decide(sbs, names, opts.KeepLeg, opts.NodeID)
 	if err != nil {
 		return nil, fmt.Errorf("assemble: %w", err)
@@ -137,7 +141,7 @@ func Assemble(legs [2]Leg, opts Options) (*Volume, error) {
 	}
 	v := &Volume{
 		opts: opts, clock: opts.Clock, log: opts.Logger,
-		size: view.DataSize, chunk: view.ChunkSize, volUUID: view.VolumeUUID,
+		size: view.DataSize, chunk: view.ChunkSize, volUUID: view.VolumeUUID, blockSize: blockSize,
 		m: m, legs: bySlot, specs: specs,
 		stop: make(chan struct{}), metaExit: make(chan struct{}),
 	}

@@ -53,6 +53,11 @@ func Create(legs [2]Leg, opts CreateOptions) (*LegInfo, error) {
 			return nil, fmt.Errorf("create: leg %d is missing", i)
 		}
 	}
+	for _, l := range legs {
+		if err := checkLegBlock(l); err != nil {
+			return nil, fmt.Errorf("create: %w", err)
+		}
+	}
 	if legs[0] == legs[1] || legs[0].Name() == legs[1].Name() {
 		return nil, fmt.Errorf("create: both legs are %s; a mirror needs two different legs", legs[0].Name())
 	}

@@ -37,6 +37,11 @@ type Options struct {
 	// writes (a flush of both legs first). Default 5s: long enough that
 	// a hot chunk does not pay a metadata write per burst.
 	BitClearDelay time.Duration
+	// BlockSize is the smallest block size the volume exports (512 to
+	// 4096, a power of two; 0: the legs' own). The volume exports the
+	// largest of it and its legs' logical block sizes; set 4096 ahead of
+	// replacing a 512-byte array by a 4096-byte one (blocksize.go).
+	BlockSize int
 	// Specs are the OpenLeg specs the legs given to Assemble came from, in
 	// the same order (optional). A leg passed as nil because it could not
 	// be opened is then reopened from its spec by AutoReAdd and by

@@ -18,6 +18,7 @@ type Volume struct {
 
 	size, chunk int64
 	volUUID     [16]byte
+	blockSize   int // exported alignment (blocksize.go)
 
 	mu       sync.Mutex
 	cond     *sync.Cond
@@ -88,10 +89,6 @@ func (v *Volume) waitSeq(seq uint64) error {
 
 // Size is the exported data size in bytes.
 func (v *Volume) Size() int64 { return v.size }
-
-// BlockSize is the minimum I/O alignment callers should use. Legs accept
-// any alignment (unaligned I/O bypasses O_DIRECT), so 512 is advertised.
-func (v *Volume) BlockSize() int { return 512 }
 
 // ChunkSize is the bitmap chunk size in bytes.
 func (v *Volume) ChunkSize() int64 { return v.chunk }
@@ -187,7 +184,7 @@ func (v *Volume) checkRange(off, n int64) error {
 	if off < 0 || n < 0 || off+n > v.size {
 		return fmt.Errorf("[%d, +%d) with volume size %d: %w", off, n, v.size, ErrRange)
 	}
-	return nil
+	return v.checkAlign(off, n)
 }
 
 // WriteAt writes p at off on both legs. It returns when the data is on

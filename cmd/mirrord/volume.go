@@ -39,6 +39,7 @@ type volumeFlags struct {
 	resyncMin  string
 	resyncMax  string
 	kernConns  int
+	blockSize  int
 	ioctl      bool
 	cpuprofile string
 	leg        legopts.Flags
@@ -86,6 +87,7 @@ the volume clean on disk.`,
 	f.leg.Add(fl, false)
 	fl.StringVar(&f.resyncMin, "resync-min-rate", "10M", "resync rate kept even under application I/O (bytes/s)")
 	fl.StringVar(&f.resyncMax, "resync-max-rate", "0", "resync rate ceiling when idle (bytes/s, 0: unlimited)")
+	fl.IntVar(&f.blockSize, "block-size", 0, "export at least this block size (512 or 4096; default: the legs' largest logical block size); 4096 lets a 4096-byte-sector leg replace a 512-byte one without a restart")
 	fl.IntVar(&f.kernConns, "device-connections", 2, "sockets the kernel spreads /dev/nbdN I/O over")
 	fl.BoolVar(&f.ioctl, "device-ioctl", false, "attach --device with the legacy ioctls instead of netlink (no reclaim after a crash)")
 	fl.StringVar(&f.cpuprofile, "cpuprofile", "", "write a CPU profile here until exit (benchmarks)")
@@ -187,6 +189,7 @@ func runVolume(ctx context.Context, f *volumeFlags) error {
 	// array answers.
 	opts.Specs = [2]string{f.legs[0], f.legs[1]}
 	opts.ResyncMinRate, opts.ResyncMaxRate = minRate, maxRate
+	opts.BlockSize = f.blockSize
 	opts.Logger = log
 	vol, err := mirror.Assemble(legs, opts)
 	if err != nil {
