@@ -18,7 +18,8 @@ type Volume struct {
 
 	size, chunk int64
 	volUUID     [16]byte
-	blockSize   int // exported alignment (blocksize.go)
+	blockSize   int             // exported alignment (blocksize.go)
+	zeroRate    [2]atomic.Int64 // measured zeroing speed without/with unmap, bytes/s (zero.go)
 
 	mu       sync.Mutex
 	cond     *sync.Cond
@@ -196,16 +197,6 @@ func (v *Volume) WriteAt(p []byte, off int64, fua bool) error {
 		return err
 	}
 	err, _ := v.write(off, int64(len(p)), "write", func(l Leg) error { return l.WriteAt(p, off, fua) })
-	return err
-}
-
-// Zero makes [off, off+length) read as zeros on both legs (NBD TRIM and
-// WRITE_ZEROES); unmap lets legs deallocate.
-func (v *Volume) Zero(off, length int64, unmap bool) error {
-	if err := v.checkRange(off, length); err != nil || length == 0 {
-		return err
-	}
-	err, _ := v.write(off, length, "zero", func(l Leg) error { return l.Zero(off, length, unmap) })
 	return err
 }
 

@@ -26,14 +26,21 @@ for what, f in (("read", lambda: h.pread(512, 512)), ("write", lambda: h.pwrite(
         print(what, "errno", e.errno)
 `
 
-// rawNBD runs rawIOScript against uri with Debian's python3 (it has
-// python3-libnbd; a python3 earlier on PATH may not).
-func rawNBD(t *testing.T, dir, uri string) string {
+// libnbdPython is Debian's python3, which has python3-libnbd (a python3
+// earlier on PATH may not); the test is skipped loudly without it.
+func libnbdPython(t *testing.T) string {
 	t.Helper()
 	py := "/usr/bin/python3"
 	if err := exec.Command(py, "-c", "import nbd").Run(); err != nil {
 		t.Skipf("SKIPPED LOUDLY: %s cannot import nbd: install python3-libnbd (make deps)", py)
 	}
+	return py
+}
+
+// rawNBD runs rawIOScript against uri.
+func rawNBD(t *testing.T, dir, uri string) string {
+	t.Helper()
+	py := libnbdPython(t)
 	script := filepath.Join(dir, "rawio.py")
 	if err := os.WriteFile(script, []byte(rawIOScript), 0o600); err != nil {
 		t.Fatal(err)
