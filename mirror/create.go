@@ -202,13 +202,15 @@ func Examine(leg Leg) (*LegInfo, error) {
 }
 
 // HeartbeatSlots returns the disk-heartbeat area of a leg: offset of slot
-// 0, the size of one slot and the number of slots. Slot i is at
-// off + i*slotSize; the area is reserved for the heartbeat and never
-// touched by the engine after Create.
+// 0, the size of one slot and the number of slots the disk heartbeat may
+// use. Slot i is at off + i*slotSize; the engine never touches them after
+// Create. The leg's last slot (index count, one past them) is not
+// included: it holds the multi-mount protection block (mmp.go), so a
+// heartbeat configured with count slots can never write it.
 func HeartbeatSlots(leg Leg) (off, slotSize int64, count int, err error) {
 	sb, err := readSuperblock(leg)
 	if err != nil {
 		return 0, 0, 0, err
 	}
-	return sb.HBOff, sb.HBSlotSize, sb.HBCount, nil
+	return sb.HBOff, sb.HBSlotSize, max(sb.HBCount-1, 0), nil
 }

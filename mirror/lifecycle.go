@@ -353,6 +353,7 @@ func (v *Volume) Close() error {
 		}
 	}
 	v.mu.Unlock()
+	v.mmp.release(err == nil)
 	v.shutdownMeta()
 	for i, l := range legs {
 		if l != nil && v.outstanding[i].Load() == 0 {

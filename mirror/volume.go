@@ -20,6 +20,7 @@ type Volume struct {
 	volUUID     [16]byte
 	blockSize   int             // exported alignment (blocksize.go)
 	zeroRate    [2]atomic.Int64 // measured zeroing speed without/with unmap, bytes/s (zero.go)
+	mmp         *mmpOwner       // multi-mount protection, nil when off (mmp.go)
 
 	mu       sync.Mutex
 	cond     *sync.Cond
