@@ -198,7 +198,9 @@ func Examine(leg Leg) (*LegInfo, error) {
 	if err != nil {
 		return nil, err
 	}
-	return newLegInfo(leg.Name(), sb, bs.count(), bad), nil
+	info := newLegInfo(leg.Name(), sb, bs.count(), bad)
+	info.MMP = examineMMP(leg, sb)
+	return info, nil
 }
 
 // HeartbeatSlots returns the disk-heartbeat area of a leg: offset of slot

@@ -96,6 +96,7 @@ type mmpOwner struct {
 	stopped bool // conflict or release: write nothing more
 	stop    chan struct{}
 	done    chan struct{}
+	calls   sync.WaitGroup // beats and the engine calls they start
 }
 
 // mmpLeg is one slot's MMP writes.
@@ -276,13 +277,15 @@ func (o *mmpOwner) tick() {
 		if now.Sub(l.lastOK) > o.fail {
 			err := fmt.Errorf("multi-mount protection: no write of its MMP block succeeded for %v, so another node could take the leg over", now.Sub(l.lastOK).Round(time.Millisecond))
 			l.leg = nil
-			go o.v.mmpLost(i, t.leg, err)
+			o.calls.Add(1)
+			go func() { defer o.calls.Done(); o.v.mmpLost(i, t.leg, err) }()
 			continue
 		}
 		if l.busy {
 			continue
 		}
 		l.busy = true
+		o.calls.Add(1)
 		go o.beat(i, l.leg, l.off, l.last, o.blockLocked(now))
 	}
 }
@@ -290,6 +293,7 @@ func (o *mmpOwner) tick() {
 // beat reads leg's block back (when the last write is known) and writes
 // the next one, under the I/O timeout.
 func (o *mmpOwner) beat(slot int, leg Leg, off int64, expect, block []byte) {
+	defer o.calls.Done()
 	var other []byte
 	err := o.v.legIO(slot, leg, "multi-mount protection", func(l Leg) error {
 		if expect != nil {
@@ -319,7 +323,8 @@ func (o *mmpOwner) beat(slot int, leg Leg, off int64, expect, block []byte) {
 		if m, derr := decodeMMP(other); derr == nil {
 			who = m.owner()
 		}
-		go o.v.mmpConflict(fmt.Errorf("multi-mount protection: another writer took the volume: the MMP block on %s was overwritten by %s; this mirrord stops writing (two writers corrupt the volume): %w", leg.Name(), who, ErrInUse))
+		o.calls.Add(1)
+		go o.v.mmpConflict(&o.calls, fmt.Errorf("multi-mount protection: another writer took the volume: the MMP block on %s was overwritten by %s; this mirrord stops writing (two writers corrupt the volume): %w", leg.Name(), who, ErrInUse))
 	case !mine:
 	case err != nil:
 		l.last = nil // unknown now: do not compare next time
@@ -336,9 +341,10 @@ func (o *mmpOwner) beat(slot int, leg Leg, off int64, expect, block []byte) {
 	}
 }
 
-// release stops the ticker and, when the volume closed cleanly, marks
-// every leg's block released so the next start need not wait. A leg with
-// a call still running (it may land later) keeps its active block.
+// release stops the ticker (and waits for its calls, each bounded by the
+// I/O timeout) and, when the volume closed cleanly, marks every leg's
+// block released so the next start need not wait. A leg with a call still
+// running (a hung one may land later) keeps its active block.
 func (o *mmpOwner) release(clean bool) {
 	if o == nil {
 		return
@@ -347,6 +353,7 @@ func (o *mmpOwner) release(clean bool) {
 	if o.v != nil {
 		<-o.done
 	}
+	o.calls.Wait() // each ends within the I/O timeout
 	o.mu.Lock()
 	if o.stopped {
 		o.mu.Unlock()
@@ -413,7 +420,8 @@ func (v *Volume) mmpLost(slot int, leg Leg, reason error) {
 }
 
 // mmpConflict stops the volume: another writer owns it (engine hook).
-func (v *Volume) mmpConflict(err error) {
+func (v *Volume) mmpConflict(wg *sync.WaitGroup, err error) {
+	defer wg.Done()
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	if v.m.dead == nil {

@@ -158,3 +158,24 @@ func (m *mmpBlock) owner() string {
 	return fmt.Sprintf("mirrord pid %d on node %q (last update %s, sequence %d)",
 		m.PID, m.Node, time.Unix(0, m.Updated).UTC().Format(time.RFC3339Nano), m.Seq)
 }
+
+// examineMMP reads a leg's MMP block for examine (nil: never written).
+func examineMMP(leg Leg, sb *superblock) *MMPInfo {
+	off := mmpOffset(sb)
+	if off < 0 {
+		return nil
+	}
+	buf := alignedBuf(blockBytes)
+	if err := leg.ReadAt(buf, off); err != nil {
+		return &MMPInfo{State: "unreadable: " + err.Error()}
+	}
+	m, err := decodeMMP(buf)
+	switch {
+	case errors.Is(err, errMMPBlank):
+		return nil
+	case err != nil:
+		return &MMPInfo{State: "unreadable: " + err.Error()}
+	}
+	return &MMPInfo{State: m.State.String(), Node: m.Node, PID: m.PID, Updated: time.Unix(0, m.Updated).UTC(),
+		Sequence: m.Seq, Interval: m.Interval.String()}
+}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -90,6 +91,11 @@ func TestISCSITwoMirrordsOneVolume(t *testing.T) {
 		t.Fatalf("the owner's sessions changed: %s, were %s", got, before)
 	}
 
+	// examine shows who owns the volume.
+	if m := examineMMP(t, l, l.legs[0], il.chap); m.State != "active" || m.Node != "node1" || strconv.Itoa(m.PID) != pid {
+		t.Fatalf("examine's MMP owner while node1 runs: %+v", m)
+	}
+
 	// kill -9: the next start waits until the stale block proves the old
 	// owner gone, and the data written before is there.
 	runTool(t, l.dir, "qemu-io", "-f", "raw", "-c", "write -P 0x77 1M 1M", "-c", "flush", l.uri())
@@ -108,7 +114,29 @@ func TestISCSITwoMirrordsOneVolume(t *testing.T) {
 		t.Fatalf("start after a clean stop:\n%s", log)
 	}
 	l.stop()
+	if m := examineMMP(t, l, l.legs[1], il.chap); m.State != "released" || m.Node != "node1" {
+		t.Fatalf("examine's MMP owner after a clean stop: %+v", m)
+	}
 	if _, err := os.Stat(filepath.Join(l.dir, "node2-locks")); err != nil {
 		t.Fatalf("the other node's lock directory: %v", err)
 	}
+}
+
+type mmpJSON struct {
+	State string `json:"state"`
+	Node  string `json:"node"`
+	PID   int    `json:"pid"`
+}
+
+// examineMMP is the mmp part of `mirrorctl examine --json leg`.
+func examineMMP(t *testing.T, l *lab, leg string, chap []string) mmpJSON {
+	t.Helper()
+	out := l.mustCtl(append(append([]string{"examine", "--json"}, chap...), leg)...)
+	var ex struct {
+		MMP *mmpJSON `json:"mmp"`
+	}
+	if err := json.Unmarshal([]byte(out), &ex); err != nil || ex.MMP == nil {
+		t.Fatalf("examine --json %s: %v, no mmp\n%s", leg, err, out)
+	}
+	return *ex.MMP
 }
