@@ -1,6 +1,7 @@
 package iscsi
 
 import (
+	"context"
 	"errors"
 	"fmt"
 )
@@ -78,11 +79,28 @@ func (d *Disk) zeroMethod(unmap bool) ZeroMethod {
 
 // Zero makes [off, off+length) read as zeros: UNMAP or WRITE SAME(16) where
 // the LUN advertises them (Block Limits VPD), else writes of zero blocks.
+//
+// A large range takes many commands. Zero issues none once Config.Timeout
+// has passed since it began (it returns an error wrapping
+// context.DeadlineExceeded): its caller, such as the mirror engine whose
+// I/O timeout is a little longer, has given up by then, and a command
+// landing later could overwrite newer data. Callers with ranges that may
+// take longer cut them or use ZeroContext.
 func (d *Disk) Zero(off, length int64, unmap bool) error {
+	ctx, cancel := context.WithTimeout(context.Background(), d.cfg.Timeout)
+	defer cancel()
+	return d.ZeroContext(ctx, off, length, unmap)
+}
+
+// ZeroContext is Zero that issues no further command once ctx is done: the
+// commands already sent complete (the array may still apply them), the
+// rest of the range is left as it was, and the error wraps ctx.Err().
+func (d *Disk) ZeroContext(ctx context.Context, off, length int64, unmap bool) error {
 	lba, blocks, err := d.check("zero", off, length)
 	if err != nil {
 		return err
 	}
+	done := int64(0)
 	method := d.zeroMethod(unmap)
 	var step uint64
 	switch method {
@@ -96,6 +114,9 @@ func (d *Disk) Zero(off, length int64, unmap bool) error {
 	step = max(step, 1)
 	var zeros []byte
 	for blocks > 0 {
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("iscsi: %s: zero of %d bytes at %d stopped after %d bytes: %w", d.name, length, off, done, err)
+		}
 		n := min(blocks, step)
 		var err error
 		switch method {
@@ -120,6 +141,7 @@ func (d *Disk) Zero(off, length int64, unmap bool) error {
 		}
 		lba += n
 		blocks -= n
+		done += int64(n) * int64(d.blockSize)
 	}
 	return nil
 }
