@@ -268,6 +268,9 @@ func (a *pgAgent) Stop(ctx context.Context) error {
 		fast = left * 2 / 3
 	}
 	if a.stop(ctx, "fast", fast) == nil {
+		if err := a.waitGone(ctx); err != nil {
+			return err
+		}
 		a.log.Info("PostgreSQL stopped", "datadir", a.datadir, "mode", "fast")
 		return nil
 	}
@@ -275,7 +278,24 @@ func (a *pgAgent) Stop(ctx context.Context) error {
 	if err := a.stop(ctx, "immediate", remaining(ctx, time.Minute)-500*time.Millisecond); err != nil {
 		return fmt.Errorf("postgresql %s: even an immediate shutdown did not finish: %w; its processes may be stuck on I/O: the group stays blocked until they are gone (then mirrorctl cleanup %s)", a.name, err, a.name)
 	}
-	return nil
+	return a.waitGone(ctx)
+}
+
+// waitGone waits until no server process works in the data directory any
+// more: pg_ctl reports a stop once postmaster.pid is removed, a moment
+// before the postmaster and its last children have exited, and Stop must
+// return only once nothing of the server is left.
+func (a *pgAgent) waitGone(ctx context.Context) error {
+	postgres := filepath.Join(a.bindir, "postgres")
+	for {
+		left := procsWorkingIn(a.procDir, a.datadir, postgres)
+		if len(left) == 0 {
+			return nil
+		}
+		if err := sleepCtx(ctx, 20*time.Millisecond); err != nil {
+			return fmt.Errorf("postgresql %s: stopped, but processes %v still run in %s (%v)", a.name, left, a.datadir, err)
+		}
+	}
 }
 
 // stop runs pg_ctl stop in mode, waiting at most d.
