@@ -112,7 +112,9 @@ func (m *Machine) Receive(t Table) bool {
 	return true
 }
 
-func (m *Machine) note(format string, a ...any) { m.events = append(m.events, fmt.Sprintf(format, a...)) }
+func (m *Machine) note(format string, a ...any) {
+	m.events = append(m.events, fmt.Sprintf(format, a...))
+}
 
 func (m *Machine) bump() {
 	m.table.Version++
