@@ -1,0 +1,384 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/hamirror/hamirror/cmd/internal/control"
+	"github.com/hamirror/hamirror/heartbeat"
+	"github.com/hamirror/hamirror/heartbeat/mlog"
+	"github.com/hamirror/hamirror/heartbeat/services"
+	"github.com/hamirror/hamirror/heartbeat/traffic"
+	"github.com/hamirror/hamirror/testenv/hblab"
+)
+
+// svcLab is three real `mirrord services` processes, one per network
+// namespace, joined by two private NICs (veths on bridges) that the test
+// cuts and heals; nodes are killed with SIGKILL.
+type svcLab struct {
+	t        *testing.T
+	lab      *hblab.Lab
+	mirrord  string
+	mirrorct string
+	dir      string
+	procs    map[string]*exec.Cmd
+	logs     map[string]*bytes.Buffer
+}
+
+var svcNodes = []string{"n1", "n2", "n3"}
+
+func newSvcLab(t *testing.T) *svcLab {
+	t.Helper()
+	if err := hblab.Available(); err != nil {
+		t.Skipf("SKIPPED LOUDLY: netns lab unavailable: %v", err)
+	}
+	md, mc := binaries(t)
+	lab, err := hblab.New(hblab.Options{Name: "svc", Nodes: 3, Preferred: "n1",
+		Timing: heartbeat.Timing{Keepalive: 100 * time.Millisecond, Warn: 500 * time.Millisecond, Dead: time.Second, InitDead: 2 * time.Second}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &svcLab{t: t, lab: lab, mirrord: md, mirrorct: mc, dir: t.TempDir(), procs: map[string]*exec.Cmd{}, logs: map[string]*bytes.Buffer{}}
+	t.Cleanup(func() {
+		for id := range s.procs {
+			s.kill(id)
+		}
+		if t.Failed() {
+			for id, b := range s.logs {
+				t.Logf("---- %s ----\n%s", id, b.String())
+			}
+		}
+		lab.Close()
+	})
+	for _, id := range svcNodes {
+		s.writeConfig(id)
+	}
+	return s
+}
+
+// writeConfig writes node id's cluster file: the lab's nodes and NICs, a
+// state folder of its own, fast services timings, failback on.
+func (s *svcLab) writeConfig(id string) {
+	c := s.lab.Config
+	var b strings.Builder
+	fmt.Fprintf(&b, "cluster: {name: %s, key_file: %s, preferred: n1, state_dir: %s}\n", c.Cluster, c.KeyFile, filepath.Join(s.dir, id, "state"))
+	fmt.Fprintf(&b, "timing: {keepalive: %v, warn: %v, dead: %v, initdead: %v}\nnodes:\n", c.Timing.Keepalive, c.Timing.Warn, c.Timing.Dead, c.Timing.InitDead)
+	for _, n := range c.Nodes {
+		fmt.Fprintf(&b, "  - id: %s\n    address: %s\n    links:\n", n.ID, n.Address)
+		for _, l := range n.Links {
+			fmt.Fprintf(&b, "      - {medium: %s, interface: %s, address: %s}\n", l.Medium, l.Interface, l.Address)
+		}
+	}
+	b.WriteString("services: {log_timeout: 500ms, sync_interval: 1s, traffic_interval: 300ms, coordinator_failback: true, interfaces: [eth1, eth2]}\n")
+	os.MkdirAll(filepath.Join(s.dir, id, "state"), 0o700)
+	if err := os.WriteFile(s.cfgPath(id), []byte(b.String()), 0o600); err != nil {
+		s.t.Fatal(err)
+	}
+}
+
+func (s *svcLab) cfgPath(id string) string { return filepath.Join(s.dir, id, "cluster.yaml") }
+func (s *svcLab) sock(id string) string    { return "unix:" + filepath.Join(s.dir, id, "ctl.sock") }
+func (s *svcLab) svcDir(id string) string  { return filepath.Join(s.dir, id, "state", "services") }
+
+func (s *svcLab) start(id string) {
+	s.t.Helper()
+	cmd := exec.Command("ip", "netns", "exec", s.lab.Netns(id), s.mirrord, "services", "--config", s.cfgPath(id), "--node", id, "--control", s.sock(id))
+	if s.logs[id] == nil {
+		s.logs[id] = &bytes.Buffer{}
+	}
+	fmt.Fprintf(s.logs[id], "==== start %s\n", time.Now().Format("15:04:05.000"))
+	cmd.Stdout, cmd.Stderr = s.logs[id], s.logs[id]
+	if err := cmd.Start(); err != nil {
+		s.t.Fatal(err)
+	}
+	s.procs[id] = cmd
+}
+
+// kill SIGKILLs node id's mirrord and reaps it.
+func (s *svcLab) kill(id string) {
+	if p := s.procs[id]; p != nil {
+		p.Process.Signal(syscall.SIGKILL)
+		p.Wait()
+		delete(s.procs, id)
+	}
+}
+
+func (s *svcLab) cut(id string, cut bool) {
+	for _, m := range []string{"nic1", "nic2"} {
+		if err := s.lab.CutNIC(id, m, cut); err != nil {
+			s.t.Fatal(err)
+		}
+	}
+}
+
+func (s *svcLab) status(id string) (services.Status, error) {
+	var st services.Status
+	err := control.Call(s.sock(id), "services", nil, &st)
+	return st, err
+}
+
+func (s *svcLab) eventually(timeout time.Duration, what string, ok func() bool) {
+	s.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !ok() {
+		if time.Now().After(deadline) {
+			s.t.Fatalf("timed out after %v waiting for %s", timeout, what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// logKeys returns node id's whole log as "node/seq" keys in time order,
+// failing on a duplicate.
+func (s *svcLab) logKeys(id string) ([]string, error) {
+	var res mlog.Result
+	if err := control.Call(s.sock(id), "log", mlog.Query{Limit: mlog.DefaultLimit}, &res); err != nil {
+		return nil, err
+	}
+	var keys []string
+	for _, e := range res.Entries {
+		k := fmt.Sprintf("%s/%d", e.Node, e.Seq)
+		if slices.Contains(keys, k) {
+			s.t.Fatalf("%s's log holds %s twice", id, k)
+		}
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys, nil
+}
+
+// logsEqual waits until the running nodes' logs hold the same entries and
+// no spool is left.
+func (s *svcLab) logsEqual(timeout time.Duration, ids ...string) []string {
+	s.t.Helper()
+	var last string
+	var ref []string
+	s.eventually(timeout, "equal logs on "+strings.Join(ids, ", "), func() bool {
+		var all []string
+		for _, id := range ids {
+			k, err := s.logKeys(id)
+			if err != nil {
+				last = err.Error()
+				return false
+			}
+			all = append(all, strings.Join(k, " "))
+			ref = k
+			if sp, _ := filepath.Glob(filepath.Join(s.svcDir(id), "mlog", "spool-*")); len(sp) > 0 {
+				last = fmt.Sprintf("%s still has spools %v", id, sp)
+				return false
+			}
+		}
+		for _, a := range all[1:] {
+			if a != all[0] {
+				last = fmt.Sprintf("logs differ:\n%s", strings.Join(all, "\n"))
+				return false
+			}
+		}
+		return true
+	})
+	_ = last
+	return ref
+}
+
+func (s *svcLab) table(id string) (services.Status, bool) {
+	st, err := s.status(id)
+	return st, err == nil
+}
+
+func (s *svcLab) mirrorctl(id string, args ...string) string {
+	s.t.Helper()
+	out, err := exec.Command(s.mirrorct, append([]string{"--control", s.sock(id)}, args...)...).CombinedOutput()
+	if err != nil {
+		s.t.Fatalf("mirrorctl %v on %s: %v\n%s", args, id, err, out)
+	}
+	return string(out)
+}
+
+// TestServicesLab runs the cluster services' failure stories on three
+// real processes in network namespaces.
+func TestServicesLab(t *testing.T) {
+	s := newSvcLab(t)
+	for _, id := range svcNodes {
+		s.start(id)
+	}
+	s.eventually(20*time.Second, "every node caught up with n1's table, all registered", func() bool {
+		for _, id := range svcNodes {
+			st, ok := s.table(id)
+			if !ok || !st.CaughtUp || st.Table.Coordinator != "n1" || len(st.Table.Nodes) != 3 {
+				return false
+			}
+			for _, n := range st.Table.Nodes {
+				if n.Registered.IsZero() || n.State != heartbeat.Normal {
+					return false
+				}
+			}
+		}
+		return true
+	})
+	start := len(s.logsEqual(10*time.Second, svcNodes...))
+	t.Logf("logs equal after start: %d entries", start)
+
+	// Cut and heal in several orders: entries are spooled on both sides
+	// of each cut (every node logs the others' deaths) and exchanged.
+	s.cut("n3", true)
+	time.Sleep(2500 * time.Millisecond)
+	s.cut("n2", true) // now everyone is alone
+	time.Sleep(2500 * time.Millisecond)
+	s.cut("n3", false)
+	time.Sleep(1500 * time.Millisecond)
+	s.cut("n2", false)
+	afterCuts := len(s.logsEqual(20*time.Second, svcNodes...))
+	if afterCuts <= start {
+		t.Fatalf("the cuts left no entries (%d, then %d)", start, afterCuts)
+	}
+	t.Logf("logs equal after cuts and heals: %d entries", afterCuts)
+
+	// SIGKILL in the middle of the spool exchange (a few rounds, killing
+	// as soon as part of the exchange is done), then a torn last record.
+	spools := func() (own, theirs int) {
+		o, _ := filepath.Glob(filepath.Join(s.svcDir("n2"), "mlog", "spool-*"))
+		for _, p := range []string{"n1", "n3"} {
+			if _, err := os.Stat(filepath.Join(s.svcDir(p), "mlog", "spool-n2.log")); err == nil {
+				theirs++
+			}
+		}
+		return len(o), theirs
+	}
+	mid := 0
+	for round := range 3 {
+		s.cut("n2", true)
+		s.eventually(10*time.Second, "spools on both sides of n2's cut", func() bool {
+			o, th := spools()
+			return o == 2 && th == 2
+		})
+		s.cut("n2", false)
+		deadline := time.Now().Add(5 * time.Second)
+		for time.Now().Before(deadline) {
+			if o, th := spools(); o+th < 4 {
+				if o+th > 0 {
+					mid++
+				}
+				break
+			}
+			time.Sleep(500 * time.Microsecond)
+		}
+		s.kill("n2")
+		if round < 2 {
+			s.start("n2")
+			s.logsEqual(30*time.Second, svcNodes...)
+		}
+	}
+	t.Logf("n2 killed %d of 3 times with the exchange part done", mid)
+	segs, _ := filepath.Glob(filepath.Join(s.svcDir("n2"), "mlog", "mlog-*.log"))
+	slices.Sort(segs)
+	last := segs[len(segs)-1]
+	rec, _ := mlog.AppendRecord(nil, mlog.Entry{Node: "n2", Seq: 1 << 40, Time: time.Now(), Message: "torn"})
+	f, _ := os.OpenFile(last, os.O_WRONLY|os.O_APPEND, 0)
+	f.Write(rec[:len(rec)-7])
+	f.Close()
+	s.start("n2")
+	afterKill := s.logsEqual(30*time.Second, svcNodes...)
+	for _, k := range afterKill {
+		if strings.HasPrefix(k, fmt.Sprintf("n2/%d", uint64(1)<<40)) {
+			t.Fatal("the torn record was parsed as an entry")
+		}
+	}
+	t.Logf("logs equal after SIGKILL mid-exchange and a torn record: %d entries", len(afterKill))
+
+	// A killed node's traffic data is served by its backup target, and the
+	// node that backed up to it is re-assigned and re-sends everything.
+	// Ring: n1 -> n2 -> n3 -> n1.
+	s.eventually(10*time.Second, "n1 to hold n3's samples", func() bool {
+		st, ok := s.table("n1")
+		return ok && st.Traffic["n3"] > 3
+	})
+	s.kill("n3")
+	s.cut("n3", true)
+	s.eventually(10*time.Second, "n3 Failed and n2 re-assigned to n1", func() bool {
+		st, ok := s.table("n2")
+		r3, _ := st.Table.Row("n3")
+		r2, _ := st.Table.Row("n2")
+		return ok && r3.State == heartbeat.Failed && r2.BackupTarget == "n1"
+	})
+	var ans traffic.Answer
+	if err := control.Call(s.sock("n2"), "traffic", services.TrafficArgs{Node: "n3"}, &ans); err != nil {
+		t.Fatal(err)
+	}
+	if ans.State != "Failed" || ans.Source != "n1" || len(ans.Samples) == 0 {
+		t.Fatalf("traffic of the killed n3: state %s from %s, %d samples", ans.State, ans.Source, len(ans.Samples))
+	}
+	out := s.mirrorctl("n2", "traffic", "n3", "--limit", "2")
+	if !strings.Contains(out, "state Failed") || !strings.Contains(out, "backup target n1") || !strings.Contains(out, "eth1") {
+		t.Errorf("mirrorctl traffic n3:\n%s", out)
+	}
+	s.eventually(10*time.Second, "n1 to hold all of n2's samples", func() bool {
+		st1, ok1 := s.table("n1")
+		st2, ok2 := s.table("n2")
+		return ok1 && ok2 && st1.Traffic["n2"] > 0 && st1.Traffic["n2"]+3 >= st2.Traffic["n2"]
+	})
+
+	// n3 comes back and is Normal again.
+	s.cut("n3", false)
+	s.start("n3")
+	s.eventually(20*time.Second, "n3 Normal again", func() bool {
+		st, ok := s.table("n1")
+		r3, _ := st.Table.Row("n3")
+		return ok && r3.State == heartbeat.Normal
+	})
+
+	// Coordinator hand-over and catch-up: kill n1; n2 takes over; n1
+	// returns, catches up (it gets the log written while away) and, with
+	// coordinator_failback, takes the role back.
+	s.kill("n1")
+	s.cut("n1", true)
+	var term uint64
+	s.eventually(10*time.Second, "n2 takes over", func() bool {
+		st, ok := s.table("n3")
+		term = st.Table.Term
+		r1, _ := st.Table.Row("n1")
+		return ok && st.Table.Coordinator == "n2" && r1.State == heartbeat.Failed
+	})
+	s.cut("n1", false)
+	s.start("n1")
+	s.eventually(20*time.Second, "n1 back as coordinator after catching up", func() bool {
+		st, ok := s.table("n3")
+		return ok && st.Table.Coordinator == "n1" && st.Table.Term > term
+	})
+	var res mlog.Result
+	control.Call(s.sock("n1"), "log", mlog.Query{Node: "n2"}, &res)
+	tookOver := false
+	for _, e := range res.Entries {
+		tookOver = tookOver || strings.Contains(e.Message, "took over the coordinator role")
+	}
+	if !tookOver {
+		t.Error("the returning n1 did not catch up on n2's take-over entry")
+	}
+	s.logsEqual(20*time.Second, svcNodes...)
+
+	// A node removed for good: n2 backed up to n3, now to n1, and n1 holds
+	// all of n2's data again.
+	out = s.mirrorctl("n2", "node", "remove", "n3")
+	if !strings.Contains(out, "n3 removed for good") {
+		t.Errorf("mirrorctl node remove:\n%s", out)
+	}
+	s.kill("n3")
+	s.eventually(15*time.Second, "two copies of n2's data after n3's removal", func() bool {
+		st1, ok1 := s.table("n1")
+		st2, ok2 := s.table("n2")
+		r2, _ := st2.Table.Row("n2")
+		return ok1 && ok2 && len(st2.Table.Nodes) == 2 && r2.BackupTarget == "n1" && st1.Traffic["n2"]+3 >= st2.Traffic["n2"]
+	})
+	s.logsEqual(20*time.Second, "n1", "n2")
+	out = s.mirrorctl("n1", "log", "--node", "n2", "--since", "1h")
+	if !strings.Contains(out, "removed for good by the operator") {
+		t.Errorf("mirrorctl log lacks the removal:\n%s", out)
+	}
+}
