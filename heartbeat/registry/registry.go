@@ -334,6 +334,9 @@ func (r *Registry) step(ctx context.Context) {
 	if tb.Version == 0 || !caught {
 		return
 	}
+	if _, gone := tb.IsRemoved(r.opt.Self); gone {
+		return // removed for good: nothing to register or coordinate
+	}
 	if row, ok := tb.Row(r.opt.Self); ok && (row.Registered.IsZero() || row.State == heartbeat.Failed) && regDue {
 		if err := r.Register(ctx); err != nil {
 			r.opt.Logf("registry: registering with %s: %v", tb.Coordinator, err)
