@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
-	"github.com/spf13/viper"
 
 	"github.com/hamirror/hamirror/cmd/internal/control"
 	"github.com/hamirror/hamirror/heartbeat"
@@ -46,20 +45,11 @@ func newServicesCmd() *cobra.Command {
 }
 
 func runServices(ctx context.Context, f *clusterFlags, logf func(string, ...any)) error {
-	self, err := localNode(f.node)
+	v, cfg, err := loadCluster(f)
 	if err != nil {
 		return err
 	}
-	v := viper.New()
-	v.SetConfigFile(f.config)
-	v.SetConfigType("yaml")
-	if err := v.ReadInConfig(); err != nil {
-		return fmt.Errorf("reading cluster config %s: %w", f.config, err)
-	}
-	cfg, err := heartbeat.FromViper(v, self)
-	if err != nil {
-		return fmt.Errorf("%s: %w", f.config, err)
-	}
+	self := cfg.Self
 	sc, err := services.FromViper(v, cfg)
 	if err != nil {
 		return fmt.Errorf("%s: %w", f.config, err)

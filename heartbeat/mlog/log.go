@@ -15,18 +15,12 @@ import (
 	"github.com/hamirror/hamirror/heartbeat/channel"
 )
 
-// Net is what the log needs from the channel (*channel.Channel has it).
-type Net interface {
-	Call(ctx context.Context, to heartbeat.NodeID, op string, body []byte) ([]byte, error)
-	Handle(op string, fn channel.Handler)
-}
-
 // Options configure a node's management log.
 type Options struct {
 	Dir   string           // the log's folder (segments and spools)
 	Self  heartbeat.NodeID //
 	Peers []heartbeat.NodeID
-	Net   Net
+	Net   channel.Net
 	// Timeout bounds the delivery of one entry to one peer (default 2s);
 	// past it the entry is spooled for that peer.
 	Timeout time.Duration
@@ -273,30 +267,8 @@ func decodeRecords(rs [][]byte) ([]Entry, error) {
 	return es, nil
 }
 
-func decodeJSON(body []byte, v any) error {
-	dec := json.NewDecoder(bytesReader(body))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		return fmt.Errorf("mlog: malformed request: %w", err)
-	}
-	return nil
-}
-
 func (l *Log) call(ctx context.Context, to heartbeat.NodeID, op string, req, reply any) error {
-	body, err := json.Marshal(req)
-	if err != nil {
-		return err
-	}
-	ctx, cancel := context.WithTimeout(ctx, l.opt.Timeout)
-	defer cancel()
-	out, err := l.opt.Net.Call(ctx, to, op, body)
-	if err != nil {
-		return err
-	}
-	if reply == nil {
-		return nil
-	}
-	return decodeJSON(out, reply)
+	return channel.CallJSON(ctx, l.opt.Net, l.opt.Timeout, to, op, req, reply)
 }
 
 func (l *Log) sendLive(ctx context.Context, p *peer, e Entry) error {
@@ -366,7 +338,7 @@ func (l *Log) exchangeLocked(ctx context.Context, p *peer) error {
 
 func (l *Log) handleAppend(from heartbeat.NodeID, body []byte) ([]byte, error) {
 	var req appendReq
-	if err := decodeJSON(body, &req); err != nil {
+	if err := channel.DecodeJSON(body, &req); err != nil {
 		return nil, err
 	}
 	es, err := decodeRecords(req.Records)
@@ -384,7 +356,7 @@ func (l *Log) handleAppend(from heartbeat.NodeID, body []byte) ([]byte, error) {
 
 func (l *Log) handleExchange(from heartbeat.NodeID, body []byte) ([]byte, error) {
 	var req exchangeReq
-	if err := decodeJSON(body, &req); err != nil {
+	if err := channel.DecodeJSON(body, &req); err != nil {
 		return nil, err
 	}
 	es, err := decodeRecords(req.Spool)
@@ -412,7 +384,7 @@ func (l *Log) handleExchange(from heartbeat.NodeID, body []byte) ([]byte, error)
 
 func (l *Log) handleDone(from heartbeat.NodeID, body []byte) ([]byte, error) {
 	var req doneReq
-	if err := decodeJSON(body, &req); err != nil {
+	if err := channel.DecodeJSON(body, &req); err != nil {
 		return nil, err
 	}
 	es, err := decodeRecords(req.Push)

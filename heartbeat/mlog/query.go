@@ -1,7 +1,6 @@
 package mlog
 
 import (
-	"bytes"
 	"cmp"
 	"context"
 	"fmt"
@@ -11,8 +10,6 @@ import (
 
 	"github.com/hamirror/hamirror/heartbeat"
 )
-
-func bytesReader(b []byte) *bytes.Reader { return bytes.NewReader(b) }
 
 // Query selects entries of the local log.
 type Query struct {

@@ -14,17 +14,11 @@ import (
 	"github.com/hamirror/hamirror/heartbeat/channel"
 )
 
-// Net is what the registry needs from the channel.
-type Net interface {
-	Call(ctx context.Context, to heartbeat.NodeID, op string, body []byte) ([]byte, error)
-	Handle(op string, fn channel.Handler)
-}
-
 // Options configure a node's registry runner.
 type Options struct {
 	Config
 	Dir  string // the table is saved as Dir/table.json
-	Net  Net
+	Net  channel.Net
 	View func() map[heartbeat.NodeID]heartbeat.NodeState // membership (heartbeat.Member.Status)
 	// Storage reports this node's storage for its registration.
 	Storage func() Storage
@@ -153,31 +147,12 @@ func (r *Registry) effects(rd Ready, t Table) {
 }
 
 func (r *Registry) call(ctx context.Context, to heartbeat.NodeID, op string, req, reply any) error {
-	body, err := json.Marshal(req)
-	if err != nil {
-		return err
-	}
-	ctx, cancel := context.WithTimeout(ctx, r.opt.Timeout)
-	defer cancel()
-	out, err := r.opt.Net.Call(ctx, to, op, body)
-	if err != nil || reply == nil {
-		return err
-	}
-	return strictJSON(out, reply)
-}
-
-func strictJSON(b []byte, v any) error {
-	dec := json.NewDecoder(bytesReader(b))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		return fmt.Errorf("registry: malformed message: %w", err)
-	}
-	return nil
+	return channel.CallJSON(ctx, r.opt.Net, r.opt.Timeout, to, op, req, reply)
 }
 
 func (r *Registry) handleTable(from heartbeat.NodeID, body []byte) ([]byte, error) {
 	var t Table
-	if err := strictJSON(body, &t); err != nil {
+	if err := channel.DecodeJSON(body, &t); err != nil {
 		return nil, err
 	}
 	if t.Coordinator != from {
@@ -189,7 +164,7 @@ func (r *Registry) handleTable(from heartbeat.NodeID, body []byte) ([]byte, erro
 
 func (r *Registry) handleRegister(from heartbeat.NodeID, body []byte) ([]byte, error) {
 	var reg Registration
-	if err := strictJSON(body, &reg); err != nil {
+	if err := channel.DecodeJSON(body, &reg); err != nil {
 		return nil, err
 	}
 	if reg.ID != from {
@@ -206,7 +181,7 @@ type failedReq struct {
 
 func (r *Registry) handleFailed(from heartbeat.NodeID, body []byte) ([]byte, error) {
 	var req failedReq
-	if err := strictJSON(body, &req); err != nil {
+	if err := channel.DecodeJSON(body, &req); err != nil {
 		return nil, err
 	}
 	if req.Node != from {
@@ -222,7 +197,7 @@ type removeReq struct {
 
 func (r *Registry) handleRemove(_ heartbeat.NodeID, body []byte) ([]byte, error) {
 	var req removeReq
-	if err := strictJSON(body, &req); err != nil {
+	if err := channel.DecodeJSON(body, &req); err != nil {
 		return nil, err
 	}
 	return nil, r.apply(func(m *Machine) error { return m.Remove(req.ID) })

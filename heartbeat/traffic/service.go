@@ -1,7 +1,6 @@
 package traffic
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -16,17 +15,11 @@ import (
 	"github.com/hamirror/hamirror/heartbeat/registry"
 )
 
-// Net is what the service needs from the channel.
-type Net interface {
-	Call(ctx context.Context, to heartbeat.NodeID, op string, body []byte) ([]byte, error)
-	Handle(op string, fn channel.Handler)
-}
-
 // Options configure a node's traffic service.
 type Options struct {
 	Self     heartbeat.NodeID
 	Dir      string // data files: DIR/NODE.dat
-	Net      Net
+	Net      channel.Net
 	Sampler  Sampler       // default NetlinkSampler{}
 	Interval time.Duration // sampling interval (default 10s)
 	// Table returns the current index table (the registry's).
@@ -190,27 +183,8 @@ type readReply struct {
 	High    uint64   `json:"high"`
 }
 
-func strictJSON(b []byte, v any) error {
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		return fmt.Errorf("traffic: malformed message: %w", err)
-	}
-	return nil
-}
-
 func (s *Service) call(ctx context.Context, to heartbeat.NodeID, op string, req, reply any) error {
-	body, err := json.Marshal(req)
-	if err != nil {
-		return err
-	}
-	ctx, cancel := context.WithTimeout(ctx, s.opt.Timeout)
-	defer cancel()
-	out, err := s.opt.Net.Call(ctx, to, op, body)
-	if err != nil {
-		return err
-	}
-	return strictJSON(out, reply)
+	return channel.CallJSON(ctx, s.opt.Net, s.opt.Timeout, to, op, req, reply)
 }
 
 func encode(ss []Sample) ([][]byte, error) {
@@ -245,7 +219,7 @@ func decode(node heartbeat.NodeID, rs [][]byte) ([]Sample, error) {
 
 func (s *Service) handleAppend(from heartbeat.NodeID, body []byte) ([]byte, error) {
 	var req appendReq
-	if err := strictJSON(body, &req); err != nil {
+	if err := channel.DecodeJSON(body, &req); err != nil {
 		return nil, err
 	}
 	ss, err := decode(req.Node, req.Records)
@@ -265,7 +239,7 @@ func (s *Service) handleAppend(from heartbeat.NodeID, body []byte) ([]byte, erro
 
 func (s *Service) handleRead(_ heartbeat.NodeID, body []byte) ([]byte, error) {
 	var req readReq
-	if err := strictJSON(body, &req); err != nil {
+	if err := channel.DecodeJSON(body, &req); err != nil {
 		return nil, err
 	}
 	s.mu.Lock()
