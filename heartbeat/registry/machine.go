@@ -19,6 +19,11 @@ type Config struct {
 	// coordinator role over takes it back once it has caught up. Default
 	// false: the role stays where it is (like resource stickiness).
 	Failback bool
+	// RejoinHold keeps a node that another reported as a failed backup
+	// target Failed for this long even if it registers (it is alive, but
+	// the sender could not reach it): a broken link between two nodes then
+	// flips the table at most once per hold, not every second.
+	RejoinHold time.Duration
 }
 
 // ErrNotCoordinator is returned by requests only the coordinator serves.
@@ -40,7 +45,8 @@ var ErrNotCoordinator = errors.New("registry: not the coordinator")
 //   - The coordinator marks dead nodes Failed and re-assigns their
 //     dependants (R9); a node reported by another as a failed backup
 //     target is marked Failed too. A Failed node is Normal again only when
-//     it registers while live (a node that sees itself Failed registers).
+//     it registers while live (a node that sees itself Failed registers),
+//     and, if it was reported, not before Config.RejoinHold has passed.
 //   - Handback: with Failback, a caught-up node that ranks first asks the
 //     coordinator for the role; the coordinator hands it over in a new term.
 type Machine struct {
@@ -137,6 +143,10 @@ func (m *Machine) Register(r Registration, now time.Time) error {
 	n.Storage, n.Registered = r.Storage, now
 	if len(r.Addresses) > 0 {
 		n.Addresses = slices.Clone(r.Addresses)
+	}
+	if at, held := m.reported[r.ID]; held && now.Sub(at) < m.cfg.RejoinHold {
+		m.bump() // storage updated; stays Failed until the hold ends
+		return nil
 	}
 	delete(m.reported, r.ID)
 	if n.State == heartbeat.Failed && m.live(r.ID) {

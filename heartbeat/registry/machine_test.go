@@ -90,7 +90,14 @@ func TestTargetFailedReassignsToTheTargetsTarget(t *testing.T) {
 	if r3, _ := m.Table().Row("n3"); r3.State != heartbeat.Failed {
 		t.Fatal("a reported target came back without registering")
 	}
-	if err := m.Register(Registration{ID: "n3", Storage: Storage{Location: "/var/lib/hamirror", Free: 5}}, t0); err != nil {
+	m.cfg.RejoinHold = time.Minute
+	if err := m.Register(Registration{ID: "n3"}, t0.Add(30*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if r3, _ := m.Table().Row("n3"); r3.State != heartbeat.Failed {
+		t.Fatal("a reported target came back within the hold")
+	}
+	if err := m.Register(Registration{ID: "n3", Storage: Storage{Location: "/var/lib/hamirror", Free: 5}}, t0.Add(time.Minute)); err != nil {
 		t.Fatal(err)
 	}
 	tb = m.Table()

@@ -39,6 +39,7 @@ type Registry struct {
 	opt  Options
 	path string
 
+	saveMu  sync.Mutex // one save at a time
 	mu      sync.Mutex
 	m       *Machine
 	acked   map[heartbeat.NodeID]Table // newest table each node confirmed
@@ -139,9 +140,14 @@ func (r *Registry) effects(rd Ready, t Table) {
 		r.opt.Note(e)
 	}
 	if rd.Changed {
+		// Saves are serialised and always write the newest table, so two
+		// changes carried out at once never save the older one last.
+		r.saveMu.Lock()
+		t = r.Table()
 		if err := t.save(r.path); err != nil {
 			r.opt.Logf("registry: saving the index table: %v", err)
 		}
+		r.saveMu.Unlock()
 		r.opt.OnTable(t)
 	}
 }

@@ -33,6 +33,9 @@ type Config struct {
 	// CoordinatorFailback: a returning first-ranked node takes the
 	// coordinator role back once it has caught up (default false).
 	CoordinatorFailback bool `mapstructure:"coordinator_failback"`
+	// RejoinHold keeps a node reported as a failed backup target Failed
+	// this long even while it is alive and registers.
+	RejoinHold time.Duration `mapstructure:"rejoin_hold"`
 }
 
 // DefaultConfig returns the defaults with the reason for each.
@@ -52,6 +55,9 @@ func DefaultConfig() Config {
 		// 10 s: counters are cumulative, so nothing is lost between samples;
 		// 8640 samples of ~60 bytes per NIC a day.
 		TrafficInterval: 10 * time.Second,
+		// 30 s: a node another could not send to is alive but unreachable
+		// from it; retrying sooner flips the table for nothing.
+		RejoinHold: 30 * time.Second,
 	}
 }
 
@@ -74,6 +80,8 @@ func (c Config) Validate() error {
 		return keyErr("services.log_max_size", "%d bytes is too small (at least 4096)", c.LogMaxSize)
 	case c.LogKeep < 1:
 		return keyErr("services.log_keep", "must be at least 1")
+	case c.RejoinHold < 0:
+		return keyErr("services.rejoin_hold", "is negative")
 	case c.TrafficInterval < 100*time.Millisecond:
 		return keyErr("services.traffic_interval", "%v is below 100ms", c.TrafficInterval)
 	}

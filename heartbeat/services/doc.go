@@ -37,4 +37,5 @@
 //	  traffic_interval: 10s
 //	  interfaces: [eth0, eth1, eth2, eth3]   # default: all but loopback
 //	  coordinator_failback: false
+//	  rejoin_hold: 30s           # a node reported as a failed backup target stays Failed this long
 package services

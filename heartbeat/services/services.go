@@ -105,7 +105,7 @@ func New(opt Options) (*Services, error) {
 	mc := cfg.MachineConfig(0)
 	s.reg, err = registry.New(registry.Options{
 		Config: registry.Config{Self: self, Nodes: ids, Preferred: cfg.Preferred, Addresses: mc.Addresses,
-			Failback: opt.Config.CoordinatorFailback},
+			Failback: opt.Config.CoordinatorFailback, RejoinHold: opt.Config.RejoinHold},
 		Dir: opt.Config.Dir, Net: s.ch, View: s.view, Storage: s.storage, OnTable: s.onTable,
 		Note:    func(m string) { s.note(slog.LevelWarn, "registry", m) },
 		Timeout: opt.Config.LogTimeout, Logf: opt.Logf})

@@ -182,3 +182,40 @@ func TestRemoveNodeReSendsSoTwoCopiesAgain(t *testing.T) {
 		t.Errorf("the removal is not in n1's management log: %v", err)
 	}
 }
+
+// TestFailedSendReportedAndReassigned: n2 cannot reach its backup target
+// n3 (that one link is cut; membership still sees everyone alive), so it
+// reports n3 to the coordinator (R9), which marks n3 Failed, gives n2 n3's
+// own target n1 and sends the table to every node; n2 re-sends all its
+// data to n1.
+func TestFailedSendReportedAndReassigned(t *testing.T) {
+	w := newWorld(t, false)
+	w.eventually("n3 holds n2's samples", func() bool { return w.svc["n3"].Traffic().Held()["n2"] > 2 })
+	w.net.Cut("n2", "n3", true)
+	w.eventually("n3 Failed on every node, n2 backing up to n1", func() bool {
+		for _, id := range []heartbeat.NodeID{"n1", "n2", "n3"} {
+			tb := w.table(id)
+			r3, _ := tb.Row("n3")
+			r2, _ := tb.Row("n2")
+			if r3.State != heartbeat.Failed || r2.BackupTarget != "n1" {
+				return false
+			}
+		}
+		return true
+	})
+	w.eventually("n1 holds every sample of n2", func() bool {
+		return w.svc["n1"].Traffic().Held()["n2"]+2 >= w.svc["n2"].Traffic().Held()["n2"]
+	})
+	es, _ := w.svc["n3"].Log().Entries()
+	found := false
+	for _, e := range es {
+		found = found || strings.Contains(e.Message, "n2 reports its backup target n3 failed")
+	}
+	if !found {
+		t.Error("the re-assignment is not in the management log")
+	}
+	time.Sleep(time.Second)
+	if r3, _ := w.table("n1").Row("n3"); r3.State != heartbeat.Failed {
+		t.Error("n3 came back within the rejoin hold although n2 still cannot reach it")
+	}
+}
