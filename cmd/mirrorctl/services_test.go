@@ -31,7 +31,7 @@ func servicesDaemon(t *testing.T) (string, map[string]json.RawMessage) {
 	srv.Handle("log", func(a json.RawMessage) (any, error) {
 		got["log"] = a
 		return mlog.Result{Self: "n1", Spooled: map[heartbeat.NodeID]int{"n3": 2}, Entries: []mlog.Entry{
-			{Time: at, Node: "n2", Seq: 7, Level: slog.LevelWarn, Component: "mirror", Message: "leg 1 failed", Fields: []mlog.Field{{"error", "i/o timeout"}}},
+			{Time: at, Node: "n2", Seq: 7, Level: slog.LevelWarn, Component: "mirror", Message: "leg 1 failed", Fields: []mlog.Field{{Key: "error", Value: "i/o timeout"}}},
 		}}, nil
 	})
 	srv.Handle("traffic", func(a json.RawMessage) (any, error) {
