@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"strings"
 	"time"
 
@@ -12,6 +13,7 @@ import (
 	"github.com/hamirror/hamirror/cmd/internal/control"
 	"github.com/hamirror/hamirror/heartbeat"
 	"github.com/hamirror/hamirror/heartbeat/mlog"
+	"github.com/hamirror/hamirror/heartbeat/services"
 )
 
 // parseSince takes an RFC 3339 time or a duration back from now ("1h").
@@ -78,6 +80,32 @@ reach it when it is back; the output says when that is the case.`,
 	c.Flags().StringVar(&node, "node", "", "only entries written by this node")
 	c.Flags().BoolVar(&asJSON, "json", false, "one JSON object per entry")
 	c.Flags().IntVar(&limit, "limit", 1000, "at most this many (the newest) entries")
+	c.AddCommand(newLogWriteCmd(g))
+	return c
+}
+
+// newLogWriteCmd: `mirrorctl log write [--level L] MESSAGE...`: an
+// operator's note, in every node's log like any other entry.
+func newLogWriteCmd(g *globals) *cobra.Command {
+	var level string
+	c := &cobra.Command{
+		Use:   "write MESSAGE...",
+		Short: "Add an operator's note to the management log",
+		Args:  cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, a []string) error {
+			var l slog.Level
+			if err := l.UnmarshalText([]byte(level)); err != nil {
+				return fmt.Errorf("--level %q: want debug, info, warn or error", level)
+			}
+			var e mlog.Entry
+			if err := control.Call(g.control, "log-write", services.NoteArgs{Level: l, Message: strings.Join(a, " ")}, &e); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "written as %s/%d\n", e.Node, e.Seq)
+			return nil
+		},
+	}
+	c.Flags().StringVar(&level, "level", "info", "debug, info, warn or error")
 	return c
 }
 

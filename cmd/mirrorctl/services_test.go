@@ -34,6 +34,10 @@ func servicesDaemon(t *testing.T) (string, map[string]json.RawMessage) {
 			{Time: at, Node: "n2", Seq: 7, Level: slog.LevelWarn, Component: "mirror", Message: "leg 1 failed", Fields: []mlog.Field{{Key: "error", Value: "i/o timeout"}}},
 		}}, nil
 	})
+	srv.Handle("log-write", func(a json.RawMessage) (any, error) {
+		got["log-write"] = a
+		return mlog.Entry{Node: "n1", Seq: 8}, nil
+	})
 	srv.Handle("traffic", func(a json.RawMessage) (any, error) {
 		got["traffic"] = a
 		return traffic.Answer{Node: "n3", State: "Failed", Source: "n1", Samples: []traffic.Sample{
@@ -79,6 +83,12 @@ func TestLogCommand(t *testing.T) {
 	var e mlog.Entry
 	if err := json.Unmarshal([]byte(strings.TrimSpace(runCtl(t, sock, "log", "--json"))), &e); err != nil || e.Seq != 7 {
 		t.Errorf("log --json: %v %+v", err, e)
+	}
+	if out := runCtl(t, sock, "log", "write", "--level", "warn", "replaced", "disk 3"); !strings.Contains(out, "written as n1/8") {
+		t.Errorf("log write: %s", out)
+	}
+	if string(got["log-write"]) != `{"level":"WARN","message":"replaced disk 3"}` {
+		t.Errorf("log-write args: %s", got["log-write"])
 	}
 	if _, err := parseSince("yesterday", time.Now()); err == nil {
 		t.Error("a bad --since was accepted")

@@ -15,6 +15,7 @@ import (
 	"github.com/hamirror/hamirror/cmd/internal/control"
 	"github.com/hamirror/hamirror/heartbeat"
 	"github.com/hamirror/hamirror/heartbeat/mlog"
+	"github.com/hamirror/hamirror/heartbeat/registry"
 	"github.com/hamirror/hamirror/heartbeat/services"
 	"github.com/hamirror/hamirror/heartbeat/traffic"
 	"github.com/hamirror/hamirror/testenv/hblab"
@@ -42,19 +43,33 @@ func newSvcLab(t *testing.T) *svcLab {
 	}
 	md, mc := binaries(t)
 	lab, err := hblab.New(hblab.Options{Name: "svc", Nodes: 3, Preferred: "n1",
-		Timing: heartbeat.Timing{Keepalive: 100 * time.Millisecond, Warn: 500 * time.Millisecond, Dead: time.Second, InitDead: 2 * time.Second}})
+		// The heartbeat's defaults but a shorter initdead: tighter timings
+		// make starved processes (make test runs QEMU beside this) look dead.
+		Timing: heartbeat.Timing{Keepalive: 200 * time.Millisecond, Warn: time.Second, Dead: 2 * time.Second, InitDead: 3 * time.Second}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	s := &svcLab{t: t, lab: lab, mirrord: md, mirrorct: mc, dir: t.TempDir(), procs: map[string]*exec.Cmd{}, logs: map[string]*bytes.Buffer{}}
 	t.Cleanup(func() {
-		for id := range s.procs {
-			s.kill(id)
-		}
 		if t.Failed() {
+			for id := range s.procs {
+				var st heartbeat.Status
+				if err := control.Call(s.sock(id), "nodes", nil, &st); err == nil {
+					for _, n := range st.Nodes {
+						t.Logf("%s sees %s %s", id, n.ID, n.State)
+					}
+					t.Logf("%s refused frames: %+v", id, st.Rejected)
+				}
+			}
+			for id := range s.procs {
+				s.kill(id)
+			}
 			for id, b := range s.logs {
 				t.Logf("---- %s ----\n%s", id, b.String())
 			}
+		}
+		for id := range s.procs {
+			s.kill(id)
 		}
 		lab.Close()
 	})
@@ -116,6 +131,22 @@ func (s *svcLab) cut(id string, cut bool) {
 		if err := s.lab.CutNIC(id, m, cut); err != nil {
 			s.t.Fatal(err)
 		}
+	}
+}
+
+// note writes an operator's note on node id (mirrorctl log write).
+func (s *svcLab) note(id, msg string) {
+	s.t.Helper()
+	var e mlog.Entry
+	if err := control.Call(s.sock(id), "log-write", services.NoteArgs{Message: msg}, &e); err != nil {
+		s.t.Fatalf("note on %s: %v", id, err)
+	}
+}
+
+// notes writes a note on every node listed.
+func (s *svcLab) notes(msg string, ids ...string) {
+	for _, id := range ids {
+		s.note(id, msg+" on "+id)
 	}
 }
 
@@ -209,7 +240,7 @@ func TestServicesLab(t *testing.T) {
 	for _, id := range svcNodes {
 		s.start(id)
 	}
-	s.eventually(20*time.Second, "every node caught up with n1's table, all registered", func() bool {
+	s.eventually(30*time.Second, "every node caught up with n1's table, all registered", func() bool {
 		for _, id := range svcNodes {
 			st, ok := s.table(id)
 			if !ok || !st.CaughtUp || st.Table.Coordinator != "n1" || len(st.Table.Nodes) != 3 {
@@ -229,12 +260,16 @@ func TestServicesLab(t *testing.T) {
 	// Cut and heal in several orders: entries are spooled on both sides
 	// of each cut (every node logs the others' deaths) and exchanged.
 	s.cut("n3", true)
-	time.Sleep(2500 * time.Millisecond)
-	s.cut("n2", true) // now everyone is alone
-	time.Sleep(2500 * time.Millisecond)
+	s.notes("n3 cut", svcNodes...)
+	time.Sleep(3 * time.Second) // past timing.dead: deaths logged and spooled
+	s.cut("n2", true)           // now everyone is alone
+	s.notes("n2 and n3 cut", svcNodes...)
+	time.Sleep(3 * time.Second)
 	s.cut("n3", false)
-	time.Sleep(1500 * time.Millisecond)
+	s.notes("n3 back, n2 cut", svcNodes...)
+	time.Sleep(2 * time.Second)
 	s.cut("n2", false)
+	s.notes("all back", svcNodes...)
 	afterCuts := len(s.logsEqual(20*time.Second, svcNodes...))
 	if afterCuts <= start {
 		t.Fatalf("the cuts left no entries (%d, then %d)", start, afterCuts)
@@ -255,6 +290,7 @@ func TestServicesLab(t *testing.T) {
 	mid := 0
 	for round := range 3 {
 		s.cut("n2", true)
+		s.notes(fmt.Sprintf("round %d, n2 cut", round), svcNodes...)
 		s.eventually(10*time.Second, "spools on both sides of n2's cut", func() bool {
 			o, th := spools()
 			return o == 2 && th == 2
@@ -295,90 +331,158 @@ func TestServicesLab(t *testing.T) {
 
 	// A killed node's traffic data is served by its backup target, and the
 	// node that backed up to it is re-assigned and re-sends everything.
-	// Ring: n1 -> n2 -> n3 -> n1.
-	s.eventually(10*time.Second, "n1 to hold n3's samples", func() bool {
-		st, ok := s.table("n1")
+	s.stable(30*time.Second, svcNodes...)
+	st, _ := s.table("n1")
+	n3target := string(rowOf(st, "n3").BackupTarget)
+	var dependant string // the node that backs up to n3
+	for _, n := range st.Table.Nodes {
+		if n.BackupTarget == "n3" {
+			dependant = string(n.ID)
+		}
+	}
+	s.eventually(20*time.Second, n3target+" to hold n3's samples", func() bool {
+		st, ok := s.table(n3target)
 		return ok && st.Traffic["n3"] > 3
 	})
 	s.kill("n3")
 	s.cut("n3", true)
-	s.eventually(10*time.Second, "n3 Failed and n2 re-assigned to n1", func() bool {
-		st, ok := s.table("n2")
-		r3, _ := st.Table.Row("n3")
-		r2, _ := st.Table.Row("n2")
-		return ok && r3.State == heartbeat.Failed && r2.BackupTarget == "n1"
+	s.eventually(20*time.Second, "n3 Failed and "+dependant+" re-assigned", func() bool {
+		st, ok := s.table(dependant)
+		return ok && rowOf(st, "n3").State == heartbeat.Failed && rowOf(st, heartbeat.NodeID(dependant)).BackupTarget != "n3"
 	})
 	var ans traffic.Answer
-	if err := control.Call(s.sock("n2"), "traffic", services.TrafficArgs{Node: "n3"}, &ans); err != nil {
+	if err := control.Call(s.sock(dependant), "traffic", services.TrafficArgs{Node: "n3"}, &ans); err != nil {
 		t.Fatal(err)
 	}
-	if ans.State != "Failed" || ans.Source != "n1" || len(ans.Samples) == 0 {
-		t.Fatalf("traffic of the killed n3: state %s from %s, %d samples", ans.State, ans.Source, len(ans.Samples))
+	if ans.State != "Failed" || ans.Source != heartbeat.NodeID(n3target) || len(ans.Samples) == 0 {
+		t.Fatalf("traffic of the killed n3: state %s from %s (its backup target is %s), %d samples", ans.State, ans.Source, n3target, len(ans.Samples))
 	}
-	out := s.mirrorctl("n2", "traffic", "n3", "--limit", "2")
-	if !strings.Contains(out, "state Failed") || !strings.Contains(out, "backup target n1") || !strings.Contains(out, "eth1") {
+	out := s.mirrorctl(dependant, "traffic", "n3", "--limit", "2")
+	if !strings.Contains(out, "state Failed") || !strings.Contains(out, "backup target "+n3target) || !strings.Contains(out, "eth1") {
 		t.Errorf("mirrorctl traffic n3:\n%s", out)
 	}
-	s.eventually(10*time.Second, "n1 to hold all of n2's samples", func() bool {
-		st1, ok1 := s.table("n1")
-		st2, ok2 := s.table("n2")
-		return ok1 && ok2 && st1.Traffic["n2"] > 0 && st1.Traffic["n2"]+3 >= st2.Traffic["n2"]
-	})
+	s.twoCopies(20*time.Second, dependant)
 
 	// n3 comes back and is Normal again.
 	s.cut("n3", false)
 	s.start("n3")
-	s.eventually(20*time.Second, "n3 Normal again", func() bool {
-		st, ok := s.table("n1")
-		r3, _ := st.Table.Row("n3")
-		return ok && r3.State == heartbeat.Normal
-	})
+	s.stable(30*time.Second, svcNodes...)
 
-	// Coordinator hand-over and catch-up: kill n1; n2 takes over; n1
-	// returns, catches up (it gets the log written while away) and, with
-	// coordinator_failback, takes the role back.
+	// Coordinator hand-over and catch-up: kill the coordinator; another
+	// takes over with the full table; the old one returns, catches up (it
+	// gets the log written while away) and, with coordinator_failback,
+	// takes the role back (it ranks first: preferred).
+	st, _ = s.table("n1")
+	if st.Table.Coordinator != "n1" {
+		t.Fatalf("coordinator %s, want the preferred n1 back", st.Table.Coordinator)
+	}
 	s.kill("n1")
 	s.cut("n1", true)
 	var term uint64
-	s.eventually(10*time.Second, "n2 takes over", func() bool {
+	var standby heartbeat.NodeID
+	s.eventually(20*time.Second, "a standby takes over", func() bool {
 		st, ok := s.table("n3")
-		term = st.Table.Term
-		r1, _ := st.Table.Row("n1")
-		return ok && st.Table.Coordinator == "n2" && r1.State == heartbeat.Failed
+		term, standby = st.Table.Term, st.Table.Coordinator
+		return ok && standby != "n1" && rowOf(st, "n1").State == heartbeat.Failed && len(st.Table.Nodes) == 3
 	})
 	s.cut("n1", false)
 	s.start("n1")
-	s.eventually(20*time.Second, "n1 back as coordinator after catching up", func() bool {
+	s.eventually(30*time.Second, "n1 back as coordinator after catching up", func() bool {
 		st, ok := s.table("n3")
 		return ok && st.Table.Coordinator == "n1" && st.Table.Term > term
 	})
 	var res mlog.Result
-	control.Call(s.sock("n1"), "log", mlog.Query{Node: "n2"}, &res)
+	control.Call(s.sock("n1"), "log", mlog.Query{Node: standby}, &res)
 	tookOver := false
 	for _, e := range res.Entries {
 		tookOver = tookOver || strings.Contains(e.Message, "took over the coordinator role")
 	}
 	if !tookOver {
-		t.Error("the returning n1 did not catch up on n2's take-over entry")
+		t.Errorf("the returning n1 did not catch up on %s's take-over entry", standby)
 	}
-	s.logsEqual(20*time.Second, svcNodes...)
+	s.logsEqual(30*time.Second, svcNodes...)
 
-	// A node removed for good: n2 backed up to n3, now to n1, and n1 holds
-	// all of n2's data again.
-	out = s.mirrorctl("n2", "node", "remove", "n3")
+	// A node removed for good: whoever backed up to it now backs up
+	// elsewhere and that node holds all its data again.
+	s.stable(30*time.Second, svcNodes...)
+	st, _ = s.table("n1")
+	for _, n := range st.Table.Nodes {
+		if n.BackupTarget == "n3" {
+			dependant = string(n.ID)
+		}
+	}
+	out = s.mirrorctl(dependant, "node", "remove", "n3")
 	if !strings.Contains(out, "n3 removed for good") {
 		t.Errorf("mirrorctl node remove:\n%s", out)
 	}
 	s.kill("n3")
-	s.eventually(15*time.Second, "two copies of n2's data after n3's removal", func() bool {
-		st1, ok1 := s.table("n1")
-		st2, ok2 := s.table("n2")
-		r2, _ := st2.Table.Row("n2")
-		return ok1 && ok2 && len(st2.Table.Nodes) == 2 && r2.BackupTarget == "n1" && st1.Traffic["n2"]+3 >= st2.Traffic["n2"]
+	s.eventually(20*time.Second, "n3 out of the table", func() bool {
+		st, ok := s.table(dependant)
+		return ok && len(st.Table.Nodes) == 2
 	})
-	s.logsEqual(20*time.Second, "n1", "n2")
-	out = s.mirrorctl("n1", "log", "--node", "n2", "--since", "1h")
+	s.twoCopies(20*time.Second, dependant)
+	s.logsEqual(30*time.Second, "n1", "n2")
+	out = s.mirrorctl("n1", "log", "--node", dependant, "--since", "1h")
 	if !strings.Contains(out, "removed for good by the operator") {
 		t.Errorf("mirrorctl log lacks the removal:\n%s", out)
 	}
+}
+
+func rowOf(st services.Status, id heartbeat.NodeID) registry.Node {
+	r, _ := st.Table.Row(id)
+	return r
+}
+
+// stable waits until every node listed runs, is caught up, and sees the
+// same table with every listed node Normal and registered.
+func (s *svcLab) stable(timeout time.Duration, ids ...string) {
+	s.t.Helper()
+	why := ""
+	deadline := time.Now().Add(timeout)
+	for {
+		why = s.unstable(ids)
+		if why == "" {
+			return
+		}
+		if time.Now().After(deadline) {
+			s.t.Fatalf("no stable cluster of %s after %v: %s", strings.Join(ids, ", "), timeout, why)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func (s *svcLab) unstable(ids []string) string {
+	var ref registry.Table
+	for i, id := range ids {
+		st, err := s.status(id)
+		if err != nil || !st.CaughtUp {
+			return fmt.Sprintf("%s not caught up (%v)", id, err)
+		}
+		if i == 0 {
+			ref = st.Table
+		} else if st.Table.Term != ref.Term || st.Table.Version != ref.Version {
+			return fmt.Sprintf("%s has table %d/%d, %s %d/%d", id, st.Table.Term, st.Table.Version, ids[0], ref.Term, ref.Version)
+		}
+		for _, x := range ids {
+			if r := rowOf(st, heartbeat.NodeID(x)); r.State != heartbeat.Normal || r.Registered.IsZero() {
+				return fmt.Sprintf("%s sees %s %s (registered %v), coordinator %s", id, x, r.State, r.Registered, st.Table.Coordinator)
+			}
+		}
+	}
+	return ""
+}
+
+// twoCopies waits until node id's backup target holds all its samples
+// (the last few may be in flight) and is not id itself.
+func (s *svcLab) twoCopies(timeout time.Duration, id string) {
+	s.t.Helper()
+	s.eventually(timeout, "two copies of "+id+"'s traffic data", func() bool {
+		st, ok := s.table(id)
+		target := rowOf(st, heartbeat.NodeID(id)).BackupTarget
+		if !ok || target == "" || target == heartbeat.NodeID(id) {
+			return false
+		}
+		tt, ok := s.table(string(target))
+		return ok && tt.Traffic[heartbeat.NodeID(id)] > 0 && tt.Traffic[heartbeat.NodeID(id)]+3 >= st.Traffic[heartbeat.NodeID(id)]
+	})
 }

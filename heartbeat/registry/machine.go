@@ -46,7 +46,8 @@ var ErrNotCoordinator = errors.New("registry: not the coordinator")
 //     dependants (R9); a node reported by another as a failed backup
 //     target is marked Failed too. A Failed node is Normal again only when
 //     it registers while live (a node that sees itself Failed registers),
-//     and, if it was reported, not before Config.RejoinHold has passed.
+//     and, if it was reported, not before Config.RejoinHold has passed
+//     unless it restarted since (a new run).
 //   - Handback: with Failback, a caught-up node that ranks first asks the
 //     coordinator for the role; the coordinator hands it over in a new term.
 type Machine struct {
@@ -54,16 +55,21 @@ type Machine struct {
 	table    Table
 	view     map[heartbeat.NodeID]heartbeat.NodeState
 	caughtUp bool
-	reported map[heartbeat.NodeID]time.Time // Failed on another's report, at
+	reported map[heartbeat.NodeID]report // Failed on another's report
 	changed  bool
 	handback bool // ask the coordinator for the role
 	events   []string
 }
 
+type report struct {
+	at  time.Time
+	run uint64 // the reported node's run then: a new run ends the hold
+}
+
 // NewMachine starts from the table saved on disk (or an empty one).
 func NewMachine(cfg Config, saved Table) *Machine {
 	return &Machine{cfg: cfg, table: saved.Clone(), view: map[heartbeat.NodeID]heartbeat.NodeState{},
-		reported: map[heartbeat.NodeID]time.Time{}}
+		reported: map[heartbeat.NodeID]report{}}
 }
 
 // Table returns a copy of the current table.
@@ -140,11 +146,11 @@ func (m *Machine) Register(r Registration, now time.Time) error {
 		return fmt.Errorf("registry: %s is not a node of this cluster's configuration", r.ID)
 	}
 	n := &m.table.Nodes[i]
-	n.Storage, n.Registered = r.Storage, now
+	n.Storage, n.Registered, n.Run = r.Storage, now, r.Run
 	if len(r.Addresses) > 0 {
 		n.Addresses = slices.Clone(r.Addresses)
 	}
-	if at, held := m.reported[r.ID]; held && now.Sub(at) < m.cfg.RejoinHold {
+	if rp, held := m.reported[r.ID]; held && rp.run == r.Run && now.Sub(rp.at) < m.cfg.RejoinHold {
 		m.bump() // storage updated; stays Failed until the hold ends
 		return nil
 	}
@@ -170,7 +176,8 @@ func (m *Machine) TargetFailed(node, target heartbeat.NodeID, now time.Time) err
 		return fmt.Errorf("registry: %s reports this node, the coordinator, as its failed backup target; it answers here: check the traffic data folder's disk", node)
 	}
 	if m.table.Fail(target) {
-		m.reported[target] = now
+		t, _ := m.table.Row(target)
+		m.reported[target] = report{at: now, run: t.Run}
 		m.note("%s reports its backup target %s failed: %s marked Failed, %s now backs up to %s", node, target, target, node, m.target(node))
 		m.bump()
 	}
@@ -284,6 +291,11 @@ func (m *Machine) Tick(now time.Time) {
 
 func (m *Machine) maintain(now time.Time) {
 	for _, n := range m.table.Nodes {
+		if m.view[n.ID] == heartbeat.NodeDead {
+			// Dead, not merely unreachable from one node: no hold when it
+			// returns (it registers after its restart).
+			delete(m.reported, n.ID)
+		}
 		switch {
 		case n.ID == m.cfg.Self:
 		case m.view[n.ID] == heartbeat.NodeDead && n.State == heartbeat.Normal:

@@ -72,8 +72,10 @@ func TestNotCaughtUpDecidesNothing(t *testing.T) {
 
 func TestTargetFailedReassignsToTheTargetsTarget(t *testing.T) {
 	m := machine("n1", false, Table{})
+	m.cfg.RejoinHold = time.Minute
 	step(m, view{"n2": alive, "n3": alive})
-	// n1 -> n2 -> n3 -> n1; n3 reports n1... no: n2 reports n3 failed.
+	m.Register(Registration{ID: "n3", Run: 7}, t0)
+	// n1 -> n2 -> n3 -> n1; n2 reports n3 failed.
 	if err := m.TargetFailed("n2", "n3", t0); err != nil {
 		t.Fatal(err)
 	}
@@ -85,27 +87,36 @@ func TestTargetFailedReassignsToTheTargetsTarget(t *testing.T) {
 	if r2, _ := tb.Row("n2"); r2.BackupAddr != "10.0.1.1" {
 		t.Errorf("backup target IP %q", r2.BackupAddr)
 	}
-	// n3 stays Failed while alive until it registers again.
+	// n3 stays Failed while alive until it registers again, and not
+	// within the hold while it runs the same run.
 	step(m, view{"n2": alive, "n3": alive})
-	if r3, _ := m.Table().Row("n3"); r3.State != heartbeat.Failed {
-		t.Fatal("a reported target came back without registering")
-	}
-	m.cfg.RejoinHold = time.Minute
-	if err := m.Register(Registration{ID: "n3"}, t0.Add(30*time.Second)); err != nil {
-		t.Fatal(err)
-	}
+	m.Register(Registration{ID: "n3", Run: 7}, t0.Add(30*time.Second))
 	if r3, _ := m.Table().Row("n3"); r3.State != heartbeat.Failed {
 		t.Fatal("a reported target came back within the hold")
 	}
-	if err := m.Register(Registration{ID: "n3", Storage: Storage{Location: "/var/lib/hamirror", Free: 5}}, t0.Add(time.Minute)); err != nil {
+	if err := m.Register(Registration{ID: "n3", Run: 7, Storage: Storage{Location: "/var/lib/hamirror", Free: 5}}, t0.Add(time.Minute)); err != nil {
 		t.Fatal(err)
 	}
 	tb = m.Table()
 	if r3, _ := tb.Row("n3"); r3.State != heartbeat.Normal || r3.Storage.Free != 5 || targets(tb)["n2"] != "n3" {
-		t.Fatalf("after registering: %+v", tb.Nodes)
+		t.Fatalf("after the hold: %+v", tb.Nodes)
+	}
+	// Reported again; n3 restarts (a new run) within the hold: Normal at once.
+	m.TargetFailed("n2", "n3", t0.Add(61*time.Second))
+	m.Register(Registration{ID: "n3", Run: 8}, t0.Add(62*time.Second))
+	if r3, _ := m.Table().Row("n3"); r3.State != heartbeat.Normal {
+		t.Fatal("a restarted node waited for the hold")
+	}
+	// Reported, then dead: no hold after its restart either.
+	m.TargetFailed("n2", "n3", t0.Add(63*time.Second))
+	step(m, view{"n2": alive, "n3": dead})
+	m.SetView(view{"n2": alive, "n3": alive})
+	m.Register(Registration{ID: "n3", Run: 8}, t0.Add(64*time.Second))
+	if r3, _ := m.Table().Row("n3"); r3.State != heartbeat.Normal {
+		t.Fatal("a reported node that died waited for the hold")
 	}
 	// A stale report (the table moved on) changes nothing.
-	v := tb.Version
+	v := m.Table().Version
 	m.TargetFailed("n2", "n1", t0)
 	if m.Table().Version != v {
 		t.Error("a stale report changed the table")

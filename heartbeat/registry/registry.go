@@ -2,6 +2,8 @@ package registry
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -28,6 +30,8 @@ type Options struct {
 	Note  func(msg string)
 	Clock func() time.Time
 	Tick  time.Duration // default 250ms
+	// Run identifies this start of the node (random; 0: drawn by New).
+	Run uint64
 	// Timeout bounds one request to a peer (default 2s).
 	Timeout time.Duration
 	Logf    func(string, ...any)
@@ -77,6 +81,13 @@ func New(opt Options) (*Registry, error) {
 	}
 	if opt.Storage == nil {
 		opt.Storage = func() Storage { return Storage{} }
+	}
+	for opt.Run == 0 {
+		var b [8]byte
+		if _, err := rand.Read(b[:]); err != nil {
+			return nil, err
+		}
+		opt.Run = binary.BigEndian.Uint64(b[:])
 	}
 	path := filepath.Join(opt.Dir, "table.json")
 	saved, err := loadTable(path)
@@ -244,7 +255,7 @@ func (r *Registry) Remove(ctx context.Context, id heartbeat.NodeID) error {
 
 // Register sends this node's registration to the coordinator (R11).
 func (r *Registry) Register(ctx context.Context) error {
-	reg := Registration{ID: r.opt.Self, Addresses: r.opt.Addresses[r.opt.Self], Storage: r.opt.Storage()}
+	reg := Registration{ID: r.opt.Self, Addresses: r.opt.Addresses[r.opt.Self], Storage: r.opt.Storage(), Run: r.opt.Run}
 	now := r.opt.Clock()
 	r.mu.Lock()
 	r.lastReg = now

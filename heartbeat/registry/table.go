@@ -23,6 +23,9 @@ type Registration struct {
 	ID        heartbeat.NodeID `json:"id"`
 	Addresses []string         `json:"addresses"`
 	Storage   Storage          `json:"storage"`
+	// Run is random per start of the node's services: a registration with
+	// a new run is a restart.
+	Run uint64 `json:"run"`
 }
 
 // Node is one row of the index table: the R7 row (ID, addresses, backup
@@ -31,6 +34,7 @@ type Node struct {
 	heartbeat.Row
 	Storage    Storage   `json:"storage"`
 	Registered time.Time `json:"registered,omitzero"` // last registration the coordinator took
+	Run        uint64    `json:"run,omitempty"`       // the run of that registration
 }
 
 // Removed is a node removed for good, and the node that held its data.

@@ -17,6 +17,7 @@ import (
 // Control operations served on mirrord's control socket (Handlers):
 //
 //	log          args mlog.Query                       → mlog.Result
+//	log-write    args NoteArgs (an operator's note)    → mlog.Entry
 //	traffic      args TrafficArgs                      → traffic.Answer
 //	node-remove  args RemoveArgs                       → registry.Table
 //	services     no args                               → Status
@@ -26,6 +27,13 @@ type TrafficArgs struct {
 	Node  heartbeat.NodeID `json:"node"`
 	Since time.Time        `json:"since,omitzero"`
 	Limit int              `json:"limit,omitempty"`
+}
+
+// NoteArgs are the arguments of the "log-write" op: an operator's note in
+// the management log (like logger(1) for the cluster).
+type NoteArgs struct {
+	Level   slog.Level `json:"level"`
+	Message string     `json:"message"`
 }
 
 // RemoveArgs are the arguments of the "node-remove" op.
@@ -71,6 +79,18 @@ func (s *Services) Handlers() map[string]func(json.RawMessage) (any, error) {
 				return nil, err
 			}
 			return s.log.Query(q)
+		},
+		"log-write": func(raw json.RawMessage) (any, error) {
+			var a NoteArgs
+			if err := args(raw, &a); err != nil {
+				return nil, err
+			}
+			if a.Message == "" {
+				return nil, fmt.Errorf("log write: the message is empty")
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			return s.log.Write(ctx, a.Level, "operator", a.Message)
 		},
 		"traffic": func(raw json.RawMessage) (any, error) {
 			var a TrafficArgs
