@@ -15,7 +15,7 @@
 //		Membership: member, Slog: slog.Default()})
 //	svc.Start(ctx)
 //	defer svc.Stop()
-//	for op, h := range svc.Handlers() { srv.Handle(op, h) }   // log, traffic, node-remove, services
+//	for op, h := range svc.Handlers() { srv.Handle(op, h) }   // log, log-write, traffic, node-remove, services
 //	svc.Log().Info("mirror", "leg 1 failed", "error", err)   // every component
 //
 // The membership is only read (Status); the services never change roles.
