@@ -38,6 +38,9 @@ var svcNodes = []string{"n1", "n2", "n3"}
 
 func newSvcLab(t *testing.T) *svcLab {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("-short: the services lab takes half a minute (make test runs it)")
+	}
 	if err := hblab.Available(); err != nil {
 		t.Skipf("SKIPPED LOUDLY: netns lab unavailable: %v", err)
 	}
