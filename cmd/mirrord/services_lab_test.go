@@ -193,33 +193,48 @@ func (s *svcLab) logKeys(id string) ([]string, error) {
 // no spool is left.
 func (s *svcLab) logsEqual(timeout time.Duration, ids ...string) []string {
 	s.t.Helper()
-	var last string
+	deadline := time.Now().Add(timeout)
+	for {
+		ref, why := s.logsDiffer(ids)
+		if why == "" {
+			return ref
+		}
+		if time.Now().After(deadline) {
+			s.t.Fatalf("logs of %s not equal after %v: %s", strings.Join(ids, ", "), timeout, why)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func (s *svcLab) logsDiffer(ids []string) ([]string, string) {
 	var ref []string
-	s.eventually(timeout, "equal logs on "+strings.Join(ids, ", "), func() bool {
-		var all []string
-		for _, id := range ids {
-			k, err := s.logKeys(id)
-			if err != nil {
-				last = err.Error()
-				return false
-			}
-			all = append(all, strings.Join(k, " "))
+	for i, id := range ids {
+		k, err := s.logKeys(id)
+		if err != nil {
+			return nil, err.Error()
+		}
+		if sp, _ := filepath.Glob(filepath.Join(s.svcDir(id), "mlog", "spool-*")); len(sp) > 0 {
+			return nil, fmt.Sprintf("%s still has spools %v", id, sp)
+		}
+		if i == 0 {
 			ref = k
-			if sp, _ := filepath.Glob(filepath.Join(s.svcDir(id), "mlog", "spool-*")); len(sp) > 0 {
-				last = fmt.Sprintf("%s still has spools %v", id, sp)
-				return false
-			}
+			continue
 		}
-		for _, a := range all[1:] {
-			if a != all[0] {
-				last = fmt.Sprintf("logs differ:\n%s", strings.Join(all, "\n"))
-				return false
-			}
+		if a, b := strings.Join(ref, " "), strings.Join(k, " "); a != b {
+			return nil, fmt.Sprintf("%s and %s differ: only on %s: %v; only on %s: %v", ids[0], id, ids[0], minus(ref, k), id, minus(k, ref))
 		}
-		return true
-	})
-	_ = last
-	return ref
+	}
+	return ref, ""
+}
+
+func minus(a, b []string) []string {
+	var out []string
+	for _, x := range a {
+		if !slices.Contains(b, x) {
+			out = append(out, x)
+		}
+	}
+	return out
 }
 
 func (s *svcLab) table(id string) (services.Status, bool) {
