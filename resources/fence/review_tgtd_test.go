@@ -87,4 +87,3 @@ func TestFencedNodeDoesNotJoinAnArrayItNeverJoined(t *testing.T) {
 	l.mustBeFencedOff(n1, "hb", b.Name, 0x53)
 	l.mustBeFencedOff(n1, "vol", b.Name, 0x54)
 }
-
