@@ -19,9 +19,43 @@ type array struct {
 	group *iscsi.RegistrationGroup
 
 	// joined is set once this node registered here (guarded by group):
-	// from then on, our key gone with another node holding the
-	// reservation means we were fenced.
+	// from then on, our key gone from the array while it kept its
+	// reservation state means we were fenced.
 	joined bool
+	// lastGen is the PR generation of our last read here that listed our
+	// key (seen: there was one); a smaller one later means the array lost
+	// its state since.
+	lastGen uint32
+	seen    bool
+}
+
+// observe records a read's PR generation and returns what the decisions
+// need to know of this array's past. Only a read listing our key moves
+// the reference, so a generation that went back stays visible until we
+// are registered again. Called with group held.
+func (a *array) observe(v view, me uint64) progress {
+	p := progress{joined: a.joined, reset: a.seen && v.gen < a.lastGen}
+	if slices.Contains(v.keys, me) {
+		a.lastGen, a.seen = v.gen, true
+	}
+	return p
+}
+
+// fencedHere reads the array once and says whether it shows this node
+// fenced (the decision of next, no step taken). Unreachable or failing
+// arrays say no: the operation itself reports them.
+func (a *array) fencedHere(g goal) (bool, string) {
+	if !a.Volume.Connected() {
+		return false, ""
+	}
+	a.group.Lock()
+	defer a.group.Unlock()
+	v, err := a.read()
+	if err != nil {
+		return false, ""
+	}
+	act := next(g, v, a.observe(v, g.me))
+	return act.kind == actFenced, act.note
 }
 
 // maxSteps bounds one operation on one array: every step changes what the
@@ -59,11 +93,12 @@ func (a *array) do(ctx context.Context, g goal, log *slog.Logger) (out ArrayResu
 		if err := ctx.Err(); err != nil {
 			return fail(err)
 		}
-		p.joined = a.joined
 		v, err := a.read()
 		if err != nil {
 			return fail(err)
 		}
+		seen := a.observe(v, g.me)
+		p.joined, p.reset = seen.joined, seen.reset
 		act := next(g, v, p)
 		if act.note != "" && act.kind != actFenced {
 			out.Notes = append(out.Notes, act.note)
@@ -120,7 +155,7 @@ func (a *array) do(ctx context.Context, g goal, log *slog.Logger) (out ArrayResu
 
 // read is one view of the array.
 func (a *array) read() (view, error) {
-	_, keys, err := a.Volume.ReadKeys()
+	gen, keys, err := a.Volume.ReadKeys()
 	if err != nil {
 		return view{}, err
 	}
@@ -128,7 +163,7 @@ func (a *array) read() (view, error) {
 	if err != nil {
 		return view{}, err
 	}
-	return view{keys: keys, res: res}, nil
+	return view{keys: keys, res: res, gen: gen}, nil
 }
 
 // register registers every writing session (a deliberate join) and has

@@ -273,9 +273,15 @@ func (f *Fence) Release(ctx context.Context) (Result, error) {
 // missing key with the reservation held by another node is ErrFenced. It
 // repairs what an array restart loses (tgtd keeps reservations in memory):
 // the registrations, and the reservation of an active node.
+//
+// A node found fenced stays fenced: Check then sends nothing and answers
+// ErrFenced until Register.
 func (f *Fence) Check(ctx context.Context) (Result, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if f.fenced {
+		return Result{Op: opCheck.String()}, fmt.Errorf("fence: check: %w", ErrFenced)
+	}
 	return f.run(ctx, goal{op: opCheck, me: f.cfg.Key, active: f.active})
 }
 
@@ -296,7 +302,18 @@ func (f *Fence) Active() bool {
 
 // run does g on every array in parallel and gathers the results. Called
 // with f.mu held.
+//
+// Except for Register (the deliberate rejoin), it first reads every
+// reachable array, and if one of them shows this node fenced it takes no
+// step on any: a fenced node must not join (register on) an array it
+// never joined, nor preempt there, while its operation on the others
+// finds it fenced.
 func (f *Fence) run(ctx context.Context, g goal) (Result, error) {
+	if g.op != opRegister {
+		if r, fenced := f.fencedAnywhere(g); fenced {
+			return r, f.verdict(g, r)
+		}
+	}
 	res := Result{Op: g.op.String(), Arrays: make([]ArrayResult, len(f.arrays))}
 	done := make(chan int, len(f.arrays))
 	for i, a := range f.arrays {
@@ -325,6 +342,46 @@ func (f *Fence) run(ctx context.Context, g goal) (Result, error) {
 		}
 	}
 	return res, f.verdict(g, res)
+}
+
+// fencedAnywhere reads every array in parallel and, if any shows this
+// node fenced, returns the result that says so (the arrays that do not
+// show it are reported untouched).
+func (f *Fence) fencedAnywhere(g goal) (Result, bool) {
+	type answer struct {
+		fenced bool
+		note   string
+	}
+	answers := make([]answer, len(f.arrays))
+	var wg sync.WaitGroup
+	for i, a := range f.arrays {
+		wg.Go(func() {
+			fenced, note := a.fencedHere(g)
+			answers[i] = answer{fenced, note}
+		})
+	}
+	wg.Wait()
+	var on []string
+	for i, a := range f.arrays {
+		if answers[i].fenced {
+			on = append(on, a.Name)
+			f.log.Warn("fence: this node was fenced", "array", a.Name, "why", answers[i].note)
+		}
+	}
+	if len(on) == 0 {
+		return Result{}, false
+	}
+	r := Result{Op: g.op.String()}
+	for i, a := range f.arrays {
+		ar := ArrayResult{Array: a.Name}
+		if answers[i].fenced {
+			ar.Err = fmt.Errorf("fence: %s on %s: %w (%s)", g.op, a.Name, ErrFenced, answers[i].note)
+		} else {
+			ar.Err = fmt.Errorf("fence: %s on %s: nothing done: this node is fenced on %s: %w", g.op, a.Name, strings.Join(on, ", "), ErrFenced)
+		}
+		r.Arrays = append(r.Arrays, ar)
+	}
+	return r, true
 }
 
 // verdict turns the per-array results into the operation's error.
