@@ -37,14 +37,23 @@
 //     re-added (mirror.Options.BeforeReAdd); both are idempotent on the
 //     arrays already done.
 //   - A takeover reserves before it preempts (a victim holding the
-//     reservation is preempted with it, which moves it to us), so a node
-//     whose key is gone always sees the reservation held by another: that
-//     is ErrFenced, and a fenced node never registers or preempts on its
-//     own (Takeover and Acquire refuse) until Register, the clean rejoin.
-//   - Our key gone with no reservation held is not a fence: the array lost
-//     its reservations (tgtd keeps them in memory, so a restart empties
-//     them) or we never joined it; the agent registers again.
-//
+//     reservation is preempted with it, which moves it to us).
+//   - Our key gone from an array we had joined is a fence when the array
+//     kept its reservation state: its PR generation (READ KEYS) did not go
+//     back since our last read that listed our key; whoever holds the
+//     reservation now, even nobody (the new owner released it). That is
+//     ErrFenced, and a fenced node never registers or preempts on its own
+//     (Takeover and Acquire refuse; Check sends nothing) until Register,
+//     the clean rejoin. Every operation but Register first reads every
+//     array and takes no step on any once one shows this node fenced, so
+//     a fenced node never joins an array it had not joined yet.
+//   - Our key gone and the PR generation gone back is not a fence: the
+//     array lost its reservations (tgtd keeps them in memory, so a
+//     restart empties them and resets the generation), whoever reserved
+//     since; the agent registers again. (A restart right after start-up,
+//     before the generation grew past what the peer adds after the
+//     restart, reads as a fence: the safe side.)
+
 // Where tgtd (1.0.85, the array of the tests) differs from SPC-4, and
 // what the agent does about it:
 //   - PREEMPT AND ABORT is not implemented (ILLEGAL REQUEST 24/00): plain
