@@ -168,8 +168,17 @@ func (a *array) read() (view, error) {
 
 // register registers every writing session (a deliberate join) and has
 // each keep its registration across reconnects.
+//
+// A disk-heartbeat session that is not logged in (reconnecting, or not
+// yet connected at all: iscsi.OpenInBackground) is only asked to keep the
+// registration: it registers at its login, before it carries I/O, guarded
+// by our key being registered through the volume's session.
 func (a *array) register(key uint64) error {
 	for _, d := range a.sessions() {
+		if d != a.Volume && !d.Connected() {
+			d.KeepRegistered(key, a.group)
+			continue
+		}
 		if err := d.EnsureRegistered(key); err != nil {
 			return err
 		}
@@ -186,6 +195,10 @@ func (a *array) register(key uint64) error {
 func (a *array) rejoin(key uint64) (restored int, err error) {
 	a.joined = true
 	for _, d := range a.sessions() {
+		if d != a.Volume && !d.Connected() {
+			d.KeepRegistered(key, a.group) // registered at its login (see register)
+			continue
+		}
 		registered, err := d.IsRegistered(key)
 		if err != nil {
 			return restored, err
