@@ -3,9 +3,11 @@ package fence_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -85,22 +87,60 @@ func TestNoWriteLandsWhileAnUnprovenRegistrationIsUndone(t *testing.T) {
 		return d
 	}
 	const key1, key2 = 0x1111, 0x2222
-	var conn *interposer
-	var dialer net.Dialer
-	vol1 := open("node1", iscsi.PurposeVolume, nil)
-	hb1 := open("node1", iscsi.PurposeDiskHeartbeat, func(c context.Context, network, addr string) (net.Conn, error) {
+	const hbOff = 4096
+	slot := bytes.Repeat([]byte{0x5a}, 4096)
+	var (
+		armed        atomic.Bool
+		once         sync.Once
+		takeoverErr  error
+		takeoverDone = make(chan struct{})
+		writeDone    = make(chan error, 1)
+		f2           *fence.Fence
+		hb1          *iscsi.Disk
+		dialer       net.Dialer
+	)
+	// Every connection of node1's disk-heartbeat session is interposed:
+	// the first REGISTER AND IGNORE EXISTING KEY it sends once armed (the
+	// restore, whichever session sends it) is where node1 "freezes".
+	dial := func(c context.Context, network, addr string) (net.Conn, error) {
 		nc, err := dialer.DialContext(c, network, addr)
-		if err == nil {
-			conn = &interposer{Conn: nc}
+		if err != nil {
+			return nil, err
 		}
-		return conn, err
-	})
+		conn := &interposer{Conn: nc}
+		conn.onCommand = func(cdb []byte) {
+			if !armed.Load() || cdb[0] != 0x5f || cdb[1]&0x1f != 6 { // PERSISTENT RESERVE OUT, REGISTER AND IGNORE EXISTING KEY
+				return
+			}
+			once.Do(func() {
+				// node1 froze between its guard's READ KEYS and this
+				// REGISTER; node2 declares it dead and takes over, to
+				// completion.
+				_, takeoverErr = f2.Takeover(ctx(t), key1)
+				close(takeoverDone)
+				conn.setHold(true) // the array's answer to REGISTER waits for node1's next write
+				go func() {
+					err := hb1.WriteAt(slot, hbOff, true)
+					conn.setHold(false)
+					writeDone <- err
+				}()
+			})
+		}
+		conn.afterSend = func(cdb []byte) {
+			if cdb[0] == 0x8a { // WRITE(16)
+				conn.setHold(false)
+			}
+		}
+		return conn, nil
+	}
+	vol1 := open("node1", iscsi.PurposeVolume, nil)
+	hb1 = open("node1", iscsi.PurposeDiskHeartbeat, dial)
 	vol2, hb2 := open("node2", iscsi.PurposeVolume, nil), open("node2", iscsi.PurposeDiskHeartbeat, nil)
 	f1, err := fence.New(fence.Config{Key: key1, Peers: []uint64{key2}, Arrays: []fence.Array{{Name: a.Name, Volume: vol1, DiskHeartbeat: hb1}}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	f2, err := fence.New(fence.Config{Key: key2, Peers: []uint64{key1}, Arrays: []fence.Array{{Name: a.Name, Volume: vol2, DiskHeartbeat: hb2}}})
+	f2, err = fence.New(fence.Config{Key: key2, Peers: []uint64{key1}, Arrays: []fence.Array{{Name: a.Name, Volume: vol2, DiskHeartbeat: hb2}}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -112,47 +152,38 @@ func TestNoWriteLandsWhileAnUnprovenRegistrationIsUndone(t *testing.T) {
 	if err := hb1.Register(key1, 0); err != nil {
 		t.Fatal(err)
 	}
-
-	const hbOff = 4096
-	slot := bytes.Repeat([]byte{0x5a}, 4096)
-	var once sync.Once
-	var takeoverErr error
-	takeoverDone := make(chan struct{})
-	writeDone := make(chan error, 1)
-	conn.onCommand = func(cdb []byte) {
-		if cdb[0] != 0x5f || cdb[1]&0x1f != 6 { // PERSISTENT RESERVE OUT, REGISTER AND IGNORE EXISTING KEY
-			return
-		}
-		once.Do(func() {
-			// node1 froze between its guard's READ KEYS and this REGISTER;
-			// node2 declares it dead and takes over, to completion.
-			_, takeoverErr = f2.Takeover(ctx(t), key1)
-			close(takeoverDone)
-			conn.setHold(true) // the array's answer to REGISTER waits for node1's next write
-			go func() { writeDone <- hb1.WriteAt(slot, hbOff, true) }()
-		})
-	}
-	conn.afterSend = func(cdb []byte) {
-		if cdb[0] == 0x8a { // WRITE(16)
-			conn.setHold(false)
-		}
-	}
+	armed.Store(true)
 	_, checkErr := f1.Check(ctx(t))
 	select {
 	case <-takeoverDone:
-	default:
-		t.Fatalf("node1's check never restored a registration (err %v)", checkErr)
+	case <-time.After(10 * time.Second):
+		t.Fatalf("node1 never restored its disk heartbeat's registration (check: %v)", checkErr)
 	}
 	if takeoverErr != nil {
 		t.Fatalf("node2's takeover: %v", takeoverErr)
 	}
 	werr := <-writeDone
-	b, err := os.ReadFile(a.Img)
-	if err != nil {
-		t.Fatal(err)
+	landed := func() bool {
+		b, err := os.ReadFile(a.Img)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return bytes.Equal(b[hbOff:hbOff+4096], slot)
 	}
-	if bytes.Equal(b[hbOff:hbOff+4096], slot) {
+	if landed() {
 		t.Fatalf("node1's disk-heartbeat write landed after node2's Takeover returned (write err %v, node1 check %v)", werr, checkErr)
 	}
-	t.Logf("node1's write: %v; node1's check: %v", werr, checkErr)
+	t.Logf("node1's write during the restore: %v; node1's check: %v", werr, checkErr)
+	// Once the restore settled, node1's disk heartbeat stays fenced off.
+	waitFor(t, "node1's disk heartbeat settles", func() bool { return hb1.Connected() || hb1.Stats().RegistrationsLost > 0 })
+	time.Sleep(300 * time.Millisecond)
+	for range 3 {
+		if err := hb1.WriteAt(slot, hbOff, true); err == nil || landed() {
+			t.Fatalf("node1's disk-heartbeat write after the takeover: %v, landed %v", err, landed())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if _, err := f1.Check(ctx(t)); !errors.Is(err, fence.ErrFenced) {
+		t.Fatalf("node1's check after the takeover: %v, want ErrFenced", err)
+	}
 }
