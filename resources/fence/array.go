@@ -124,9 +124,6 @@ func (a *array) do(ctx context.Context, g goal, log *slog.Logger) (out ArrayResu
 			restored, err = a.rejoin(g.me)
 			out.Restored += restored
 			p.sessionsOK = err == nil
-			if errors.Is(err, errGone) {
-				err = nil // the next read tells why
-			}
 		case actReserve:
 			err = a.Volume.Reserve(g.me, iscsi.WriteExclusiveRegistrantsOnly)
 		case actPreempt:
@@ -188,10 +185,13 @@ func (a *array) register(key uint64) error {
 	return nil
 }
 
-// rejoin proves each writing session registered, restoring the ones the
-// array forgot while our key is still registered through another session
-// (iscsi.Disk.Reregister). A session that cannot be restored because our
-// key is gone leaves the next read to find us fenced.
+// rejoin proves each writing session registered. A session the array
+// forgot is restored by logging it in again (iscsi.Disk.RestoreByRelogin):
+// the new session registers, guarded by our key still being registered,
+// before it carries any I/O, so a takeover racing the restore can never
+// let a write of ours through. Until then its writes get RESERVATION
+// CONFLICT or fail with the dropped session; the restore is counted in
+// Restored.
 func (a *array) rejoin(key uint64) (restored int, err error) {
 	a.joined = true
 	for _, d := range a.sessions() {
@@ -203,25 +203,15 @@ func (a *array) rejoin(key uint64) (restored int, err error) {
 		if err != nil {
 			return restored, err
 		}
-		if registered {
-			d.KeepRegistered(key, a.group)
+		if !registered {
+			d.RestoreByRelogin(key, a.group)
+			restored++
 			continue
 		}
-		ok, err := d.Reregister(key)
-		if err != nil {
-			return restored, err
-		}
-		if !ok {
-			return restored, fmt.Errorf("session %s lost its registration: %w", d.Name(), errGone)
-		}
-		restored++
 		d.KeepRegistered(key, a.group)
 	}
 	return restored, nil
 }
-
-// errGone: our key vanished while we looked; the caller reads again.
-var errGone = errors.New("our key is no longer registered")
 
 // releaseStale releases a reservation that RELEASE from the volume's
 // session did not: its holder is a registration of ours the array keeps
