@@ -71,7 +71,13 @@
 //   - The reservation likewise stays with the old session's registration:
 //     RELEASE from the new session does nothing. Release notices, takes it
 //     back with a PREEMPT of our own key, releases it and restores our
-//     other sessions' registrations.
+//     other sessions' registrations by logging them in again.
+//   - A session that carries I/O is never registered by a guarded
+//     (unproven) step: between the guard's READ KEYS and its REGISTER a
+//     takeover could finish, and the session's writes would land until
+//     the undo. A live session found unregistered is logged in again
+//     (iscsi.Disk.RestoreByRelogin); its new session registers before it
+//     carries I/O. The disk heartbeat misses a beat or two meanwhile.
 //   - Reservations do not persist through a restart (no APTPL; REPORT
 //     CAPABILITIES says PTPL_C 0): see the third rule above.
 //

@@ -321,12 +321,15 @@ func TestFenceTwoNodesTwoArrays(t *testing.T) {
 
 	// Clean stop of node2: its reservation on A is now held by a session
 	// tgtd no longer has; Release still releases it, and node2 stays
-	// registered. node1 then takes over cleanly, node2 kept.
+	// registered (taking the stale reservation back drops the disk
+	// heartbeat session's registration, which it restores by logging in
+	// again). node1 then takes over cleanly, node2 kept.
 	r = mustOK(t, "node2 release")(n2.fence.Release(ctx(t)))
 	for _, arr := range both {
 		if res, err := n1.vol[arr].ReadReservation(); err != nil || res.Held {
 			t.Fatalf("%s after node2's release: %+v %v", arr, res, err)
 		}
+		waitFor(t, "node2's disk heartbeat session", n2.hb[arr].Connected)
 		l.mustWrite(n2, "hb", arr, 0x26)
 	}
 	if !strings.Contains(r.String(), "tgtd") {
