@@ -37,7 +37,11 @@
 //     re-added (mirror.Options.BeforeReAdd); both are idempotent on the
 //     arrays already done.
 //   - A takeover reserves before it preempts (a victim holding the
-//     reservation is preempted with it, which moves it to us).
+//     reservation is preempted with it, which moves it to us). It takes
+//     the arrays one at a time in the order of their names and stops at
+//     the first failure, so two nodes taking over from each other at once
+//     (both declared the other dead) meet on the same first array, where
+//     one removes the other; the loser never touches the other arrays.
 //   - Our key gone from an array we had joined is a fence when the array
 //     kept its reservation state: its PR generation (READ KEYS) did not go
 //     back since our last read that listed our key; whoever holds the

@@ -220,7 +220,10 @@ func (f *Fence) Register(ctx context.Context) (Result, error) {
 // Takeover fences victims (default: every peer) off every reachable
 // array: it makes sure this node is registered, holds the WE-RO
 // reservation, and removes each victim key still registered with PREEMPT
-// AND ABORT (PREEMPT where the array refuses it). It fails if any
+// AND ABORT (PREEMPT where the array refuses it). It works on the arrays
+// one at a time in the order of their names and stops at the first
+// failure, so of two nodes taking over from each other at once exactly
+// one wins. It fails if any
 // reachable array could not be fenced, if no array is reachable
 // (ErrNoArray), or if this node was fenced itself (ErrFenced): a node that
 // lost its key never preempts back.
@@ -314,6 +317,9 @@ func (f *Fence) run(ctx context.Context, g goal) (Result, error) {
 			return r, f.verdict(g, r)
 		}
 	}
+	if g.op == opTakeover {
+		return f.runInOrder(ctx, g)
+	}
 	res := Result{Op: g.op.String(), Arrays: make([]ArrayResult, len(f.arrays))}
 	done := make(chan int, len(f.arrays))
 	for i, a := range f.arrays {
@@ -339,6 +345,38 @@ func (f *Fence) run(ctx context.Context, g goal) (Result, error) {
 				}
 			}
 			return out, f.verdict(g, out)
+		}
+	}
+	return res, f.verdict(g, res)
+}
+
+// runInOrder does g on one array at a time, in the order of their names
+// (the same on every node), and stops at the first array where it fails:
+// two nodes taking over from each other at once meet on the first array
+// they both reach, where one removes the other, and the loser never
+// touches the others. In parallel, each could win a different array and
+// both lose. An unreachable array is passed (reported, not fatal); one
+// that hangs delays the next by up to the iSCSI timeout.
+func (f *Fence) runInOrder(ctx context.Context, g goal) (Result, error) {
+	res := Result{Op: g.op.String(), Arrays: make([]ArrayResult, len(f.arrays))}
+	order := make([]int, len(f.arrays))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortFunc(order, func(x, y int) int { return strings.Compare(f.arrays[x].Name, f.arrays[y].Name) })
+	failed := ""
+	for _, i := range order {
+		a := f.arrays[i]
+		switch {
+		case failed != "":
+			res.Arrays[i] = ArrayResult{Array: a.Name, Err: fmt.Errorf("fence: %s on %s: not attempted: it failed on %s first", g.op, a.Name, failed)}
+		case ctx.Err() != nil:
+			res.Arrays[i] = ArrayResult{Array: a.Name, Err: fmt.Errorf("fence: %s on %s: %w", g.op, a.Name, ctx.Err())}
+		default:
+			res.Arrays[i] = a.do(ctx, g, f.log)
+			if res.Arrays[i].Err != nil {
+				failed = a.Name
+			}
 		}
 	}
 	return res, f.verdict(g, res)
