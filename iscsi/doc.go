@@ -20,6 +20,15 @@
 // sentinels (ErrTimeout, ErrDisconnected, ErrReservationConflict, ErrAuth,
 // ...) and *SenseError; test them with errors.Is / errors.As.
 //
+// An array may be down when the node starts: OpenLegInBackground returns
+// the Disk at once and logs in in the background (every ReconnectInterval).
+// Until its first login the Disk is not Ready: commands fail fast with
+// ErrNotConnected (also ErrDisconnected) and Size is 0; the first login
+// identifies the LUN. Treat a Disk that is not Ready as a leg that is down:
+//
+//	d, err := iscsi.OpenLegInBackground(spec, cfg) // only spec/cfg errors
+//	err = d.WaitReady(ctx)                          // or poll d.Ready()
+//
 // Sessions: a Config says its Purpose (PurposeVolume, PurposeDiskHeartbeat,
 // PurposeTool, PurposeReadOnly) and package iscsi derives the ISID from
 // (initiator name, purpose, target, LUN): a node's sessions of different

@@ -19,6 +19,10 @@ var (
 	// ErrDisconnected: there is no logged-in session right now (the Disk is
 	// reconnecting in the background).
 	ErrDisconnected = errors.New("iscsi: not connected to the target")
+	// ErrNotConnected: a Disk opened in the background has not logged in
+	// yet. It is also ErrDisconnected (errors.Is): the array does not
+	// answer.
+	ErrNotConnected = fmt.Errorf("%w yet: the first login has not succeeded", ErrDisconnected)
 	// ErrClosed: the Disk or session was closed by its user.
 	ErrClosed = errors.New("iscsi: closed")
 	// ErrLogin: the target refused the login (wrong target name, no access).

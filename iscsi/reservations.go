@@ -119,10 +119,12 @@ func (g *RegistrationGroup) Unlock() { g.mu.Unlock() }
 //     more, the registration is undone and the check repeated.
 //
 // The caller must hold the RegistrationGroup of this node's sessions to
-// the LUN, so that key is only ever registered by a proven step. A session
-// carrying I/O may see its writes land between steps 3's REGISTER and the
-// undo; KeepRegistered runs the same steps on a new session before it
-// carries any I/O.
+// the LUN, so that key is only ever registered by a proven step. Never
+// call it on a session that carries writes: a PREEMPT between step 3's
+// READ KEYS and REGISTER leaves the session registered until the undo,
+// and its writes sent meanwhile land after the preempting node's takeover
+// finished. Use RestoreByRelogin there: KeepRegistered runs the same
+// steps on a new session before it carries any I/O.
 func (d *Disk) Reregister(key uint64) (bool, error) {
 	ok, _, err := d.reregisterOn(nil, key)
 	return ok, err
@@ -182,6 +184,24 @@ func (d *Disk) KeepRegistered(key uint64, g *RegistrationGroup) {
 	d.keep.key, d.keep.group = key, g
 	if key == 0 {
 		d.keep.group = nil
+	}
+}
+
+// RestoreByRelogin restores a registration the current session lost
+// without ever registering a session that carries I/O: it sets
+// KeepRegistered(key, g) and drops the session, so the Disk logs in again
+// (after ReconnectInterval) and the new session registers, with
+// Reregister's guard, before it carries any I/O; or stays unregistered if
+// key is gone by then. Commands in flight on the dropped session fail with
+// ErrDisconnected. It does not wait; the caller must not hold g while
+// waiting for the Disk to reconnect.
+func (d *Disk) RestoreByRelogin(key uint64, g *RegistrationGroup) {
+	d.KeepRegistered(key, g)
+	d.mu.Lock()
+	s := d.sess
+	d.mu.Unlock()
+	if s != nil {
+		s.kill(fmt.Errorf("%w: logging in again to restore the session's reservation registration safely", ErrDisconnected))
 	}
 }
 

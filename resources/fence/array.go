@@ -19,9 +19,43 @@ type array struct {
 	group *iscsi.RegistrationGroup
 
 	// joined is set once this node registered here (guarded by group):
-	// from then on, our key gone with another node holding the
-	// reservation means we were fenced.
+	// from then on, our key gone from the array while it kept its
+	// reservation state means we were fenced.
 	joined bool
+	// lastGen is the PR generation of our last read here that listed our
+	// key (seen: there was one); a smaller one later means the array lost
+	// its state since.
+	lastGen uint32
+	seen    bool
+}
+
+// observe records a read's PR generation and returns what the decisions
+// need to know of this array's past. Only a read listing our key moves
+// the reference, so a generation that went back stays visible until we
+// are registered again. Called with group held.
+func (a *array) observe(v view, me uint64) progress {
+	p := progress{joined: a.joined, reset: a.seen && v.gen < a.lastGen}
+	if slices.Contains(v.keys, me) {
+		a.lastGen, a.seen = v.gen, true
+	}
+	return p
+}
+
+// fencedHere reads the array once and says whether it shows this node
+// fenced (the decision of next, no step taken). Unreachable or failing
+// arrays say no: the operation itself reports them.
+func (a *array) fencedHere(g goal) (bool, string) {
+	if !a.Volume.Connected() {
+		return false, ""
+	}
+	a.group.Lock()
+	defer a.group.Unlock()
+	v, err := a.read()
+	if err != nil {
+		return false, ""
+	}
+	act := next(g, v, a.observe(v, g.me))
+	return act.kind == actFenced, act.note
 }
 
 // maxSteps bounds one operation on one array: every step changes what the
@@ -59,11 +93,12 @@ func (a *array) do(ctx context.Context, g goal, log *slog.Logger) (out ArrayResu
 		if err := ctx.Err(); err != nil {
 			return fail(err)
 		}
-		p.joined = a.joined
 		v, err := a.read()
 		if err != nil {
 			return fail(err)
 		}
+		seen := a.observe(v, g.me)
+		p.joined, p.reset = seen.joined, seen.reset
 		act := next(g, v, p)
 		if act.note != "" && act.kind != actFenced {
 			out.Notes = append(out.Notes, act.note)
@@ -89,9 +124,6 @@ func (a *array) do(ctx context.Context, g goal, log *slog.Logger) (out ArrayResu
 			restored, err = a.rejoin(g.me)
 			out.Restored += restored
 			p.sessionsOK = err == nil
-			if errors.Is(err, errGone) {
-				err = nil // the next read tells why
-			}
 		case actReserve:
 			err = a.Volume.Reserve(g.me, iscsi.WriteExclusiveRegistrantsOnly)
 		case actPreempt:
@@ -120,7 +152,7 @@ func (a *array) do(ctx context.Context, g goal, log *slog.Logger) (out ArrayResu
 
 // read is one view of the array.
 func (a *array) read() (view, error) {
-	_, keys, err := a.Volume.ReadKeys()
+	gen, keys, err := a.Volume.ReadKeys()
 	if err != nil {
 		return view{}, err
 	}
@@ -128,13 +160,22 @@ func (a *array) read() (view, error) {
 	if err != nil {
 		return view{}, err
 	}
-	return view{keys: keys, res: res}, nil
+	return view{keys: keys, res: res, gen: gen}, nil
 }
 
 // register registers every writing session (a deliberate join) and has
 // each keep its registration across reconnects.
+//
+// A disk-heartbeat session that is not logged in (reconnecting, or not
+// yet connected at all: iscsi.OpenInBackground) is only asked to keep the
+// registration: it registers at its login, before it carries I/O, guarded
+// by our key being registered through the volume's session.
 func (a *array) register(key uint64) error {
 	for _, d := range a.sessions() {
+		if d != a.Volume && !d.Connected() {
+			d.KeepRegistered(key, a.group)
+			continue
+		}
 		if err := d.EnsureRegistered(key); err != nil {
 			return err
 		}
@@ -144,36 +185,33 @@ func (a *array) register(key uint64) error {
 	return nil
 }
 
-// rejoin proves each writing session registered, restoring the ones the
-// array forgot while our key is still registered through another session
-// (iscsi.Disk.Reregister). A session that cannot be restored because our
-// key is gone leaves the next read to find us fenced.
+// rejoin proves each writing session registered. A session the array
+// forgot is restored by logging it in again (iscsi.Disk.RestoreByRelogin):
+// the new session registers, guarded by our key still being registered,
+// before it carries any I/O, so a takeover racing the restore can never
+// let a write of ours through. Until then its writes get RESERVATION
+// CONFLICT or fail with the dropped session; the restore is counted in
+// Restored.
 func (a *array) rejoin(key uint64) (restored int, err error) {
 	a.joined = true
 	for _, d := range a.sessions() {
+		if d != a.Volume && !d.Connected() {
+			d.KeepRegistered(key, a.group) // registered at its login (see register)
+			continue
+		}
 		registered, err := d.IsRegistered(key)
 		if err != nil {
 			return restored, err
 		}
-		if registered {
-			d.KeepRegistered(key, a.group)
+		if !registered {
+			d.RestoreByRelogin(key, a.group)
+			restored++
 			continue
 		}
-		ok, err := d.Reregister(key)
-		if err != nil {
-			return restored, err
-		}
-		if !ok {
-			return restored, fmt.Errorf("session %s lost its registration: %w", d.Name(), errGone)
-		}
-		restored++
 		d.KeepRegistered(key, a.group)
 	}
 	return restored, nil
 }
-
-// errGone: our key vanished while we looked; the caller reads again.
-var errGone = errors.New("our key is no longer registered")
 
 // releaseStale releases a reservation that RELEASE from the volume's
 // session did not: its holder is a registration of ours the array keeps

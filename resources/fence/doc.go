@@ -37,14 +37,27 @@
 //     re-added (mirror.Options.BeforeReAdd); both are idempotent on the
 //     arrays already done.
 //   - A takeover reserves before it preempts (a victim holding the
-//     reservation is preempted with it, which moves it to us), so a node
-//     whose key is gone always sees the reservation held by another: that
-//     is ErrFenced, and a fenced node never registers or preempts on its
-//     own (Takeover and Acquire refuse) until Register, the clean rejoin.
-//   - Our key gone with no reservation held is not a fence: the array lost
-//     its reservations (tgtd keeps them in memory, so a restart empties
-//     them) or we never joined it; the agent registers again.
-//
+//     reservation is preempted with it, which moves it to us). It takes
+//     the arrays one at a time in the order of their names and stops at
+//     the first failure, so two nodes taking over from each other at once
+//     (both declared the other dead) meet on the same first array, where
+//     one removes the other; the loser never touches the other arrays.
+//   - Our key gone from an array we had joined is a fence when the array
+//     kept its reservation state: its PR generation (READ KEYS) did not go
+//     back since our last read that listed our key; whoever holds the
+//     reservation now, even nobody (the new owner released it). That is
+//     ErrFenced, and a fenced node never registers or preempts on its own
+//     (Takeover and Acquire refuse; Check sends nothing) until Register,
+//     the clean rejoin. Every operation but Register first reads every
+//     array and takes no step on any once one shows this node fenced, so
+//     a fenced node never joins an array it had not joined yet.
+//   - Our key gone and the PR generation gone back is not a fence: the
+//     array lost its reservations (tgtd keeps them in memory, so a
+//     restart empties them and resets the generation), whoever reserved
+//     since; the agent registers again. (A restart right after start-up,
+//     before the generation grew past what the peer adds after the
+//     restart, reads as a fence: the safe side.)
+
 // Where tgtd (1.0.85, the array of the tests) differs from SPC-4, and
 // what the agent does about it:
 //   - PREEMPT AND ABORT is not implemented (ILLEGAL REQUEST 24/00): plain
@@ -62,7 +75,13 @@
 //   - The reservation likewise stays with the old session's registration:
 //     RELEASE from the new session does nothing. Release notices, takes it
 //     back with a PREEMPT of our own key, releases it and restores our
-//     other sessions' registrations.
+//     other sessions' registrations by logging them in again.
+//   - A session that carries I/O is never registered by a guarded
+//     (unproven) step: between the guard's READ KEYS and its REGISTER a
+//     takeover could finish, and the session's writes would land until
+//     the undo. A live session found unregistered is logged in again
+//     (iscsi.Disk.RestoreByRelogin); its new session registers before it
+//     carries I/O. The disk heartbeat misses a beat or two meanwhile.
 //   - Reservations do not persist through a restart (no APTPL; REPORT
 //     CAPABILITIES says PTPL_C 0): see the third rule above.
 //

@@ -220,7 +220,10 @@ func (f *Fence) Register(ctx context.Context) (Result, error) {
 // Takeover fences victims (default: every peer) off every reachable
 // array: it makes sure this node is registered, holds the WE-RO
 // reservation, and removes each victim key still registered with PREEMPT
-// AND ABORT (PREEMPT where the array refuses it). It fails if any
+// AND ABORT (PREEMPT where the array refuses it). It works on the arrays
+// one at a time in the order of their names and stops at the first
+// failure, so of two nodes taking over from each other at once exactly
+// one wins. It fails if any
 // reachable array could not be fenced, if no array is reachable
 // (ErrNoArray), or if this node was fenced itself (ErrFenced): a node that
 // lost its key never preempts back.
@@ -273,9 +276,15 @@ func (f *Fence) Release(ctx context.Context) (Result, error) {
 // missing key with the reservation held by another node is ErrFenced. It
 // repairs what an array restart loses (tgtd keeps reservations in memory):
 // the registrations, and the reservation of an active node.
+//
+// A node found fenced stays fenced: Check then sends nothing and answers
+// ErrFenced until Register.
 func (f *Fence) Check(ctx context.Context) (Result, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if f.fenced {
+		return Result{Op: opCheck.String()}, fmt.Errorf("fence: check: %w", ErrFenced)
+	}
 	return f.run(ctx, goal{op: opCheck, me: f.cfg.Key, active: f.active})
 }
 
@@ -296,7 +305,21 @@ func (f *Fence) Active() bool {
 
 // run does g on every array in parallel and gathers the results. Called
 // with f.mu held.
+//
+// Except for Register (the deliberate rejoin), it first reads every
+// reachable array, and if one of them shows this node fenced it takes no
+// step on any: a fenced node must not join (register on) an array it
+// never joined, nor preempt there, while its operation on the others
+// finds it fenced.
 func (f *Fence) run(ctx context.Context, g goal) (Result, error) {
+	if g.op != opRegister {
+		if r, fenced := f.fencedAnywhere(g); fenced {
+			return r, f.verdict(g, r)
+		}
+	}
+	if g.op == opTakeover {
+		return f.runInOrder(ctx, g)
+	}
 	res := Result{Op: g.op.String(), Arrays: make([]ArrayResult, len(f.arrays))}
 	done := make(chan int, len(f.arrays))
 	for i, a := range f.arrays {
@@ -325,6 +348,78 @@ func (f *Fence) run(ctx context.Context, g goal) (Result, error) {
 		}
 	}
 	return res, f.verdict(g, res)
+}
+
+// runInOrder does g on one array at a time, in the order of their names
+// (the same on every node), and stops at the first array where it fails:
+// two nodes taking over from each other at once meet on the first array
+// they both reach, where one removes the other, and the loser never
+// touches the others. In parallel, each could win a different array and
+// both lose. An unreachable array is passed (reported, not fatal); one
+// that hangs delays the next by up to the iSCSI timeout.
+func (f *Fence) runInOrder(ctx context.Context, g goal) (Result, error) {
+	res := Result{Op: g.op.String(), Arrays: make([]ArrayResult, len(f.arrays))}
+	order := make([]int, len(f.arrays))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortFunc(order, func(x, y int) int { return strings.Compare(f.arrays[x].Name, f.arrays[y].Name) })
+	failed := ""
+	for _, i := range order {
+		a := f.arrays[i]
+		switch {
+		case failed != "":
+			res.Arrays[i] = ArrayResult{Array: a.Name, Err: fmt.Errorf("fence: %s on %s: not attempted: it failed on %s first", g.op, a.Name, failed)}
+		case ctx.Err() != nil:
+			res.Arrays[i] = ArrayResult{Array: a.Name, Err: fmt.Errorf("fence: %s on %s: %w", g.op, a.Name, ctx.Err())}
+		default:
+			res.Arrays[i] = a.do(ctx, g, f.log)
+			if res.Arrays[i].Err != nil {
+				failed = a.Name
+			}
+		}
+	}
+	return res, f.verdict(g, res)
+}
+
+// fencedAnywhere reads every array in parallel and, if any shows this
+// node fenced, returns the result that says so (the arrays that do not
+// show it are reported untouched).
+func (f *Fence) fencedAnywhere(g goal) (Result, bool) {
+	type answer struct {
+		fenced bool
+		note   string
+	}
+	answers := make([]answer, len(f.arrays))
+	var wg sync.WaitGroup
+	for i, a := range f.arrays {
+		wg.Go(func() {
+			fenced, note := a.fencedHere(g)
+			answers[i] = answer{fenced, note}
+		})
+	}
+	wg.Wait()
+	var on []string
+	for i, a := range f.arrays {
+		if answers[i].fenced {
+			on = append(on, a.Name)
+			f.log.Warn("fence: this node was fenced", "array", a.Name, "why", answers[i].note)
+		}
+	}
+	if len(on) == 0 {
+		return Result{}, false
+	}
+	r := Result{Op: g.op.String()}
+	for i, a := range f.arrays {
+		ar := ArrayResult{Array: a.Name}
+		if answers[i].fenced {
+			ar.Err = fmt.Errorf("fence: %s on %s: %w (%s)", g.op, a.Name, ErrFenced, answers[i].note)
+		} else {
+			ar.Err = fmt.Errorf("fence: %s on %s: nothing done: this node is fenced on %s: %w", g.op, a.Name, strings.Join(on, ", "), ErrFenced)
+		}
+		r.Arrays = append(r.Arrays, ar)
+	}
+	return r, true
 }
 
 // verdict turns the per-array results into the operation's error.

@@ -37,13 +37,28 @@ const lunSize = 4 << 20
 
 func newLab(t *testing.T) *lab {
 	t.Helper()
+	l := startArrays(t)
+	l.addNodes(false)
+	return l
+}
+
+// startArrays starts the lab's two arrays, no node yet.
+func startArrays(t *testing.T) *lab {
+	t.Helper()
 	l := &lab{t: t, nodes: map[string]*labNode{}}
 	dir := t.TempDir()
 	for _, name := range []string{"array-a", "array-b"} {
 		l.arrays = append(l.arrays, iscsitarget.StartArray(t, dir, name, lunSize))
 	}
+	return l
+}
+
+// addNodes opens both nodes' sessions (in the background: as mirrord
+// does, whether the arrays are up or not) and makes their fence agents.
+func (l *lab) addNodes(background bool) {
+	t := l.t
 	for _, n := range []string{"node1", "node2"} {
-		l.addNode(n)
+		l.addNode(n, background)
 	}
 	for _, n := range l.nodes {
 		for _, p := range l.nodes {
@@ -63,17 +78,23 @@ func newLab(t *testing.T) *lab {
 		}
 		n.fence = f
 	}
-	return l
 }
 
-func (l *lab) addNode(name string) {
+func (l *lab) addNode(name string, background bool) {
 	n := &labNode{name: name, key: fence.DeriveKey("fence-test", name), vol: map[string]*iscsi.Disk{}, hb: map[string]*iscsi.Disk{}}
 	for _, a := range l.arrays {
 		for p, m := range map[iscsi.Purpose]map[string]*iscsi.Disk{iscsi.PurposeVolume: n.vol, iscsi.PurposeDiskHeartbeat: n.hb} {
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			d, err := iscsi.OpenLeg(ctx, a.URL, iscsi.Config{InitiatorName: "iqn.2026-01.org.hamirror.test:" + name, Purpose: p,
-				Timeout: time.Second, ReconnectInterval: 100 * time.Millisecond})
-			cancel()
+			cfg := iscsi.Config{InitiatorName: "iqn.2026-01.org.hamirror.test:" + name, Purpose: p,
+				Timeout: time.Second, ReconnectInterval: 100 * time.Millisecond}
+			var d *iscsi.Disk
+			var err error
+			if background {
+				d, err = iscsi.OpenLegInBackground(a.URL, cfg)
+			} else {
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				d, err = iscsi.OpenLeg(ctx, a.URL, cfg)
+				cancel()
+			}
 			if err != nil {
 				l.t.Fatal(err)
 			}
@@ -300,12 +321,15 @@ func TestFenceTwoNodesTwoArrays(t *testing.T) {
 
 	// Clean stop of node2: its reservation on A is now held by a session
 	// tgtd no longer has; Release still releases it, and node2 stays
-	// registered. node1 then takes over cleanly, node2 kept.
+	// registered (taking the stale reservation back drops the disk
+	// heartbeat session's registration, which it restores by logging in
+	// again). node1 then takes over cleanly, node2 kept.
 	r = mustOK(t, "node2 release")(n2.fence.Release(ctx(t)))
 	for _, arr := range both {
 		if res, err := n1.vol[arr].ReadReservation(); err != nil || res.Held {
 			t.Fatalf("%s after node2's release: %+v %v", arr, res, err)
 		}
+		waitFor(t, "node2's disk heartbeat session", n2.hb[arr].Connected)
 		l.mustWrite(n2, "hb", arr, 0x26)
 	}
 	if !strings.Contains(r.String(), "tgtd") {

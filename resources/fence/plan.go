@@ -15,13 +15,21 @@ import (
 //
 // The rules, for this node's key me on one array:
 //
-//   - Our key gone while another key holds the reservation, on an array
-//     we had joined: we were fenced (a peer's takeover reserves before it
-//     preempts, see below). Stop; never register back on our own.
-//   - Our key gone and no reservation held by another: we never joined
-//     this array (it was unreachable when we registered) or it lost its
+//   - Our key gone from an array we had joined, while the array kept its
+//     persistent reservation state: another node removed it (a takeover's
+//     PREEMPT, whoever holds the reservation now, even nobody after the
+//     new owner's clean stop): we were fenced. Stop; never register back
+//     on our own. The array kept its state when its PR generation did not
+//     go back since our last read: SPC-4 resets the generation to zero
+//     only when the array loses its state (power on; a tgtd restart), and
+//     every PERSISTENT RESERVE OUT that changes registrations raises it.
+//   - Our key gone and the PR generation went back: the array lost its
 //     persistent reservation state (tgtd keeps it in memory: a restart
-//     empties it). Register every writing session.
+//     empties it), whoever registered or reserved since. Our key gone
+//     from an array we never joined (it was unreachable when we
+//     registered): join it. Register every writing session. (A fenced
+//     node never gets here: Fence.run first reads every array and does
+//     nothing anywhere once one of them shows it fenced.)
 //   - Our key there: make sure every writing session is registered (tgtd
 //     forgets a session's registration when the session ends; restoring it
 //     is guarded, see iscsi.Disk.Reregister).
@@ -65,11 +73,13 @@ type goal struct {
 type view struct {
 	keys []uint64
 	res  iscsi.Reservation
+	gen  uint32 // the PR generation READ KEYS reported
 }
 
 // progress is what this call (and earlier ones) did on the array.
 type progress struct {
 	joined     bool // this node has registered on the array before
+	reset      bool // the PR generation went back since our last read: the array lost its reservation state
 	registered bool // this call registered every writing session
 	sessionsOK bool // every writing session is known to be registered
 	released   int  // RELEASEs this call sent
@@ -110,20 +120,21 @@ func next(g goal, v view, p progress) action {
 		return action{kind: actDone}
 	}
 	if !mine {
+		removed := p.joined && !p.reset // someone took our key off an array that kept its state
 		switch {
 		case g.op == opRelease:
 			// Nothing of ours to release; a fenced node's stop is done.
-			if p.joined && heldByOther {
+			if removed {
 				return action{kind: actFenced}
 			}
 			return action{kind: actDone}
-		case p.joined && heldByOther:
-			return action{kind: actFenced, note: fmt.Sprintf("our key is gone and %s holds the reservation", keyHolder(v.res))}
+		case removed:
+			return action{kind: actFenced, note: fmt.Sprintf("our key is gone from an array that kept its reservation state (PR generation %d); %s", v.gen, holderNow(v.res))}
 		case p.registered:
 			// Registered this very call and gone again: a takeover raced us.
 			return action{kind: actRefuse, err: fmt.Errorf("our registration vanished right after REGISTER")}
 		case p.joined:
-			return action{kind: actRegister, note: "our registration is gone and nobody holds a reservation: the array lost its reservation state (restarted?); registering again"}
+			return action{kind: actRegister, note: fmt.Sprintf("our registration is gone and the PR generation went back (now %d): the array lost its reservation state (restarted?); registering again", v.gen)}
 		}
 		return action{kind: actRegister, note: "joining the array"}
 	}
@@ -186,6 +197,14 @@ func holdsWERO(v view) action {
 		return action{kind: actRefuse, err: fmt.Errorf("this node holds a %s reservation, not WE-RO: release it (sg_persist) and start again", v.res.Type)}
 	}
 	return action{kind: actDone}
+}
+
+// holderNow says who holds the reservation, for a fenced node's log.
+func holderNow(r iscsi.Reservation) string {
+	if !r.Held {
+		return "nobody holds the reservation now (the new owner released it)"
+	}
+	return keyHolder(r) + " holds the reservation"
 }
 
 func keyHolder(r iscsi.Reservation) string {
