@@ -98,7 +98,8 @@ type Options struct {
 //     done, the state published is blocked (peers wait) until cleanup.
 //   - Fenced (the arrays refused this node, or any agent reports Fenced):
 //     stop everything at once (no graceful stop), ineligible, state
-//     fenced; out until Cleanup (which re-registers) or a restart.
+//     fenced; out until Cleanup (which re-registers once everything here
+//     is known stopped) or a restart.
 //   - Maintenance pauses monitors and actions (in-flight answers are
 //     still recorded); leaving it monitors every running resource at once.
 //     Being fenced and shutting down override it.
@@ -127,6 +128,7 @@ type Group struct {
 	standby, maintenance, moving, shutdown bool
 	fenced                                 bool   // this node was fenced; until Cleanup
 	fencedWhy                              string // what said so
+	rejoin                                 bool   // fenced state cleaned up: re-register once everything here is stopped
 	blocked                                string // why the group is blocked ("" when not)
 	blockedRes                             int    // the resource whose stop failed, -1: all (stop-all-now)
 
