@@ -184,17 +184,19 @@ func (s *sim) checkWriters() {
 }
 
 // checkGate: when n starts the first resource, every other node that
-// still holds its key runs nothing of the group (its machine says so, or
-// it is down: the volume went with its mirrord). The arrays' reservation
-// would stop a mistake at the fence resource; this catches it earlier.
+// still holds its key runs no resource of the group (or is down: the
+// volume went with its mirrord). The arrays' reservation would stop a
+// mistake at the fence resource; this catches it earlier.
 func (s *sim) checkGate(n *simNode) {
 	for _, id := range s.order {
 		p := s.nodes[id]
 		if id == n.id || !p.up || !s.reg[id] {
 			continue
 		}
-		if st := p.g.Status().State; !st.Clean() {
-			s.fatalf("%s starts the group while %s, registered, is %s", n.id, id, st)
+		for name, r := range p.res {
+			if r.running {
+				s.fatalf("%s starts the group while %s, registered, runs %s (its group is %s)", n.id, id, name, p.g.Status().State)
+			}
 		}
 	}
 }
