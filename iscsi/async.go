@@ -19,7 +19,7 @@ type ioOp struct {
 	piece int // bytes of the command in flight
 	done  func(error)
 
-	ua        int           // UNIT ATTENTIONs retried for this piece
+	ua        int           // UNIT ATTENTIONs and TASK ABORTEDs retried for this piece
 	busyStart time.Time     // first BUSY for this piece
 	backoff   time.Duration // next BUSY wait
 
@@ -138,9 +138,7 @@ func (op *ioOp) ended(t *task) {
 	err := res.check(t.cmd.Op)
 	switch {
 	case err == nil:
-	case errors.Is(err, ErrUnitAttention) && op.ua < maxUnitAttentionRetries:
-		op.ua++
-		d.noteUnitAttention(err)
+	case d.absorb(err, &op.ua):
 		if err := op.submit(); err != nil {
 			op.finish(err)
 		}

@@ -3,7 +3,6 @@ package iscsi
 import (
 	"context"
 	"crypto/rand"
-	"crypto/sha256"
 	"fmt"
 	"io"
 	"net"
@@ -18,11 +17,15 @@ type Config struct {
 	// InitiatorName is our IQN. Default: DefaultInitiatorName(), which is
 	// stable per node (derived from the host name).
 	InitiatorName string
-	// ISID is the initiator session ID half of the I_T nexus; persistent
-	// reservations are bound to it. Default (all zero): derived from
-	// InitiatorName, so it is stable per node. Two sessions from one node to
-	// one target need different ISIDs (the second login would otherwise
-	// reinstate, i.e. kill, the first).
+	// Purpose says what the session is for (default PurposeVolume); it is
+	// part of the ISID, so one node's sessions of different purposes to one
+	// LUN never reinstate each other.
+	Purpose Purpose
+	// ISID is the base of the initiator session ID half of the I_T nexus;
+	// persistent reservations are bound to the nexus. Default (all zero):
+	// DeriveISID(InitiatorName, Purpose), stable per node and purpose. A
+	// Disk's session uses SessionISID(ISID, Purpose, target, LUN). Set it
+	// only to tell two simulated nodes with one initiator name apart.
 	ISID [6]byte
 
 	// CHAP: User (default: the user of the iscsi:// URL) and the secret,
@@ -91,30 +94,13 @@ func DefaultInitiatorName() string {
 	return "iqn.2026-01.org.hamirror:" + strings.ToLower(h)
 }
 
-// DeriveISID returns the stable ISID for an initiator name: type "random"
-// (0x80), the rest from a hash of the name.
-func DeriveISID(initiatorName string) [6]byte {
-	sum := sha256.Sum256([]byte("hamirror isid " + initiatorName))
-	var isid [6]byte
-	copy(isid[:], sum[:])
-	isid[0] = 0x80 | isid[0]&0x3f
-	return isid
-}
-
-// LUNISID is the ISID of the session to one LUN: derived from base (the
-// configured or node ISID), the target name and the LUN number, type
-// "random" like DeriveISID.
-func LUNISID(base [6]byte, target string, lun uint64) [6]byte {
-	return DeriveISID(fmt.Sprintf("%x %s %d", base, target, lun))
-}
-
 // EnsureDefaults fills unset fields with their defaults.
 func (c *Config) EnsureDefaults() {
 	if c.InitiatorName == "" {
 		c.InitiatorName = DefaultInitiatorName()
 	}
 	if c.ISID == ([6]byte{}) {
-		c.ISID = DeriveISID(c.InitiatorName)
+		c.ISID = DeriveISID(c.InitiatorName, c.Purpose)
 	}
 	if c.Timeout == 0 {
 		c.Timeout = 5 * time.Second
@@ -154,6 +140,8 @@ func (c *Config) Validate() error {
 	switch {
 	case !validName(c.InitiatorName):
 		return fmt.Errorf("iscsi: InitiatorName %q is not an iqn./eui./naa. name", c.InitiatorName)
+	case !c.Purpose.valid():
+		return fmt.Errorf("iscsi: Purpose %d is not one of the defined purposes", c.Purpose)
 	case c.Timeout < 10*time.Millisecond:
 		return fmt.Errorf("iscsi: Timeout %v is too short", c.Timeout)
 	case c.PingInterval <= 0 || c.ReconnectInterval <= 0:

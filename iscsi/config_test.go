@@ -52,7 +52,7 @@ func TestConfigDefaultsAndValidate(t *testing.T) {
 		t.Fatalf("default IQN %s", c.InitiatorName)
 	}
 	// Stable per node: the same name gives the same ISID, another name another.
-	if DeriveISID(c.InitiatorName) != c.ISID || DeriveISID("iqn.other") == c.ISID {
+	if DeriveISID(c.InitiatorName, PurposeVolume) != c.ISID || DeriveISID("iqn.other", PurposeVolume) == c.ISID {
 		t.Fatal("ISID not derived from the initiator name")
 	}
 	if c.ISID[0]&0xc0 != 0x80 {
@@ -108,26 +108,62 @@ func TestIsLegSpec(t *testing.T) {
 	}
 }
 
-// Each LUN's session gets its own stable ISID: the same node and LUN give
-// the same ISID every time (persistent reservations are bound to it), and
-// two LUNs of one target, or two bases, differ (a shared ISID would make
-// the second login reinstate the first session).
-func TestLUNISIDStablePerNodeAndLUN(t *testing.T) {
-	node := DeriveISID("iqn.2026-01.org.hamirror:node1")
-	a1 := LUNISID(node, "iqn.t:a", 1)
-	if a1 != LUNISID(node, "iqn.t:a", 1) {
-		t.Fatal("LUN ISID not stable")
+// Each LUN's session gets its own stable ISID: the same node, purpose and
+// LUN give the same ISID every time (persistent reservations are bound to
+// it), and two LUNs of one target, two bases or two purposes differ (a
+// shared ISID would make the second login reinstate the first session).
+func TestSessionISIDStablePerNodePurposeAndLUN(t *testing.T) {
+	node := DeriveISID("iqn.2026-01.org.hamirror:node1", PurposeVolume)
+	a1 := SessionISID(node, PurposeVolume, "iqn.t:a", 1)
+	if a1 != SessionISID(node, PurposeVolume, "iqn.t:a", 1) {
+		t.Fatal("session ISID not stable")
 	}
-	for _, other := range [][6]byte{
-		LUNISID(node, "iqn.t:a", 2),
-		LUNISID(node, "iqn.t:b", 1),
-		LUNISID(DeriveISID("iqn.2026-01.org.hamirror:node2"), "iqn.t:a", 1),
-	} {
-		if other == a1 {
-			t.Fatalf("ISID collision: %x", a1)
+	others := [][6]byte{
+		SessionISID(node, PurposeVolume, "iqn.t:a", 2),
+		SessionISID(node, PurposeVolume, "iqn.t:b", 1),
+		SessionISID(DeriveISID("iqn.2026-01.org.hamirror:node2", PurposeVolume), PurposeVolume, "iqn.t:a", 1),
+	}
+	for p := PurposeDiskHeartbeat; p < numPurposes; p++ {
+		// Derived bases differ per purpose, and so do sessions from one
+		// explicit base.
+		others = append(others, SessionISID(DeriveISID("iqn.2026-01.org.hamirror:node1", p), p, "iqn.t:a", 1),
+			SessionISID(node, p, "iqn.t:a", 1))
+	}
+	seen := map[[6]byte]int{a1: -1}
+	for i, o := range others {
+		if j, dup := seen[o]; dup {
+			t.Fatalf("ISID collision between %d and %d: %x", i, j, o)
+		}
+		seen[o] = i
+		if o[0]&0xc0 != 0x80 {
+			t.Fatalf("ISID type %#x, want random (0x80)", o[0])
 		}
 	}
-	if a1[0]&0xc0 != 0x80 {
-		t.Fatalf("ISID type %#x, want random (0x80)", a1[0])
+}
+
+// The volume's ISID is the one earlier releases used: a node upgraded in
+// place keeps its I_T nexus, so an array that keeps registrations across
+// sessions (SPC-4) still knows it.
+func TestVolumeISIDUnchanged(t *testing.T) {
+	const name = "iqn.2026-01.org.hamirror:node1"
+	if got := DeriveISID(name, PurposeVolume); got != [6]byte{0xb4, 0xa9, 0xe9, 0x77, 0x4a, 0x02} {
+		t.Fatalf("volume base ISID %#v changed", got)
+	}
+	if got := SessionISID(DeriveISID(name, PurposeVolume), PurposeVolume, "iqn.t:a", 1); got != [6]byte{0xa2, 0x55, 0x7e, 0x57, 0xd9, 0xc7} {
+		t.Fatalf("volume session ISID %#v changed", got)
+	}
+}
+
+func TestPurposeNamesAndValidation(t *testing.T) {
+	for p, want := range map[Purpose]string{PurposeVolume: "volume", PurposeDiskHeartbeat: "disk-heartbeat",
+		PurposeTool: "tool", PurposeReadOnly: "read-only", 9: "purpose(9)"} {
+		if p.String() != want {
+			t.Errorf("Purpose(%d) = %q, want %q", p, p, want)
+		}
+	}
+	c := Config{Purpose: 9}
+	c.EnsureDefaults()
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "Purpose") {
+		t.Fatalf("undefined purpose: %v", err)
 	}
 }

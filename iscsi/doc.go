@@ -20,14 +20,54 @@
 // sentinels (ErrTimeout, ErrDisconnected, ErrReservationConflict, ErrAuth,
 // ...) and *SenseError; test them with errors.Is / errors.As.
 //
-// Persistent reservations (Register, Reserve, Preempt, ReadKeys, ...) are
-// methods of Disk; Discover runs a SendTargets discovery.
+// An array may be down when the node starts: OpenLegInBackground returns
+// the Disk at once and logs in in the background (every ReconnectInterval).
+// Until its first login the Disk is not Ready: commands fail fast with
+// ErrNotConnected (also ErrDisconnected) and Size is 0; the first login
+// identifies the LUN. Treat a Disk that is not Ready as a leg that is down:
+//
+//	d, err := iscsi.OpenLegInBackground(spec, cfg) // only spec/cfg errors
+//	err = d.WaitReady(ctx)                          // or poll d.Ready()
+//
+// Sessions: a Config says its Purpose (PurposeVolume, PurposeDiskHeartbeat,
+// PurposeTool, PurposeReadOnly) and package iscsi derives the ISID from
+// (initiator name, purpose, target, LUN): a node's sessions of different
+// purposes to one LUN are different I_T nexuses and never reinstate (drop)
+// each other, and each keeps its ISID across restarts.
+//
+// SCSI-3 persistent reservations are methods of Disk: the raw PERSISTENT
+// RESERVE commands (ReadKeys, ReadReservation, ReportCapabilities,
+// Register, Reserve, Release, Preempt, PreemptAndAbort, Clear) and the
+// helpers a fence agent needs (reservations.go):
+//
+//	caps, err := d.ReportCapabilities()       // caps.Supports(iscsi.WriteExclusiveRegistrantsOnly)
+//	err = d.EnsureRegistered(key)             // REGISTER AND IGNORE EXISTING KEY, or REGISTER where refused
+//	ok, err := d.IsRegistered(key)            // is THIS session registered (REGISTER key→key)
+//	aborted, err := d.PreemptAbort(key, victim, iscsi.WriteExclusiveRegistrantsOnly) // PREEMPT if refused
+//	d.KeepRegistered(key, group)              // restore the registration after a reconnect, guarded
+//
+// UNIT ATTENTIONs (2A/03 reservations preempted, 2A/04 released, 2A/05
+// registrations preempted, 29/xx resets) and TASK ABORTED (another
+// initiator's PREEMPT AND ABORT) are absorbed by sending the command
+// again, so a fenced node's write ends with ErrReservationConflict.
+//
+// Where tgtd 1.0.85 differs from SPC-4: it refuses PREEMPT AND ABORT
+// (ILLEGAL REQUEST 24/00; PreemptAbort falls back to PREEMPT); it binds a
+// registration and the reservation to the session rather than the I_T
+// nexus, so a reconnect leaves the new session unregistered and the old
+// registration listed (KeepRegistered restores it before the session
+// carries I/O, only while the key is still registered elsewhere and with
+// the PR generation proving no PREEMPT slipped in; Reregister documents the
+// steps); and it forgets every reservation when it restarts (no APTPL).
+//
+// Discover runs a SendTargets discovery.
 //
 // Layout: pdu.go/pdus.go (wire format), text.go, negotiate.go, chap.go and
 // login.go (pure login state machine), liveness.go (pure timeout rules),
 // session.go/reader.go/outq.go/rawsock.go (full feature phase: one reader
 // dispatching by ITT and sending what its completions start, combined
-// writev output, raw non-blocking socket calls), disk.go/io.go/async.go/pr.go
-// (SCSI; async.go runs READ/WRITE from completion callbacks), connect.go
-// (dial, login, discovery).
+// writev output, raw non-blocking socket calls), disk.go/io.go/async.go
+// (SCSI; async.go runs READ/WRITE from completion callbacks), pr.go and
+// reservations.go (persistent reservations), purpose.go (ISIDs),
+// connect.go (dial, login, discovery).
 package iscsi

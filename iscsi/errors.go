@@ -19,6 +19,10 @@ var (
 	// ErrDisconnected: there is no logged-in session right now (the Disk is
 	// reconnecting in the background).
 	ErrDisconnected = errors.New("iscsi: not connected to the target")
+	// ErrNotConnected: a Disk opened in the background has not logged in
+	// yet. It is also ErrDisconnected (errors.Is): the array does not
+	// answer.
+	ErrNotConnected = fmt.Errorf("%w yet: the first login has not succeeded", ErrDisconnected)
 	// ErrClosed: the Disk or session was closed by its user.
 	ErrClosed = errors.New("iscsi: closed")
 	// ErrLogin: the target refused the login (wrong target name, no access).
@@ -30,6 +34,9 @@ var (
 	ErrReservationConflict = errors.New("iscsi: reservation conflict (the LUN is reserved by another initiator)")
 	// ErrBusy: the target stayed BUSY or TASK SET FULL through every retry.
 	ErrBusy = errors.New("iscsi: target busy")
+	// ErrAborted: the target ended the command with TASK ABORTED (another
+	// initiator's PREEMPT AND ABORT or task management) on every retry.
+	ErrAborted = errors.New("iscsi: command aborted by the target")
 	// ErrUnitAttention: a UNIT ATTENTION persisted through every retry.
 	ErrUnitAttention = errors.New("iscsi: unit attention")
 	// ErrMedium: a medium or hardware error (the data may be lost).
@@ -144,6 +151,8 @@ func (e *StatusError) Is(target error) bool {
 		return e.Response == 0 && e.Status == statusReservationConflict
 	case ErrBusy:
 		return e.Response == 0 && (e.Status == statusBusy || e.Status == statusTaskSetFull)
+	case ErrAborted:
+		return e.Response == 0 && e.Status == statusTaskAborted
 	}
 	return false
 }

@@ -32,6 +32,11 @@ type fakeTarget struct {
 	// tcp: serve over a loopback TCP connection instead of net.Pipe, so
 	// the session takes its raw-socket paths (see rawsock.go).
 	tcp bool
+	// isid and logins identify the current login (the I_T nexus, for
+	// the persistent reservation model of pr_fake_test.go).
+	isid   [6]byte
+	logins int
+	wmu    sync.Mutex // serialises writes to the connection
 }
 
 func (f *fakeTarget) serve(c net.Conn) {
@@ -46,6 +51,11 @@ func (f *fakeTarget) serve(c net.Conn) {
 		req := p
 		csg, nsg, transit := req.BHS[1]>>2&3, req.BHS[1]&3, req.BHS[1]&0x80 != 0
 		f.expCmd = req.u32(24)
+		f.mu.Lock()
+		if copy(f.isid[:], req.BHS[8:14]); transit && nsg == stageFullFeature {
+			f.logins++
+		}
+		f.mu.Unlock()
 		resp := &PDU{}
 		resp.BHS[0] = opLoginResp
 		resp.BHS[1] = csg<<2 | nsg
@@ -96,17 +106,11 @@ func (f *fakeTarget) serve(c net.Conn) {
 			r := &PDU{}
 			r.BHS[0], r.BHS[1] = opLogoutResp, 0x80
 			r.put32(16, p.ITT())
-			writePDU(c, f.stamp(r, true), dg)
+			f.write(c, f.stamp(r, true), dg)
 			return
 		}
 		for _, r := range f.handle(f, p) {
-			if r.BHS[0] == 0xff { // marker: send these raw bytes
-				if _, err := c.Write(r.Data); err != nil {
-					return
-				}
-				continue
-			}
-			if err := writePDU(c, r, dg); err != nil {
+			if err := f.write(c, r, dg); err != nil {
 				return
 			}
 		}
@@ -118,6 +122,28 @@ func (f *fakeTarget) window() uint32 {
 		return 64
 	}
 	return f.maxWin
+}
+
+// write sends r on c (raw bytes for the 0xff marker), one writer at a
+// time: a handler may answer a held command from another connection's
+// goroutine (sendLater).
+func (f *fakeTarget) write(c net.Conn, r *PDU, d Digests) error {
+	f.wmu.Lock()
+	defer f.wmu.Unlock()
+	if r.BHS[0] == 0xff { // marker: send these raw bytes
+		_, err := c.Write(r.Data)
+		return err
+	}
+	return writePDU(c, r, d)
+}
+
+// sendLater sends r on the current connection, outside the handler that
+// received the command (a command held and answered later).
+func (f *fakeTarget) sendLater(r *PDU) error {
+	f.mu.Lock()
+	c, d := f.conn, f.digests
+	f.mu.Unlock()
+	return f.write(c, r, d)
 }
 
 func writePDU(c net.Conn, p *PDU, d Digests) error {

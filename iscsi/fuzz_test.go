@@ -74,6 +74,7 @@ func FuzzDecoders(f *testing.F) {
 		decodeReportLUNs(b)
 		decodeReadKeys(b)
 		decodeReadReservation(b)
+		decodeReportCapabilities(b)
 		if pairs, err := decodeText(b); err == nil {
 			n := newNegotiator(Params{MaxRecvDataSegmentLength: 8192, MaxBurstLength: 65536, FirstBurstLength: 8192, MaxOutstandingR2T: 1, HeaderDigest: true}, false)
 			n.offer()

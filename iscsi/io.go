@@ -1,6 +1,7 @@
 package iscsi
 
 import (
+	"context"
 	"errors"
 	"fmt"
 )
@@ -10,6 +11,9 @@ const maxCommandBytes = 8 << 20
 
 // check validates an I/O range and returns its first LBA and block count.
 func (d *Disk) check(op string, off, n int64) (uint64, uint64, error) {
+	if !d.ready.Load() {
+		return 0, 0, d.notReady()
+	}
 	if d.cfg.ReadOnly && op != "read" {
 		return 0, 0, fmt.Errorf("%s: %s: %w (opened read-only)", d.name, op, ErrWriteProtected)
 	}
@@ -78,11 +82,28 @@ func (d *Disk) zeroMethod(unmap bool) ZeroMethod {
 
 // Zero makes [off, off+length) read as zeros: UNMAP or WRITE SAME(16) where
 // the LUN advertises them (Block Limits VPD), else writes of zero blocks.
+//
+// A large range takes many commands. Zero issues none once Config.Timeout
+// has passed since it began (it returns an error wrapping
+// context.DeadlineExceeded): its caller, such as the mirror engine whose
+// I/O timeout is a little longer, has given up by then, and a command
+// landing later could overwrite newer data. Callers with ranges that may
+// take longer cut them or use ZeroContext.
 func (d *Disk) Zero(off, length int64, unmap bool) error {
+	ctx, cancel := context.WithTimeout(context.Background(), d.cfg.Timeout)
+	defer cancel()
+	return d.ZeroContext(ctx, off, length, unmap)
+}
+
+// ZeroContext is Zero that issues no further command once ctx is done: the
+// commands already sent complete (the array may still apply them), the
+// rest of the range is left as it was, and the error wraps ctx.Err().
+func (d *Disk) ZeroContext(ctx context.Context, off, length int64, unmap bool) error {
 	lba, blocks, err := d.check("zero", off, length)
 	if err != nil {
 		return err
 	}
+	done := int64(0)
 	method := d.zeroMethod(unmap)
 	var step uint64
 	switch method {
@@ -96,6 +117,9 @@ func (d *Disk) Zero(off, length int64, unmap bool) error {
 	step = max(step, 1)
 	var zeros []byte
 	for blocks > 0 {
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("iscsi: %s: zero of %d bytes at %d stopped after %d bytes: %w", d.name, length, off, done, err)
+		}
 		n := min(blocks, step)
 		var err error
 		switch method {
@@ -120,6 +144,7 @@ func (d *Disk) Zero(off, length int64, unmap bool) error {
 		}
 		lba += n
 		blocks -= n
+		done += int64(n) * int64(d.blockSize)
 	}
 	return nil
 }
@@ -130,11 +155,17 @@ func (d *Disk) TestUnitReady() error {
 	return err
 }
 
+// The identification commands below run on session s, or on the Disk's
+// current session when s is nil (a first login identifies the LUN on its
+// new session before that session carries any I/O).
+
 // Inquiry reads the standard INQUIRY data and the serial number and device
 // identification VPD pages (where supported).
-func (d *Disk) Inquiry() (Inquiry, error) {
+func (d *Disk) Inquiry() (Inquiry, error) { return d.inquiryOn(nil) }
+
+func (d *Disk) inquiryOn(s *session) (Inquiry, error) {
 	buf := make([]byte, 96)
-	res, err := d.do(command{Op: "INQUIRY", CDB: cdbInquiry(false, 0, uint16(len(buf))), Read: buf})
+	res, err := d.on(s, command{Op: "INQUIRY", CDB: cdbInquiry(false, 0, uint16(len(buf))), Read: buf})
 	if err != nil {
 		return Inquiry{}, err
 	}
@@ -142,12 +173,12 @@ func (d *Disk) Inquiry() (Inquiry, error) {
 	if err != nil {
 		return inq, err
 	}
-	supported, err := d.supportedVPD()
+	supported, err := d.supportedVPD(s)
 	if err != nil {
 		return inq, err
 	}
 	if supported[0x80] {
-		b, err := d.vpd(0x80)
+		b, err := d.vpd(s, 0x80)
 		if err != nil {
 			return inq, err
 		}
@@ -156,7 +187,7 @@ func (d *Disk) Inquiry() (Inquiry, error) {
 		}
 	}
 	if supported[0x83] {
-		b, err := d.vpd(0x83)
+		b, err := d.vpd(s, 0x83)
 		if err != nil {
 			return inq, err
 		}
@@ -168,8 +199,8 @@ func (d *Disk) Inquiry() (Inquiry, error) {
 }
 
 // supportedVPD reads the Supported VPD Pages page (0x00).
-func (d *Disk) supportedVPD() (map[byte]bool, error) {
-	pages, err := d.vpd(0x00)
+func (d *Disk) supportedVPD(s *session) (map[byte]bool, error) {
+	pages, err := d.vpd(s, 0x00)
 	if err != nil {
 		return nil, err
 	}
@@ -177,23 +208,23 @@ func (d *Disk) supportedVPD() (map[byte]bool, error) {
 }
 
 // vpd reads one VPD page.
-func (d *Disk) vpd(page byte) ([]byte, error) {
+func (d *Disk) vpd(s *session, page byte) ([]byte, error) {
 	buf := make([]byte, 1024)
-	res, err := d.do(command{Op: fmt.Sprintf("INQUIRY VPD %#02x", page), CDB: cdbInquiry(true, page, uint16(len(buf))), Read: buf})
+	res, err := d.on(s, command{Op: fmt.Sprintf("INQUIRY VPD %#02x", page), CDB: cdbInquiry(true, page, uint16(len(buf))), Read: buf})
 	if err != nil {
 		return nil, err
 	}
 	return buf[:res.Received], nil
 }
 
-func (d *Disk) readLimits() (Limits, error) {
+func (d *Disk) readLimits(s *session) (Limits, error) {
 	var l Limits
-	supported, err := d.supportedVPD()
+	supported, err := d.supportedVPD(s)
 	if err != nil {
 		return l, err
 	}
 	if supported[0xb0] {
-		b, err := d.vpd(0xb0)
+		b, err := d.vpd(s, 0xb0)
 		if err != nil {
 			return l, err
 		}
@@ -202,7 +233,7 @@ func (d *Disk) readLimits() (Limits, error) {
 		}
 	}
 	if supported[0xb2] {
-		b, err := d.vpd(0xb2)
+		b, err := d.vpd(s, 0xb2)
 		if err != nil {
 			return l, err
 		}
@@ -214,9 +245,11 @@ func (d *Disk) readLimits() (Limits, error) {
 }
 
 // ReadCapacity runs READ CAPACITY(16).
-func (d *Disk) ReadCapacity() (Capacity, error) {
+func (d *Disk) ReadCapacity() (Capacity, error) { return d.readCapacityOn(nil) }
+
+func (d *Disk) readCapacityOn(s *session) (Capacity, error) {
 	buf := make([]byte, 32)
-	res, err := d.do(command{Op: "READ CAPACITY(16)", CDB: cdbReadCapacity16(32), Read: buf})
+	res, err := d.on(s, command{Op: "READ CAPACITY(16)", CDB: cdbReadCapacity16(32), Read: buf})
 	if err != nil {
 		return Capacity{}, err
 	}

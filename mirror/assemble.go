@@ -88,11 +88,19 @@ func Assemble(legs [2]Leg, opts Options) (*Volume, error) {
 			}
 		}
 	}
+	blockSize, err := volumeBlockSize(bySlot, opts.BlockSize)
+	if err != nil {
+		return nil, fmt.Errorf("assemble: %w", err)
+	}
 	plan, err := decide(sbs, names, opts.KeepLeg, opts.NodeID)
 	if err != nil {
 		return nil, fmt.Errorf("assemble: %w", err)
 	}
 	view := plan.view
+	mmp, err := acquireMMP(bySlot, sbs, opts, view.VolumeUUID)
+	if err != nil {
+		return nil, fmt.Errorf("assemble: %w", err)
+	}
 	opts.Logger.Info("assembling", "plan", plan.why, "states", fmt.Sprint(plan.states[0], ",", plan.states[1]))
 
 	n := view.chunks()
@@ -137,7 +145,7 @@ func Assemble(legs [2]Leg, opts Options) (*Volume, error) {
 	}
 	v := &Volume{
 		opts: opts, clock: opts.Clock, log: opts.Logger,
-		size: view.DataSize, chunk: view.ChunkSize, volUUID: view.VolumeUUID,
+		size: view.DataSize, chunk: view.ChunkSize, volUUID: view.VolumeUUID, blockSize: blockSize, mmp: mmp,
 		m: m, legs: bySlot, specs: specs,
 		stop: make(chan struct{}), metaExit: make(chan struct{}),
 	}
@@ -167,6 +175,7 @@ func Assemble(legs [2]Leg, opts Options) (*Volume, error) {
 		return nil, fmt.Errorf("assemble: recording the assembly: %w", err)
 	}
 	v.startBackground()
+	v.mmp.start(v)
 	if err := v.Resync(); err != nil {
 		v.log.Warn("resync not started", "err", err)
 	}

@@ -53,6 +53,11 @@ func Create(legs [2]Leg, opts CreateOptions) (*LegInfo, error) {
 			return nil, fmt.Errorf("create: leg %d is missing", i)
 		}
 	}
+	for _, l := range legs {
+		if err := checkLegBlock(l); err != nil {
+			return nil, fmt.Errorf("create: %w", err)
+		}
+	}
 	if legs[0] == legs[1] || legs[0].Name() == legs[1].Name() {
 		return nil, fmt.Errorf("create: both legs are %s; a mirror needs two different legs", legs[0].Name())
 	}
@@ -193,17 +198,21 @@ func Examine(leg Leg) (*LegInfo, error) {
 	if err != nil {
 		return nil, err
 	}
-	return newLegInfo(leg.Name(), sb, bs.count(), bad), nil
+	info := newLegInfo(leg.Name(), sb, bs.count(), bad)
+	info.MMP = examineMMP(leg, sb)
+	return info, nil
 }
 
 // HeartbeatSlots returns the disk-heartbeat area of a leg: offset of slot
-// 0, the size of one slot and the number of slots. Slot i is at
-// off + i*slotSize; the area is reserved for the heartbeat and never
-// touched by the engine after Create.
+// 0, the size of one slot and the number of slots the disk heartbeat may
+// use. Slot i is at off + i*slotSize; the engine never touches them after
+// Create. The leg's last slot (index count, one past them) is not
+// included: it holds the multi-mount protection block (mmp.go), so a
+// heartbeat configured with count slots can never write it.
 func HeartbeatSlots(leg Leg) (off, slotSize int64, count int, err error) {
 	sb, err := readSuperblock(leg)
 	if err != nil {
 		return 0, 0, 0, err
 	}
-	return sb.HBOff, sb.HBSlotSize, sb.HBCount, nil
+	return sb.HBOff, sb.HBSlotSize, max(sb.HBCount-1, 0), nil
 }

@@ -19,6 +19,18 @@
 //	st := v.Status()                           // JSON for `mirrorctl status --json`
 //	v.Close()                                  // flush, mark clean
 //
+// A daemon locks the legs on its node before it opens them, and turns on
+// multi-mount protection so no other node writes the volume meanwhile:
+//
+//	locks, err := mirror.LockLegs(mirror.DefaultLockDir, specA, specB) // refused: names the holder's pid
+//	defer locks.Unlock()
+//	opts.MMP = mirror.MMPOptions{Interval: time.Second} // Fenced: true after a takeover's PREEMPT
+//	v, err := mirror.Assemble(legs, opts)               // *MMPError (ErrInUse): another owner runs
+//
+// v.BlockSize() is the largest logical block size of the legs; misaligned
+// I/O is refused with ErrMisaligned (EINVAL). v.Zero cuts large ranges
+// into pieces that fit the I/O timeout.
+//
 // The on-leg format is documented byte by byte in FORMAT.md. Decisions
 // about legs and chunks live in one pure state machine (machine.go, with
 // its ordering rules); the Volume performs the I/O it asks for. Time comes

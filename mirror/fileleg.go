@@ -47,6 +47,7 @@ type fileLeg struct {
 	direct *os.File // O_DIRECT descriptor, nil when the FS refuses it
 	buf    *os.File // buffered descriptor for unaligned I/O
 	bdev   bool
+	block  int         // logical block size: the device's, 512 for a file
 	pool   alignedPool // bounce buffers for unaligned callers' memory
 }
 
@@ -76,6 +77,10 @@ func openFileLeg(path string, opts LegOptions) (*fileLeg, error) {
 			return nil, fmt.Errorf("open leg %s: size of block device: %w", path, err)
 		}
 		l.size = end
+		if l.block, err = unix.IoctlGetInt(int(f.Fd()), unix.BLKSSZGET); err != nil {
+			f.Close()
+			return nil, fmt.Errorf("open leg %s: logical block size of block device: %w", path, err)
+		}
 		if !opts.ReadOnly {
 			// Claim the device exclusively, like mdadm: a mounted device, one
 			// in use by md/dm or by another mirrord is refused (EBUSY).
@@ -112,6 +117,10 @@ func openFileLeg(path string, opts LegOptions) (*fileLeg, error) {
 
 func (l *fileLeg) Name() string { return l.name }
 func (l *fileLeg) Size() int64  { return l.size }
+
+// BlockSize is the device's logical block size; a regular file takes any
+// alignment (unaligned I/O bypasses O_DIRECT) and reports 512.
+func (l *fileLeg) BlockSize() int { return max(l.block, minBlockSize) }
 
 // alignedPool holds 4096-aligned buffers of one size class for O_DIRECT.
 type alignedPool struct{ pools sync.Map } // size -> *sync.Pool

@@ -39,6 +39,18 @@ type LegInfo struct {
 	HeartbeatOffset   int64            `json:"heartbeat_offset"`
 	HeartbeatSlotSize int64            `json:"heartbeat_slot_bytes"`
 	HeartbeatSlots    int              `json:"heartbeat_slots"`
+	// MMP is the multi-mount protection block's owner ("" : none written).
+	MMP *MMPInfo `json:"mmp,omitempty"`
+}
+
+// MMPInfo is a leg's multi-mount protection block as examine shows it.
+type MMPInfo struct {
+	State    string    `json:"state"` // "active", "released", or "unreadable: why"
+	Node     string    `json:"node,omitempty"`
+	PID      int       `json:"pid,omitempty"`
+	Updated  time.Time `json:"updated,omitzero"`
+	Sequence uint64    `json:"sequence,omitempty"`
+	Interval string    `json:"interval,omitempty"`
 }
 
 // GenerationInfo is one entry of the data-generation history.
@@ -153,6 +165,14 @@ func (i *LegInfo) String() string {
 	row("Resync Checkpoint", "chunk %d", i.ResyncCheckpoint)
 	row("Superblocks", "at %d and %d", i.SuperblockOffsets[0], i.SuperblockOffsets[1])
 	row("Bitmap Area", "%d bytes at %d", i.BitmapBytes, i.BitmapOffset)
-	row("Heartbeat Area", "%d slots of %d bytes at %d", i.HeartbeatSlots, i.HeartbeatSlotSize, i.HeartbeatOffset)
+	row("Heartbeat Area", "%d slots of %d bytes at %d (the last: multi-mount protection)", i.HeartbeatSlots, i.HeartbeatSlotSize, i.HeartbeatOffset)
+	switch m := i.MMP; {
+	case m == nil:
+		row("Owner (MMP)", "none recorded")
+	case m.Node != "" || m.PID != 0:
+		row("Owner (MMP)", "%s: mirrord pid %d on node %q, updated %s (every %s, sequence %d)", m.State, m.PID, m.Node, m.Updated.Format(time.RFC3339Nano), m.Interval, m.Sequence)
+	default:
+		row("Owner (MMP)", "%s", m.State)
+	}
 	return b.String()
 }

@@ -11,16 +11,16 @@ import (
 // openISCSILeg logs in to an iSCSI LUN and returns it as a leg. The login
 // itself is bounded so that a dead array fails the open in seconds.
 //
-// A read-only open (mirrorctl examine) logs in with its own ISID: a second
-// session with the daemon's ISID would make the target reinstate the I_T
-// nexus and drop the running mirrord's session.
+// A read-only open of a volume session logs in for iscsi.PurposeReadOnly
+// (its own ISID): a second session with the daemon's ISID would make the
+// target reinstate the I_T nexus and drop the running mirrord's session.
 func openISCSILeg(spec string, opts LegOptions) (Leg, error) {
 	cfg := opts.ISCSI
 	cfg.ReadOnly = cfg.ReadOnly || opts.ReadOnly
-	cfg.EnsureDefaults()
-	if opts.ReadOnly && opts.ISCSI.ISID == ([6]byte{}) {
-		cfg.ISID = iscsi.DeriveISID(cfg.InitiatorName + " read-only")
+	if opts.ReadOnly && cfg.Purpose == iscsi.PurposeVolume {
+		cfg.Purpose = iscsi.PurposeReadOnly
 	}
+	cfg.EnsureDefaults()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*cfg.Timeout+5*time.Second)
 	defer cancel()
 	d, err := iscsi.OpenLeg(ctx, spec, cfg)

@@ -234,6 +234,9 @@ func (v *Volume) AddLeg(slot int, leg Leg) error {
 	} else if leg == old && v.outstanding[slot].Load() > 0 {
 		return fmt.Errorf("leg %s still has I/O in flight from before it failed; try again later", leg.Name())
 	}
+	if err := v.checkAddBlockSize(leg); err != nil {
+		return fmt.Errorf("add leg %d: %w", slot, err)
+	}
 	if other == nil {
 		return fmt.Errorf("add leg %d: the other leg's metadata is unknown: %w", slot, ErrNoLeg)
 	}
@@ -350,6 +353,7 @@ func (v *Volume) Close() error {
 		}
 	}
 	v.mu.Unlock()
+	v.mmp.release(err == nil)
 	v.shutdownMeta()
 	for i, l := range legs {
 		if l != nil && v.outstanding[i].Load() == 0 {

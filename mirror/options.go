@@ -37,6 +37,14 @@ type Options struct {
 	// writes (a flush of both legs first). Default 5s: long enough that
 	// a hot chunk does not pay a metadata write per burst.
 	BitClearDelay time.Duration
+	// BlockSize is the smallest block size the volume exports (512 to
+	// 4096, a power of two; 0: the legs' own). The volume exports the
+	// largest of it and its legs' logical block sizes; set 4096 ahead of
+	// replacing a 512-byte array by a 4096-byte one (blocksize.go).
+	BlockSize int
+	// MMP is multi-mount protection (mmp.go): off unless MMP.Interval is
+	// set; daemons set it so two mirrords never write one volume.
+	MMP MMPOptions
 	// Specs are the OpenLeg specs the legs given to Assemble came from, in
 	// the same order (optional). A leg passed as nil because it could not
 	// be opened is then reopened from its spec by AutoReAdd and by
@@ -88,6 +96,8 @@ func (o *Options) validate() error {
 		return fmt.Errorf("resync rates must not be negative")
 	case o.ResyncMaxRate > 0 && o.ResyncMaxRate < o.ResyncMinRate:
 		return fmt.Errorf("ResyncMaxRate %d is below ResyncMinRate %d", o.ResyncMaxRate, o.ResyncMinRate)
+	case o.MMP.Interval < 0 || o.MMP.Margin < 0:
+		return fmt.Errorf("MMP.Interval and MMP.Margin must not be negative")
 	case o.ReAddInterval < 0 || o.BitClearDelay < 0:
 		return fmt.Errorf("ReAddInterval and BitClearDelay must not be negative")
 	}

@@ -18,6 +18,9 @@ type Volume struct {
 
 	size, chunk int64
 	volUUID     [16]byte
+	blockSize   int             // exported alignment (blocksize.go)
+	zeroRate    [2]atomic.Int64 // measured zeroing speed without/with unmap, bytes/s (zero.go)
+	mmp         *mmpOwner       // multi-mount protection, nil when off (mmp.go)
 
 	mu       sync.Mutex
 	cond     *sync.Cond
@@ -88,10 +91,6 @@ func (v *Volume) waitSeq(seq uint64) error {
 
 // Size is the exported data size in bytes.
 func (v *Volume) Size() int64 { return v.size }
-
-// BlockSize is the minimum I/O alignment callers should use. Legs accept
-// any alignment (unaligned I/O bypasses O_DIRECT), so 512 is advertised.
-func (v *Volume) BlockSize() int { return 512 }
 
 // ChunkSize is the bitmap chunk size in bytes.
 func (v *Volume) ChunkSize() int64 { return v.chunk }
@@ -187,7 +186,7 @@ func (v *Volume) checkRange(off, n int64) error {
 	if off < 0 || n < 0 || off+n > v.size {
 		return fmt.Errorf("[%d, +%d) with volume size %d: %w", off, n, v.size, ErrRange)
 	}
-	return nil
+	return v.checkAlign(off, n)
 }
 
 // WriteAt writes p at off on both legs. It returns when the data is on
@@ -199,16 +198,6 @@ func (v *Volume) WriteAt(p []byte, off int64, fua bool) error {
 		return err
 	}
 	err, _ := v.write(off, int64(len(p)), "write", func(l Leg) error { return l.WriteAt(p, off, fua) })
-	return err
-}
-
-// Zero makes [off, off+length) read as zeros on both legs (NBD TRIM and
-// WRITE_ZEROES); unmap lets legs deallocate.
-func (v *Volume) Zero(off, length int64, unmap bool) error {
-	if err := v.checkRange(off, length); err != nil || length == 0 {
-		return err
-	}
-	err, _ := v.write(off, length, "zero", func(l Leg) error { return l.Zero(off, length, unmap) })
 	return err
 }
 

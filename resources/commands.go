@@ -98,8 +98,8 @@ func (g *Group) Restart(now time.Time, name string) error {
 // the group is blocked by that resource (any, for ""), it unblocks it:
 // the resources left as they were become unknown and are stopped (or
 // started) again, idempotently. A cleanup of all also ends the fenced
-// state: the node re-registers its key (EffectReregister) and is
-// eligible again.
+// state: once every resource here is known stopped, the node re-registers
+// its key (EffectReregister) and is eligible again.
 func (g *Group) Cleanup(now time.Time, name string) error {
 	g.now = now
 	defer g.settle()
@@ -126,9 +126,8 @@ func (g *Group) Cleanup(now time.Time, name string) error {
 	}
 	g.fenceRetryAt = time.Time{}
 	if g.fenced {
-		g.fenced, g.fencedWhy = false, ""
-		g.emit(Effect{Kind: EffectReregister})
-		g.log("cleanup: the fenced state is cleared; re-registering this node's key on the arrays")
+		g.fenced, g.fencedWhy, g.rejoin = false, "", true
+		g.log("cleanup: the fenced state is cleared; this node's key is re-registered on the arrays once everything here is stopped")
 	}
 	g.log("cleanup: all failures forgotten")
 	return nil

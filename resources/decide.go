@@ -16,6 +16,7 @@ func (g *Group) settle() {
 	g.watchPeers()
 	g.publishEligible()
 	g.reconcile()
+	g.reregister()
 	g.scheduleMonitors()
 	g.publishEligible()
 	g.publishApp()
@@ -93,7 +94,7 @@ func (g *Group) zombie() heartbeat.NodeID {
 }
 
 func (g *Group) isEligible() bool {
-	return !g.standby && !g.moving && !g.shutdown && !g.fenced && g.worst() < g.cfg.MigrationThreshold
+	return !g.standby && !g.moving && !g.shutdown && !g.fenced && !g.rejoin && g.worst() < g.cfg.MigrationThreshold
 }
 
 // gate reports whether the first resource may start: see the Group doc.
@@ -284,7 +285,7 @@ func (g *Group) becomeFenced(why string) {
 	if g.fenced {
 		return
 	}
-	g.fenced, g.fencedWhy = true, why
+	g.fenced, g.fencedWhy, g.rejoin = true, why, false
 	g.action, g.restartFrom = nil, -1 // answers to what was in flight are ignored
 	clear(g.monitors)
 	g.alarm("this node was fenced (%s): a peer has taken the arrays over. Stopping everything at once; %s stays out of the cluster until `mirrorctl cleanup` (or a restart of mirrord) once the cause is understood", why, g.self)
@@ -295,6 +296,20 @@ func (g *Group) becomeFenced(why string) {
 		r.state = ResStopping
 	}
 	g.action = g.issue(EffectStopAllNow, -1, nil, StopAllNowTimeout)
+}
+
+// reregister ends a cleanup of the fenced state: this node's key goes
+// back on the arrays only once every resource here is known stopped (a
+// failed stop-all-now may have left the volume open: with the key back,
+// its writes would land beside the new owner's). Until then the node is
+// ineligible.
+func (g *Group) reregister() {
+	if !g.rejoin || g.action != nil || !g.allIn(ResStopped) {
+		return
+	}
+	g.rejoin = false
+	g.emit(Effect{Kind: EffectReregister})
+	g.log("everything is stopped here: re-registering this node's key on the arrays")
 }
 
 // scheduleMonitors issues the due monitors while the group runs.

@@ -98,7 +98,8 @@ type Options struct {
 //     done, the state published is blocked (peers wait) until cleanup.
 //   - Fenced (the arrays refused this node, or any agent reports Fenced):
 //     stop everything at once (no graceful stop), ineligible, state
-//     fenced; out until Cleanup (which re-registers) or a restart.
+//     fenced; out until Cleanup (which re-registers once everything here
+//     is known stopped) or a restart.
 //   - Maintenance pauses monitors and actions (in-flight answers are
 //     still recorded); leaving it monitors every running resource at once.
 //     Being fenced and shutting down override it.
@@ -127,6 +128,7 @@ type Group struct {
 	standby, maintenance, moving, shutdown bool
 	fenced                                 bool   // this node was fenced; until Cleanup
 	fencedWhy                              string // what said so
+	rejoin                                 bool   // fenced state cleaned up: re-register once everything here is stopped
 	blocked                                string // why the group is blocked ("" when not)
 	blockedRes                             int    // the resource whose stop failed, -1: all (stop-all-now)
 
@@ -293,11 +295,22 @@ func (g *Group) Fenced(now time.Time, why string) {
 }
 
 // SetVolume takes the volume knowledge this node publishes (the engine's
-// newest known state, with a Seq that grows).
+// newest known state, with a Seq that grows). Knowledge the app state
+// cannot carry (an unknown leg state) or older than the one published
+// (calls delivered out of order) is refused with an alarm: it must never
+// stop the group state from being published, nor take back what the
+// peer was told.
 func (g *Group) SetVolume(now time.Time, k VolumeKnowledge) {
 	g.now = now
 	defer g.settle()
-	g.vol = k
+	switch {
+	case k.LegStates[0] > legStateMax || k.LegStates[1] > legStateMax:
+		g.alarm("volume knowledge %d refused: leg state %v cannot be published; the peer keeps knowledge %d (a bug in the node: report it)", k.Seq, k.LegStates, g.vol.Seq)
+	case k.Seq < g.vol.Seq:
+		g.alarm("volume knowledge %d refused: older than knowledge %d, already published (delivered out of order: a bug in the node, report it)", k.Seq, g.vol.Seq)
+	default:
+		g.vol = k
+	}
 }
 
 // SetAck records the Seq of the peer's volume knowledge this node has

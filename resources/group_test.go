@@ -264,3 +264,34 @@ func TestRefusedCommands(t *testing.T) {
 		t.Errorf("status after refusals %+v", st)
 	}
 }
+
+// Volume knowledge the node hands over can never stop the group state
+// from being published: knowledge that cannot be encoded (a leg state the
+// codec does not know) and knowledge older than what is published (two
+// SetVolume calls delivered out of order) are refused with an alarm; the
+// newest good knowledge stays published and later state changes go out.
+func TestBadVolumeKnowledgeDoesNotFreezeThePublishedState(t *testing.T) {
+	d := newDriver(t)
+	d.run()
+	good := VolumeKnowledge{Seq: 5, Generation: 7, LegStates: [2]LegState{LegInSync, LegInSync}}
+	d.g.SetVolume(d.now, good)
+	d.drain()
+	d.g.SetVolume(d.now, VolumeKnowledge{Seq: 6, Generation: 8, LegStates: [2]LegState{LegInSync, legStateMax + 1}})
+	d.drain()
+	d.g.Fenced(d.now, "RESERVATION CONFLICT")
+	d.drain()
+	if e, ok := d.last(EffectPublish); !ok || e.App.State != GroupFenced || e.App.Volume != good {
+		t.Fatalf("after unencodable knowledge, last published %+v; want fenced with the knowledge of Seq 5", e.App)
+	}
+	if d.saw("cannot encode") || !d.saw("leg state") {
+		t.Error("unencodable knowledge was not refused with an alarm naming the leg state")
+	}
+	d.g.SetVolume(d.now, VolumeKnowledge{Seq: 4, Generation: 6, LegStates: [2]LegState{LegInSync, LegFailed}})
+	d.drain()
+	if e, _ := d.last(EffectPublish); e.App.Volume != good {
+		t.Fatalf("older knowledge (Seq 4) replaced Seq 5: published %+v", e.App.Volume)
+	}
+	if !d.saw("older") {
+		t.Error("no alarm about the older knowledge")
+	}
+}

@@ -45,6 +45,7 @@ type sim struct {
 	cut       map[string]bool // "network", "disks"
 	reg       map[heartbeat.NodeID]bool
 	holder    heartbeat.NodeID
+	shut      map[heartbeat.NodeID]bool // random histories: asked to shut down
 }
 
 type simNode struct {
@@ -179,6 +180,24 @@ func (s *sim) checkWriters() {
 	}
 	if len(w) > 1 {
 		s.fatalf("two writers: %v run the volume with registered keys", w)
+	}
+}
+
+// checkGate: when n starts the first resource, every other node that
+// still holds its key runs no resource of the group (or is down: the
+// volume went with its mirrord). The arrays' reservation would stop a
+// mistake at the fence resource; this catches it earlier.
+func (s *sim) checkGate(n *simNode) {
+	for _, id := range s.order {
+		p := s.nodes[id]
+		if id == n.id || !p.up || !s.reg[id] {
+			continue
+		}
+		for name, r := range p.res {
+			if r.running {
+				s.fatalf("%s starts the group while %s, registered, runs %s (its group is %s)", n.id, id, name, p.g.Status().State)
+			}
+		}
 	}
 }
 
@@ -319,6 +338,9 @@ func opKey(e Effect) string {
 func (s *sim) apply(n *simNode, e Effect) {
 	switch e.Kind {
 	case EffectFence, EffectStart, EffectStop, EffectMonitor, EffectStopAllNow:
+		if e.Kind == EffectStart && e.Resource == s.cfg.Resources[0].Name {
+			s.checkGate(n)
+		}
 		switch k := opKey(e); {
 		case n.hang[k]:
 		case n.hold[k]:

@@ -7,8 +7,9 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/hamirror/hamirror/cmd/internal/legopts"
-	"github.com/hamirror/hamirror/mirror/units"
+	"github.com/hamirror/hamirror/iscsi"
 	"github.com/hamirror/hamirror/mirror"
+	"github.com/hamirror/hamirror/mirror/units"
 )
 
 // newCreateCmd: `mirrorctl create [--chunk SIZE] [--force] LEG LEG`.
@@ -16,7 +17,7 @@ func newCreateCmd(_ *globals) *cobra.Command {
 	var chunk string
 	var force, initialSync bool
 	var slots int
-	lf := legopts.Flags{Tool: true}
+	lf := legopts.Flags{Purpose: iscsi.PurposeTool}
 	c := &cobra.Command{
 		Use:   "create [--chunk SIZE] [--force] LEG LEG",
 		Short: "Write fresh mirror metadata on two legs (files, block devices or iscsi:// LUNs)",

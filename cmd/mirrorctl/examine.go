@@ -7,13 +7,14 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/hamirror/hamirror/cmd/internal/legopts"
+	"github.com/hamirror/hamirror/iscsi"
 	"github.com/hamirror/hamirror/mirror"
 )
 
 // newExamineCmd: `mirrorctl examine [--json] LEG`.
 func newExamineCmd(_ *globals) *cobra.Command {
 	var asJSON bool
-	lf := legopts.Flags{Tool: true}
+	lf := legopts.Flags{Purpose: iscsi.PurposeTool}
 	c := &cobra.Command{
 		Use:   "examine [--json] LEG",
 		Short: "Print one leg's mirror metadata (like mdadm --examine)",

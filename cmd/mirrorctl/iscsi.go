@@ -2,7 +2,9 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"strings"
 
 	"github.com/hamirror/hamirror/cmd/internal/legopts"
@@ -20,7 +22,7 @@ func newISCSICmd() *cobra.Command {
 }
 
 func newISCSIDiscoverCmd() *cobra.Command {
-	f := &legopts.Flags{Tool: true}
+	f := &legopts.Flags{Purpose: iscsi.PurposeTool}
 	cmd := &cobra.Command{
 		Use:   "discover HOST[:PORT]",
 		Short: "List the targets an array offers (SendTargets discovery)",
@@ -56,7 +58,7 @@ func newISCSIDiscoverCmd() *cobra.Command {
 }
 
 func newISCSIInfoCmd() *cobra.Command {
-	f := &legopts.Flags{Tool: true}
+	f := &legopts.Flags{Purpose: iscsi.PurposeTool}
 	cmd := &cobra.Command{
 		Use:   "info iscsi://[USER@]HOST[:PORT]/TARGET-IQN/LUN",
 		Short: "Log in to a LUN and show what it is (vendor, serial, device IDs, size, limits)",
@@ -82,9 +84,62 @@ func newISCSIInfoCmd() *cobra.Command {
 			fmt.Fprintf(out, "session:    MaxRecvDataSegmentLength %d/%d, bursts %d/%d, ImmediateData %v, InitialR2T %v, digests %v/%v\n",
 				p.MaxRecvDataSegmentLength, p.MaxSendDataSegmentLength, p.FirstBurstLength, p.MaxBurstLength,
 				p.ImmediateData, p.InitialR2T, p.HeaderDigest, p.DataDigest)
+			printReservations(out, d)
 			return nil
 		},
 	}
 	f.Add(cmd.Flags(), true)
 	return cmd
+}
+
+// printReservations says whether the LUN can fence (SCSI-3 persistent
+// reservations with the Write Exclusive – Registrants Only type), which an
+// administrator checks before going live, and who is registered now.
+func printReservations(out io.Writer, d *iscsi.Disk) {
+	c, err := d.ReportCapabilities()
+	switch {
+	case errors.Is(err, iscsi.ErrIllegalRequest):
+		fmt.Fprintf(out, "fencing:    NOT POSSIBLE: the LUN refuses PERSISTENT RESERVE IN (%v); use an array with SCSI-3 persistent reservations\n", err)
+		return
+	case err != nil:
+		fmt.Fprintf(out, "fencing:    unknown: REPORT CAPABILITIES failed: %v\n", err)
+		return
+	case !c.TypeMaskValid:
+		fmt.Fprintf(out, "fencing:    probably (persistent reservations answer, but the LUN does not list its types)\n")
+	case c.Supports(iscsi.WriteExclusiveRegistrantsOnly):
+		fmt.Fprintf(out, "fencing:    yes (persistent reservations of type WE-RO)\n")
+	default:
+		fmt.Fprintf(out, "fencing:    NOT POSSIBLE: the LUN lacks the WE-RO reservation type hamirror holds\n")
+	}
+	var types []string
+	for _, t := range c.Types {
+		types = append(types, t.String())
+	}
+	if len(types) == 0 {
+		types = []string{"not reported"}
+	}
+	fmt.Fprintf(out, "pr types:   %s; survive array power loss (PTPL): %s\n", strings.Join(types, " "), yesNo(c.PTPLC))
+	_, keys, err := d.ReadKeys()
+	if err != nil {
+		fmt.Fprintf(out, "pr keys:    unknown: %v\n", err)
+		return
+	}
+	ks := make([]string, len(keys))
+	for i, k := range keys {
+		ks[i] = fmt.Sprintf("0x%016x", k)
+	}
+	holder := "no reservation"
+	if r, err := d.ReadReservation(); err != nil {
+		holder = fmt.Sprintf("reservation unknown: %v", err)
+	} else if r.Held {
+		holder = fmt.Sprintf("%s reservation held by 0x%016x", r.Type, r.Key)
+	}
+	fmt.Fprintf(out, "pr keys:    %d registered [%s]; %s\n", len(keys), strings.Join(ks, " "), holder)
+}
+
+func yesNo(b bool) string {
+	if b {
+		return "yes"
+	}
+	return "no"
 }

@@ -50,11 +50,33 @@ func TestISCSIDiscoverAndInfo(t *testing.T) {
 	if !strings.Contains(out, iqn) || !strings.Contains(out, want) {
 		t.Fatalf("discover output:\n%s\nwant a line with %s", out, want)
 	}
-	out = run("iscsi", "info", "iscsi://"+td.Portal+"/"+iqn+"/1")
-	for _, w := range []string{"IET", "4194304 bytes", "serial:"} {
+	url := "iscsi://" + td.Portal + "/" + iqn + "/1"
+	out = run("iscsi", "info", url)
+	// tgtd reports every reservation type, WE-RO included, and no
+	// persistence through power loss.
+	for _, w := range []string{"IET", "4194304 bytes", "serial:", "fencing:    yes (persistent reservations of type WE-RO)",
+		"pr types:   WE EA WE-RO EA-RO WE-AR EA-AR; survive array power loss (PTPL): no", "pr keys:    0 registered []; no reservation"} {
 		if !strings.Contains(out, w) {
 			t.Fatalf("info output lacks %q:\n%s", w, out)
 		}
+	}
+	// A node registered and holding the reservation shows up.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	node, err := iscsi.OpenLeg(ctx, url, iscsi.Config{InitiatorName: "iqn.2026-01.org.hamirror.test:node1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer node.Close()
+	if err := node.EnsureRegistered(0x1122334455667788); err != nil {
+		t.Fatal(err)
+	}
+	if err := node.Reserve(0x1122334455667788, iscsi.WriteExclusiveRegistrantsOnly); err != nil {
+		t.Fatal(err)
+	}
+	out = run("iscsi", "info", url)
+	if w := "pr keys:    1 registered [0x1122334455667788]; WE-RO reservation held by 0x1122334455667788"; !strings.Contains(out, w) {
+		t.Fatalf("info output lacks %q:\n%s", w, out)
 	}
 }
 

@@ -50,6 +50,9 @@ func newRootCmd() *cobra.Command {
 		newResyncCmd(g),
 		newVerifyCmd(g),
 		newNodesCmd(g),
+		newNodeCmd(g),
+		newLogCmd(g),
+		newTrafficCmd(g),
 		newISCSICmd(),
 	)
 	return root

@@ -63,22 +63,33 @@ type clusterStatus struct {
 	Cluster heartbeat.Status `json:"cluster"`
 }
 
-// runCluster runs membership until ctx ends.
-func runCluster(ctx context.Context, f *clusterFlags, logf func(string, ...any)) error {
+// loadCluster reads the cluster file once and its heartbeat sections for
+// this node; other packages read their sections from the same viper.
+func loadCluster(f *clusterFlags) (*viper.Viper, heartbeat.Config, error) {
 	self, err := localNode(f.node)
 	if err != nil {
-		return err
+		return nil, heartbeat.Config{}, err
 	}
 	v := viper.New()
 	v.SetConfigFile(f.config)
 	v.SetConfigType("yaml")
 	if err := v.ReadInConfig(); err != nil {
-		return fmt.Errorf("reading cluster config %s: %w", f.config, err)
+		return nil, heartbeat.Config{}, fmt.Errorf("reading cluster config %s: %w", f.config, err)
 	}
 	cfg, err := heartbeat.FromViper(v, self)
 	if err != nil {
-		return fmt.Errorf("%s: %w", f.config, err)
+		return nil, heartbeat.Config{}, fmt.Errorf("%s: %w", f.config, err)
 	}
+	return v, cfg, nil
+}
+
+// runCluster runs membership until ctx ends.
+func runCluster(ctx context.Context, f *clusterFlags, logf func(string, ...any)) error {
+	v, cfg, err := loadCluster(f)
+	if err != nil {
+		return err
+	}
+	self := cfg.Self
 	if v.IsSet("resources") {
 		logf("mirrord: %s configures resources; this mirrord runs membership only", f.config)
 	}

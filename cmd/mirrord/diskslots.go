@@ -6,6 +6,7 @@ import (
 
 	"github.com/hamirror/hamirror/cmd/internal/legopts"
 	"github.com/hamirror/hamirror/heartbeat"
+	"github.com/hamirror/hamirror/iscsi"
 	"github.com/hamirror/hamirror/mirror"
 )
 
@@ -40,10 +41,10 @@ func legDiskLink(cfg heartbeat.Config, name string, leg mirror.Leg, off, slotSiz
 }
 
 // openLegDisk opens the disk heartbeat d over the slots reserved on the
-// mirror leg d.Leg (made by mirrorctl create). Its iSCSI sessions use an
-// ISID of their own, apart from the volume's.
+// mirror leg d.Leg (made by mirrorctl create). Its iSCSI sessions are for
+// iscsi.PurposeDiskHeartbeat: an ISID of their own, apart from the volume's.
 func openLegDisk(cfg heartbeat.Config, d heartbeat.Disk, lf legopts.Flags) (heartbeat.Link, error) {
-	lf.Tool = true
+	lf.Purpose = iscsi.PurposeDiskHeartbeat
 	leg, err := mirror.OpenLeg(d.Leg, lf.LegOptions(false))
 	if err != nil {
 		return nil, fmt.Errorf("disk heartbeat %s: %w", d.Name, err)

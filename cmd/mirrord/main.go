@@ -29,6 +29,7 @@ func newRootCmd() *cobra.Command {
 	// Each subcommand lives in its own file; add new ones here.
 	root.AddCommand(
 		newVolumeCmd(),
+		newServicesCmd(),
 	)
 	return root
 }

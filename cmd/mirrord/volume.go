@@ -39,6 +39,10 @@ type volumeFlags struct {
 	resyncMin  string
 	resyncMax  string
 	kernConns  int
+	blockSize  int
+	lockDir    string
+	nodeID     string
+	mmpIntv    time.Duration
 	ioctl      bool
 	cpuprofile string
 	leg        legopts.Flags
@@ -62,8 +66,20 @@ written separately) mirrord stays up without exporting anything and
 'mirrorctl status' explains; restart it with --keep-leg N to keep leg N's
 data (the other leg is overwritten by a full resync).
 
-SIGTERM or SIGINT drains in-flight requests, flushes both legs and marks
-the volume clean on disk.`,
+One volume, one mirrord: the legs are locked on this node first (a second
+mirrord on them is refused at once, naming the first's pid), and
+multi-mount protection keeps other nodes out: mirrord rewrites a block at
+the end of each leg every --mmp-interval; a mirrord that finds that block
+not released waits until it can tell whether its owner still runs (two
+intervals or the owner's grace, plus a second; after a crash that is about
+--io-timeout x 2 + 2 s) and refuses, naming the owner's node and pid, if
+the block moved.
+
+The volume's block size is the largest logical block size of its legs (a
+4096-byte-sector LUN makes it 4096); misaligned requests get EINVAL.
+
+SIGTERM or SIGINT drains in-flight requests, flushes both legs, marks
+the volume clean on disk and releases it (the next start does not wait).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
@@ -86,6 +102,10 @@ the volume clean on disk.`,
 	f.leg.Add(fl, false)
 	fl.StringVar(&f.resyncMin, "resync-min-rate", "10M", "resync rate kept even under application I/O (bytes/s)")
 	fl.StringVar(&f.resyncMax, "resync-max-rate", "0", "resync rate ceiling when idle (bytes/s, 0: unlimited)")
+	fl.IntVar(&f.blockSize, "block-size", 0, "export at least this block size (512 or 4096; default: the legs' largest logical block size); 4096 lets a 4096-byte-sector leg replace a 512-byte one without a restart")
+	fl.StringVar(&f.lockDir, "lock-dir", mirror.DefaultLockDir, "where this node's leg locks live (a second mirrord on the same legs is refused)")
+	fl.StringVar(&f.nodeID, "node-id", "", "this node's name, recorded as the volume's last writer and owner (default: the hostname)")
+	fl.DurationVar(&f.mmpIntv, "mmp-interval", time.Second, "multi-mount protection: rewrite the owner block on each leg this often (0 turns it off)")
 	fl.IntVar(&f.kernConns, "device-connections", 2, "sockets the kernel spreads /dev/nbdN I/O over")
 	fl.BoolVar(&f.ioctl, "device-ioctl", false, "attach --device with the legacy ioctls instead of netlink (no reclaim after a crash)")
 	fl.StringVar(&f.cpuprofile, "cpuprofile", "", "write a CPU profile here until exit (benchmarks)")
@@ -147,6 +167,15 @@ func runVolume(ctx context.Context, f *volumeFlags) error {
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 
+	// The legs are locked before anything touches them: a second mirrord
+	// on this node would log in with the same ISIDs and knock this one's
+	// sessions off the arrays.
+	locks, err := mirror.LockLegs(f.lockDir, f.legs...)
+	if err != nil {
+		return err
+	}
+	defer locks.Unlock()
+
 	// The control socket comes first, so that mirrorctl can explain a
 	// volume that cannot start (split brain).
 	if network, path, err := control.ParseAddr(f.control); err == nil && network == "unix" {
@@ -187,6 +216,11 @@ func runVolume(ctx context.Context, f *volumeFlags) error {
 	// array answers.
 	opts.Specs = [2]string{f.legs[0], f.legs[1]}
 	opts.ResyncMinRate, opts.ResyncMaxRate = minRate, maxRate
+	opts.BlockSize = f.blockSize
+	opts.MMP.Interval = f.mmpIntv
+	if f.nodeID != "" {
+		opts.NodeID = f.nodeID
+	}
 	opts.Logger = log
 	vol, err := mirror.Assemble(legs, opts)
 	if err != nil {
@@ -208,7 +242,7 @@ func runVolume(ctx context.Context, f *volumeFlags) error {
 		vol.Close()
 		return err
 	}
-	d := &daemon{vol: vol, srv: srv, log: log, legOpt: f.legOptions()}
+	d := &daemon{vol: vol, srv: srv, log: log, legOpt: f.legOptions(), locks: locks}
 	d.register(ctl)
 	for _, addr := range f.listen {
 		ln, err := nbd.Listen(addr)
@@ -263,6 +297,7 @@ type daemon struct {
 	dev    *nbd.Device
 	listen []string
 	legOpt mirror.LegOptions // how leg-add opens a named replacement leg
+	locks  *mirror.LegLocks  // this node's locks on the legs
 }
 
 func (d *daemon) status() daemonStatus {
@@ -294,9 +329,15 @@ func (d *daemon) register(ctl *control.Server) {
 			return nil, err
 		}
 		var leg mirror.Leg
+		drop := func() {}
 		if a.Path != "" {
+			var err error
+			if drop, err = d.locks.Add(a.Path); err != nil {
+				return nil, fmt.Errorf("leg add %d: %w", a.Slot, err)
+			}
 			l, err := mirror.OpenLeg(a.Path, d.legOpt)
 			if err != nil {
+				drop()
 				return nil, fmt.Errorf("leg add %d: %w", a.Slot, err)
 			}
 			leg = l
@@ -305,6 +346,7 @@ func (d *daemon) register(ctl *control.Server) {
 			if leg != nil {
 				leg.Close()
 			}
+			drop()
 			return nil, fmt.Errorf("leg add %d: %w", a.Slot, err)
 		}
 		d.log.Info("leg re-added; resync started", "slot", a.Slot)

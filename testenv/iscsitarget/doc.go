@@ -9,4 +9,8 @@
 //	disk, err := iscsi.OpenLeg(ctx, "iscsi://"+t.Portal+"/iqn.2026-01.test:a/1", iscsi.Config{})
 //	t.Kill(); t.Restart()
 //	t.Stop()
+//
+// In a test, StartArray does all of that for one LUN and cleans up:
+//
+//	a := iscsitarget.StartArray(t, t.TempDir(), "array-a", 8<<20) // a.URL, a.Img, a.Kill()...
 package iscsitarget

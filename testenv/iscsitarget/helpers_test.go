@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -16,43 +15,17 @@ import (
 const testIQN = "iqn.2026-01.org.hamirror.test:disk"
 
 // newTgtd starts a tgtd with target 1 (testIQN) holding one LUN backed by a
-// sparse file of size bytes; it is stopped when the test ends.
+// sparse file of size bytes, with extra tgtadm LUN params if given; it is
+// stopped when the test ends.
 func newTgtd(t *testing.T, size int64, lunParams string) (*Tgtd, string) {
 	t.Helper()
-	if err := TgtdAvailable(); err != nil {
-		t.Skipf("tgtd tests skipped: %v", err)
-	}
-	dir := t.TempDir()
-	img := filepath.Join(dir, "lun1.img")
-	if err := os.WriteFile(img, nil, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Truncate(img, size); err != nil {
-		t.Fatal(err)
-	}
-	td, err := StartTgtd(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		td.Stop()
-		if t.Failed() {
-			if b, err := os.ReadFile(td.Log); err == nil && len(b) > 0 {
-				t.Logf("tgtd log (tail):\n%s", tail(b, 2000))
-			}
+	a := StartArray(t, t.TempDir(), "disk", size)
+	if lunParams != "" {
+		if err := a.Adm("--op", "update", "--mode", "logicalunit", "--tid", "1", "--lun", "1", "--params", lunParams); err != nil {
+			t.Fatal(err)
 		}
-	})
-	if err := td.AddTarget(1, testIQN, []string{img}, lunParams); err != nil {
-		t.Fatal(err)
 	}
-	return td, img
-}
-
-func tail(b []byte, n int) []byte {
-	if len(b) > n {
-		return b[len(b)-n:]
-	}
-	return b
+	return a.Tgtd, a.Img
 }
 
 func legURL(td *Tgtd) string { return fmt.Sprintf("iscsi://%s/%s/1", td.Portal, testIQN) }

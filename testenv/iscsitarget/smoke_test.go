@@ -1,6 +1,7 @@
 package iscsitarget
 
 import (
+	"slices"
 	"testing"
 
 	"github.com/hamirror/hamirror/iscsi"
@@ -59,4 +60,48 @@ func TestTgtdNexuses(t *testing.T) {
 		t.Fatalf("same ISID: nexuses %v, want one replacing %v", got, before)
 	}
 	_ = first
+}
+
+// One node opens a session per purpose to the same LUN (the daemon's
+// volume and disk heartbeat, a mirrorctl command, a read-only examine):
+// package iscsi gives each its own ISID, so each login joins as its own
+// I_T nexus and none drops another; all keep working.
+func TestTgtdSessionsOfEveryPurposeCoexist(t *testing.T) {
+	td, img := newTgtd(t, 4<<20, "")
+	const node = "iqn.2026-01.org.hamirror.test:node1"
+	purposes := []iscsi.Purpose{iscsi.PurposeVolume, iscsi.PurposeDiskHeartbeat, iscsi.PurposeTool, iscsi.PurposeReadOnly}
+	var disks []*iscsi.Disk
+	var seen []string
+	for _, p := range purposes {
+		disks = append(disks, openDisk(t, legURL(td), iscsi.Config{InitiatorName: node, Purpose: p}))
+		got, err := td.Nexuses(1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, s := range seen {
+			if !slices.Contains(got, s) {
+				t.Fatalf("logging in for %s dropped an earlier session: nexuses %v, had %v", p, got, seen)
+			}
+		}
+		if len(got) != len(seen)+1 {
+			t.Fatalf("after the %s login: nexuses %v, want %d", p, got, len(seen)+1)
+		}
+		seen = got
+	}
+	for i, d := range disks[:3] { // the read-only one is refused locally
+		block := pattern(uint64(i+1), 4096)
+		off := int64(i) * 4096
+		if err := d.WriteAt(block, off, true); err != nil {
+			t.Fatalf("%s session write: %v", purposes[i], err)
+		}
+		mustEqual(t, purposes[i].String()+" write on the array", fileAt(t, img, off, 4096), block)
+	}
+	for i, d := range disks {
+		if err := d.ReadAt(make([]byte, 4096), 0); err != nil {
+			t.Fatalf("%s session read: %v", purposes[i], err)
+		}
+		if st := d.Stats(); st.Reconnects != 0 {
+			t.Fatalf("%s session was dropped and reconnected %d times", purposes[i], st.Reconnects)
+		}
+	}
 }

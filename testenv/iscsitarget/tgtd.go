@@ -149,17 +149,38 @@ func (t *Tgtd) Adm(args ...string) error {
 // backing file, open to every initiator. Extra tgtadm --params for the LUNs
 // (e.g. "thin_provisioning=1") may be given.
 func (t *Tgtd) AddTarget(tid int, iqn string, backing []string, lunParams string) error {
+	luns := make([]LUN, len(backing))
+	for i, b := range backing {
+		luns[i] = LUN{Backing: b, Params: lunParams}
+	}
+	return t.AddTargetLUNs(tid, iqn, luns)
+}
+
+// LUN is one logical unit of AddTargetLUNs.
+type LUN struct {
+	Backing   string // backing file
+	BlockSize int    // logical block size (tgtadm --blocksize); 0: 512
+	Params    string // extra tgtadm --params, e.g. "thin_provisioning=1"
+}
+
+// AddTargetLUNs creates target tid named iqn with the LUNs numbered from
+// 1, open to every initiator.
+func (t *Tgtd) AddTargetLUNs(tid int, iqn string, luns []LUN) error {
 	id := strconv.Itoa(tid)
 	if err := t.Adm("--op", "new", "--mode", "target", "--tid", id, "-T", iqn); err != nil {
 		return err
 	}
-	for i, b := range backing {
+	for i, l := range luns {
 		lun := strconv.Itoa(i + 1)
-		if err := t.Adm("--op", "new", "--mode", "logicalunit", "--tid", id, "--lun", lun, "-b", b); err != nil {
+		args := []string{"--op", "new", "--mode", "logicalunit", "--tid", id, "--lun", lun, "-b", l.Backing}
+		if l.BlockSize != 0 {
+			args = append(args, "--blocksize", strconv.Itoa(l.BlockSize))
+		}
+		if err := t.Adm(args...); err != nil {
 			return err
 		}
-		if lunParams != "" {
-			if err := t.Adm("--op", "update", "--mode", "logicalunit", "--tid", id, "--lun", lun, "--params", lunParams); err != nil {
+		if l.Params != "" {
+			if err := t.Adm("--op", "update", "--mode", "logicalunit", "--tid", id, "--lun", lun, "--params", l.Params); err != nil {
 				return err
 			}
 		}

@@ -26,12 +26,14 @@ type Flags struct {
 	TargetUser       string
 	TargetSecretFile string
 	Timeout          time.Duration
-	// Tool marks a one-shot command (mirrorctl): its iSCSI sessions use
-	// an ISID of their own, so running it beside mirrord on the same node
-	// never reinstates — that is, drops — the daemon's sessions. The
-	// daemon keeps the node's ISID, to which persistent reservations are
-	// bound (so a tool's write to a reserved LUN is refused, as it should).
-	Tool bool
+	// Purpose is what the sessions are for: mirrorctl's commands say
+	// iscsi.PurposeTool, so running one beside mirrord on the same node
+	// never reinstates — that is, drops — the daemon's sessions; the
+	// daemon's disk heartbeat says iscsi.PurposeDiskHeartbeat. Package
+	// iscsi derives each purpose's ISID (persistent reservations are bound
+	// to the volume's, so a tool's write to a reserved LUN is refused, as
+	// it should).
+	Purpose iscsi.Purpose
 }
 
 // Add registers the flags. withTimeout adds --timeout (commands whose I/O
@@ -49,18 +51,10 @@ func (f *Flags) Add(fl *pflag.FlagSet, withTimeout bool) {
 
 // ISCSI is the initiator configuration the flags describe.
 func (f *Flags) ISCSI() iscsi.Config {
-	c := iscsi.Config{
-		InitiatorName: f.InitiatorName, User: f.ChapUser, SecretFile: f.ChapSecretFile,
+	return iscsi.Config{
+		InitiatorName: f.InitiatorName, Purpose: f.Purpose, User: f.ChapUser, SecretFile: f.ChapSecretFile,
 		TargetUser: f.TargetUser, TargetSecretFile: f.TargetSecretFile, Timeout: f.Timeout,
 	}
-	if f.Tool {
-		name := c.InitiatorName
-		if name == "" {
-			name = iscsi.DefaultInitiatorName()
-		}
-		c.ISID = iscsi.DeriveISID(name + " mirrorctl")
-	}
-	return c
 }
 
 // LegOptions are the options for mirror.OpenLeg.

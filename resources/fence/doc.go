@@ -1,0 +1,93 @@
+// Package fence is hamirror's fence agent: SCSI-3 persistent reservations
+// (SPC-4 5.14, PERSISTENT RESERVE IN/OUT) on every array, sent through the
+// node's own iSCSI sessions, so that a node the cluster gave up on can no
+// longer write, data and disk-heartbeat slot alike.
+//
+// Every node registers its 8-byte key (nodes[].fence_key, default
+// DeriveKey(cluster, node)) from each session that writes: the volume's
+// (the mirror leg, which also carries the reservation commands) and the
+// disk heartbeat's. The active node holds a Write Exclusive – Registrants
+// Only (WE-RO) reservation, under which every registrant may write, so the
+// standby's disk heartbeat keeps writing. A takeover removes the old
+// owner's key with PREEMPT AND ABORT; after that each of its writes gets
+// RESERVATION CONFLICT (iscsi.ErrReservationConflict, which the mirror
+// reports as "fenced", never as a failed leg).
+//
+//	f, err := fence.New(fence.Config{Key: myKey, Peers: []uint64{peerKey},
+//		Arrays: []fence.Array{{Name: "array-a", Volume: volA, DiskHeartbeat: hbA}, ...}})
+//	res, err := f.Register(ctx)           // at start-up, and the clean rejoin of a fenced node
+//	res, err = f.Takeover(ctx, peerKey)  // the peer is dead: fence it on every reachable array
+//	res, err = f.Acquire(ctx)            // clean hand-over: reserve, keep the peer registered
+//	res, err = f.Release(ctx)            // clean stop: drop the reservation, stay registered
+//	res, err = f.Check(ctx)              // monitor; errors.Is(err, fence.ErrFenced): we were fenced
+//	res.Fenced(), res.Unreachable()      // per array; res.Arrays has the detail
+//
+// Fence also is a resources.Agent: Start runs Acquire, or Takeover after
+// SetStart(StartTakeover[, victims...]); Stop runs Release (and succeeds on
+// a fenced node, which holds nothing); Monitor runs Check and answers
+// resources.ErrNotRunning for a registered node that does not hold the
+// reservation.
+//
+// Rules (plan.go decides them without I/O; array.go reads the array, takes
+// one step, reads again until the array shows the goal):
+//   - A takeover never starts without success on every reachable array;
+//     unreachable arrays are reported, not fatal; none reachable is
+//     ErrNoArray. For an array that comes back, the node runs Takeover
+//     again (Acquire if the peer is alive and clean) before the leg is
+//     re-added (mirror.Options.BeforeReAdd); both are idempotent on the
+//     arrays already done.
+//   - A takeover reserves before it preempts (a victim holding the
+//     reservation is preempted with it, which moves it to us). It takes
+//     the arrays one at a time in the order of their names and stops at
+//     the first failure, so two nodes taking over from each other at once
+//     (both declared the other dead) meet on the same first array, where
+//     one removes the other; the loser never touches the other arrays.
+//   - Our key gone from an array we had joined is a fence when the array
+//     kept its reservation state: its PR generation (READ KEYS) did not go
+//     back since our last read that listed our key; whoever holds the
+//     reservation now, even nobody (the new owner released it). That is
+//     ErrFenced, and a fenced node never registers or preempts on its own
+//     (Takeover and Acquire refuse; Check sends nothing) until Register,
+//     the clean rejoin. Every operation but Register first reads every
+//     array and takes no step on any once one shows this node fenced, so
+//     a fenced node never joins an array it had not joined yet.
+//   - Our key gone and the PR generation gone back is not a fence: the
+//     array lost its reservations (tgtd keeps them in memory, so a
+//     restart empties them and resets the generation), whoever reserved
+//     since; the agent registers again. (A restart right after start-up,
+//     before the generation grew past what the peer adds after the
+//     restart, reads as a fence: the safe side.)
+
+// Where tgtd (1.0.85, the array of the tests) differs from SPC-4, and
+// what the agent does about it:
+//   - PREEMPT AND ABORT is not implemented (ILLEGAL REQUEST 24/00): plain
+//     PREEMPT (iscsi.Disk.PreemptAbort falls back; ArrayResult.Aborted
+//     says which). The victim's commands already queued at the target may
+//     then still complete; every later one conflicts.
+//   - A registration belongs to the session, not to the I_T nexus (name +
+//     ISID): a reconnect after a network blip leaves the new session
+//     unregistered and the old registration listed under our key. Each
+//     writing session restores its registration after a reconnect, before
+//     carrying I/O, only while our key is still registered and proven by
+//     the PR generation (iscsi.Disk.KeepRegistered, under the array's
+//     iscsi.RegistrationGroup), so a blip never looks like a fence and a
+//     preempted node never registers back.
+//   - The reservation likewise stays with the old session's registration:
+//     RELEASE from the new session does nothing. Release notices, takes it
+//     back with a PREEMPT of our own key, releases it and restores our
+//     other sessions' registrations by logging them in again.
+//   - A session that carries I/O is never registered by a guarded
+//     (unproven) step: between the guard's READ KEYS and its REGISTER a
+//     takeover could finish, and the session's writes would land until
+//     the undo. A live session found unregistered is logged in again
+//     (iscsi.Disk.RestoreByRelogin); its new session registers before it
+//     carries I/O. The disk heartbeat misses a beat or two meanwhile.
+//   - Reservations do not persist through a restart (no APTPL; REPORT
+//     CAPABILITIES says PTPL_C 0): see the third rule above.
+//
+// On an SPC-4 array such as Linux LIO, PREEMPT AND ABORT also aborts the
+// victim's queued commands (with TASK ABORTED, which the victim's
+// initiator sends again to learn of the conflict), and registrations
+// survive reconnects. `mirrorctl iscsi info` tells an administrator
+// whether a LUN supports WE-RO before going live.
+package fence
