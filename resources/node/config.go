@@ -12,6 +12,8 @@ import (
 	"github.com/spf13/viper"
 
 	"github.com/hamirror/hamirror/heartbeat"
+	"github.com/hamirror/hamirror/heartbeat/services"
+	"github.com/hamirror/hamirror/resources"
 	"github.com/hamirror/hamirror/mirror/units"
 )
 
@@ -31,7 +33,11 @@ type Config struct {
 	// runs membership (and the group's other resources) only.
 	Volume  *VolumeConfig
 	Fencing FencingConfig
-	Metrics MetricsConfig
+	// Group is the group and resources sections (resources.FromViper).
+	Group resources.Config
+	// Services is the services section (the cluster services).
+	Services services.Config
+	Metrics  MetricsConfig
 	// Control is the control socket mirrorctl talks to.
 	Control string
 }
@@ -159,6 +165,12 @@ func FromViper(v *viper.Viper, self heartbeat.NodeID) (*Config, error) {
 		return nil, err
 	}
 	if err := decodeSection(v, "metrics", &c.Metrics); err != nil {
+		return nil, err
+	}
+	if c.Group, err = resources.FromViper(v); err != nil {
+		return nil, err
+	}
+	if c.Services, err = services.FromViper(v, hb); err != nil {
 		return nil, err
 	}
 	return c, nil

@@ -18,9 +18,19 @@ func (n *Node) effect(now time.Time, e resources.Effect) {
 	switch e.Kind {
 	case resources.EffectFence:
 		n.log.Warn("fencing", "victims", e.Victims)
-		n.runOp(e, "fence", func(ctx context.Context) error { return n.fencePeers(ctx, e.Victims) })
+		n.runOp(e, "fence", func(ctx context.Context) error {
+			done := make(chan error, 1)
+			if n.fenceQ == nil {
+				return n.fencePeers(ctx, e.Victims)
+			}
+			n.fenceQ <- func() { done <- n.fencePeers(ctx, e.Victims) }
+			return <-done
+		})
 	case resources.EffectStart:
 		n.log.Info("starting", "resource", e.Resource)
+		if n.vol != nil && e.Resource == n.vol.name {
+			n.prepareVolume(n.member.View())
+		}
 		n.runAgent(e, func(ctx context.Context, a resources.Agent) error { return a.Start(ctx) })
 	case resources.EffectStop:
 		n.log.Info("stopping", "resource", e.Resource)
@@ -41,8 +51,10 @@ func (n *Node) effect(now time.Time, e resources.Effect) {
 			n.log.Error("cannot publish the app state", "err", err)
 		}
 	case resources.EffectReregister:
-		if n.arrays != nil {
-			go n.arrays.register(context.Background())
+		// Queued before any fence the group asks for next, so the clean
+		// rejoin happens first.
+		if n.fenceQ != nil {
+			n.fenceQ <- func() { n.arrays.register(context.Background()) }
 		}
 	case resources.EffectAlarm:
 		n.log.Error("ALARM: " + e.Msg)

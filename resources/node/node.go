@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/hamirror/hamirror/heartbeat"
+	"github.com/hamirror/hamirror/heartbeat/services"
 	"github.com/hamirror/hamirror/resources"
 )
 
@@ -41,7 +42,10 @@ type Node struct {
 	arrays *arrays                     // iSCSI sessions, fence agent (nil: no volume)
 	vol    *volumeRes                  // the volume resource (nil: no volume)
 	know   *knowledgeStore
+	seq    *seqStore
 	wit    *witness
+	svc    *services.Services
+	fenceQ chan func() // fence-agent work, in order (register before fence)
 
 	inbox    chan func(now time.Time) // run on the loop goroutine
 	loopStep time.Time                // last loop step (watchdog), guarded by mu
@@ -90,8 +94,20 @@ func (n *Node) Run(ctx context.Context) error {
 		}
 	}()
 	if n.arrays != nil {
-		n.arrays.start(mctx)
+		n.fenceQ = make(chan func(), 16)
+		go func() {
+			for f := range n.fenceQ {
+				f()
+			}
+		}()
+		defer close(n.fenceQ)
+		n.fenceQ <- func() { n.arrays.register(mctx) }
 	}
+	if err := n.svc.Start(mctx); err != nil {
+		return fmt.Errorf("cluster services: %w", err)
+	}
+	defer n.svc.Stop()
+	defer n.wit.close()
 	n.notify("READY=1")
 	tick := time.NewTicker(n.tickEvery())
 	defer tick.Stop()
@@ -104,7 +120,7 @@ func (n *Node) Run(ctx context.Context) error {
 			f(now)
 			n.step(now)
 		case now := <-tick.C:
-			n.group.Membership(now, n.view())
+			n.group.Membership(now, n.view(now))
 			n.group.Tick(now)
 			n.step(now)
 		case <-shutdown:
@@ -150,9 +166,11 @@ func (n *Node) shutdownTimeout() time.Duration {
 	return d + n.cfg.Heartbeat.Timing.Dead + 5*time.Second
 }
 
-// view is membership's view translated for the group.
-func (n *Node) view() resources.View {
+// view is membership's view translated for the group; the peers' volume
+// knowledge in it is persisted and acknowledged on the way.
+func (n *Node) view(now time.Time) resources.View {
 	hv := n.member.View()
+	n.takeKnowledge(now, hv)
 	v := resources.View{Role: hv.Role}
 	for _, p := range hv.Peers {
 		pv := resources.PeerView{ID: p.ID, State: p.State, Role: p.Role}
@@ -183,6 +201,19 @@ func (n *Node) Healthy(maxAge time.Duration) bool {
 	last := n.loopStep
 	n.mu.Unlock()
 	return n.member.Healthy(maxAge) && !last.IsZero() && time.Since(last) <= maxAge
+}
+
+// membershipEvent sees every membership event (from the member's
+// goroutine): the cluster services log them, and the loop looks at the
+// new view at once rather than at its next tick.
+func (n *Node) membershipEvent(e heartbeat.Event) {
+	if n.svc != nil {
+		n.svc.MembershipEvent(e)
+	}
+	select {
+	case n.inbox <- func(now time.Time) { n.group.Membership(now, n.view(now)) }:
+	default: // the loop is busy; its next tick takes the view
+	}
 }
 
 func (n *Node) notify(state string) {

@@ -33,6 +33,7 @@ import (
 type witness struct {
 	mu      sync.Mutex
 	cond    *sync.Cond
+	seqs    *seqStore
 	seq     uint64                      // last sequence published
 	known   *mirror.KnownState          // last state published
 	acks    map[heartbeat.NodeID]uint64 // each peer's ack of our knowledge
@@ -41,8 +42,8 @@ type witness struct {
 	publish func(k resources.VolumeKnowledge) // posts to the group (loop)
 }
 
-func newWitness(publish func(resources.VolumeKnowledge)) *witness {
-	w := &witness{acks: map[heartbeat.NodeID]uint64{}, live: map[heartbeat.NodeID]bool{}, publish: publish}
+func newWitness(seqs *seqStore, publish func(resources.VolumeKnowledge)) *witness {
+	w := &witness{seqs: seqs, acks: map[heartbeat.NodeID]uint64{}, live: map[heartbeat.NodeID]bool{}, publish: publish}
 	w.cond = sync.NewCond(&w.mu)
 	return w
 }
@@ -85,10 +86,18 @@ func (w *witness) observe(v heartbeat.View) {
 }
 
 // Publish is the engine's Options.Publish.
+//
+// If the sequence cannot be persisted the state is still published (the
+// peer must learn it) but with the previous run's risk: the witness then
+// waits for a strictly newer acknowledgement, which the peer gives only
+// for this publication.
 func (w *witness) Publish(ks mirror.KnownState) {
+	seq, err := w.seqs.next()
 	w.mu.Lock()
-	w.seq++
-	seq := w.seq
+	if err != nil {
+		seq = max(w.seq+1, seq)
+	}
+	w.seq = seq
 	w.known = &ks
 	vk := toKnowledge(ks, seq, w.witnessing())
 	w.mu.Unlock()
