@@ -13,8 +13,8 @@ import (
 
 	"github.com/hamirror/hamirror/heartbeat"
 	"github.com/hamirror/hamirror/heartbeat/services"
-	"github.com/hamirror/hamirror/resources"
 	"github.com/hamirror/hamirror/mirror/units"
+	"github.com/hamirror/hamirror/resources"
 )
 
 // DefaultConfigPath is where mirrord looks for the cluster file.

@@ -1,6 +1,7 @@
 package node
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"os"
@@ -9,6 +10,7 @@ import (
 
 	"github.com/hamirror/hamirror/heartbeat"
 	"github.com/hamirror/hamirror/heartbeat/services"
+	"github.com/hamirror/hamirror/iscsi"
 	"github.com/hamirror/hamirror/mirror"
 	"github.com/hamirror/hamirror/resources"
 	"github.com/hamirror/hamirror/resources/agents"
@@ -135,12 +137,32 @@ func (n *Node) openLinks() ([]heartbeat.Link, error) {
 		return nil, err
 	}
 	for _, d := range legDisks {
-		if n.arrays == nil {
-			closeLinks(links)
-			return nil, fmt.Errorf("disks: %s is on leg %s, but the cluster file has no volume section", d.Name, d.Leg)
+		if n.arrays != nil {
+			if a := n.arrays.bySpec(d.Leg); a != nil && a.hb != nil {
+				links = append(links, newDiskLink(c, d.Name, sharedLeg{a.hb}, a.hb.WaitReady, false))
+				continue
+			}
 		}
-		a := n.arrays.bySpec(d.Leg)
-		links = append(links, newDiskLink(c, d.Name, a.hb))
+		// A leg of no volume this node runs (membership only): a session
+		// (or file) of its own for the disk heartbeat.
+		var leg mirror.Leg
+		var wait func(context.Context) error
+		if iscsi.IsLegSpec(d.Leg) {
+			disk, err := iscsi.OpenLegInBackground(d.Leg, n.cfg.iscsiConfig(iscsi.PurposeDiskHeartbeat))
+			if err != nil {
+				closeLinks(links)
+				return nil, fmt.Errorf("disk heartbeat %s: %w", d.Name, err)
+			}
+			leg, wait = disk, disk.WaitReady
+		} else {
+			l, err := mirror.OpenLeg(d.Leg, mirror.LegOptions{})
+			if err != nil {
+				closeLinks(links)
+				return nil, fmt.Errorf("disk heartbeat %s: %w", d.Name, err)
+			}
+			leg = l
+		}
+		links = append(links, newDiskLink(c, d.Name, leg, wait, true))
 	}
 	return links, nil
 }
@@ -193,7 +215,9 @@ func (n *Node) newVolume(name string) *volumeRes {
 	mo.Publish = n.wit.Publish
 	mo.BeforeReAdd = n.arrays.beforeReAdd
 	mo.OnFenced = func() {
-		n.post(func(now time.Time) { n.group.Fenced(now, "the volume got RESERVATION CONFLICT: another node fenced this one") })
+		n.post(func(now time.Time) {
+			n.group.Fenced(now, "the volume got RESERVATION CONFLICT: another node fenced this one")
+		})
 	}
 	v := volume.New(volume.Options{Legs: vc.Legs, OpenLeg: n.arrays.openLeg, Mirror: mo, Listen: vc.Listen,
 		Device: vc.Device, Fuse: vc.Fuse, Link: vc.Link, ExportName: vc.ExportName, Logger: mo.Logger})

@@ -109,7 +109,10 @@ func (n *Node) runOp(e resources.Effect, what string, f func(context.Context) er
 // fencePeers fences victims off every reachable array.
 func (n *Node) fencePeers(ctx context.Context, victims []heartbeat.NodeID) error {
 	if n.arrays == nil {
-		return errors.New("this cluster file has no volume on iSCSI arrays: nothing to fence with, so no takeover (fencing is what makes a takeover safe)")
+		// No shared storage: nothing a dead peer could still write to.
+		// Like keepalived, the group (a VIP, a service) moves anyway.
+		n.log.Warn("no volume in the cluster file: nothing to fence; taking over without fencing", "peers", victims)
+		return nil
 	}
 	keys := make([]uint64, 0, len(victims))
 	for _, v := range victims {

@@ -29,13 +29,13 @@ type Status struct {
 // PeerVolumeStatus is what this node holds of the peer's volume
 // knowledge, and whether a takeover could use it.
 type PeerVolumeStatus struct {
-	From      heartbeat.NodeID    `json:"from"`
-	Knowledge mirror.KnownState   `json:"knowledge"`
-	Seq       uint64              `json:"seq"`
-	Confirmed bool                `json:"confirmed"` // received in this run
-	Trusted   bool                `json:"trusted"`   // a takeover would use it
-	Note      string              `json:"note,omitempty"`
-	_         struct{}            `json:"-"`
+	From      heartbeat.NodeID  `json:"from"`
+	Knowledge mirror.KnownState `json:"knowledge"`
+	Seq       uint64            `json:"seq"`
+	Confirmed bool              `json:"confirmed"` // received in this run
+	Trusted   bool              `json:"trusted"`   // a takeover would use it
+	Note      string            `json:"note,omitempty"`
+	_         struct{}          `json:"-"`
 }
 
 type nodeArg struct {

@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -18,7 +19,9 @@ import (
 type diskLink struct {
 	name  string
 	cfg   heartbeat.Config
-	disk  *iscsi.Disk
+	leg   mirror.Leg                      // the leg whose slots carry it
+	wait  func(ctx context.Context) error // until the leg answered (nil: at once)
+	owned bool                            // Close closes leg
 	ready chan struct{}
 	stop  context.CancelFunc
 
@@ -28,9 +31,9 @@ type diskLink struct {
 	done chan struct{} // closed by Close
 }
 
-func newDiskLink(cfg heartbeat.Config, name string, d *iscsi.Disk) *diskLink {
+func newDiskLink(cfg heartbeat.Config, name string, leg mirror.Leg, wait func(context.Context) error, owned bool) *diskLink {
 	ctx, cancel := context.WithCancel(context.Background())
-	l := &diskLink{name: name, cfg: cfg, disk: d, ready: make(chan struct{}), stop: cancel}
+	l := &diskLink{name: name, cfg: cfg, leg: leg, wait: wait, owned: owned, ready: make(chan struct{}), stop: cancel}
 	go l.open(ctx)
 	return l
 }
@@ -39,13 +42,15 @@ func newDiskLink(cfg heartbeat.Config, name string, d *iscsi.Disk) *diskLink {
 // answers but whose metadata cannot be read yet is tried again).
 func (l *diskLink) open(ctx context.Context) {
 	for {
-		if err := l.disk.WaitReady(ctx); err != nil {
-			return
+		if l.wait != nil {
+			if err := l.wait(ctx); err != nil {
+				return
+			}
 		}
-		off, size, n, err := mirror.HeartbeatSlots(sharedLeg{l.disk})
+		off, size, n, err := mirror.HeartbeatSlots(l.leg)
 		if err == nil {
 			var link *heartbeat.DiskLink
-			if link, err = l.cfg.DiskLinkFor(l.name, slotDev{l.disk}, off, size, n); err == nil {
+			if link, err = l.cfg.DiskLinkFor(l.name, slotDev{l.leg}, off, size, n); err == nil {
 				l.mu.Lock()
 				l.link = link
 				l.mu.Unlock()
@@ -123,15 +128,19 @@ func (l *diskLink) Close() error {
 		close(l.done)
 	}
 	l.mu.Unlock()
+	var err error
 	if link != nil {
-		return link.Close()
+		err = link.Close()
 	}
-	return nil
+	if l.owned {
+		err = errors.Join(err, l.leg.Close())
+	}
+	return err
 }
 
 // slotDev lets the heartbeat read and write its slots through a session.
 // Writes use FUA: a slot update in the array's cache proves nothing.
-type slotDev struct{ d *iscsi.Disk }
+type slotDev struct{ d mirror.Leg }
 
 func (s slotDev) ReadAt(p []byte, off int64) (int, error) {
 	if err := s.d.ReadAt(p, off); err != nil {
