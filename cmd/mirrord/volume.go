@@ -20,9 +20,9 @@ import (
 
 	"github.com/hamirror/hamirror/cmd/internal/control"
 	"github.com/hamirror/hamirror/cmd/internal/legopts"
-	"github.com/hamirror/hamirror/mirror/units"
 	"github.com/hamirror/hamirror/mirror"
 	"github.com/hamirror/hamirror/mirror/nbd"
+	"github.com/hamirror/hamirror/mirror/units"
 )
 
 // volumeFlags are `mirrord volume`'s options.

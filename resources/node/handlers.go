@@ -137,6 +137,9 @@ func (n *Node) Handlers() map[string]HandlerFunc {
 			return n.volumeOp(func(v *mirror.Volume) error { return v.StartVerify(a.Repair) })
 		},
 	}
+	for op, f := range n.svc.Handlers() {
+		h[op] = HandlerFunc(f)
+	}
 	return h
 }
 
