@@ -13,18 +13,21 @@ import (
 	"github.com/hamirror/hamirror/resources/fence"
 )
 
-// The node's iSCSI sessions, one per array and purpose, open for the whole
-// run: the volume's (the mirror leg, which also carries the reservation
-// commands) and the disk heartbeat's. tgtd binds registrations to the
-// session, so a session is never replaced; an iSCSI Disk reconnects by
-// itself, and one opened while its array is down logs in when it answers.
+// The node's iSCSI sessions: one per array (iscsi.PurposeVolume), open for
+// the whole run and lent to the mirror (the leg), the disk heartbeat (its
+// slots) and the fence agent (the reservation commands). One session
+// carries all three because targets bind registrations to it: tgtd to the
+// session itself, and LIO refuses the reservation holder's writes from
+// any other session of the same initiator, so a disk heartbeat on a
+// session of its own would fall silent on the active node. A session is
+// never replaced; an iSCSI Disk reconnects by itself, and one opened while
+// its array is down logs in when it answers.
 
 // array is one array as this node reaches it.
 type array struct {
 	name string
 	spec string      // the volume leg on it
-	vol  *iscsi.Disk // volume session
-	hb   *iscsi.Disk // disk heartbeat session (nil: no disk heartbeat here)
+	vol  *iscsi.Disk // the node's session to it
 }
 
 // arrays are the node's arrays and the fence agent over them.
@@ -77,19 +80,6 @@ func openArrays(c *Config, keys map[heartbeat.NodeID]uint64, log *slog.Logger) (
 		}
 		as.list = append(as.list, a)
 	}
-	for _, d := range c.Heartbeat.Disks {
-		if d.Leg == "" {
-			continue
-		}
-		a := as.bySpec(d.Leg)
-		if a == nil {
-			return fail(fmt.Errorf("disks: %s names leg %q, which is not one of volume.legs", d.Name, d.Leg))
-		}
-		var err error
-		if a.hb, err = iscsi.OpenLegInBackground(d.Leg, c.iscsiConfig(iscsi.PurposeDiskHeartbeat)); err != nil {
-			return fail(fmt.Errorf("disk heartbeat %s: %w", d.Name, err))
-		}
-	}
 	fc := fence.Config{Key: keys[c.Heartbeat.Self], Log: log}
 	for id, k := range keys {
 		if id != c.Heartbeat.Self {
@@ -97,7 +87,7 @@ func openArrays(c *Config, keys map[heartbeat.NodeID]uint64, log *slog.Logger) (
 		}
 	}
 	for _, a := range as.list {
-		fc.Arrays = append(fc.Arrays, fence.Array{Name: a.name, Volume: a.vol, DiskHeartbeat: a.hb})
+		fc.Arrays = append(fc.Arrays, fence.Array{Name: a.name, Volume: a.vol})
 	}
 	f, err := fence.New(fc)
 	if err != nil {
@@ -224,9 +214,6 @@ func (as *arrays) close() {
 	for _, a := range as.list {
 		if a.vol != nil {
 			a.vol.Close()
-		}
-		if a.hb != nil {
-			a.hb.Close()
 		}
 	}
 }

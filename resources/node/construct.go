@@ -138,8 +138,8 @@ func (n *Node) openLinks() ([]heartbeat.Link, error) {
 	}
 	for _, d := range legDisks {
 		if n.arrays != nil {
-			if a := n.arrays.bySpec(d.Leg); a != nil && a.hb != nil {
-				links = append(links, newDiskLink(c, d.Name, sharedLeg{a.hb}, a.hb.WaitReady, false))
+			if a := n.arrays.bySpec(d.Leg); a != nil {
+				links = append(links, newDiskLink(c, d.Name, sharedLeg{a.vol}, a.vol.WaitReady, false))
 				continue
 			}
 		}
