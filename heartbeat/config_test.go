@@ -229,3 +229,34 @@ func TestSlotNeededMatchesTheEncoder(t *testing.T) {
 		t.Error("a disk link with slots too small for this cluster's frames opened")
 	}
 }
+
+// TestValidateSerialCarriesTheLargestHeartbeat: a heartbeat with the
+// largest app state is ~630 bytes on the serial line (8N1: ten bits a
+// byte), sent every keepalive. A line too slow for that falls behind:
+// frames queue in the tty buffer and arrive seconds late, which keeps a
+// stopped peer "alive" on that medium long after timing.dead. Validate
+// refuses such a line (naming cluster.baud) instead.
+func TestValidateSerialCarriesTheLargestHeartbeat(t *testing.T) {
+	for _, tc := range []struct {
+		baud int
+		ok   bool
+	}{{9600, false}, {19200, false}, {38400, true}, {115200, true}} {
+		c := twoNodes()
+		c.Baud = tc.baud
+		err := c.Validate()
+		var ke *KeyError
+		switch {
+		case tc.ok && err != nil:
+			t.Errorf("baud %d: %v", tc.baud, err)
+		case !tc.ok && (!errors.As(err, &ke) || ke.Key != "cluster.baud"):
+			t.Errorf("baud %d carries %d bytes per keepalive, a heartbeat takes %d: want an error naming cluster.baud, got %v",
+				tc.baud, tc.baud/10*int(c.Timing.Keepalive/time.Millisecond)/1000, len(EncodeSerial(make([]byte, c.slotNeeded(SerialMedium)-2))), err)
+		}
+	}
+	// Without a serial line the rate does not matter.
+	c := twoNodes()
+	c.Nodes[0].Serial, c.Nodes[1].Serial, c.Baud = "", "", 9600
+	if err := c.Validate(); err != nil {
+		t.Errorf("no serial line, baud 9600: %v", err)
+	}
+}
