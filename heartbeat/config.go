@@ -99,7 +99,10 @@ func DefaultConfig() Config {
 		// installed, and a hamirror node does not run Corosync).
 		Port: 5405,
 		// 115200 8N1 is what every RS-232 UART and USB adapter does; a
-		// heartbeat frame (~120 bytes) takes ~10 ms on the wire.
+		// heartbeat frame (~120 bytes, up to ~760 with the largest app
+		// state) takes 10-66 ms on the wire. Validate refuses a rate that
+		// cannot carry the largest one every keepalive (19200 and below
+		// at the default timing).
 		Baud: 115200,
 		Timing: Timing{
 			// 200 ms: five frames per second per medium is nothing for a
@@ -222,6 +225,26 @@ func (c *Config) Validate() error {
 	}
 	if serial != 0 && (serial != 2 || len(c.Nodes) != 2) {
 		return keyErr("nodes[].serial", "a serial line joins exactly two nodes: set it on both nodes of a two-node cluster")
+	}
+	if serial != 0 {
+		// 8N1: ten bits a byte. Slower, the line falls behind: frames
+		// queue in the tty buffer and arrive late, and a stopped peer
+		// stays alive on it for as long as its buffer drains.
+		need := c.slotNeeded(SerialMedium) - 2 + serialOverhead
+		if carry := int64(c.Baud) / 10 * int64(t.Keepalive) / int64(time.Second); carry < need {
+			least, rate := need*10*int64(time.Second)/int64(t.Keepalive), 0
+			for r := range baudRates {
+				if int64(r) > least && (rate == 0 || r < rate) {
+					rate = r
+				}
+			}
+			hint := fmt.Sprintf("set %d or more (or a longer timing.keepalive)", rate)
+			if rate == 0 {
+				hint = "no supported rate is fast enough: set a longer timing.keepalive"
+			}
+			return keyErr("cluster.baud", "%d baud carries %d bytes per timing.keepalive (%v), but a heartbeat with the largest app state takes %d on the serial line: frames would queue and arrive late; %s",
+				c.Baud, carry, t.Keepalive, need, hint)
+		}
 	}
 	if len(media) == 0 && serial == 0 {
 		return keyErr("nodes[].links", "no network medium: configure at least one private NIC or the serial line")
