@@ -260,3 +260,25 @@ func TestValidateSerialCarriesTheLargestHeartbeat(t *testing.T) {
 		t.Errorf("no serial line, baud 9600: %v", err)
 	}
 }
+
+// TestSlotSizeErrorSaysEnough: the slot_size error names a size that is
+// enough for this cluster, not one the next check refuses again.
+func TestSlotSizeErrorSaysEnough(t *testing.T) {
+	c := twoNodes()
+	c.Nodes[0].Serial, c.Nodes[1].Serial = "", ""
+	for i := 2; i < 64; i++ {
+		c.Nodes = append(c.Nodes, Node{ID: NodeID(strings.Repeat("n", 60) + fmt.Sprint(i)), Links: []NIC{
+			{Medium: "nic1", Interface: "eth1", Address: fmt.Sprintf("10.0.1.%d", i+1)},
+			{Medium: "nic2", Interface: "eth2", Address: fmt.Sprintf("10.0.2.%d", i+1)}}})
+	}
+	c.Disks = []Disk{{Name: "disk-a", SlotSize: 512, Slots: 64}}
+	need := c.slotNeeded("disk-a")
+	err := c.Validate()
+	if err == nil || !strings.Contains(err.Error(), fmt.Sprint(need)) {
+		t.Fatalf("slot_size 512 for 64 nodes: want an error naming the %d bytes needed, got %v", need, err)
+	}
+	c.Disks[0].SlotSize = need
+	if err := c.Validate(); err != nil {
+		t.Fatalf("the size the error named is refused: %v", err)
+	}
+}
