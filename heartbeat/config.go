@@ -269,7 +269,7 @@ func (c *Config) Validate() error {
 		case d.Offset < 0:
 			return keyErr(key+".offset", "is negative")
 		case d.SlotSize < MinSlotSize:
-			return keyErr(key+".slot_size", "%d is less than %d bytes: a heartbeat carries up to %d bytes of app state (frame version 3); set %d or more", d.SlotSize, MinSlotSize, MaxAppState, MinSlotSize)
+			return keyErr(key+".slot_size", "%d is less than %d bytes: a heartbeat carries up to %d bytes of app state (frame version 3); set %d or more", d.SlotSize, MinSlotSize, MaxAppState, max(MinSlotSize, c.slotNeeded(d.Name)))
 		case d.SlotSize < c.slotNeeded(d.Name):
 			return keyErr(key+".slot_size", "%d bytes cannot hold a heartbeat of this cluster (%d nodes, %d bytes of app state): at least %d are needed", d.SlotSize, len(c.Nodes), MaxAppState, c.slotNeeded(d.Name))
 		case d.Slots < len(c.Nodes):
