@@ -282,3 +282,45 @@ func TestSlotSizeErrorSaysEnough(t *testing.T) {
 		t.Fatalf("the size the error named is refused: %v", err)
 	}
 }
+
+// TestValidateTableFitsTheWire: the index table travels in one frame
+// (UnmarshalTable takes at most 8 addresses a row, 64 bytes each, and a
+// frame is at most MaxFrame). A config whose table cannot travel is
+// refused: otherwise the coordinator's table never reaches its peers
+// (Encode fails, or every peer refuses it as malformed) and nobody says so.
+func TestValidateTableFitsTheWire(t *testing.T) {
+	big := twoNodes()
+	big.Nodes[0].Serial, big.Nodes[1].Serial = "", ""
+	for i := 2; i < 64; i++ {
+		big.Nodes = append(big.Nodes, Node{ID: NodeID(strings.Repeat("n", 60) + fmt.Sprint(i)),
+			Address: "2001:db8:ffff:ffff:ffff:ffff:ffff:ffff", Links: []NIC{
+				{Medium: "nic1", Interface: "eth1", Address: fmt.Sprintf("10.0.1.%d", i+1)},
+				{Medium: "nic2", Interface: "eth2", Address: fmt.Sprintf("10.0.2.%d", i+1)}}})
+	}
+	big.Disks = nil
+	nics := twoNodes()
+	for k := 3; k <= 9; k++ {
+		for i := range nics.Nodes {
+			nics.Nodes[i].Links = append(nics.Nodes[i].Links, NIC{Medium: fmt.Sprint("nic", k), Address: fmt.Sprintf("10.0.%d.%d", k, i+1)})
+		}
+	}
+	long := twoNodes()
+	long.Nodes[0].Address = strings.Repeat("h", 65)
+	for _, tc := range []struct {
+		name string
+		c    Config
+		key  string
+	}{{"64 nodes, long ids", big, "nodes"}, {"9 addresses", nics, "nodes[0].links"}, {"65-byte address", long, "nodes[0].address"}} {
+		c := tc.c
+		c.Self = c.Nodes[0].ID
+		mc := c.MachineConfig(1)
+		tb := BuildTable(mc.Nodes, mc.Addresses, mc.Self, 1)
+		_, encErr := NewCodec(c.Cluster, simKey).Encode(Frame{Type: MsgTable, Boot: 1, Seq: 1, Nonce: 1, From: c.Self, Medium: "nic1", Payload: tb.MarshalBinary()})
+		_, decErr := UnmarshalTable(tb.MarshalBinary())
+		err := c.Validate()
+		var ke *KeyError
+		if !errors.As(err, &ke) || ke.Key != tc.key {
+			t.Errorf("%s (table: encode %v, decode %v): want an error naming %s, got %v", tc.name, encErr, decErr, tc.key, err)
+		}
+	}
+}
