@@ -200,6 +200,15 @@ func (c *Config) Validate() error {
 			if l.Address == "" {
 				return keyErr(lk+".address", "is empty")
 			}
+			if len(l.Address) > maxTableStr {
+				return keyErr(lk+".address", "must be at most %d bytes (it travels in the index table)", maxTableStr)
+			}
+		}
+		if len(n.Address) > maxTableStr {
+			return keyErr(key+".address", "must be at most %d bytes (it travels in the index table)", maxTableStr)
+		}
+		if na := len(n.Links) + min(len(n.Address), 1); na > maxRowAddrs {
+			return keyErr(key+".links", "%d links and the node's address make %d addresses; the index table carries at most %d a node", len(n.Links), na, maxRowAddrs)
 		}
 		if n.Serial != "" {
 			serial++
@@ -217,6 +226,9 @@ func (c *Config) Validate() error {
 		if _, ok := seen[c.Self]; !ok {
 			return keyErr("node", "this node %q is not in nodes (set mirrord --node)", c.Self)
 		}
+	}
+	if need := c.tableFrameNeeded(); need > MaxFrame {
+		return keyErr("nodes", "the index table of these %d nodes takes up to %d bytes in a frame, over the %d byte limit: use shorter node IDs or addresses, or fewer links", len(c.Nodes), need, MaxFrame)
 	}
 	for m, cnt := range media {
 		if cnt < 2 {
@@ -295,6 +307,30 @@ func (c *Config) slotNeeded(name string) int64 {
 	}
 	return int64(2 + headerLen + 4 + len(c.Cluster) + id + len(name) + echoLen*max(len(c.Nodes)-1, 0) +
 		heartbeatFixed + MaxAppState + macLen)
+}
+
+// tableFrameNeeded is the largest table frame the coordinator can send
+// (Table.MarshalBinary; any backup target and address in every row).
+func (c *Config) tableFrameNeeded() int {
+	id, addr, medium := 0, 0, 0
+	for _, n := range c.Nodes {
+		id = max(id, len(n.ID))
+		addr = max(addr, len(n.Address))
+		for _, l := range n.Links {
+			addr, medium = max(addr, len(l.Address)), max(medium, len(l.Medium))
+		}
+	}
+	payload := 8 + 1 + id + 1
+	for _, n := range c.Nodes {
+		payload += 1 + len(n.ID) + 1 + 1 + id + 1 + addr + 1
+		if n.Address != "" {
+			payload += 1 + len(n.Address)
+		}
+		for _, l := range n.Links {
+			payload += 1 + len(l.Address)
+		}
+	}
+	return headerLen + 4 + len(c.Cluster) + id + max(medium, len(SerialMedium)) + echoLen*max(len(c.Nodes)-1, 0) + payload + macLen
 }
 
 func isDiskName(c *Config, m string) bool {

@@ -63,7 +63,7 @@ func TestValidateNamesTheKey(t *testing.T) {
 			c.Disks[0].Slots = 64
 			c.Nodes[0].Serial, c.Nodes[1].Serial = "", ""
 			for i := 2; i < 64; i++ {
-				c.Nodes = append(c.Nodes, Node{ID: NodeID(strings.Repeat("n", 60) + fmt.Sprint(i)), Links: []NIC{
+				c.Nodes = append(c.Nodes, Node{ID: NodeID(fmt.Sprint("n", i)), Links: []NIC{
 					{Medium: "nic1", Interface: "eth1", Address: fmt.Sprintf("10.0.1.%d", i+1)},
 					{Medium: "nic2", Interface: "eth2", Address: fmt.Sprintf("10.0.2.%d", i+1)}}})
 			}
@@ -267,7 +267,7 @@ func TestSlotSizeErrorSaysEnough(t *testing.T) {
 	c := twoNodes()
 	c.Nodes[0].Serial, c.Nodes[1].Serial = "", ""
 	for i := 2; i < 64; i++ {
-		c.Nodes = append(c.Nodes, Node{ID: NodeID(strings.Repeat("n", 60) + fmt.Sprint(i)), Links: []NIC{
+		c.Nodes = append(c.Nodes, Node{ID: NodeID(fmt.Sprint("n", i)), Links: []NIC{
 			{Medium: "nic1", Interface: "eth1", Address: fmt.Sprintf("10.0.1.%d", i+1)},
 			{Medium: "nic2", Interface: "eth2", Address: fmt.Sprintf("10.0.2.%d", i+1)}}})
 	}
