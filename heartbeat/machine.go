@@ -96,7 +96,7 @@ type Ready struct {
 type Machine struct {
 	cfg       MachineConfig
 	start     time.Time
-	initFrom  time.Time // timing.initdead counts from here (start, moved on by stalls)
+	initFrom  time.Time // timing.initdead counts from here (the first Tick, moved on by stalls)
 	seq       map[string]uint64
 	nextSend  time.Time
 	lastSend  time.Time

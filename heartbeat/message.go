@@ -154,6 +154,13 @@ type Table struct {
 	Rows        []Row  `json:"rows"`
 }
 
+// Index table limits: UnmarshalTable refuses more (Config.Validate
+// keeps a cluster within them).
+const (
+	maxRowAddrs = 8  // addresses of one row
+	maxTableStr = 64 // bytes of a node ID or an address
+)
+
 type wbuf []byte
 
 func (w *wbuf) str(s string) { *w = append(*w, byte(len(s))); *w = append(*w, s...) }
@@ -231,14 +238,14 @@ func UnmarshalTable(p []byte) (Table, error) {
 		var row Row
 		row.ID = NodeID(r.str(64, false))
 		na := int(r.u8())
-		if na > 8 {
+		if na > maxRowAddrs {
 			return t, fmt.Errorf("%w: %d addresses in a row", ErrMalformed, na)
 		}
 		for j := 0; j < na && r.err == nil; j++ {
-			row.Addresses = append(row.Addresses, r.str(64, false))
+			row.Addresses = append(row.Addresses, r.str(maxTableStr, false))
 		}
-		row.BackupTarget = NodeID(r.str(64, true))
-		row.BackupAddr = r.str(64, true)
+		row.BackupTarget = NodeID(r.str(maxTableStr, true))
+		row.BackupAddr = r.str(maxTableStr, true)
 		st := r.u8()
 		if st > 1 && r.err == nil {
 			r.err = fmt.Errorf("%w: row state %d", ErrMalformed, st)
