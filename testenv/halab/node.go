@@ -1,0 +1,529 @@
+package halab
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// Node is one server of the lab: its own network namespace, and while it
+// is up a process tree in its own mount, IPC, UTS and PID namespaces whose
+// PID 1 is a small reaper. Every process started through the node runs in
+// all of them, so a crash (SIGKILL of that PID 1) kills every one of them
+// at once, as pulling the power would.
+type Node struct {
+	ID     string // "n1" or "n2"
+	Index  int    // 1 or 2
+	Serial string // the device of its end of the serial line (a pty)
+	lab    *Lab
+	dir    string
+
+	mu      sync.Mutex
+	init    *exec.Cmd // nsenter → unshare; its child is the node's PID 1
+	initPid int       // host PID of the node's PID 1
+	pidNS   string    // "pid:[inode]" of the node's PID namespace
+	exited  chan struct{} // closed when the node's process tree is gone
+	dying   chan struct{} // after a crash, until waited for
+	filled  bool
+}
+
+func (l *Lab) newNode(i int, serial string) (*Node, error) {
+	n := &Node{ID: fmt.Sprintf("n%d", i), Index: i, Serial: serial, lab: l, dir: filepath.Join(l.Dir, fmt.Sprintf("n%d", i))}
+	if err := os.MkdirAll(filepath.Join(n.dir, "log"), 0o755); err != nil {
+		return nil, err
+	}
+	return n, nil
+}
+
+// Addr returns the node's address on the public network.
+func (n *Node) Addr() string { return fmt.Sprintf("10.20.0.%d", n.Index) }
+
+// PrivateAddr returns the node's address on private link k (1 or 2).
+func (n *Node) PrivateAddr(k int) string { return fmt.Sprintf("10.2%d.0.%d", k, n.Index) }
+
+// Netns returns the node's network namespace name.
+func (n *Node) Netns() string { return n.lab.ns(n.ID) }
+
+// Dir returns the node's folder on the host (its logs and private copies).
+func (n *Node) Dir() string { return n.dir }
+
+// Path returns the host path of the node's own copy of a Private or
+// Overlay directory p (e.g. Path("/etc/corosync")).
+func (n *Node) Path(p string) string { return filepath.Join(n.dir, "root", p) }
+
+// Up reports whether the node runs.
+func (n *Node) Up() bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.init != nil
+}
+
+// Start boots the node: its cables are plugged in, then its namespaces are
+// made and its private directories mounted. A node that is up is left as
+// it is.
+func (n *Node) Start(ctx context.Context) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.init != nil {
+		return nil
+	}
+	if err := n.waitDownLocked(); err != nil {
+		return err
+	}
+	if err := n.lab.setLinks(n.ID, false); err != nil {
+		return err
+	}
+	if !n.filled {
+		if err := n.fillPrivate(); err != nil {
+			return err
+		}
+		n.filled = true
+	}
+	script, err := n.initScript()
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command("nsenter", "--net=/var/run/netns/"+n.Netns(),
+		"unshare", "--mount", "--ipc", "--uts", "--pid", "--fork", "--mount-proc", "--propagation", "private",
+		"bash", "-c", script)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return err
+	}
+	logf, err := os.OpenFile(filepath.Join(n.dir, "log", "init.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return err
+	}
+	defer logf.Close()
+	cmd.Stderr = logf
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("%s: starting its namespaces: %w", n.ID, err)
+	}
+	exited := make(chan struct{})
+	ready := make(chan error, 1)
+	go func() {
+		line, err := bufio.NewReader(out).ReadString('\n')
+		if err == nil && strings.TrimSpace(line) != "ready" {
+			err = fmt.Errorf("unexpected %q", line)
+		}
+		ready <- err
+	}()
+	go func() { cmd.Wait(); close(exited) }()
+	fail := func(err error) error {
+		cmd.Process.Kill()
+		<-exited
+		b, _ := os.ReadFile(logf.Name())
+		return fmt.Errorf("%s: booting: %w (init log: %s)", n.ID, err, strings.TrimSpace(string(b)))
+	}
+	select {
+	case err := <-ready:
+		if err != nil {
+			return fail(err)
+		}
+	case <-time.After(20 * time.Second):
+		return fail(errors.New("no ready within 20s"))
+	case <-ctx.Done():
+		return fail(ctx.Err())
+	}
+	pid, err := childOf(cmd.Process.Pid)
+	if err != nil {
+		return fail(err)
+	}
+	ns, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/pid", pid))
+	if err != nil {
+		return fail(err)
+	}
+	n.init, n.initPid, n.pidNS, n.exited = cmd, pid, ns, exited
+	n.lab.serial.Powered(n.Index-1, true)
+	n.lab.opt.Logf("%s: up (PID 1 is host pid %d)", n.ID, pid)
+	return nil
+}
+
+// initScript is the node's boot: private /run and /dev/shm, the private
+// and overlay directories, then a PID 1 that reaps every orphan.
+func (n *Node) initScript() (string, error) {
+	var b strings.Builder
+	fmt.Fprintf(&b, "set -e\nhostname %s\n", n.ID)
+	b.WriteString("mount -t tmpfs -o mode=0755 tmpfs /run\nmkdir -p /run/lock /run/postgresql\n")
+	b.WriteString("chown postgres:postgres /run/postgresql 2>/dev/null || true\n")
+	b.WriteString("mount -t tmpfs -o mode=1777 tmpfs /dev/shm\n")
+	for _, p := range n.lab.opt.Private {
+		if _, err := os.Stat(p); err != nil {
+			continue
+		}
+		fmt.Fprintf(&b, "mount --bind %s %s\n", shellQuote(n.Path(p)), shellQuote(p))
+	}
+	for _, p := range n.lab.opt.Overlay {
+		fmt.Fprintf(&b, "mount -t overlay overlay -o ro,lowerdir=%s:%s %s\n", n.Path(p), p, shellQuote(p))
+	}
+	b.WriteString("echo ready\nexec bash -c 'exec >/dev/null 2>&1; while :; do sleep 1000000 & wait; done'\n")
+	return b.String(), nil
+}
+
+// fillPrivate gives the node its own copy of every Private directory and
+// an (empty unless filled by the caller) folder for every Overlay one.
+func (n *Node) fillPrivate() error {
+	for _, p := range n.lab.opt.Private {
+		if _, err := os.Stat(p); err != nil {
+			n.lab.opt.Logf("%s: %s not on this host: not made private", n.ID, p)
+			continue
+		}
+		dst := n.Path(p)
+		if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+			return err
+		}
+		if _, err := os.Stat(dst); err == nil {
+			continue
+		}
+		if err := run("cp", "-a", p, dst); err != nil {
+			return err
+		}
+	}
+	for _, p := range n.lab.opt.Overlay {
+		if err := os.MkdirAll(n.Path(p), 0o755); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// childOf waits for the child of pid (unshare's forked PID 1).
+func childOf(pid int) (int, error) {
+	for range 200 {
+		ents, _ := os.ReadDir("/proc")
+		for _, e := range ents {
+			c, err := strconv.Atoi(e.Name())
+			if err != nil {
+				continue
+			}
+			if ppid(c) == pid {
+				return c, nil
+			}
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return 0, fmt.Errorf("no child of pid %d", pid)
+}
+
+// ppid returns the parent of pid (0 if it is gone).
+func ppid(pid int) int {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// The command name may hold spaces and parentheses: fields start after
+	// the last ')'.
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return 0
+	}
+	f := strings.Fields(s[i+1:])
+	if len(f) < 2 {
+		return 0
+	}
+	p, _ := strconv.Atoi(f[1])
+	return p
+}
+
+// Pids returns the host PIDs of every process of the node (none when down).
+func (n *Node) Pids() []int {
+	n.mu.Lock()
+	ns := n.pidNS
+	up := n.init != nil
+	n.mu.Unlock()
+	if !up {
+		return nil
+	}
+	return pidsIn(ns)
+}
+
+// pidsIn returns the host PIDs of every process in PID namespace ns.
+func pidsIn(ns string) []int {
+	var pids []int
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		p, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if l, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/pid", p)); err == nil && l == ns {
+			pids = append(pids, p)
+		}
+	}
+	return pids
+}
+
+// Crash is a power cut: every cable is pulled at the switch, then every
+// process of the node gets SIGKILL at once (its PID 1 dies, and the kernel
+// kills the rest of its PID namespace, stopped processes included). It
+// returns once the signal is sent: nothing of the node runs user code any
+// more; WaitDown waits until the kernel has torn its processes down. A node
+// that is down is left as it is.
+func (n *Node) Crash() error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.init == nil {
+		return nil
+	}
+	// Cables first, so that nothing the dying processes' sockets send
+	// (FIN, RST) gets out: a server losing power sends nothing.
+	err := n.lab.setLinks(n.ID, true)
+	err = errors.Join(err, n.killLocked())
+	n.lab.opt.Logf("%s: crashed", n.ID)
+	return err
+}
+
+// WaitDown waits until the processes of a crashed node are gone.
+func (n *Node) WaitDown() error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.waitDownLocked()
+}
+
+func (n *Node) waitDownLocked() error {
+	if n.dying == nil {
+		return nil
+	}
+	select {
+	case <-n.dying:
+		n.dying = nil
+		return nil
+	case <-time.After(30 * time.Second):
+		return fmt.Errorf("%s: its processes did not die within 30s of SIGKILL", n.ID)
+	}
+}
+
+// halt kills the node's processes without touching its cables, and waits
+// for them (Close).
+func (n *Node) halt() error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.init != nil {
+		if err := n.killLocked(); err != nil {
+			return err
+		}
+	}
+	return n.waitDownLocked()
+}
+
+func (n *Node) killLocked() error {
+	n.lab.serial.Powered(n.Index-1, false)
+	pids := pidsIn(n.pidNS)
+	err := syscall.Kill(n.initPid, syscall.SIGKILL)
+	if errors.Is(err, syscall.ESRCH) {
+		err = nil
+	}
+	// The node's processes now die, stopped or not. A stopped nsenter
+	// outside the node (see continueAll) would never reap its child, and
+	// a node whose zombie is not reaped cannot finish dying.
+	continueParents(pids)
+	n.init, n.initPid, n.dying = nil, 0, n.exited
+	return err
+}
+
+// Freeze stops processes of the node with SIGSTOP: the given host PIDs, or
+// every process of the node when none is given (a hung server: its
+// kernel still answers on the network, nothing in user space runs).
+func (n *Node) Freeze(pids ...int) error {
+	return n.signalAll(syscall.SIGSTOP, pids)
+}
+
+// Thaw continues what Freeze stopped (every process of the node when no
+// PID is given).
+func (n *Node) Thaw(pids ...int) error {
+	return n.signalAll(syscall.SIGCONT, pids)
+}
+
+// continueAll sends SIGCONT to pids and to their parents outside the
+// node: nsenter, which started a command in the node and waits for it,
+// stops itself when its child stops (and continues the child when
+// continued itself).
+func continueAll(pids []int) error {
+	var errs []error
+	for _, p := range pids {
+		errs = append(errs, syscall.Kill(p, syscall.SIGCONT))
+	}
+	continueParents(pids)
+	return errors.Join(errs...)
+}
+
+// continueParents continues the parents of pids that are not among them.
+func continueParents(pids []int) {
+	in := map[int]bool{}
+	for _, p := range pids {
+		in[p] = true
+	}
+	for _, p := range pids {
+		if pp := ppid(p); pp > 1 && !in[pp] {
+			syscall.Kill(pp, syscall.SIGCONT)
+		}
+	}
+}
+
+func (n *Node) signalAll(sig syscall.Signal, pids []int) error {
+	if sig == syscall.SIGCONT && len(pids) == 0 {
+		if !n.Up() {
+			return fmt.Errorf("%s is down", n.ID)
+		}
+		pids = n.Pids()
+	}
+	if sig == syscall.SIGCONT {
+		return continueAll(pids)
+	}
+	if len(pids) > 0 {
+		var errs []error
+		for _, p := range pids {
+			errs = append(errs, syscall.Kill(p, sig))
+		}
+		return errors.Join(errs...)
+	}
+	if !n.Up() {
+		return fmt.Errorf("%s is down", n.ID)
+	}
+	// Processes may fork while we go: repeat until a pass finds no new one.
+	done := map[int]bool{}
+	for range 10 {
+		fresh := 0
+		for _, p := range n.Pids() {
+			if !done[p] {
+				done[p] = true
+				fresh++
+				syscall.Kill(p, sig)
+			}
+		}
+		if fresh == 0 {
+			return nil
+		}
+	}
+	return nil
+}
+
+// Command returns a command that runs name inside the node (all its
+// namespaces). Cancelling ctx kills the command inside the node too.
+func (n *Node) Command(ctx context.Context, name string, args ...string) (*exec.Cmd, error) {
+	n.mu.Lock()
+	pid := n.initPid
+	n.mu.Unlock()
+	if pid == 0 {
+		return nil, fmt.Errorf("%s is down", n.ID)
+	}
+	full := append([]string{"-t", strconv.Itoa(pid), "-n", "-m", "-i", "-u", "-p", "--wd=/", "--", name}, args...)
+	cmd := exec.CommandContext(ctx, "nsenter", full...)
+	// Its own process group: a Ctrl-C at the terminal reaches the harness,
+	// which cleans up in order, not every command at once.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return killTree(cmd.Process.Pid) }
+	cmd.WaitDelay = 5 * time.Second
+	return cmd, nil
+}
+
+// Run runs a command inside the node and returns its combined output.
+func (n *Node) Run(ctx context.Context, name string, args ...string) (string, error) {
+	cmd, err := n.Command(ctx, name, args...)
+	if err != nil {
+		return "", err
+	}
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return string(out), fmt.Errorf("%s: %s %s: %w: %s", n.ID, name, strings.Join(args, " "), err, strings.TrimSpace(string(out)))
+	}
+	return string(out), nil
+}
+
+// Sh runs a bash script inside the node.
+func (n *Node) Sh(ctx context.Context, script string) (string, error) {
+	return n.Run(ctx, "bash", "-c", script)
+}
+
+// killTree kills pid's descendants, then pid.
+func killTree(pid int) error {
+	kids := map[int][]int{}
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		if p, err := strconv.Atoi(e.Name()); err == nil {
+			kids[ppid(p)] = append(kids[ppid(p)], p)
+		}
+	}
+	var walk func(int)
+	walk = func(p int) {
+		for _, c := range kids[p] {
+			walk(c)
+		}
+		syscall.Kill(p, syscall.SIGKILL)
+	}
+	walk(pid)
+	return nil
+}
+
+// Daemon is a long-running process started in a node. Its output goes to
+// a log in the node's folder; the harness reaps it.
+type Daemon struct {
+	Name string
+	Log  string
+	cmd  *exec.Cmd
+	done chan struct{}
+	pid  int // host PID of the daemon itself (nsenter's child)
+}
+
+// StartDaemon starts name in the node, in the foreground (the daemon must
+// not fork away; its flags say so), logging to log/NAME.log.
+func (n *Node) StartDaemon(name string, args ...string) (*Daemon, error) {
+	if len(args) == 0 {
+		return nil, errors.New("halab: StartDaemon needs a command")
+	}
+	cmd, err := n.Command(context.Background(), args[0], args[1:]...)
+	if err != nil {
+		return nil, err
+	}
+	d := &Daemon{Name: name, Log: filepath.Join(n.dir, "log", name+".log"), cmd: cmd, done: make(chan struct{})}
+	logf, err := os.OpenFile(d.Log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	defer logf.Close()
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("%s: starting %s: %w", n.ID, name, err)
+	}
+	go func() { cmd.Wait(); close(d.done) }()
+	if d.pid, err = childOf(cmd.Process.Pid); err != nil {
+		killTree(cmd.Process.Pid)
+		<-d.done
+		return nil, fmt.Errorf("%s: %s: %w", n.ID, name, err)
+	}
+	return d, nil
+}
+
+// Pid is the daemon's host PID.
+func (d *Daemon) Pid() int { return d.pid }
+
+// Done is closed once the daemon has exited (and been reaped).
+func (d *Daemon) Done() <-chan struct{} { return d.done }
+
+// Signal sends sig to the daemon.
+func (d *Daemon) Signal(sig syscall.Signal) error { return syscall.Kill(d.pid, sig) }
+
+// Stop sends SIGTERM and waits up to grace, then SIGKILL.
+func (d *Daemon) Stop(grace time.Duration) {
+	d.Signal(syscall.SIGTERM)
+	select {
+	case <-d.done:
+		return
+	case <-time.After(grace):
+	}
+	killTree(d.cmd.Process.Pid)
+	<-d.done
+}
+
+func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
