@@ -28,9 +28,9 @@ type Node struct {
 	dir    string
 
 	mu      sync.Mutex
-	init    *exec.Cmd // nsenter → unshare; its child is the node's PID 1
-	initPid int       // host PID of the node's PID 1
-	pidNS   string    // "pid:[inode]" of the node's PID namespace
+	init    *exec.Cmd     // nsenter → unshare; its child is the node's PID 1
+	initPid int           // host PID of the node's PID 1
+	pidNS   string        // "pid:[inode]" of the node's PID namespace
 	exited  chan struct{} // closed when the node's process tree is gone
 	dying   chan struct{} // after a crash, until waited for
 	filled  bool
