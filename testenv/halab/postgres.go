@@ -34,44 +34,41 @@ func PGAvailable() error {
 	return nil
 }
 
-// InitDB makes a PostgreSQL cluster in dir (a host path both the host and
-// the nodes see), owned by postgres, set up for the lab: listening on every
-// address on PGPort, trust authentication from the lab's networks, its
-// socket in /run/postgresql (private to each node), fsync on (the default:
-// a commit is durable when acknowledged).
+// InitDB makes a PostgreSQL cluster in dir (a host path the nodes see),
+// owned by postgres, set up for the lab: listening on every address on
+// PGPort, trust authentication from the lab's networks, its socket in
+// /run/postgresql (private to each node), fsync on (the default: a commit
+// is durable when acknowledged).
 func InitDB(ctx context.Context, dir string) error {
 	if err := PGAvailable(); err != nil {
 		return err
 	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return err
-	}
-	if err := run("chown", "postgres:postgres", dir); err != nil {
-		return err
-	}
-	out, err := exec.CommandContext(ctx, "setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups", "--",
-		filepath.Join(PGBin, "initdb"), "-D", dir, "-U", "postgres", "--auth=trust", "--no-sync", "-E", "UTF8", "--locale=C").CombinedOutput()
+	out, err := exec.CommandContext(ctx, "bash", "-c", initDBScript(dir)).CombinedOutput()
 	if err != nil {
 		return fmt.Errorf("initdb %s: %w: %s", dir, err, strings.TrimSpace(string(out)))
 	}
-	conf := fmt.Sprintf("\n# halab\nlisten_addresses = '*'\nport = %d\nunix_socket_directories = '/run/postgresql'\n"+
-		"max_connections = 50\nshared_buffers = 16MB\nlogging_collector = off\n", PGPort)
-	if err := appendFile(filepath.Join(dir, "postgresql.conf"), conf); err != nil {
-		return err
-	}
-	return appendFile(filepath.Join(dir, "pg_hba.conf"), "host all all 10.0.0.0/8 trust\n")
+	return nil
 }
 
-func appendFile(path, s string) error {
-	f, err := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0)
-	if err != nil {
+// InitDB is InitDB run inside the node, for a folder only the node sees
+// (on a filesystem mounted there).
+func (n *Node) InitDB(ctx context.Context, dir string) error {
+	if err := PGAvailable(); err != nil {
 		return err
 	}
-	if _, err := f.WriteString(s); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
+	_, err := n.Sh(ctx, initDBScript(dir))
+	return err
+}
+
+func initDBScript(dir string) string {
+	conf := fmt.Sprintf("\n# halab\nlisten_addresses = '*'\nport = %d\nunix_socket_directories = '/run/postgresql'\n"+
+		"max_connections = 50\nshared_buffers = 16MB\nlogging_collector = off\n", PGPort)
+	d := shellQuote(dir)
+	return "set -e\nmkdir -p " + d + "\nchown postgres:postgres " + d + "\nchmod 700 " + d + "\n" +
+		"setpriv --reuid=postgres --regid=postgres --init-groups -- " + PGBin + "/initdb -D " + d +
+		" -U postgres --auth=trust --no-sync -E UTF8 --locale=C >/dev/null\n" +
+		"printf %s " + shellQuote(conf) + " >> " + d + "/postgresql.conf\n" +
+		"echo 'host all all 10.0.0.0/8 trust' >> " + d + "/pg_hba.conf\n"
 }
 
 // PostgresCommand is the argument list that runs PostgreSQL in the
