@@ -59,7 +59,8 @@ install: build
 # Debian packages the tests and benchmarks use (CI runs this through .ci/run).
 APT_PACKAGES := tgt libnbd-bin python3-libnbd nbdkit qemu-utils qemu-system-x86 qemu-block-extra \
 	fio libiscsi-bin busybox-static cpio iproute2 mdadm \
-	dmsetup e2fsprogs
+	dmsetup e2fsprogs \
+	postgresql-15 keepalived pacemaker corosync resource-agents
 deps:
 	DEBIAN_FRONTEND=noninteractive apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES)

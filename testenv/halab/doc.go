@@ -30,8 +30,9 @@
 // Systems (keepalived, Pacemaker, later hamirror) implement System and are
 // measured by a Campaign: many runs of one fault, p50/p99/max of the
 // client-visible outage, the VIP's move, the system's own breakdown and the
-// acknowledged rows the new active node lacks. The fence agent of systems
-// that need one asks the lab's power switch (PowerDir, FenceAgent).
+// acknowledged rows the new active node lacks. A fence agent in a node
+// cuts another node's power through the lab's power switch (PowerDir;
+// testenv/halab/peers has fence_halab).
 //
 // Limits of one host: the nodes share one kernel, so a loop device both
 // nodes mount (LoopDevice, the lab's stand-in for a SAN LUN) is one

@@ -195,10 +195,11 @@ func (l *Lab) buildNetworks() error {
 	cmds = append(cmds, cable(sw, "pub", "clpub", cl, PublicNIC, ClientAddr+"/24")...)
 	for i := 1; i <= 2; i++ {
 		id, ns := fmt.Sprintf("n%d", i), l.ns(fmt.Sprintf("n%d", i))
-		cmds = append(cmds, cable(sw, "pub", id+"pub", ns, PublicNIC, fmt.Sprintf("10.20.0.%d/24", i))...)
-		cmds = append(cmds, cable(sw, "priv1", id+"p1", ns, PrivateNIC1, fmt.Sprintf("10.21.0.%d/24", i))...)
-		cmds = append(cmds, cable(sw, "priv2", id+"p2", ns, PrivateNIC2, fmt.Sprintf("10.22.0.%d/24", i))...)
-		cmds = append(cmds, cable(san, "san", id+"san", ns, ISCSINIC, fmt.Sprintf("10.30.0.%d/24", 10+i))...)
+		nics := nodeNICs(i)
+		cmds = append(cmds, cable(sw, "pub", id+"pub", ns, PublicNIC, nics[PublicNIC])...)
+		cmds = append(cmds, cable(sw, "priv1", id+"p1", ns, PrivateNIC1, nics[PrivateNIC1])...)
+		cmds = append(cmds, cable(sw, "priv2", id+"p2", ns, PrivateNIC2, nics[PrivateNIC2])...)
+		cmds = append(cmds, cable(san, "san", id+"san", ns, ISCSINIC, nics[ISCSINIC])...)
 	}
 	for _, c := range cmds {
 		if err := run(c...); err != nil {
@@ -206,6 +207,16 @@ func (l *Lab) buildNetworks() error {
 		}
 	}
 	return nil
+}
+
+// nodeNICs maps node i's interfaces to their own addresses (CIDR).
+func nodeNICs(i int) map[string]string {
+	return map[string]string{
+		PublicNIC:   fmt.Sprintf("10.20.0.%d/24", i),
+		PrivateNIC1: fmt.Sprintf("10.21.0.%d/24", i),
+		PrivateNIC2: fmt.Sprintf("10.22.0.%d/24", i),
+		ISCSINIC:    fmt.Sprintf("10.30.0.%d/24", 10+i),
+	}
 }
 
 // cable links a port of bridge br in namespace swns to interface nic (with

@@ -72,6 +72,9 @@ func leftovers(l *Lab, pids []int) []string {
 	if _, err := os.Stat(l.Dir); err == nil {
 		left = append(left, "folder "+l.Dir)
 	}
+	for _, k := range children() {
+		left = append(left, "child process "+k)
+	}
 	return left
 }
 
@@ -255,9 +258,13 @@ func TestLab(t *testing.T) {
 	}
 	c.Stop()
 
-	// n1 boots again with its cables plugged in.
+	// n1 boots again with its cables plugged in, and without the VIP it
+	// held when it crashed.
 	if err := n1.Start(ctx); err != nil {
 		t.Fatal(err)
+	}
+	if has, err := l.HasAddr("n1", VIP); err != nil || has {
+		t.Fatalf("n1 holds the VIP again after a reboot (%v)", err)
 	}
 	if cn, err := DialIn(ctx, n1.Netns(), net.JoinHostPort(n2.Addr(), "5432"), time.Second); err != nil {
 		t.Fatalf("n1 does not reach n2 after booting again: %v", err)
@@ -319,4 +326,52 @@ func checkSerial(t *testing.T, from, to string, want bool) {
 		}
 		r.Close() // ends the reader goroutine
 	}
+}
+
+// TestNewCleansUpAfterAFailedStep makes New fail once the networks and
+// arrays exist (a node cannot boot: its overlay folder does not exist on
+// the host) and checks that nothing of the lab is left.
+func TestNewCleansUpAfterAFailedStep(t *testing.T) {
+	if err := Available(); err != nil {
+		t.Skipf("halab cannot run here: %v", err)
+	}
+	if err := iscsitarget.TgtdAvailable(); err != nil {
+		t.Skipf("halab's arrays need tgtd: %v", err)
+	}
+	_, err := New(context.Background(), Options{Name: "fail", Overlay: []string{"/nonexistent-halab-folder"}, Logf: t.Logf})
+	if err == nil {
+		t.Fatal("New booted a node with an overlay of a folder that does not exist")
+	}
+	if !strings.Contains(err.Error(), "booting") {
+		t.Fatalf("New failed before booting a node (%v): the test must fail after arrays and networks exist", err)
+	}
+	prefix := fmt.Sprintf("halab-fail-%d-", os.Getpid())
+	ents, _ := os.ReadDir("/var/run/netns")
+	for _, e := range ents {
+		if strings.HasPrefix(e.Name(), prefix) {
+			t.Errorf("namespace %s left behind", e.Name())
+		}
+	}
+	if dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), prefix+"*")); len(dirs) > 0 {
+		t.Errorf("folders left behind: %v", dirs)
+	}
+	if kids := children(); len(kids) > 0 {
+		t.Errorf("processes this test started are left: %v", kids)
+	}
+}
+
+// children lists this process's children (tgtd, node PID 1s, nsenter),
+// other developers' processes aside.
+func children() []string {
+	var kids []string
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		var p int
+		if _, err := fmt.Sscan(e.Name(), &p); err != nil || ppid(p) != os.Getpid() {
+			continue
+		}
+		b, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "comm"))
+		kids = append(kids, fmt.Sprintf("%d %s", p, strings.TrimSpace(string(b))))
+	}
+	return kids
 }

@@ -79,6 +79,9 @@ func (n *Node) Start(ctx context.Context) error {
 	if err := n.waitDownLocked(); err != nil {
 		return err
 	}
+	if err := n.resetNetwork(); err != nil {
+		return err
+	}
 	if err := n.lab.setLinks(n.ID, false); err != nil {
 		return err
 	}
@@ -146,6 +149,24 @@ func (n *Node) Start(ctx context.Context) error {
 	n.init, n.initPid, n.pidNS, n.exited = cmd, pid, ns, exited
 	n.lab.serial.Powered(n.Index-1, true)
 	n.lab.opt.Logf("%s: up (PID 1 is host pid %d)", n.ID, pid)
+	return nil
+}
+
+// resetNetwork gives the node's interfaces back their own addresses only
+// and empties its neighbour cache, as a reboot does: what a dead node's
+// daemons added (a VIP) does not outlive the node's processes otherwise,
+// since its network namespace does.
+func (n *Node) resetNetwork() error {
+	var b strings.Builder
+	for nic, addr := range nodeNICs(n.Index) {
+		fmt.Fprintf(&b, "addr flush dev %s\naddr add %s dev %s\n", nic, addr, nic)
+	}
+	b.WriteString("neigh flush all\n")
+	cmd := exec.Command("ip", "-n", n.Netns(), "-batch", "-")
+	cmd.Stdin = strings.NewReader(b.String())
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("%s: resetting its network: %w: %s", n.ID, err, strings.TrimSpace(string(out)))
+	}
 	return nil
 }
 
