@@ -64,8 +64,8 @@ func (c Campaign) Run(ctx context.Context) (*Result, error) {
 		}
 		res.Runs = append(res.Runs, r)
 		if r.Recovered {
-			c.Logf("%s, %s, run %d/%d: %s killed, outage %v (VIP on %s after %v), %d lost", res.System, c.Fault, i+1, c.Runs,
-				r.Victim, r.Outage.Duration.Round(time.Millisecond), r.Survivor, r.VIP.Round(time.Millisecond), len(r.Lost))
+			c.Logf("%s, %s, run %d/%d: %s on %s, outage %v (VIP on %s after %v), %d lost", res.System, c.Fault, i+1, c.Runs,
+				c.Fault, r.Victim, r.Outage.Duration.Round(time.Millisecond), r.Survivor, r.VIP.Round(time.Millisecond), len(r.Lost))
 		} else {
 			c.Logf("%s, %s, run %d/%d: no service within %v", res.System, c.Fault, i+1, c.Runs, c.GiveUp)
 		}

@@ -103,7 +103,7 @@ func (n *Node) Start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	logf, err := os.OpenFile(filepath.Join(n.dir, "log", "init.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	logf, err := os.Create(filepath.Join(n.dir, "log", "init.log")) // this boot's only
 	if err != nil {
 		return err
 	}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/signal"
@@ -40,7 +41,8 @@ func failoverSystems() []failoverSystem {
 // client loop (a fresh connection to the VIP and one committed INSERT per
 // attempt; connect timeout 100 ms, 1 s per attempt, 10 ms between
 // attempts). HAMIRROR_BENCH_FAULTS lists the faults (default "kill"; also
-// "freeze", "public-down").
+// "freeze", "public-down"); HAMIRROR_BENCH_SYSTEMS keeps only the systems
+// whose name holds one of its words ("keepalived", "pacemaker", "token").
 func benchFailover() error {
 	if err := halab.Available(); err != nil {
 		fmt.Printf("failover section skipped: %v\n", err)
@@ -69,6 +71,9 @@ func benchFailover() error {
 	for _, fault := range faults {
 		for _, fs := range failoverSystems() {
 			s := fs.new()
+			if !wanted(s.Name()) {
+				continue
+			}
 			if err := fs.avail(); err != nil {
 				skipped = append(skipped, fmt.Sprintf("%s: %v", s.Name(), err))
 				continue
@@ -80,12 +85,29 @@ func benchFailover() error {
 			}
 			if err != nil {
 				printFailover(results, skipped)
+				if ctx.Err() != nil {
+					return errors.New("interrupted; every lab was removed")
+				}
 				return err
 			}
 		}
 	}
 	printFailover(results, skipped)
 	return nil
+}
+
+// wanted says whether HAMIRROR_BENCH_SYSTEMS selects the system named name.
+func wanted(name string) bool {
+	words := strings.Fields(strings.ToLower(os.Getenv("HAMIRROR_BENCH_SYSTEMS")))
+	if len(words) == 0 {
+		return true
+	}
+	for _, w := range words {
+		if strings.Contains(strings.ToLower(name), w) {
+			return true
+		}
+	}
+	return false
 }
 
 // failoverCampaign runs one system on a lab of its own.
@@ -133,7 +155,11 @@ func printFailover(results []*halab.Result, skipped []string) {
 		if st.N < len(r.Runs) {
 			note += fmt.Sprintf("; %d runs not served again", len(r.Runs)-st.N)
 		}
-		fmt.Printf("  %-44s %-11s %5d %7s %7s %7s %9s  %s\n", r.System, r.Fault, len(r.Runs), secs(st.P50), secs(st.P99), secs(st.Max), ratio, note)
+		p50, p99, pmax := secs(st.P50), secs(st.P99), secs(st.Max)
+		if st.N == 0 {
+			p50, p99, pmax = "-", "-", "-"
+		}
+		fmt.Printf("  %-44s %-11s %5d %7s %7s %7s %9s  %s\n", r.System, r.Fault, len(r.Runs), p50, p99, pmax, ratio, note)
 	}
 	for _, r := range results {
 		names, st := r.PhaseStats()

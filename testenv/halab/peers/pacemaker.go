@@ -299,6 +299,26 @@ func (p *Pacemaker) waitGroup(ctx context.Context, want string, timeout time.Dur
 	}
 }
 
+// waitTakeover waits until crm_mon on node on shows node gone offline and
+// the group running on on (which Pacemaker does only after fencing gone).
+func (p *Pacemaker) waitTakeover(ctx context.Context, on, gone string, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		st, err := p.status(ctx, on)
+		if err == nil && st.online[on] && !st.online[gone] && st.groupOn() == on {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s did not take the group over from %s within %v of its crash (last: %v %v)", on, gone, timeout, st, err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}
+
 // Active is the node holding the VIP.
 func (p *Pacemaker) Active(context.Context) (string, error) { return vipHolder(p.Lab) }
 
@@ -308,6 +328,14 @@ func (p *Pacemaker) Active(context.Context) (string, error) { return vipHolder(p
 func (p *Pacemaker) Recover(ctx context.Context, node string) error {
 	n := p.Lab.Node(node)
 	if err := n.Crash(); err != nil {
+		return err
+	}
+	// After a fault the cluster did not act on (a public cable pulled),
+	// the survivor must see the node leave, fence it (it is off already)
+	// and take the group over before the node boots again: booted earlier,
+	// it would rejoin before Corosync's token ran out, or be switched off
+	// again by the fence.
+	if err := p.waitTakeover(ctx, halab.Peer(node), node, 2*time.Minute); err != nil {
 		return err
 	}
 	if err := n.Start(ctx); err != nil {
