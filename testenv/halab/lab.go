@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/hamirror/hamirror/testenv/hblab"
@@ -63,6 +64,9 @@ type Options struct {
 	// /usr/sbin, for example. Write the files with Node.Path before Start.
 	Overlay []string
 	Logf    func(format string, args ...any) // default: discard
+	// Keep leaves the lab's folder (nodes' logs, LUN files) after Close,
+	// for a look at what the daemons said; everything else goes.
+	Keep bool
 }
 
 // Lab is one failover topology on this host: nodes n1 and n2, a SAN with
@@ -399,7 +403,11 @@ func (l *Lab) Close() error {
 			}
 		}
 	}
-	if l.Dir != "" {
+	if l.Dir != "" && l.opt.Keep {
+		// The marker keeps the sweep of a later lab away from it.
+		os.WriteFile(filepath.Join(l.Dir, "KEPT"), nil, 0o644)
+		l.opt.Logf("lab folder kept: %s", l.Dir)
+	} else if l.Dir != "" {
 		if err := os.RemoveAll(l.Dir); err != nil {
 			errs = append(errs, err)
 		}
@@ -421,23 +429,46 @@ func detachLoop(dev string) error {
 	return err
 }
 
-// sweepStale deletes namespaces of labs whose process died before its
-// cleanup ran (a test binary killed by its timeout). Names are
-// halab-NAME-PID-RAND-ROLE; only those of dead PIDs are touched.
+// sweepStale removes what labs whose process died before its cleanup ran
+// (a test binary killed by its timeout) left: the processes still running
+// in their namespaces (tgtd, node PID 1s: they outlive their parent), the
+// namespaces, loop devices on their files and their folders. Only names
+// halab-NAME-PID-RAND-... of dead PIDs are touched.
 func sweepStale() {
-	ents, _ := os.ReadDir("/var/run/netns")
-	for _, e := range ents {
-		f := strings.Split(e.Name(), "-")
-		if len(f) < 5 || f[0] != "halab" {
+	for _, ns := range hblab.StaleNetns("halab") {
+		if out, err := exec.Command("ip", "netns", "pids", ns).Output(); err == nil {
+			for _, f := range strings.Fields(string(out)) {
+				if pid, err := strconv.Atoi(f); err == nil {
+					syscall.Kill(pid, syscall.SIGKILL)
+				}
+			}
+		}
+		run("ip", "netns", "del", ns)
+	}
+	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), "halab-*"))
+	for _, d := range dirs {
+		f := strings.Split(filepath.Base(d), "-")
+		if len(f) < 5 {
 			continue
 		}
 		pid, err := strconv.Atoi(f[len(f)-3])
 		if err != nil || pid == os.Getpid() {
 			continue
 		}
-		if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); os.IsNotExist(err) {
-			run("ip", "netns", "del", e.Name())
+		if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); !os.IsNotExist(err) {
+			continue
 		}
+		if _, err := os.Stat(filepath.Join(d, "KEPT")); err == nil {
+			continue
+		}
+		if out, err := exec.Command("losetup", "-l", "-n", "-O", "NAME,BACK-FILE").Output(); err == nil {
+			for _, line := range strings.Split(string(out), "\n") {
+				if f := strings.Fields(line); len(f) == 2 && strings.HasPrefix(f[1], d+"/") {
+					run("losetup", "-d", f[0])
+				}
+			}
+		}
+		os.RemoveAll(d)
 	}
 }
 

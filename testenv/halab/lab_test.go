@@ -16,33 +16,6 @@ import (
 	"github.com/hamirror/hamirror/testenv/iscsitarget"
 )
 
-// newLab builds a lab for a test or skips, naming what is missing.
-func newLab(t *testing.T, opt Options) *Lab {
-	t.Helper()
-	if err := Available(); err != nil {
-		t.Skipf("halab cannot run here: %v", err)
-	}
-	if err := iscsitarget.TgtdAvailable(); err != nil && opt.Arrays >= 0 {
-		t.Skipf("halab's arrays need tgtd: %v", err)
-	}
-	if err := PGAvailable(); err != nil {
-		t.Skipf("halab's client loop needs PostgreSQL: %v", err)
-	}
-	opt.Logf = t.Logf
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	l, err := New(ctx, opt)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := l.Close(); err != nil {
-			t.Errorf("Close: %v", err)
-		}
-	})
-	return l
-}
-
 // leftovers lists what a closed lab left behind: namespaces, processes in
 // its namespaces or from its folder, loop devices on its files, its folder.
 func leftovers(l *Lab, pids []int) []string {
@@ -84,7 +57,7 @@ func leftovers(l *Lab, pids []int) []string {
 // that measures the outage and finds lost commits, crash and freeze of a
 // node, and a Close that leaves nothing behind.
 func TestLab(t *testing.T) {
-	l := newLab(t, Options{Name: "t", Private: []string{"/etc/keepalived"}})
+	l := ForTest(t, Options{Name: "t", Private: []string{"/etc/keepalived"}}, iscsitarget.TgtdAvailable, PGAvailable)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	n1, n2 := l.Node("n1"), l.Node("n2")
@@ -332,11 +305,10 @@ func checkSerial(t *testing.T, from, to string, want bool) {
 // arrays exist (a node cannot boot: its overlay folder does not exist on
 // the host) and checks that nothing of the lab is left.
 func TestNewCleansUpAfterAFailedStep(t *testing.T) {
-	if err := Available(); err != nil {
-		t.Skipf("halab cannot run here: %v", err)
-	}
-	if err := iscsitarget.TgtdAvailable(); err != nil {
-		t.Skipf("halab's arrays need tgtd: %v", err)
+	for _, need := range []func() error{Available, iscsitarget.TgtdAvailable} {
+		if err := need(); err != nil {
+			t.Skipf("the failover lab cannot run here: %v", err)
+		}
 	}
 	_, err := New(context.Background(), Options{Name: "fail", Overlay: []string{"/nonexistent-halab-folder"}, Logf: t.Logf})
 	if err == nil {

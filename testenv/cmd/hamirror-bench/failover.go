@@ -42,7 +42,8 @@ func failoverSystems() []failoverSystem {
 // attempt; connect timeout 100 ms, 1 s per attempt, 10 ms between
 // attempts). HAMIRROR_BENCH_FAULTS lists the faults (default "kill"; also
 // "freeze", "public-down"); HAMIRROR_BENCH_SYSTEMS keeps only the systems
-// whose name holds one of its words ("keepalived", "pacemaker", "token").
+// whose name holds one of its words ("keepalived", "pacemaker", "token");
+// HAMIRROR_BENCH_KEEP=1 keeps each lab's folder (the daemons' logs).
 func benchFailover() error {
 	if err := halab.Available(); err != nil {
 		fmt.Printf("failover section skipped: %v\n", err)
@@ -112,7 +113,7 @@ func wanted(name string) bool {
 
 // failoverCampaign runs one system on a lab of its own.
 func failoverCampaign(ctx context.Context, s halab.System, fault halab.Fault, runs int) (*halab.Result, error) {
-	l, err := halab.New(ctx, halab.Options{Name: "bench", Arrays: -1,
+	l, err := halab.New(ctx, halab.Options{Name: "bench", Arrays: -1, Keep: os.Getenv("HAMIRROR_BENCH_KEEP") != "",
 		Private: append(peers.PacemakerPrivate(), "/etc/keepalived"), Overlay: peers.PacemakerOverlay()})
 	if err != nil {
 		return nil, err

@@ -87,7 +87,16 @@ func (p *Pacemaker) Breakdown(_ context.Context, fault time.Time, survivor strin
 		}
 		logs[name] = lines
 	}
-	return findPhases(logs, pacemakerPhases(survivor, halab.Peer(survivor)), fault), nil
+	phases := findPhases(logs, pacemakerPhases(survivor, halab.Peer(survivor)), fault)
+	fenced, started := false, false
+	for _, ph := range phases {
+		fenced = fenced || ph.Name == "victim fenced"
+		started = started || ph.Name == "fs started"
+	}
+	if started && !fenced {
+		return phases, fmt.Errorf("%s started the group without fencing %s first; see %s", survivor, halab.Peer(survivor), n.Path("/var/log/pacemaker/pacemaker.log"))
+	}
+	return phases, nil
 }
 
 func readLines(path string) ([]string, error) {

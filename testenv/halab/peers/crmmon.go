@@ -10,15 +10,22 @@ import (
 
 // crmStatus is what crm_mon --output-as=xml says about nodes and the group.
 type crmStatus struct {
-	online map[string]bool
+	dc      string // the DC's name, "" when there is none
+	online  map[string]bool
+	pending map[string]bool // joining, not yet a full member
 	// where maps each group resource to the nodes it is started on.
 	where map[string][]string
 }
 
 type crmMonXML struct {
+	DC struct {
+		Present string `xml:"present,attr"`
+		Name    string `xml:"name,attr"`
+	} `xml:"summary>current_dc"`
 	Nodes []struct {
-		Name   string `xml:"name,attr"`
-		Online string `xml:"online,attr"`
+		Name    string `xml:"name,attr"`
+		Online  string `xml:"online,attr"`
+		Pending string `xml:"pending,attr"`
 	} `xml:"nodes>node"`
 	Groups []struct {
 		ID        string        `xml:"id,attr"`
@@ -43,9 +50,13 @@ func parseCrmMon(b []byte) (*crmStatus, error) {
 	if err := xml.Unmarshal(b, &x); err != nil {
 		return nil, fmt.Errorf("crm_mon output: %w", err)
 	}
-	st := &crmStatus{online: map[string]bool{}, where: map[string][]string{}}
+	st := &crmStatus{online: map[string]bool{}, pending: map[string]bool{}, where: map[string][]string{}}
+	if x.DC.Present == "true" {
+		st.dc = x.DC.Name
+	}
 	for _, n := range x.Nodes {
 		st.online[n.Name] = n.Online == "true"
+		st.pending[n.Name] = n.Pending == "true"
 	}
 	for _, g := range x.Groups {
 		if g.ID != "g" {
@@ -76,6 +87,11 @@ func (st *crmStatus) groupOn() string {
 	return node
 }
 
+// settled says whether there is a DC and both nodes are online members.
+func (st *crmStatus) settled() bool {
+	return st.dc != "" && st.online["n1"] && st.online["n2"] && !st.pending["n1"] && !st.pending["n2"]
+}
+
 func (st *crmStatus) String() string {
 	var on []string
 	for n, ok := range st.online {
@@ -88,7 +104,7 @@ func (st *crmStatus) String() string {
 	for _, r := range groupMembers() {
 		rs = append(rs, fmt.Sprintf("%s on %v", r, st.where[r]))
 	}
-	return fmt.Sprintf("online %v; %s", on, strings.Join(rs, ", "))
+	return fmt.Sprintf("DC %q; online %v; %s", st.dc, on, strings.Join(rs, ", "))
 }
 
 // status runs crm_mon on node id.

@@ -17,8 +17,18 @@ func TestParseCrmMonFindsOnlineNodesAndWhereTheGroupRuns(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !st.online["n1"] || !st.online["n2"] || st.groupOn() != "n1" {
-		t.Fatalf("got %s, want both online and the group on n1", st)
+	if !st.online["n1"] || !st.online["n2"] || st.groupOn() != "n1" || st.dc != "n2" || !st.settled() {
+		t.Fatalf("got %s, want a settled cluster, DC n2, the group on n1", st)
+	}
+	// A node still joining, or no DC yet: not settled.
+	joining := strings.Replace(string(b), `online="true" standby="false" standby_onfail="false" maintenance="false" pending="false"`,
+		`online="true" standby="false" standby_onfail="false" maintenance="false" pending="true"`, 1)
+	if st, err := parseCrmMon([]byte(joining)); err != nil || st.settled() {
+		t.Fatalf("a pending node read as settled (%v)", err)
+	}
+	noDC := strings.Replace(string(b), `<current_dc present="true"`, `<current_dc present="false"`, 1)
+	if st, err := parseCrmMon([]byte(noDC)); err != nil || st.settled() {
+		t.Fatalf("no DC read as settled (%v)", err)
 	}
 	// The group half moved: no single node runs it.
 	half := strings.Replace(string(b), `<resource id="db" resource_agent="ocf:heartbeat:pgsql" role="Started"`,

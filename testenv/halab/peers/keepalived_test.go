@@ -8,37 +8,13 @@ import (
 	"github.com/hamirror/hamirror/testenv/halab"
 )
 
-// lab builds a failover lab or skips, naming what is missing.
-func lab(t *testing.T, opt halab.Options, need func() error) *halab.Lab {
-	t.Helper()
-	if err := halab.Available(); err != nil {
-		t.Skipf("halab cannot run here: %v", err)
-	}
-	if err := need(); err != nil {
-		t.Skipf("%v", err)
-	}
-	opt.Logf = t.Logf
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	l, err := halab.New(ctx, opt)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := l.Close(); err != nil {
-			t.Errorf("Close: %v", err)
-		}
-	})
-	return l
-}
-
 // TestKeepalivedMovesTheVIPAndLosesTheDeadNodesCommits kills the master
 // twice (so both nodes take over once): the VIP moves within a second with
 // advert_int 0.01, the client is served again, and the rows the dead node
 // acknowledged are missing on the survivor's own database, which is what a
 // VIP alone gives.
 func TestKeepalivedMovesTheVIPAndLosesTheDeadNodesCommits(t *testing.T) {
-	l := lab(t, halab.Options{Name: "ka", Arrays: -1}, KeepalivedAvailable)
+	l := halab.ForTest(t, halab.Options{Name: "ka", Arrays: -1}, KeepalivedAvailable)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	k := &Keepalived{AdvertInt: "0.01"}

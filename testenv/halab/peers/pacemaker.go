@@ -273,23 +273,39 @@ func (p *Pacemaker) startStack(ctx context.Context, n *halab.Node) error {
 	return nil
 }
 
-// waitGroup waits until crm_mon on node on shows every group resource
-// started on node want, and both nodes online.
+// waitGroup waits until the cluster has settled with the group on want:
+// crm_mon on each node (so each has joined and holds the DC's CIB) names
+// a DC, shows both nodes online and not pending, and every group resource
+// started on want. A node that has not finished joining when the other
+// fails elects itself with no knowledge of the group and starts it without
+// fencing: the campaign must never fault a cluster in that state.
 func (p *Pacemaker) waitGroup(ctx context.Context, want string, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	var last string
 	for {
-		st, err := p.status(ctx, want)
-		if err == nil && st.online["n1"] && st.online["n2"] && st.groupOn() == want {
+		settled := true
+		for _, on := range []string{"n1", "n2"} {
+			st, err := p.status(ctx, on)
+			if err != nil {
+				settled, last = false, err.Error()
+				break
+			}
+			if !st.settled() || st.groupOn() != want {
+				settled, last = false, on+" sees "+st.String()
+				break
+			}
+			// And its controller has joined: S_NOT_DC, or S_IDLE as the DC.
+			out, err := p.Lab.Node(on).Run(ctx, "crmadmin", "-q", "-S", on)
+			if err != nil || !(strings.Contains(out, "S_NOT_DC") || strings.Contains(out, "S_IDLE")) {
+				settled, last = false, fmt.Sprintf("%s's controller: %q %v", on, strings.TrimSpace(out), err)
+				break
+			}
+		}
+		if settled {
 			return nil
 		}
-		if err != nil {
-			last = err.Error()
-		} else {
-			last = st.String()
-		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("the group did not run on %s with both nodes online within %v; last: %s", want, timeout, last)
+			return fmt.Errorf("the cluster did not settle with the group on %s within %v; last: %s", want, timeout, last)
 		}
 		select {
 		case <-ctx.Done():

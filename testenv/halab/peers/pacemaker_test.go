@@ -16,7 +16,7 @@ import (
 // it saw acknowledged is on the shared volume. The dead node then rejoins
 // as a standby.
 func TestPacemakerFencesThenMovesTheGroupWithoutLosingCommits(t *testing.T) {
-	l := lab(t, halab.Options{Name: "pm", Arrays: -1, Private: PacemakerPrivate(), Overlay: PacemakerOverlay()}, PacemakerAvailable)
+	l := halab.ForTest(t, halab.Options{Name: "pm", Arrays: -1, Private: PacemakerPrivate(), Overlay: PacemakerOverlay()}, PacemakerAvailable)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	p := &Pacemaker{Token: 1000}
