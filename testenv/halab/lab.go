@@ -6,16 +6,12 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
-	"time"
 
 	"github.com/hamirror/hamirror/testenv/hblab"
 )
@@ -176,108 +172,6 @@ func (l *Lab) ns(role string) string { return l.prefix + "-" + role }
 // or "sw" (the switches).
 func (l *Lab) Netns(role string) string { return l.ns(role) }
 
-// buildNetworks makes the switch namespace (one bridge per network), the
-// SAN and client namespaces and each node's network namespace, and cables
-// them. A cable is a veth pair whose switch end is a bridge port: cutting
-// it sets that port down, as pulling the plug at the switch would.
-func (l *Lab) buildNetworks() error {
-	sw, san, cl := l.ns("sw"), l.ns("san"), l.ns("client")
-	cmds := [][]string{}
-	for _, ns := range []string{sw, san, cl, l.ns("n1"), l.ns("n2")} {
-		cmds = append(cmds, []string{"ip", "netns", "add", ns}, []string{"ip", "-n", ns, "link", "set", "lo", "up"})
-	}
-	for _, br := range []string{"pub", "priv1", "priv2"} {
-		cmds = append(cmds, []string{"ip", "-n", sw, "link", "add", br, "type", "bridge"}, []string{"ip", "-n", sw, "link", "set", br, "up"})
-	}
-	// The SAN's switch lives in the SAN namespace; the arrays' portals are
-	// addresses of that bridge.
-	cmds = append(cmds, []string{"ip", "-n", san, "link", "add", "san", "type", "bridge"},
-		[]string{"ip", "-n", san, "link", "set", "san", "up"})
-	for i := range max(l.opt.Arrays, 0) {
-		cmds = append(cmds, []string{"ip", "-n", san, "addr", "add", fmt.Sprintf("10.30.0.%d/24", i+1), "dev", "san"})
-	}
-	cmds = append(cmds, cable(sw, "pub", "clpub", cl, PublicNIC, ClientAddr+"/24")...)
-	for i := 1; i <= 2; i++ {
-		id, ns := fmt.Sprintf("n%d", i), l.ns(fmt.Sprintf("n%d", i))
-		nics := nodeNICs(i)
-		cmds = append(cmds, cable(sw, "pub", id+"pub", ns, PublicNIC, nics[PublicNIC])...)
-		cmds = append(cmds, cable(sw, "priv1", id+"p1", ns, PrivateNIC1, nics[PrivateNIC1])...)
-		cmds = append(cmds, cable(sw, "priv2", id+"p2", ns, PrivateNIC2, nics[PrivateNIC2])...)
-		cmds = append(cmds, cable(san, "san", id+"san", ns, ISCSINIC, nics[ISCSINIC])...)
-	}
-	for _, c := range cmds {
-		if err := run(c...); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// nodeNICs maps node i's interfaces to their own addresses (CIDR).
-func nodeNICs(i int) map[string]string {
-	return map[string]string{
-		PublicNIC:   fmt.Sprintf("10.20.0.%d/24", i),
-		PrivateNIC1: fmt.Sprintf("10.21.0.%d/24", i),
-		PrivateNIC2: fmt.Sprintf("10.22.0.%d/24", i),
-		ISCSINIC:    fmt.Sprintf("10.30.0.%d/24", 10+i),
-	}
-}
-
-// cable links a port of bridge br in namespace swns to interface nic (with
-// address addr) in namespace ns.
-func cable(swns, br, port, ns, nic, addr string) [][]string {
-	return [][]string{
-		{"ip", "-n", swns, "link", "add", port, "type", "veth", "peer", "name", nic, "netns", ns},
-		{"ip", "-n", swns, "link", "set", port, "master", br, "up"},
-		{"ip", "-n", ns, "addr", "add", addr, "dev", nic},
-		{"ip", "-n", ns, "link", "set", nic, "up"},
-	}
-}
-
-// port returns the namespace and switch-side port of node id's cable.
-func (l *Lab) port(id string, link Link) (ns, port string, err error) {
-	switch link {
-	case LinkPublic:
-		return l.ns("sw"), id + "pub", nil
-	case LinkPrivate1:
-		return l.ns("sw"), id + "p1", nil
-	case LinkPrivate2:
-		return l.ns("sw"), id + "p2", nil
-	case LinkISCSI:
-		return l.ns("san"), id + "san", nil
-	}
-	return "", "", fmt.Errorf("halab: no link %q (public, private1, private2, iscsi)", link)
-}
-
-// CutLink pulls (cut=true) or plugs back node id's cable at the switch.
-func (l *Lab) CutLink(id string, link Link, cut bool) error {
-	ns, port, err := l.port(id, link)
-	if err != nil {
-		return err
-	}
-	return setPorts(ns, []string{port}, !cut)
-}
-
-// setLinks cuts or plugs every cable of node id, public first, in one
-// netlink request each from this process, so a crash cuts them all within
-// a millisecond.
-func (l *Lab) setLinks(id string, cut bool) error {
-	batch := map[string][]string{}
-	var order []string
-	for _, lk := range NodeLinks() {
-		ns, port, _ := l.port(id, lk)
-		if _, ok := batch[ns]; !ok {
-			order = append(order, ns)
-		}
-		batch[ns] = append(batch[ns], port)
-	}
-	var errs []error
-	for _, ns := range order {
-		errs = append(errs, setPorts(ns, batch[ns], !cut))
-	}
-	return errors.Join(errs...)
-}
-
 // CutSerial cuts or mends the serial cable between the nodes.
 func (l *Lab) CutSerial(cut bool) { l.serial.Cut(cut) }
 
@@ -300,43 +194,6 @@ func Peer(id string) string {
 		return "n2"
 	}
 	return "n1"
-}
-
-// DialClient opens a TCP connection from the client namespace.
-func (l *Lab) DialClient(ctx context.Context, addr string, timeout time.Duration) (net.Conn, error) {
-	return DialIn(ctx, l.ns("client"), addr, timeout)
-}
-
-// DialIn opens a TCP connection from network namespace ns; the socket stays
-// in ns for its whole life.
-func DialIn(ctx context.Context, ns, addr string, timeout time.Duration) (net.Conn, error) {
-	var c net.Conn
-	err := hblab.InNetns(ns, func() error {
-		var err error
-		d := net.Dialer{Timeout: timeout}
-		c, err = d.DialContext(ctx, "tcp", addr)
-		return err
-	})
-	return c, err
-}
-
-// HasAddr reports whether node id's namespace holds address ip right now
-// (a VIP watcher's probe).
-func (l *Lab) HasAddr(id, ip string) (bool, error) {
-	found := false
-	err := hblab.InNetns(l.ns(id), func() error {
-		addrs, err := net.InterfaceAddrs()
-		if err != nil {
-			return err
-		}
-		for _, a := range addrs {
-			if p, ok := a.(*net.IPNet); ok && p.IP.String() == ip {
-				found = true
-			}
-		}
-		return nil
-	})
-	return found, err
 }
 
 // LoopDevice makes a file of size bytes in the lab's folder and a loop
@@ -413,63 +270,6 @@ func (l *Lab) Close() error {
 		}
 	}
 	return errors.Join(errs...)
-}
-
-// detachLoop detaches dev. A filesystem a dead node had mounted is released
-// by the kernel shortly after its mount namespace died; until then the
-// device is busy, so detach retries for a while.
-func detachLoop(dev string) error {
-	var err error
-	for range 50 {
-		if err = run("losetup", "-d", dev); err == nil {
-			return nil
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	return err
-}
-
-// sweepStale removes what labs whose process died before its cleanup ran
-// (a test binary killed by its timeout) left: the processes still running
-// in their namespaces (tgtd, node PID 1s: they outlive their parent), the
-// namespaces, loop devices on their files and their folders. Only names
-// halab-NAME-PID-RAND-... of dead PIDs are touched.
-func sweepStale() {
-	for _, ns := range hblab.StaleNetns("halab") {
-		if out, err := exec.Command("ip", "netns", "pids", ns).Output(); err == nil {
-			for _, f := range strings.Fields(string(out)) {
-				if pid, err := strconv.Atoi(f); err == nil {
-					syscall.Kill(pid, syscall.SIGKILL)
-				}
-			}
-		}
-		run("ip", "netns", "del", ns)
-	}
-	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), "halab-*"))
-	for _, d := range dirs {
-		f := strings.Split(filepath.Base(d), "-")
-		if len(f) < 5 {
-			continue
-		}
-		pid, err := strconv.Atoi(f[len(f)-3])
-		if err != nil || pid == os.Getpid() {
-			continue
-		}
-		if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); !os.IsNotExist(err) {
-			continue
-		}
-		if _, err := os.Stat(filepath.Join(d, "KEPT")); err == nil {
-			continue
-		}
-		if out, err := exec.Command("losetup", "-l", "-n", "-O", "NAME,BACK-FILE").Output(); err == nil {
-			for _, line := range strings.Split(string(out), "\n") {
-				if f := strings.Fields(line); len(f) == 2 && strings.HasPrefix(f[1], d+"/") {
-					run("losetup", "-d", f[0])
-				}
-			}
-		}
-		os.RemoveAll(d)
-	}
 }
 
 func run(args ...string) error {
