@@ -28,7 +28,11 @@ import (
 //     holds, hangs or fails them;
 //   - the array keeps only the registered keys and the reservation
 //     holder: a fence preempts the victims' keys, a fenced node's disk
-//     slot and volume writes fail (its volume reports Fenced).
+//     slot and volume writes fail (its volume reports Fenced), and its own
+//     fence attempts get RESERVATION CONFLICT until it registers again
+//     (mirrord's start, EffectReregister: carried out at once, in effect
+//     order, like the node's synchronous Register; it fails like a fence
+//     when `fail N fence` makes the arrays unreachable).
 //
 // Every decision is the real Group's. After every step the sim checks
 // the invariant the whole design exists for: at most one node holds a
@@ -362,7 +366,9 @@ func (s *sim) apply(n *simNode, e Effect) {
 		}
 		n.app = e.Data
 	case EffectReregister:
-		s.reg[n.id] = true
+		if !n.fenceFails { // unreachable arrays: the key stays as it was
+			s.reg[n.id] = true
+		}
 	}
 }
 
