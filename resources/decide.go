@@ -150,6 +150,15 @@ func (g *Group) gate() bool {
 	if len(g.res) > 0 && g.res[0].spec.Type == TypeFence {
 		timeout = g.res[0].spec.StartTimeout
 	}
+	if g.allIn(ResStopped) {
+		// Nothing runs here and no volume is open: a peer's earlier
+		// takeover may have preempted this node's key while it was a
+		// clean standby, and nothing told it. Register again first, or the
+		// fence would find this node "fenced" by its own attempt. Never in
+		// the fenced state (reconcile does nothing then): what ran here
+		// when the key went needs a cleanup first.
+		g.emit(Effect{Kind: EffectReregister})
+	}
 	g.action = g.issue(EffectFence, -1, todo, timeout)
 	return false
 }

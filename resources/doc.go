@@ -33,7 +33,7 @@
 //		case resources.EffectSetEligible:
 //			member.SetEligible(e.Eligible)
 //		case resources.EffectPersist:            // write state_dir/standby, fsync
-//		case resources.EffectReregister:         // register our key on every array again
+//		case resources.EffectReregister:         // register our key on every array again, now (before the next effect: a Fence may follow)
 //		case resources.EffectAlarm, resources.EffectLog:
 //		}
 //	}

@@ -81,7 +81,12 @@ type Options struct {
 //     unknown, suspect, partitioned) is fenced first; the first resource
 //     (the fence, then the volume) starts only after a successful Fence
 //     of all of them. A failed fence is an alarm and is retried every
-//     FenceRetry; nothing starts.
+//     FenceRetry; nothing starts. Right before a fence, a node whose
+//     group is fully stopped here (nothing runs, no volume open)
+//     registers its key again (EffectReregister): a peer's earlier
+//     takeover may have preempted it while it was a clean standby, and
+//     its own fence would otherwise find it fenced. Never in the fenced
+//     state: what ran here when the key went needs a cleanup first.
 //   - Never two writers: besides the gate, a node that runs the group and
 //     loses the active proposal to a peer it fenced in this run keeps the
 //     group (that peer is a fenced zombie and will stop); otherwise the
