@@ -23,7 +23,8 @@ import (
 //     or a better-ranked live node also claims it; nobody is elected
 //     while a peer is suspect or unknown; the preferred node, then the
 //     smallest ID, among eligible live nodes), and app blobs carried by
-//     every beat, disk slots included;
+//     every beat, disk slots included; a peer's restart shows as its app
+//     state gone for one step (its frames carry a new boot), then back;
 //   - agents are in-memory resources that answer at once unless a script
 //     holds, hangs or fails them;
 //   - the array keeps only the registered keys and the reservation
@@ -75,6 +76,8 @@ type simNode struct {
 	mark       int
 	standby    bool // the persisted flag
 	refused    string
+	boot       int                      // counts the starts of mirrord
+	seenBoot   map[heartbeat.NodeID]int // the boot of each peer's last frame
 }
 
 type fakeRes struct {
@@ -129,7 +132,9 @@ func (s *sim) start(id heartbeat.NodeID) {
 	n.g, n.up, n.frozen, n.started, n.role, n.app = g, true, false, s.now, heartbeat.RoleNone, nil
 	n.heardNet, n.heardDisk = map[heartbeat.NodeID]time.Time{}, map[heartbeat.NodeID]time.Time{}
 	n.seenApp, n.seenRole, n.seenElig = map[heartbeat.NodeID][]byte{}, map[heartbeat.NodeID]heartbeat.Role{}, map[heartbeat.NodeID]bool{}
+	n.seenBoot = map[heartbeat.NodeID]int{}
 	n.pending = nil
+	n.boot++
 	s.reg[id] = true // mirrord registers its key at start
 	s.drain(n)
 }
@@ -151,7 +156,15 @@ func (s *sim) step() {
 			if !s.cut["disks"] && s.reg[a] { // a fenced node's slot writes fail
 				nb.heardDisk[a], heard = s.now, true
 			}
-			if heard {
+			switch {
+			case !heard:
+			case nb.seenBoot[a] != na.boot && nb.seenApp[a] != nil:
+				// a new run: what b knew of a belonged to the old one;
+				// a's beats count once a has echoed b's nonce (a step)
+				nb.seenBoot[a] = na.boot
+				nb.seenApp[a], nb.seenRole[a], nb.seenElig[a] = nil, heartbeat.RoleNone, false
+			default:
+				nb.seenBoot[a] = na.boot
 				nb.seenApp[a], nb.seenRole[a], nb.seenElig[a] = na.app, na.role, na.eligible
 			}
 		}
