@@ -3,6 +3,7 @@ package resources
 import (
 	"bytes"
 	"fmt"
+	"slices"
 	"strings"
 	"unicode/utf8"
 
@@ -14,6 +15,7 @@ import (
 func (g *Group) settle() {
 	g.expireFailures()
 	g.watchPeers()
+	g.yield()
 	g.publishEligible()
 	g.reconcile()
 	g.reregister()
@@ -94,7 +96,45 @@ func (g *Group) zombie() heartbeat.NodeID {
 }
 
 func (g *Group) isEligible() bool {
-	return !g.standby && !g.moving && !g.shutdown && !g.fenced && !g.rejoin && g.worst() < g.cfg.MigrationThreshold
+	return !g.standby && !g.moving && !g.shutdown && !g.fenced && !g.rejoin && g.yieldTo == "" && g.worst() < g.cfg.MigrationThreshold
+}
+
+// yield turns this node ineligible while membership proposes it active,
+// nothing of the group runs or starts here, and a live, eligible peer
+// that does not claim the active role publishes a running or starting
+// group (it keeps the group because it fenced this node, or it is in the
+// middle of a local restart): waiting at the gate would wait forever, so
+// membership must elect the runner instead. It ends once that peer claims
+// the active role (elected: stickiness keeps it there with this node
+// eligible again), or is clean, or is no longer live.
+func (g *Group) yield() {
+	if id := g.yieldTo; id != "" {
+		p := g.peers[slices.IndexFunc(g.peers, func(p peer) bool { return p.id == id })]
+		why := ""
+		switch {
+		case !live(p.state) || !p.hasApp:
+			why = fmt.Sprintf("%s is %s", id, p.state)
+		case p.app.State.Clean():
+			why = fmt.Sprintf("%s's group is %s", id, p.app.State)
+		case p.role == heartbeat.RoleActive:
+			why = fmt.Sprintf("%s is active", id)
+		default:
+			return
+		}
+		g.yieldTo = ""
+		g.log("%s: this node is eligible again", why)
+	}
+	if g.role != heartbeat.RoleActive || g.anyUp() || !g.isEligible() {
+		return
+	}
+	for _, p := range g.peers {
+		if live(p.state) && p.hasApp && p.app.Eligible && p.role != heartbeat.RoleActive &&
+			(p.app.State == GroupRunning || p.app.State == GroupStarting) {
+			g.yieldTo = p.id
+			g.log("%s runs the group (%s) while membership proposes this node active and nothing runs here: yielding to it (ineligible until it is elected, stops or dies)", p.id, p.app.State)
+			return
+		}
+	}
 }
 
 // gate reports whether the first resource may start: see the Group doc.
@@ -354,10 +394,24 @@ func (g *Group) expireFailures() {
 // watchPeers notices what peers do: dual running, the end of a move, a
 // fenced peer that came back clean.
 func (g *Group) watchPeers() {
-	for _, p := range g.peers {
+	for i := range g.peers {
+		p := &g.peers[i]
 		clean := p.hasApp && p.app.State.Clean()
+		// alive, as the gate wants it to spare a peer: a partitioned one is
+		// fenced even when clean, so forgetting it would fence it again
 		if g.fencedPeers[p.id] && p.state == heartbeat.NodeAlive && clean && p.role != heartbeat.RoleActive {
 			delete(g.fencedPeers, p.id)
+		}
+		// restarted: its mirrord registered its key again and stops what
+		// its old run left. Not while it claims the active role: its new
+		// run may be yielding to this node right now, and forgetting it
+		// would stop the group here (it is no zombie to keep it from).
+		if p.restarted && p.hasApp && p.role != heartbeat.RoleActive {
+			p.restarted = false
+			if g.fencedPeers[p.id] {
+				delete(g.fencedPeers, p.id)
+				g.log("%s restarted: its mirrord registered its key again; it no longer counts as fenced by this node", p.id)
+			}
 		}
 		dual := ""
 		if g.anyUp() && live(p.state) && p.hasApp && (p.app.State == GroupRunning || p.app.State == GroupStarting) {
