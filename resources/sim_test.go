@@ -628,6 +628,8 @@ func (s *sim) config(kvs []string) {
 			s.cfg.MigrationThreshold = atoi(v)
 		case "failure_timeout":
 			s.cfg.FailureTimeout = dur(v)
+		case "start_failure_is_fatal":
+			s.cfg.StartFailureIsFatal = v == "true"
 		case "monitor_interval":
 			all(func(r *Resource) { r.MonitorInterval = dur(v) })
 		case "start_timeout":
