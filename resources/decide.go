@@ -303,6 +303,15 @@ func (g *Group) failure(i int, what string, r Result) {
 	}
 	clear(g.monitors)
 	n, limit := len(res.failures), g.cfg.MigrationThreshold
+	if what == "start" && g.cfg.StartFailureIsFatal {
+		for len(res.failures) < limit {
+			res.failures = append(res.failures, g.now)
+		}
+		g.restartFrom = -1
+		g.alarm("%s of %s on %s (%s): a failed start is fatal on this node (group.start_failure_is_fatal): failure count %d of %d, the group leaves this node (ineligible until `mirrorctl cleanup %s`%s)",
+			what, res.spec.Name, g.self, res.lastErr, len(res.failures), limit, res.spec.Name, g.expiry())
+		return
+	}
 	if n >= limit {
 		g.restartFrom = -1
 		g.alarm("%s of %s on %s (%s): failure %d of %d%s: migration threshold reached, the group leaves this node (ineligible until `mirrorctl cleanup %s`%s)",

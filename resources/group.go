@@ -106,12 +106,16 @@ type Options struct {
 //     membership shows it restarted (its app state gone, then back: its
 //     mirrord registered its key again) and it does not claim the role.
 //   - Monitors every monitor_interval while the group runs. A failed
-//     monitor or start (failed, timed out, not running) counts a failure;
-//     below migration_threshold within failure_timeout the resource and
-//     those above it are stopped and started again; at the threshold the
-//     group stops here and the node turns ineligible (the group moves),
-//     until cleanup or the failures expire. A start failure stops the
-//     failed resource before any new start.
+//     monitor (failed, timed out, not running) counts a failure; below
+//     migration_threshold within failure_timeout the resource and those
+//     above it are stopped and started again; at the threshold the group
+//     stops here and the node turns ineligible (the group moves), until
+//     cleanup or the failures expire. A failed or timed-out start is
+//     fatal here (group.start_failure_is_fatal, default true, as
+//     Pacemaker's start-failure-is-fatal): the resource's count goes to
+//     migration_threshold at once and the group moves; with it off, a
+//     start failure counts one failure like a monitor. A start failure
+//     stops the failed resource before any new start.
 //   - A stop that fails or times out blocks the group: nothing more is
 //     done, the state published is blocked (peers wait) until cleanup.
 //   - Fenced (the arrays refused this node, or any agent reports Fenced):
