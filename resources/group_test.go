@@ -341,3 +341,29 @@ func TestRestartedPeerIsForgotten(t *testing.T) {
 		t.Errorf("the group does not stop for the restarted peer, elected active:%s", listEffects(d.seen[from:]))
 	}
 }
+
+// An agent's error may hold anything (a command's output: newlines,
+// terminal escapes): the reason published to the peer carries it without
+// control characters, which the peer's decoder refuses.
+func TestReasonIsPublishedPrintable(t *testing.T) {
+	d := newDriver(t)
+	d.run()
+	d.hold = func(e Effect) bool { return e.Kind == EffectStop }
+	if err := d.g.Standby(d.now, true); err != nil {
+		t.Fatal(err)
+	}
+	d.drain()
+	d.g.Done(d.now, Result{Op: d.held[0].Op, Outcome: Failed, Err: "pg_ctl: server does not shut down\n\x1b[2JHINT:\tretry"})
+	d.drain()
+	e, ok := d.last(EffectPublish)
+	if !ok || e.App.State != GroupBlocked {
+		t.Fatalf("published %+v, want blocked", e.App)
+	}
+	a, err := UnmarshalAppState(e.Data)
+	if err != nil {
+		t.Fatalf("the peer cannot read the published state: %v", err)
+	}
+	if !printable(a.Reason) || !strings.Contains(a.Reason, "pg_ctl: server does not shut down") {
+		t.Errorf("reason %q: want the agent's error without control characters", a.Reason)
+	}
+}
