@@ -568,10 +568,16 @@ func (g *Group) AppState() AppState {
 	return a
 }
 
-// cut makes s valid UTF-8 and shortens it to at most n bytes on a rune
-// boundary.
+// cut makes s printable (valid UTF-8, each control character a space:
+// an agent's error may hold a command's output) and shortens it to at
+// most n bytes on a rune boundary.
 func cut(s string, n int) string {
-	s = strings.ToValidUTF8(s, "?")
+	s = strings.Map(func(r rune) rune {
+		if control(r) {
+			return ' '
+		}
+		return r
+	}, strings.ToValidUTF8(s, "?"))
 	if len(s) <= n {
 		return s
 	}
