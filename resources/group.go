@@ -96,7 +96,11 @@ type Options struct {
 //     registers its key again (EffectReregister): a peer's earlier
 //     takeover may have preempted it while it was a clean standby, and
 //     its own fence would otherwise find it fenced. Never in the fenced
-//     state: what ran here when the key went needs a cleanup first.
+//     state: what ran here when the key went needs a cleanup first. So
+//     of two simultaneous takeovers (each node thinks the other dead) the
+//     later fence wins and the earlier node is fenced at its next array
+//     operation; when their steps interleave across two arrays, neither
+//     may win (both fenced: cleanup on one); never both.
 //   - Never two writers: besides the gate, a node that runs the group and
 //     loses the active proposal to a peer it fenced in this run keeps the
 //     group (that peer is a fenced zombie and will stop, or runs nothing

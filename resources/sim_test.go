@@ -203,8 +203,14 @@ func (s *sim) checkWriters() {
 // checkGate: when n starts the first resource, every other node that
 // still holds its key runs no resource of the group (or is down: the
 // volume went with its mirrord). The arrays' reservation would stop a
-// mistake at the fence resource; this catches it earlier.
+// mistake at the fence resource; this catches it earlier. Unless n's own
+// key is gone: then a peer that took over at the same moment registered
+// again and fenced n after n's fence, and the arrays refuse n's start
+// (two simultaneous takeovers: the arrays pick the winner).
 func (s *sim) checkGate(n *simNode) {
+	if !s.reg[n.id] {
+		return
+	}
 	for _, id := range s.order {
 		p := s.nodes[id]
 		if id == n.id || !p.up || !s.reg[id] {
