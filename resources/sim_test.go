@@ -719,6 +719,10 @@ func (s *sim) expect(a []string) {
 		if got := strconv.FormatBool(n.eligible); got != a[2] {
 			s.errorf("%s eligible = %s, want %s", n.id, got, a[2])
 		}
+	case "idle": // expect N idle true|false: mirrord may exit now
+		if got := strconv.FormatBool(n.g.Idle()); got != a[2] {
+			s.errorf("%s idle = %s, want %s (group %s)", n.id, got, a[2], st().State)
+		}
 	case "standby-file": // expect N standby-file true|false: the persisted flag
 		if got := strconv.FormatBool(n.standby); got != a[2] {
 			s.errorf("%s's persisted standby = %s, want %s", n.id, got, a[2])
