@@ -19,6 +19,7 @@ func (g *Group) settle() {
 	g.publishEligible()
 	g.reconcile()
 	g.reregister()
+	g.watchShutdown()
 	g.scheduleMonitors()
 	g.publishEligible()
 	g.publishApp()

@@ -22,7 +22,8 @@
 //	g.Tick(now)                                  // monitors, watchdog, expiry (every ~100 ms)
 //	g.Fenced(now, "RESERVATION CONFLICT on the volume")
 //	err = g.Move(now) / g.Standby(now, on) / g.Maintenance(now, on) / g.Restart(now, name) / g.Cleanup(now, name)
-//	g.Shutdown(now)                              // SIGTERM: hand over, exit once g.Idle()
+//	g.Shutdown(now)                              // SIGTERM: hand over, exit once g.Idle() (never while blocked;
+//	                                             // a second SIGTERM exits anyway, leaving what runs)
 //	g.SetVolume(now, knowledge); g.SetAck(now, seq)
 //	for _, e := range g.Ready() {
 //		switch e.Kind {

@@ -122,6 +122,10 @@ type Options struct {
 //     stops the failed resource before any new start.
 //   - A stop that fails or times out blocks the group: nothing more is
 //     done, the state published is blocked (peers wait) until cleanup.
+//   - Shutdown (SIGTERM): ineligible, the group stops here and a peer
+//     takes it without fencing; the node exits once Idle. A blocked group
+//     is not Idle: mirrord stays, with an alarm, until cleanup lets the
+//     stops finish (or a second SIGTERM makes the node exit anyway).
 //   - Fenced (the arrays refused this node, or any agent reports Fenced):
 //     stop everything at once (no graceful stop), ineligible, state
 //     fenced; out until Cleanup (which re-registers once everything here
