@@ -60,6 +60,27 @@
 // the PR generation proving no PREEMPT slipped in; Reregister documents the
 // steps); and it forgets every reservation when it restarts (no APTPL).
 //
+// Linux LIO (kernel 6.1; testenv/lab TestLIOArray) differs from tgtd here:
+//   - Login: with per-ACL authentication it refuses AuthMethod=None with
+//     status 0201, which reads as ErrAuth "the target requires CHAP"; it
+//     answers InitialR2T=Yes, FirstBurstLength 64 KiB, MaxBurstLength
+//     256 KiB and a CmdSN window of 64, all negotiated as usual.
+//   - Identity: without a unit serial (targetcli always sets one) it lists
+//     no VPD page, so Info has no serial or device IDs and Limits are zero.
+//   - Zeroing: with emulate_tpws it advertises WRITE SAME with UNMAP over a
+//     backing device that keeps its data on discard (LBPRZ 0) and then only
+//     discards; Zero sets the UNMAP bit only where LBPRZ promises zeros.
+//   - A disabled TPG closes every session once the commands at its backing
+//     device have ended and refuses logins (0301) until enabled; the Disk
+//     keeps logging in.
+//   - Reservations: PREEMPT AND ABORT works (ErrAborted retries, then the
+//     conflict), registrations survive reconnects (KeepRegistered restores
+//     nothing), and a REGISTER fails with NOT READY 08/00 after taking
+//     effect when LIO's PR folder (db_root/pr) is missing: the error says
+//     so. Another ISID of the reservation holder's initiator name counts as
+//     unregistered on LIO, while other initiators count per name, not per
+//     ISID: resources/fence/doc.go says what that means for a node.
+//
 // Discover runs a SendTargets discovery.
 //
 // Layout: pdu.go/pdus.go (wire format), text.go, negotiate.go, chap.go and

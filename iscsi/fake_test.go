@@ -29,6 +29,9 @@ type fakeTarget struct {
 	conn     net.Conn
 	digests  Digests
 	vpd      map[byte][]byte // extra VPD pages (and a replacement page 0)
+	// capFlags is byte 14 of READ CAPACITY(16): 0x80 LBPME (thin), 0x40
+	// LBPRZ (unmapped blocks read as zeros).
+	capFlags byte
 	// tcp: serve over a loopback TCP connection instead of net.Pipe, so
 	// the session takes its raw-socket paths (see rawsock.go).
 	tcp bool
@@ -314,6 +317,7 @@ func identify(f *fakeTarget, p *PDU) []*PDU {
 		d := make([]byte, 32)
 		binary.BigEndian.PutUint64(d, 2047)
 		binary.BigEndian.PutUint32(d[8:], 512)
+		d[14] = f.capFlags
 		return []*PDU{f.dataIn(p, 0, d, 0, true)}
 	}
 	return nil

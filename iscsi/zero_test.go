@@ -40,9 +40,19 @@ func (z *zeroLog) handler(refuseWriteSame bool) func(f *fakeTarget, p *PDU) []*P
 	})
 }
 
+// withCapFlags sets byte 14 of the fake's READ CAPACITY(16) answer.
+func withCapFlags(flags byte) func(f *fakeTarget) {
+	return func(f *fakeTarget) { f.capFlags = flags }
+}
+
 func TestZeroUsesAdvertisedWriteSame(t *testing.T) {
 	z := &zeroLog{}
-	d, _ := startFakeWith(t, Config{}, nil, withVPD(blockLimits(256, true)), z.handler(false))
+	// Thin (LBPME) with unmapped blocks reading as zeros (LBPRZ): WRITE
+	// SAME may unmap.
+	d, _ := startFakeWith(t, Config{}, nil, func(f *fakeTarget) {
+		withVPD(blockLimits(256, true))(f)
+		withCapFlags(0xc0)(f)
+	}, z.handler(false))
 	if m := d.ZeroMethod(true); m != ZeroWriteSame {
 		t.Fatalf("method %v with WRITE SAME advertised (limits %+v)", m, d.Limits())
 	}
@@ -63,6 +73,46 @@ func TestZeroUsesAdvertisedWriteSame(t *testing.T) {
 	}
 	if m := d.ZeroMethod(false); m != ZeroWriteSame {
 		t.Fatal("zero without unmap should still use WRITE SAME")
+	}
+}
+
+// Linux LIO advertises WRITE SAME with UNMAP (LBPWS, emulate_tpws=1) on a
+// LUN whose unmapped blocks need not read as zeros (LBPRZ 0: its backing
+// device does not zero on discard), and then discards without writing:
+// the range keeps its old data. Zero must read back as zeros, so the UNMAP
+// bit goes only to a LUN that promises zeros for unmapped blocks.
+func TestZeroWriteSameUnmapsOnlyWhereUnmappedBlocksReadZero(t *testing.T) {
+	for _, c := range []struct {
+		name      string
+		capFlags  byte
+		wantUnmap bool
+	}{
+		{"thin, unmapped blocks read zeros", 0xc0, true},
+		{"thin, unmapped blocks undefined (LIO over a device that does not zero on discard)", 0x80, false},
+		{"not thin", 0x00, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			z := &zeroLog{}
+			d, _ := startFakeWith(t, Config{}, nil, func(f *fakeTarget) {
+				withVPD(blockLimits(256, true))(f)
+				withCapFlags(c.capFlags)(f)
+			}, z.handler(false))
+			if err := d.Zero(0, 8*512, true); err != nil {
+				t.Fatal(err)
+			}
+			cdb := z.cdbs[0]
+			if cdb[0] != scsiWriteSame16 {
+				t.Fatalf("command %x, want WRITE SAME(16)", cdb)
+			}
+			if got := cdb[1]&0x08 != 0; got != c.wantUnmap {
+				t.Fatalf("WRITE SAME(16) UNMAP bit %v, want %v (a discard that keeps old data would not read as zeros)", got, c.wantUnmap)
+			}
+			for _, b := range z.data[0] {
+				if b != 0 {
+					t.Fatal("WRITE SAME carried a non-zero block")
+				}
+			}
+		})
 	}
 }
 

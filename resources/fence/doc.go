@@ -85,9 +85,43 @@
 //   - Reservations do not persist through a restart (no APTPL; REPORT
 //     CAPABILITIES says PTPL_C 0): see the third rule above.
 //
-// On an SPC-4 array such as Linux LIO, PREEMPT AND ABORT also aborts the
-// victim's queued commands (with TASK ABORTED, which the victim's
-// initiator sends again to learn of the conflict), and registrations
-// survive reconnects. `mirrorctl iscsi info` tells an administrator
-// whether a LUN supports WE-RO before going live.
+// Where Linux LIO (the kernel target of most NAS and Linux appliances;
+// kernel 6.1 in the QEMU lab, testenv/lab TestLIOArray) differs from tgtd,
+// and what the agent does about it:
+//   - PREEMPT AND ABORT works (ArrayResult.Aborted true). LIO answers it
+//     only once the victim's commands already at the array have ended, so
+//     when Takeover returns no write of the victim can land any more; the
+//     victim's initiator gets TASK ABORTED, sends the command again and
+//     ends it with RESERVATION CONFLICT. A takeover may take as long as
+//     the array's slowest I/O in flight.
+//   - Registrations belong to the I_T nexus: they survive a network hang,
+//     a reconnect and a TPG disabled and enabled again; READ KEYS lists no
+//     stale keys and RELEASE works from the new session. KeepRegistered
+//     finds each session still registered and restores nothing.
+//   - NOT HANDLED YET: LIO lets only the holder's own I_T nexus of the
+//     holder's initiator name write; another session of that name (the
+//     active node's disk heartbeat, iscsi.PurposeDiskHeartbeat) counts as
+//     unregistered and its slot writes get RESERVATION CONFLICT. Fencing
+//     is unaffected, but an active node's disk-heartbeat medium is silent
+//     on LIO arrays. A session under an initiator name of its own,
+//     registered with the node's key, does write (proven in the lab): give
+//     the disk heartbeat its own IQN (one more ACL on the array), or write
+//     the slots through the volume's session.
+//   - For every other initiator LIO decides "registered" per initiator
+//     name and LUN: a session of a registered node that never registered
+//     itself (mirrorctl's) may write under WE-RO; tgtd refuses it. A
+//     preempted node has no registration left and is refused on both.
+//   - LIO keeps reservations in memory unless the initiator asks for APTPL
+//     (hamirror does not, though REPORT CAPABILITIES says PTPL_C): a LIO
+//     restart forgets them as a tgtd restart does (third rule above).
+//   - LIO saves PR state under db_root/pr (/var/target/pr by default);
+//     without that folder it applies a REGISTER and then answers NOT READY
+//     08/00, so Register fails with an error naming the folder.
+//
+// An array restart that forgot the registrations (either array) has an
+// order: the standby's Check must register again before the active node's
+// Check reserves again, or the standby finds its key gone under another
+// node's reservation and counts itself fenced (until Register).
+// `mirrorctl iscsi info` tells an administrator whether a LUN supports
+// WE-RO before going live.
 package fence
