@@ -17,8 +17,8 @@
 //		Arrays: []fence.Array{{Name: "array-a", Volume: volA, DiskHeartbeat: hbA}, ...}})
 //	res, err := f.Register(ctx)           // at start-up, and the clean rejoin of a fenced node
 //	res, err = f.Takeover(ctx, peerKey)  // the peer is dead: fence it on every reachable array
-//	res, err = f.Acquire(ctx)            // clean hand-over: reserve, keep the peer registered
-//	res, err = f.Release(ctx)            // clean stop: drop the reservation, stay registered
+//	res, err = f.Acquire(ctx)            // clean hand-over: reserve (or write under a peer's WE-RO), keep the peer registered
+//	res, err = f.Release(ctx)            // clean stop: drop the reservation unless a fenced peer is not back, stay registered
 //	res, err = f.Check(ctx)              // monitor; errors.Is(err, fence.ErrFenced): we were fenced
 //	res.Fenced(), res.Unreachable()      // per array; res.Arrays has the detail
 //
@@ -57,6 +57,17 @@
 //     since; the agent registers again. (A restart right after start-up,
 //     before the generation grew past what the peer adds after the
 //     restart, reads as a fence: the safe side.)
+//   - A clean stop never un-fences: Release keeps the reservation on an
+//     array where a peer's key is not registered (a node this one fenced
+//     that has not rejoined; with no reservation held, any initiator may
+//     write) and reports it (ArrayResult.Kept). Release by a node that
+//     does not hold the reservation does nothing. That peer, once it
+//     rejoined (Register), starts with Acquire, which accepts a WE-RO
+//     reservation held by a registered peer: every registrant writes
+//     under it, so holding it is not needed. (The arrays cannot tell a
+//     peer that kept its reservation from one still running: Acquire is
+//     for a clean hand-over only, which the group and the engine's
+//     multi-mount protection establish.)
 
 // Where tgtd (1.0.85, the array of the tests) differs from SPC-4, and
 // what the agent does about it:

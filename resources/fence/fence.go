@@ -126,6 +126,10 @@ type ArrayResult struct {
 	Registered bool
 	// Holder: this node holds the WE-RO reservation.
 	Holder bool
+	// Kept: Release left this node's reservation in place, because a
+	// peer's key is not registered on the array (a node fenced off and not
+	// rejoined): without a reservation, that node could write again.
+	Kept bool
 	// Preempted are the victim keys this call removed, and Aborted says
 	// whether PREEMPT AND ABORT did it (false: the array refused it, as
 	// tgtd does, and plain PREEMPT did).
@@ -179,6 +183,9 @@ func (r Result) String() string {
 			fmt.Fprintf(&b, "failed: %v", a.Err)
 		default:
 			fmt.Fprintf(&b, "registered %v, holder %v", a.Registered, a.Holder)
+			if a.Kept {
+				b.WriteString(" (kept: a fenced peer has not rejoined)")
+			}
 			if len(a.Preempted) > 0 {
 				how := "PREEMPT (the array refused PREEMPT AND ABORT)"
 				if a.Aborted {
@@ -241,8 +248,14 @@ func (f *Fence) Takeover(ctx context.Context, victims ...uint64) (Result, error)
 
 // Acquire is the clean hand-over: register, and reserve WE-RO if nobody
 // holds a reservation; the peer stays registered (its disk heartbeat
-// keeps writing). A reservation held by another node is an error: that
-// node has not released it (stopped cleanly).
+// keeps writing). A WE-RO reservation a registered peer holds is enough
+// (under Registrants Only every registrant may write): a peer keeps its
+// reservation on a clean stop while a node it fenced has not rejoined
+// (see Release), and that node, after its Register, acquires under it.
+// Any other reservation (another type, or a key that is no peer's) is an
+// error. The arrays cannot tell a peer that kept its reservation on a
+// clean stop from one still running: only call Acquire after the peer's
+// clean stop (the engine's multi-mount protection checks it again).
 func (f *Fence) Acquire(ctx context.Context) (Result, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -261,8 +274,12 @@ func (f *Fence) activate(ctx context.Context, g goal) (Result, error) {
 }
 
 // Release drops this node's reservation on a clean stop and keeps its
-// registrations, so its disk heartbeat goes on writing. A fenced node has
-// nothing to release: ErrFenced.
+// registrations, so its disk heartbeat goes on writing. On an array where
+// a peer's key is not registered (a node this one fenced, not rejoined
+// yet) it keeps the reservation and reports it (ArrayResult.Kept): with
+// no reservation held, that node could write again. A reservation this
+// node does not hold is left alone. A fenced node has nothing to
+// release: ErrFenced.
 func (f *Fence) Release(ctx context.Context) (Result, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -272,10 +289,11 @@ func (f *Fence) Release(ctx context.Context) (Result, error) {
 
 // Check verifies on every reachable array that this node is still
 // registered through every writing session and, while it is active
-// (after Takeover or Acquire, before Release), holds the reservation. A
-// missing key with the reservation held by another node is ErrFenced. It
-// repairs what an array restart loses (tgtd keeps reservations in memory):
-// the registrations, and the reservation of an active node.
+// (after Takeover or Acquire, before Release), holds the reservation or
+// finds a registered peer's WE-RO reservation (see Acquire). A missing
+// key with the array's PR generation kept is ErrFenced. It repairs what
+// an array restart loses (tgtd keeps reservations in memory): the
+// registrations, and the reservation of an active node.
 //
 // A node found fenced stays fenced: Check then sends nothing and answers
 // ErrFenced until Register.
@@ -312,6 +330,7 @@ func (f *Fence) Active() bool {
 // never joined, nor preempt there, while its operation on the others
 // finds it fenced.
 func (f *Fence) run(ctx context.Context, g goal) (Result, error) {
+	g.peers = f.cfg.Peers
 	if g.op != opRegister {
 		if r, fenced := f.fencedAnywhere(g); fenced {
 			return r, f.verdict(g, r)
