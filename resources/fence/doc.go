@@ -95,6 +95,13 @@
 //     carries I/O. The disk heartbeat misses a beat or two meanwhile.
 //   - Reservations do not persist through a restart (no APTPL; REPORT
 //     CAPABILITIES says PTPL_C 0): see the third rule above.
+//   - UNMAP and WRITE SAME get no reservation check (its command table
+//     gives them no conflict rule): a fenced node's TRIM on a thin LUN
+//     would get GOOD and erase the new owner's blocks. The iSCSI Disk
+//     therefore zeroes tgtd LUNs by writing (iscsi.Config.ZeroByWriting,
+//     cluster file iscsi.zero_by_writing: auto, the default, recognises
+//     tgtd by its INQUIRY: vendor IET, product VIRTUAL-DISK; always;
+//     never), and those WRITEs conflict like any other.
 //
 // On an SPC-4 array such as Linux LIO, PREEMPT AND ABORT also aborts the
 // victim's queued commands (with TASK ABORTED, which the victim's

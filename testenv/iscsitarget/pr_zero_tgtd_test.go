@@ -48,4 +48,13 @@ func TestTgtdFencedNodeCannotZero(t *testing.T) {
 			t.Fatalf("the fenced node's Zero by %v: %v, want ErrReservationConflict", m, err)
 		}
 	}
+	// The default (auto) recognises tgtd by its INQUIRY; an operator who
+	// trusts the array (never) gets the UNMAP the thin LUN advertises.
+	if inq := fenced.Info(); inq.Vendor != "IET" || inq.Product != "VIRTUAL-DISK" {
+		t.Fatalf("tgtd's standard INQUIRY: vendor %q product %q; the ZeroWritingAuto detection expects IET VIRTUAL-DISK", inq.Vendor, inq.Product)
+	}
+	trusting := openDisk(t, legURL(td), iscsi.Config{InitiatorName: "iqn.2026-01.org.hamirror.test:node3", ZeroByWriting: iscsi.ZeroWritingNever})
+	if m := trusting.ZeroMethod(true); m != iscsi.ZeroUnmap {
+		t.Fatalf("ZeroWritingNever on a thin tgtd LUN: %v, want UNMAP", m)
+	}
 }
