@@ -6,7 +6,14 @@
 //		iscsi.Config{SecretFile: "/etc/hamirror/chap-a", Timeout: 5 * time.Second})
 //	err = d.WriteAt(buf, 0, true) // WRITE(16) with FUA
 //	err = d.Flush()               // SYNCHRONIZE CACHE(16)
-//	err = d.Zero(0, 1<<20, true)  // UNMAP / WRITE SAME where advertised, else zeros
+//	err = d.Zero(0, 1<<20, true)  // UNMAP / WRITE SAME where advertised and allowed, else zeros
+//
+// Config.ZeroByWriting (cluster file iscsi.zero_by_writing: auto, always,
+// never) says when Zero writes zero blocks instead: by default (auto) on
+// arrays known to run UNMAP and WRITE SAME for initiators a reservation
+// shuts out (tgtd, told by its standard INQUIRY: vendor IET, product
+// VIRTUAL-DISK), so a fenced node can clear nothing; always; or never
+// (the operator trusts the array).
 //
 // StartReadAt and StartWriteAt are the same I/O without a goroutine per
 // request: done runs once, usually on the session's receive goroutine, and
@@ -58,7 +65,11 @@
 // registration listed (KeepRegistered restores it before the session
 // carries I/O, only while the key is still registered elsewhere and with
 // the PR generation proving no PREEMPT slipped in; Reregister documents the
-// steps); and it forgets every reservation when it restarts (no APTPL).
+// steps); it forgets every reservation when it restarts (no APTPL); and
+// it checks no reservation on UNMAP and WRITE SAME (they carry no conflict
+// rule in its command table: a non-registrant's UNMAP on a thin LUN gets
+// GOOD and deallocates), so Zero writes zeros on tgtd by default
+// (ZeroWritingAuto).
 //
 // Linux LIO (kernel 6.1; testenv/lab TestLIOArray) differs from tgtd here:
 //   - Login: with per-ACL authentication it refuses AuthMethod=None with

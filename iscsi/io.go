@@ -65,9 +65,10 @@ const (
 
 // zeroMethod picks how to clear with the LUN's advertised abilities: UNMAP
 // only where Block Limits allow it and unmapped blocks read back as zeros
-// (LBPRZ); WRITE SAME only where Block Limits give a maximum length.
+// (LBPRZ); WRITE SAME only where Block Limits give a maximum length;
+// neither where Config.ZeroByWriting says to write (see ZeroWritingMode).
 func (d *Disk) zeroMethod(unmap bool) ZeroMethod {
-	if d.cfg.ZeroByWriting {
+	if d.zeroByWriting() {
 		return ZeroWrite
 	}
 	l, c := d.limits, d.capacity
@@ -90,7 +91,11 @@ func (d *Disk) writeSameUnmaps(unmap bool) bool {
 }
 
 // Zero makes [off, off+length) read as zeros: UNMAP or WRITE SAME(16) where
-// the LUN advertises them (Block Limits VPD), else writes of zero blocks.
+// the LUN advertises them (Block Limits VPD) and Config.ZeroByWriting
+// allows them, else writes of zero blocks. By default (ZeroWritingAuto) a
+// tgtd LUN is zeroed by writing: tgtd runs UNMAP and WRITE SAME for
+// initiators its reservation shuts out, so a fenced node could clear the
+// new owner's data; a WRITE gets RESERVATION CONFLICT.
 //
 // A large range takes many commands. Zero issues none once Config.Timeout
 // has passed since it began (it returns an error wrapping

@@ -3,6 +3,7 @@ package iscsi
 import (
 	"encoding/binary"
 	"errors"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -145,12 +146,6 @@ func TestZeroWithoutAdvertisementWritesZeros(t *testing.T) {
 	if c := z.cdbs[0]; c[0] != scsiWrite16 || binary.BigEndian.Uint32(c[10:]) != 8 {
 		t.Fatalf("command %x, want WRITE(16) of 8 blocks", c)
 	}
-	// ZeroByWriting overrides an advertisement.
-	z2 := &zeroLog{}
-	d2, _ := startFakeWith(t, Config{ZeroByWriting: true}, nil, withVPD(blockLimits(256, true)), z2.handler(false))
-	if m := d2.ZeroMethod(true); m != ZeroWrite {
-		t.Fatalf("ZeroByWriting: method %v", m)
-	}
 	if err := d.Zero(100, 512, false); !errors.Is(err, ErrAlignment) {
 		t.Fatalf("unaligned zero: %v", err)
 	}
@@ -175,6 +170,49 @@ func TestAsyncLogoutRequestReconnects(t *testing.T) {
 	waitFor(t, func() bool { return d.Stats().Reconnects == 1 && d.Connected() })
 	if err := d.Flush(); err != nil {
 		t.Fatalf("flush after the target-requested logout: %v", err)
+	}
+}
+
+// Config.ZeroByWriting, by what the LUN says it is: tgtd (vendor IET,
+// product VIRTUAL-DISK) runs UNMAP and WRITE SAME for initiators its
+// reservation shuts out, so by default Zero writes zeros there; other
+// arrays get what they advertise; always and never are the operator's.
+func TestZeroByWritingModes(t *testing.T) {
+	for _, c := range []struct {
+		mode            ZeroWritingMode
+		vendor, product string
+		unmap, noUnmap  ZeroMethod
+	}{
+		{"", "IET", "VIRTUAL-DISK", ZeroWrite, ZeroWrite},
+		{ZeroWritingAuto, "IET", "VIRTUAL-DISK", ZeroWrite, ZeroWrite},
+		{ZeroWritingAuto, "LIO-ORG", "FILEIO", ZeroWriteSame, ZeroWriteSame},
+		{ZeroWritingAuto, "IET", "OTHER", ZeroWriteSame, ZeroWriteSame},
+		{ZeroWritingAlways, "LIO-ORG", "FILEIO", ZeroWrite, ZeroWrite},
+		{ZeroWritingNever, "IET", "VIRTUAL-DISK", ZeroWriteSame, ZeroWriteSame},
+	} {
+		z := &zeroLog{}
+		setup := func(f *fakeTarget) {
+			f.vpd, f.vendor, f.product = blockLimits(256, true), c.vendor, c.product
+		}
+		d, _ := startFakeWith(t, Config{ZeroByWriting: c.mode}, nil, setup, z.handler(false))
+		if u, n := d.ZeroMethod(true), d.ZeroMethod(false); u != c.unmap || n != c.noUnmap {
+			t.Errorf("mode %q on %s %s: methods %v / %v, want %v / %v", c.mode, c.vendor, c.product, u, n, c.unmap, c.noUnmap)
+			continue
+		}
+		if err := d.Zero(0, 8*512, true); err != nil {
+			t.Fatal(err)
+		}
+		z.mu.Lock()
+		op := z.cdbs[len(z.cdbs)-1][0]
+		z.mu.Unlock()
+		if want := map[ZeroMethod]byte{ZeroWrite: scsiWrite16, ZeroWriteSame: scsiWriteSame16}[c.unmap]; op != want {
+			t.Errorf("mode %q on %s %s: Zero sent opcode %#x, want %#x", c.mode, c.vendor, c.product, op, want)
+		}
+	}
+	bad := Config{ZeroByWriting: "sometimes"}
+	bad.EnsureDefaults()
+	if err := bad.Validate(); err == nil || !strings.Contains(err.Error(), "iscsi.zero_by_writing") {
+		t.Fatalf("ZeroByWriting \"sometimes\": %v, want an error naming iscsi.zero_by_writing", err)
 	}
 }
 
