@@ -35,6 +35,7 @@ type sim struct {
 	capture map[NodeID]*capture      // frames being recorded, by sender
 	replays []*replay                // captures being played back
 	stalls  map[NodeID]time.Time     // node -> end of its stall (it does not run)
+	paused  map[NodeID]time.Time     // node -> start of a stall its clock does not see (a paused VM)
 	held    map[NodeID][]queued      // frames that reached a stalled node, in order
 }
 
@@ -73,7 +74,13 @@ type simNode struct {
 	events []Event
 	mark   int
 	read   map[string][]byte // disk slot content last read, "medium/peer"
+	// lag is how far the node's clock is behind the sim's: the time it
+	// spent paused without its clock advancing ("pause").
+	lag time.Duration
 }
+
+// at is node n's clock reading now.
+func (s *sim) at(n *simNode) time.Time { return s.now.Add(-n.lag) }
 
 var simKey = []byte("0123456789abcdef0123456789abcdef")
 
@@ -84,7 +91,7 @@ func newSim(t *testing.T) *sim {
 		nodes: map[NodeID]*simNode{}, cut: map[string]bool{}, slots: map[string]map[NodeID][]byte{},
 		first: map[string][]byte{}, last: map[string][]byte{}, stopped: map[NodeID]time.Time{},
 		delay: map[string]time.Duration{}, capture: map[NodeID]*capture{},
-		stalls: map[NodeID]time.Time{}, held: map[NodeID][]queued{}}
+		stalls: map[NodeID]time.Time{}, paused: map[NodeID]time.Time{}, held: map[NodeID][]queued{}}
 }
 
 func (s *sim) fatalf(format string, a ...any) {
@@ -156,7 +163,7 @@ func (s *sim) deliver(id NodeID, medium string, b []byte) {
 	if err != nil {
 		n.m.Reject(err)
 	} else {
-		n.m.Receive(s.now, medium, f)
+		n.m.Receive(s.at(n), medium, f)
 	}
 	n.events = append(n.events, n.m.Ready().Events...)
 }
@@ -187,6 +194,12 @@ func (s *sim) step() {
 			// It runs again. The worst order a runner can meet: its tick
 			// comes before its link readers hand over what queued.
 			delete(s.stalls, id)
+			if from, ok := s.paused[id]; ok {
+				// Its clock stood still: to it, no time has passed
+				// since its last tick but one step.
+				n.lag += s.now.Sub(from)
+				delete(s.paused, id)
+			}
 			s.tickNode(id, n)
 			for _, q := range s.held[id] {
 				s.deliver(id, q.medium, q.b)
@@ -223,7 +236,7 @@ func (s *sim) readSlots(id NodeID, n *simNode) {
 
 // tickNode ticks node id and carries out what it sends.
 func (s *sim) tickNode(id NodeID, n *simNode) {
-	n.m.Tick(s.now)
+	n.m.Tick(s.at(n))
 	rd := n.m.Ready()
 	n.events = append(n.events, rd.Events...)
 	for _, o := range rd.Send {
@@ -332,7 +345,7 @@ func (s *sim) run(args []string) {
 		s.cfg.Failback = args[1] == "on"
 	case "eligible": // eligible NODE yes|no
 		n := s.node(args[1])
-		n.m.SetEligible(s.now, yes(args[2]))
+		n.m.SetEligible(s.at(n), yes(args[2]))
 		n.events = append(n.events, n.m.Ready().Events...) // a yield is at once
 
 	case "app": // app NODE TEXT | - (empty) | size=N (N bytes)
@@ -341,6 +354,10 @@ func (s *sim) run(args []string) {
 		}
 	case "stall": // stall NODE DURATION: the node does not run (SIGSTOP, a paused VM)
 		s.stalls[NodeID(args[1])] = s.now.Add(dur(args[2]))
+	case "pause": // pause NODE DURATION: a stall its clock does not see (a VM paused with its monotonic clock)
+		s.node(args[1])
+		s.stalls[NodeID(args[1])] = s.now.Add(dur(args[2]))
+		s.paused[NodeID(args[1])] = s.now
 	case "pingtargets":
 		s.cfg.PingTargets = args[1:]
 	case "timing":
@@ -518,9 +535,26 @@ func (s *sim) expect(a []string) {
 			s.errorf("%s sees %s's app state %q (known %v), want %q", a[0], a[2], b, ok, want)
 		}
 	case "eligible": // expect N eligible PEER yes|no: as N sees it
-		v, _ := n.m.View(s.now).Peer(NodeID(a[2]))
+		v, _ := n.m.View(s.at(n)).Peer(NodeID(a[2]))
 		if v.Eligible != yes(a[3]) {
 			s.errorf("%s sees %s eligible=%v, want %s", a[0], a[2], v.Eligible, a[3])
+		}
+	case "active-at-most": // expect N active-at-most DURATION: no claim of the active role since the last mark lasted longer
+		var from time.Time
+		longest := time.Duration(0)
+		for _, e := range n.events[n.mark:] {
+			switch {
+			case e.Kind == EventRole && e.To == "active":
+				from = e.At
+			case e.Kind == EventRole && e.From == "active" && !from.IsZero():
+				longest, from = max(longest, e.At.Sub(from)), time.Time{}
+			}
+		}
+		if !from.IsZero() {
+			longest = max(longest, s.at(n).Sub(from))
+		}
+		if longest > dur(a[2]) {
+			s.errorf("%s claimed the active role for %v, want at most %s", a[0], longest, a[2])
 		}
 	case "event", "no-event": // expect N event TEXT...: since the last mark
 		want := strings.Join(a[2:], " ")
