@@ -81,7 +81,8 @@ type Config struct {
 	// node that reaches more of them is the better holder of the VIP.
 	PingTargets  []string
 	PingInterval time.Duration
-	// StateDir keeps the boot ID counter across restarts (cluster.state_dir).
+	// StateDir keeps the boot ID counter and the highest takeover term
+	// across restarts (cluster.state_dir).
 	StateDir string `mapstructure:"state_dir"`
 	// Self is the local node (mirrord --node, default the host name).
 	Self NodeID

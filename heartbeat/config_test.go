@@ -214,15 +214,15 @@ func TestSlotNeededMatchesTheEncoder(t *testing.T) {
 	if need := c.slotNeeded(disk); need != int64(len(b)+2) {
 		t.Errorf("slotNeeded %d, the longest frame takes %d+2", need, len(b))
 	}
-	if len(b) != 1265 || len(b) > MaxFrame { // the bound frame.go documents
-		t.Errorf("the largest heartbeat frame is %d bytes, frame.go says 1265", len(b))
+	if len(b) != 1273 || len(b) > MaxFrame { // the bound frame.go documents
+		t.Errorf("the largest heartbeat frame is %d bytes, frame.go says 1273", len(b))
 	}
 	// The largest two-node frame fits the smallest slot.
 	two := twoNodes()
 	two.Cluster, two.Nodes[0].ID = strings.Repeat("c", 64), NodeID(strings.Repeat("x", 64))
 	two.Disks = []Disk{{Name: disk, SlotSize: MinSlotSize, Slots: 2}}
-	if err := two.Validate(); err != nil || two.slotNeeded(disk) != 771 {
-		t.Errorf("two nodes with the longest names need %d bytes (want 771 <= MinSlotSize): %v", two.slotNeeded(disk), err)
+	if err := two.Validate(); err != nil || two.slotNeeded(disk) != 779 {
+		t.Errorf("two nodes with the longest names need %d bytes (want 779 <= MinSlotSize): %v", two.slotNeeded(disk), err)
 	}
 	c.Self = c.Nodes[1].ID
 	if _, err := c.DiskLinkFor(disk, &memDisk{b: make([]byte, 64*512)}, 0, 512, 64); err == nil {

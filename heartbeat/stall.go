@@ -39,7 +39,10 @@ import (
 // later than without the stall, never sooner. A node stalled for longer
 // than timing.dead has been declared dead by its peers, which may have
 // fenced it and taken over; the alarm says so (the resources layer learns
-// it from the fence: RESERVATION CONFLICT).
+// it from the fence: RESERVATION CONFLICT). If it was active, it yields
+// the role the moment it hears the takeover's later term (roles.go), even
+// while it holds; a paused VM whose clock stood still notices no stall at
+// all and yields the same way.
 type stallState struct {
 	lastTick  time.Time     // the previous Tick (zero: none yet)
 	holdUntil time.Time     // no verdict before this

@@ -136,7 +136,7 @@ func runCluster(ctx context.Context, f *clusterFlags, logf func(string, ...any))
 		}
 		return err
 	}
-	opt := heartbeat.MemberOptions{Logf: logf, Boot: boot}
+	opt := heartbeat.MemberOptions{Logf: logf, Boot: boot, StateDir: cfg.StateDir}
 	if len(cfg.PingTargets) > 0 {
 		if opt.Pinger, err = heartbeat.NewPinger(cfg.PingTargets, cfg.PingInterval*8/10); err != nil {
 			for _, l := range links {
