@@ -146,7 +146,7 @@ func (g *Group) gate() bool {
 	alarm := false
 	for _, p := range g.peers {
 		switch {
-		case p.state == heartbeat.NodeAlive && p.hasApp && p.app.State.Clean() && yields(p):
+		case p.state == heartbeat.NodeAlive && p.hasApp && p.app.State.Clean() && g.yields(p):
 			// cleanly stopped, heard, and it will not start the group
 		case p.state == heartbeat.NodeDead || p.state == heartbeat.NodeUnknown:
 			victims = append(victims, p.id)
@@ -204,12 +204,13 @@ func (g *Group) gate() bool {
 	return false
 }
 
-// yields: the peer will not start the group: it proposes standby (it
-// has seen this node's proposal, or another active node), or it is not
-// eligible. A peer that proposes nothing yet may be electing itself this
-// very moment, seeing this node as "none" too.
-func yields(p peer) bool {
-	return p.role == heartbeat.RoleStandby || p.role != heartbeat.RoleActive && !p.app.Eligible
+// yields: the peer will not start the group: it proposes standby having
+// heard this node's claim (its term is at least this node's: a standby
+// still showing an older term may be electing itself this very moment,
+// over links slower than timing.warn), or it is not eligible. A peer that
+// proposes nothing yet may be electing itself too.
+func (g *Group) yields(p peer) bool {
+	return p.role == heartbeat.RoleStandby && p.term >= g.term || p.role != heartbeat.RoleActive && !p.app.Eligible
 }
 
 func (g *Group) start(i int) {

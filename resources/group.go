@@ -29,7 +29,10 @@ const (
 // from heartbeat's status and app blobs.
 type View struct {
 	// Role is this node's role proposal.
-	Role  heartbeat.Role
+	Role heartbeat.Role
+	// Term is membership's takeover term of this node's claim (heartbeat
+	// View.Term).
+	Term  uint64
 	Peers []PeerView
 }
 
@@ -40,6 +43,10 @@ type PeerView struct {
 	// Role is the peer's own proposal as last heard (RoleNone when it is
 	// not live or not heard).
 	Role heartbeat.Role
+	// Term is the highest takeover term the peer advertised: a peer that
+	// proposes standby with a term below this node's has not heard this
+	// node's claim yet, and may still be electing itself.
+	Term uint64
 	// App is the peer's app state blob as last received in a beat (nil:
 	// none yet). The Group decodes it; a bad one counts as none.
 	App []byte
@@ -142,6 +149,7 @@ type Group struct {
 	res  []*resource
 
 	role  heartbeat.Role
+	term  uint64 // membership's takeover term of this node
 	peers []peer
 
 	nextOp      uint64
@@ -199,6 +207,7 @@ type peer struct {
 	id     heartbeat.NodeID
 	state  heartbeat.NodeState
 	role   heartbeat.Role
+	term   uint64 // the highest takeover term it advertised
 	raw    []byte
 	app    AppState
 	hasApp bool
@@ -254,6 +263,7 @@ func (g *Group) Membership(now time.Time, v View) {
 		g.log("membership proposes this node %s (was %s)", v.Role, g.role)
 		g.role = v.Role
 	}
+	g.term = v.Term
 	for i := range g.peers {
 		p := &g.peers[i]
 		k := slices.IndexFunc(v.Peers, func(pv PeerView) bool { return pv.ID == p.id })
@@ -262,7 +272,7 @@ func (g *Group) Membership(now time.Time, v View) {
 			continue
 		}
 		pv := v.Peers[k]
-		p.state, p.role = pv.State, pv.Role
+		p.state, p.role, p.term = pv.State, pv.Role, pv.Term
 		if bytes.Equal(p.raw, pv.App) && (p.raw == nil) == (pv.App == nil) {
 			continue
 		}

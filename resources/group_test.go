@@ -367,3 +367,32 @@ func TestReasonIsPublishedPrintable(t *testing.T) {
 		t.Errorf("reason %q: want the agent's error without control characters", a.Reason)
 	}
 }
+
+// A clean standby peer counts as yielding only once it has heard this
+// node's claim: over links slower than timing.warn both nodes may claim
+// at once, each seeing the other's old standby (its term lags).
+func TestStandbyWithAnOlderTermIsNotYielding(t *testing.T) {
+	d := newDriver(t)
+	stopped, err := AppState{State: GroupStopped, Eligible: true}.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	started := func() bool {
+		return slices.ContainsFunc(d.seen, func(e Effect) bool { return e.Kind == EffectStart || e.Kind == EffectFence })
+	}
+	view := func(peerTerm uint64) {
+		d.now = d.now.Add(100 * time.Millisecond)
+		d.g.Membership(d.now, View{Role: heartbeat.RoleActive, Term: 2,
+			Peers: []PeerView{{ID: "n2", State: heartbeat.NodeAlive, Role: heartbeat.RoleStandby, Term: peerTerm, App: stopped}}})
+		d.g.Tick(d.now)
+		d.drain()
+	}
+	view(1)
+	if started() {
+		t.Fatalf("started while the peer's standby predates this node's claim:%s", listEffects(d.seen))
+	}
+	view(2)
+	if !started() {
+		t.Fatalf("did not start once the peer heard the claim:%s", listEffects(d.seen))
+	}
+}
