@@ -59,8 +59,13 @@ install: build
 # Debian packages the tests and benchmarks use (CI runs this through .ci/run).
 APT_PACKAGES := tgt libnbd-bin python3-libnbd nbdkit qemu-utils qemu-system-x86 qemu-block-extra \
 	fio libiscsi-bin busybox-static cpio iproute2 mdadm \
-	dmsetup e2fsprogs xfsprogs resource-agents postgresql-15 dbus-daemon iputils-ping
+	dmsetup e2fsprogs xfsprogs dbus-daemon iputils-ping \
+	postgresql-15 keepalived pacemaker corosync resource-agents
+# Daemons in these packages (PostgreSQL, keepalived, Corosync) must not start
+# on the host at install: the tests start their own. policy-rc.d says so to
+# invoke-rc.d when the machine has none.
 deps:
+	[ -e /usr/sbin/policy-rc.d ] || printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d
 	DEBIAN_FRONTEND=noninteractive apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES)
 

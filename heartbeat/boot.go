@@ -25,33 +25,8 @@ func NextBoot(dir string, now time.Time) (uint64, error) {
 	} else if !os.IsNotExist(err) {
 		return 0, fmt.Errorf("boot ID: %w", err)
 	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := writeCounter(dir, "heartbeat-boot", boot); err != nil {
 		return 0, fmt.Errorf("boot ID: %w", err)
-	}
-	f, err := os.CreateTemp(dir, "heartbeat-boot.*")
-	if err != nil {
-		return 0, fmt.Errorf("boot ID: %w", err)
-	}
-	tmp := f.Name()
-	defer os.Remove(tmp) // fails harmlessly once renamed
-	_, err = fmt.Fprintf(f, "%d\n", boot)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err == nil {
-		if d, derr := os.Open(dir); derr == nil {
-			err = d.Sync()
-			d.Close()
-		}
-	}
-	if err != nil {
-		return 0, fmt.Errorf("boot ID: recording %s: %w", path, err)
 	}
 	return boot, nil
 }

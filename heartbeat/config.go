@@ -81,7 +81,8 @@ type Config struct {
 	// node that reaches more of them is the better holder of the VIP.
 	PingTargets  []string
 	PingInterval time.Duration
-	// StateDir keeps the boot ID counter across restarts (cluster.state_dir).
+	// StateDir keeps the boot ID counter and the highest takeover term
+	// across restarts (cluster.state_dir).
 	StateDir string `mapstructure:"state_dir"`
 	// Self is the local node (mirrord --node, default the host name).
 	Self NodeID
@@ -99,7 +100,10 @@ func DefaultConfig() Config {
 		// installed, and a hamirror node does not run Corosync).
 		Port: 5405,
 		// 115200 8N1 is what every RS-232 UART and USB adapter does; a
-		// heartbeat frame (~120 bytes) takes ~10 ms on the wire.
+		// heartbeat frame (~120 bytes, up to ~760 with the largest app
+		// state) takes 10-66 ms on the wire. Validate refuses a rate that
+		// cannot carry the largest one every keepalive (19200 and below
+		// at the default timing).
 		Baud: 115200,
 		Timing: Timing{
 			// 200 ms: five frames per second per medium is nothing for a
@@ -197,6 +201,15 @@ func (c *Config) Validate() error {
 			if l.Address == "" {
 				return keyErr(lk+".address", "is empty")
 			}
+			if len(l.Address) > maxTableStr {
+				return keyErr(lk+".address", "must be at most %d bytes (it travels in the index table)", maxTableStr)
+			}
+		}
+		if len(n.Address) > maxTableStr {
+			return keyErr(key+".address", "must be at most %d bytes (it travels in the index table)", maxTableStr)
+		}
+		if na := len(n.Links) + min(len(n.Address), 1); na > maxRowAddrs {
+			return keyErr(key+".links", "%d links and the node's address make %d addresses; the index table carries at most %d a node", len(n.Links), na, maxRowAddrs)
 		}
 		if n.Serial != "" {
 			serial++
@@ -215,6 +228,9 @@ func (c *Config) Validate() error {
 			return keyErr("node", "this node %q is not in nodes (set mirrord --node)", c.Self)
 		}
 	}
+	if need := c.tableFrameNeeded(); need > MaxFrame {
+		return keyErr("nodes", "the index table of these %d nodes takes up to %d bytes in a frame, over the %d byte limit: use shorter node IDs or addresses, or fewer links", len(c.Nodes), need, MaxFrame)
+	}
 	for m, cnt := range media {
 		if cnt < 2 {
 			return keyErr("nodes[].links", "medium %q is configured on only one node", m)
@@ -222,6 +238,26 @@ func (c *Config) Validate() error {
 	}
 	if serial != 0 && (serial != 2 || len(c.Nodes) != 2) {
 		return keyErr("nodes[].serial", "a serial line joins exactly two nodes: set it on both nodes of a two-node cluster")
+	}
+	if serial != 0 {
+		// 8N1: ten bits a byte. Slower, the line falls behind: frames
+		// queue in the tty buffer and arrive late, and a stopped peer
+		// stays alive on it for as long as its buffer drains.
+		need := c.slotNeeded(SerialMedium) - 2 + serialOverhead
+		if carry := int64(c.Baud) / 10 * int64(t.Keepalive) / int64(time.Second); carry < need {
+			least, rate := need*10*int64(time.Second)/int64(t.Keepalive), 0
+			for r := range baudRates {
+				if int64(r) > least && (rate == 0 || r < rate) {
+					rate = r
+				}
+			}
+			hint := fmt.Sprintf("set %d or more (or a longer timing.keepalive)", rate)
+			if rate == 0 {
+				hint = "no supported rate is fast enough: set a longer timing.keepalive"
+			}
+			return keyErr("cluster.baud", "%d baud carries %d bytes per timing.keepalive (%v), but a heartbeat with the largest app state takes %d on the serial line: frames would queue and arrive late; %s",
+				c.Baud, carry, t.Keepalive, need, hint)
+		}
 	}
 	if len(media) == 0 && serial == 0 {
 		return keyErr("nodes[].links", "no network medium: configure at least one private NIC or the serial line")
@@ -246,7 +282,7 @@ func (c *Config) Validate() error {
 		case d.Offset < 0:
 			return keyErr(key+".offset", "is negative")
 		case d.SlotSize < MinSlotSize:
-			return keyErr(key+".slot_size", "%d is less than %d bytes: a heartbeat carries up to %d bytes of app state (frame version 3); set %d or more", d.SlotSize, MinSlotSize, MaxAppState, MinSlotSize)
+			return keyErr(key+".slot_size", "%d is less than %d bytes: a heartbeat carries up to %d bytes of app state (frame version 3); set %d or more", d.SlotSize, MinSlotSize, MaxAppState, max(MinSlotSize, c.slotNeeded(d.Name)))
 		case d.SlotSize < c.slotNeeded(d.Name):
 			return keyErr(key+".slot_size", "%d bytes cannot hold a heartbeat of this cluster (%d nodes, %d bytes of app state): at least %d are needed", d.SlotSize, len(c.Nodes), MaxAppState, c.slotNeeded(d.Name))
 		case d.Slots < len(c.Nodes):
@@ -272,6 +308,30 @@ func (c *Config) slotNeeded(name string) int64 {
 	}
 	return int64(2 + headerLen + 4 + len(c.Cluster) + id + len(name) + echoLen*max(len(c.Nodes)-1, 0) +
 		heartbeatFixed + MaxAppState + macLen)
+}
+
+// tableFrameNeeded is the largest table frame the coordinator can send
+// (Table.MarshalBinary; any backup target and address in every row).
+func (c *Config) tableFrameNeeded() int {
+	id, addr, medium := 0, 0, 0
+	for _, n := range c.Nodes {
+		id = max(id, len(n.ID))
+		addr = max(addr, len(n.Address))
+		for _, l := range n.Links {
+			addr, medium = max(addr, len(l.Address)), max(medium, len(l.Medium))
+		}
+	}
+	payload := 8 + 1 + id + 1
+	for _, n := range c.Nodes {
+		payload += 1 + len(n.ID) + 1 + 1 + id + 1 + addr + 1
+		if n.Address != "" {
+			payload += 1 + len(n.Address)
+		}
+		for _, l := range n.Links {
+			payload += 1 + len(l.Address)
+		}
+	}
+	return headerLen + 4 + len(c.Cluster) + id + max(medium, len(SerialMedium)) + echoLen*max(len(c.Nodes)-1, 0) + payload + macLen
 }
 
 func isDiskName(c *Config, m string) bool {

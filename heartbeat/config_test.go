@@ -63,7 +63,7 @@ func TestValidateNamesTheKey(t *testing.T) {
 			c.Disks[0].Slots = 64
 			c.Nodes[0].Serial, c.Nodes[1].Serial = "", ""
 			for i := 2; i < 64; i++ {
-				c.Nodes = append(c.Nodes, Node{ID: NodeID(strings.Repeat("n", 60) + fmt.Sprint(i)), Links: []NIC{
+				c.Nodes = append(c.Nodes, Node{ID: NodeID(fmt.Sprint("n", i)), Links: []NIC{
 					{Medium: "nic1", Interface: "eth1", Address: fmt.Sprintf("10.0.1.%d", i+1)},
 					{Medium: "nic2", Interface: "eth2", Address: fmt.Sprintf("10.0.2.%d", i+1)}}})
 			}
@@ -214,18 +214,113 @@ func TestSlotNeededMatchesTheEncoder(t *testing.T) {
 	if need := c.slotNeeded(disk); need != int64(len(b)+2) {
 		t.Errorf("slotNeeded %d, the longest frame takes %d+2", need, len(b))
 	}
-	if len(b) != 1265 || len(b) > MaxFrame { // the bound frame.go documents
-		t.Errorf("the largest heartbeat frame is %d bytes, frame.go says 1265", len(b))
+	if len(b) != 1273 || len(b) > MaxFrame { // the bound frame.go documents
+		t.Errorf("the largest heartbeat frame is %d bytes, frame.go says 1273", len(b))
 	}
 	// The largest two-node frame fits the smallest slot.
 	two := twoNodes()
 	two.Cluster, two.Nodes[0].ID = strings.Repeat("c", 64), NodeID(strings.Repeat("x", 64))
 	two.Disks = []Disk{{Name: disk, SlotSize: MinSlotSize, Slots: 2}}
-	if err := two.Validate(); err != nil || two.slotNeeded(disk) != 771 {
-		t.Errorf("two nodes with the longest names need %d bytes (want 771 <= MinSlotSize): %v", two.slotNeeded(disk), err)
+	if err := two.Validate(); err != nil || two.slotNeeded(disk) != 779 {
+		t.Errorf("two nodes with the longest names need %d bytes (want 779 <= MinSlotSize): %v", two.slotNeeded(disk), err)
 	}
 	c.Self = c.Nodes[1].ID
 	if _, err := c.DiskLinkFor(disk, &memDisk{b: make([]byte, 64*512)}, 0, 512, 64); err == nil {
 		t.Error("a disk link with slots too small for this cluster's frames opened")
+	}
+}
+
+// TestValidateSerialCarriesTheLargestHeartbeat: a heartbeat with the
+// largest app state is ~630 bytes on the serial line (8N1: ten bits a
+// byte), sent every keepalive. A line too slow for that falls behind:
+// frames queue in the tty buffer and arrive seconds late, which keeps a
+// stopped peer "alive" on that medium long after timing.dead. Validate
+// refuses such a line (naming cluster.baud) instead.
+func TestValidateSerialCarriesTheLargestHeartbeat(t *testing.T) {
+	for _, tc := range []struct {
+		baud int
+		ok   bool
+	}{{9600, false}, {19200, false}, {38400, true}, {115200, true}} {
+		c := twoNodes()
+		c.Baud = tc.baud
+		err := c.Validate()
+		var ke *KeyError
+		switch {
+		case tc.ok && err != nil:
+			t.Errorf("baud %d: %v", tc.baud, err)
+		case !tc.ok && (!errors.As(err, &ke) || ke.Key != "cluster.baud"):
+			t.Errorf("baud %d carries %d bytes per keepalive, a heartbeat takes %d: want an error naming cluster.baud, got %v",
+				tc.baud, tc.baud/10*int(c.Timing.Keepalive/time.Millisecond)/1000, len(EncodeSerial(make([]byte, c.slotNeeded(SerialMedium)-2))), err)
+		}
+	}
+	// Without a serial line the rate does not matter.
+	c := twoNodes()
+	c.Nodes[0].Serial, c.Nodes[1].Serial, c.Baud = "", "", 9600
+	if err := c.Validate(); err != nil {
+		t.Errorf("no serial line, baud 9600: %v", err)
+	}
+}
+
+// TestSlotSizeErrorSaysEnough: the slot_size error names a size that is
+// enough for this cluster, not one the next check refuses again.
+func TestSlotSizeErrorSaysEnough(t *testing.T) {
+	c := twoNodes()
+	c.Nodes[0].Serial, c.Nodes[1].Serial = "", ""
+	for i := 2; i < 64; i++ {
+		c.Nodes = append(c.Nodes, Node{ID: NodeID(fmt.Sprint("n", i)), Links: []NIC{
+			{Medium: "nic1", Interface: "eth1", Address: fmt.Sprintf("10.0.1.%d", i+1)},
+			{Medium: "nic2", Interface: "eth2", Address: fmt.Sprintf("10.0.2.%d", i+1)}}})
+	}
+	c.Disks = []Disk{{Name: "disk-a", SlotSize: 512, Slots: 64}}
+	need := c.slotNeeded("disk-a")
+	err := c.Validate()
+	if err == nil || !strings.Contains(err.Error(), fmt.Sprint(need)) {
+		t.Fatalf("slot_size 512 for 64 nodes: want an error naming the %d bytes needed, got %v", need, err)
+	}
+	c.Disks[0].SlotSize = need
+	if err := c.Validate(); err != nil {
+		t.Fatalf("the size the error named is refused: %v", err)
+	}
+}
+
+// TestValidateTableFitsTheWire: the index table travels in one frame
+// (UnmarshalTable takes at most 8 addresses a row, 64 bytes each, and a
+// frame is at most MaxFrame). A config whose table cannot travel is
+// refused: otherwise the coordinator's table never reaches its peers
+// (Encode fails, or every peer refuses it as malformed) and nobody says so.
+func TestValidateTableFitsTheWire(t *testing.T) {
+	big := twoNodes()
+	big.Nodes[0].Serial, big.Nodes[1].Serial = "", ""
+	for i := 2; i < 64; i++ {
+		big.Nodes = append(big.Nodes, Node{ID: NodeID(strings.Repeat("n", 60) + fmt.Sprint(i)),
+			Address: "2001:db8:ffff:ffff:ffff:ffff:ffff:ffff", Links: []NIC{
+				{Medium: "nic1", Interface: "eth1", Address: fmt.Sprintf("10.0.1.%d", i+1)},
+				{Medium: "nic2", Interface: "eth2", Address: fmt.Sprintf("10.0.2.%d", i+1)}}})
+	}
+	big.Disks = nil
+	nics := twoNodes()
+	for k := 3; k <= 9; k++ {
+		for i := range nics.Nodes {
+			nics.Nodes[i].Links = append(nics.Nodes[i].Links, NIC{Medium: fmt.Sprint("nic", k), Address: fmt.Sprintf("10.0.%d.%d", k, i+1)})
+		}
+	}
+	long := twoNodes()
+	long.Nodes[0].Address = strings.Repeat("h", 65)
+	for _, tc := range []struct {
+		name string
+		c    Config
+		key  string
+	}{{"64 nodes, long ids", big, "nodes"}, {"9 addresses", nics, "nodes[0].links"}, {"65-byte address", long, "nodes[0].address"}} {
+		c := tc.c
+		c.Self = c.Nodes[0].ID
+		mc := c.MachineConfig(1)
+		tb := BuildTable(mc.Nodes, mc.Addresses, mc.Self, 1)
+		_, encErr := NewCodec(c.Cluster, simKey).Encode(Frame{Type: MsgTable, Boot: 1, Seq: 1, Nonce: 1, From: c.Self, Medium: "nic1", Payload: tb.MarshalBinary()})
+		_, decErr := UnmarshalTable(tb.MarshalBinary())
+		err := c.Validate()
+		var ke *KeyError
+		if !errors.As(err, &ke) || ke.Key != tc.key {
+			t.Errorf("%s (table: encode %v, decode %v): want an error naming %s, got %v", tc.name, encErr, decErr, tc.key, err)
+		}
 	}
 }

@@ -12,7 +12,7 @@ import (
 
 // MinSlotSize is the smallest disk heartbeat slot: a 2-byte length and a
 // heartbeat frame of a two-node cluster with the longest names and the
-// largest app state (771 bytes in all) fit in it. A frame echoes every
+// largest app state (779 bytes in all) fit in it. A frame echoes every
 // peer (8 bytes each): clusters of more than about 30 nodes with long
 // names need larger slots (Config.Validate says). A mirror leg's slots are
 // 4096 bytes.

@@ -21,6 +21,25 @@
 // no takeover, an alarm. Roles (active/standby) are proposals to the
 // resources layer, which fences before acting.
 //
+// Takeover terms (roles.go). A node that becomes active claims a new
+// term, one more than the highest it has seen (every heartbeat carries
+// its sender's term; the highest is kept in state_dir, recorded before it
+// is used, so it grows across restarts). Where two live nodes both claim
+// the active role, the later claim wins: the higher term, or in the same
+// term the node that ranks first; the other yields at once, with an
+// alarm. So a node that was stopped or paused while active (SIGSTOP, a
+// paused VM, even one whose clock stood still) and comes back still
+// claiming the role yields to the peer that found it dead, fenced it and
+// took over, instead of taking the service back. Two live nodes can still
+// both claim the role until their claims reach each other (after a
+// partition, or when both turn candidates while the news travels slower
+// than timing.warn): a claim is a proposal, not a lease. The resources
+// layer must never start the group while a live peer claims the role (its
+// gate already refuses to), and must take a live peer's standby as
+// yielding to this node only once the peer has heard this node's claim
+// (PeerView.Term >= View.Term): a standby sent before that says nothing
+// about what the peer does next.
+//
 // A node that did not run for a while (SIGSTOP, a paused VM, a swap
 // storm) judges only after its media could deliver what queued meanwhile,
 // and a stall long enough to make a live peer look dead is not counted as
@@ -39,8 +58,9 @@
 //     a candidate timing.warn later; an active peer stays active.
 //   - cluster.failback (default false): hand the active role back to the
 //     preferred node once it has been alive and eligible for timing.warn.
-//   - View: one consistent snapshot (own role and eligibility, each peer's
-//     state, role, eligibility, app state and age) for the group machine.
+//   - View: one consistent snapshot (own role, term and eligibility, each
+//     peer's state, role, term, eligibility, app state and age) for the
+//     group machine; Status has the terms too (mirrorctl status).
 //
 // Running one member (mirrord does this):
 //
@@ -50,8 +70,11 @@
 //	// disks on mirror legs: off, size, n, _ := mirror.HeartbeatSlots(leg)
 //	//   dl, _ := cfg.DiskLinkFor("disk-a", legAsReaderWriterAt, off, size, n)
 //	//   links = append(links, dl)
+//	boot, err := heartbeat.NextBoot(cfg.StateDir, time.Now())
 //	m, err := heartbeat.NewMember(cfg, key, links, heartbeat.MemberOptions{
-//		OnEvent: func(e heartbeat.Event) { /* to resources: role, node, app events */ },
+//		Boot:     boot,
+//		StateDir: cfg.StateDir, // the highest takeover term, read now, written before use
+//		OnEvent:  func(e heartbeat.Event) { /* to resources: role, node, app events */ },
 //	})
 //	m.SetEligible(!standby)             // before Run too: a persisted standby
 //	go m.Run(ctx)
@@ -69,7 +92,7 @@
 //	  failback: false                       # true: hand the role back to preferred
 //	  port: 5405
 //	  baud: 115200
-//	  state_dir: /var/lib/hamirror           # boot ID counter
+//	  state_dir: /var/lib/hamirror           # boot ID counter, takeover term
 //	timing: {keepalive: 200ms, warn: 1s, dead: 2s, initdead: 10s}
 //	nodes:
 //	  - id: node1

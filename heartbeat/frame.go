@@ -26,7 +26,7 @@ import (
 //	..  1  echo count E (0..MaxEcho)
 //	..  8E echoes: the run nonce of every peer the sender has heard in that
 //	       peer's current run (non-zero, no duplicates)
-//	..  P  payload: a Heartbeat (message.go: round, role, flags, ping
+//	..  P  payload: a Heartbeat (message.go: round, term, role, flags, ping
 //	       score, table version, app state) or a Table
 //	..  32 HMAC-SHA256 over everything before it, under the cluster key
 //
@@ -41,8 +41,8 @@ import (
 // of a cluster must run the same frame version.
 //
 // Size: a heartbeat frame of the largest cluster (64 nodes, 63 echoes,
-// names at their limits) with the largest app state is 1265 bytes, well
-// under MaxFrame; a two-node cluster's is at most 769 (see MinSlotSize).
+// names at their limits) with the largest app state is 1273 bytes, well
+// under MaxFrame; a two-node cluster's is at most 777 (see MinSlotSize).
 
 const (
 	frameMagic   = "HMHB"

@@ -20,7 +20,7 @@ func sampleFrame() Frame {
 }
 
 func sampleHeartbeat() Heartbeat {
-	return Heartbeat{Round: 77, Role: RoleActive, HasPing: true, Eligible: true, PingScore: 2, TableVersion: 9, App: []byte("group=running")}
+	return Heartbeat{Round: 77, Term: 5, Role: RoleActive, HasPing: true, Eligible: true, PingScore: 2, TableVersion: 9, App: []byte("group=running")}
 }
 
 func TestFrameRoundTrip(t *testing.T) {
@@ -179,11 +179,14 @@ func TestHeartbeatPayloadStrict(t *testing.T) {
 		"short":          good[:heartbeatFixed-1],
 		"app cut":        good[:len(good)-1],
 		"trailing":       append(bytes.Clone(good), 0),
-		"role 3":         mod(func(b []byte) []byte { b[8] = 3; return b }),
-		"unknown flag":   mod(func(b []byte) []byte { b[9] |= 4; return b }),
+		"role 3":         mod(func(b []byte) []byte { b[16] = 3; return b }),
+		"unknown flag":   mod(func(b []byte) []byte { b[17] |= 4; return b }),
 		"app over limit": big,
-		"app length":     mod(func(b []byte) []byte { b[20] = 2; return b }),
+		"app length":     mod(func(b []byte) []byte { b[28] = 2; return b }),
 		"v2 payload":     {1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0},
+		// round, role, flags, ping, table version, app length, app "abc":
+		// the layout before the term
+		"without term": append(append(make([]byte, 8), 1, 2, 0), append(make([]byte, 9), 3, 'a', 'b', 'c')...),
 	} {
 		if _, err := UnmarshalHeartbeat(bad); !errors.Is(err, ErrMalformed) {
 			t.Errorf("%s: %x accepted: %v", name, bad, err)
@@ -303,7 +306,8 @@ func TestFuzzSeedsPresent(t *testing.T) {
 	// The "heartbeat" and "two-frames-with-noise" seeds are version 1
 	// frames, the *-v2* seeds version 2 (no round, eligibility or app
 	// state): kept as refused input (TestOldFrameVersionsRefused). The v3
-	// seeds carry nonces, echoes and app state.
+	// seeds carry nonces, echoes, the term and app state; v3-without-term
+	// is a payload laid out before the term was added (refused).
 	writeSeed(t, "FuzzDecodeFrame", "heartbeat-v3", b)
 	f := sampleFrame()
 	f.Echo = []uint64{1, 2, 0xffffffffffffffff}
@@ -320,6 +324,9 @@ func TestFuzzSeedsPresent(t *testing.T) {
 	tb := BuildTable([]NodeID{"n1", "n2"}, nil, "n1", 1)
 	writeSeed(t, "FuzzUnmarshalTable", "two-nodes", tb.MarshalBinary())
 	writeSeed(t, "FuzzUnmarshalHeartbeat", "v3-with-app", sampleHeartbeat().MarshalBinary())
+	if _, err := UnmarshalHeartbeat(readSeed(t, "FuzzUnmarshalHeartbeat", "v3-without-term")); !errors.Is(err, ErrMalformed) {
+		t.Errorf("a payload laid out before the term was accepted: %v", err)
+	}
 	writeSeed(t, "FuzzUnmarshalHeartbeat", "v2-payload", []byte{2, 1, 2, 0, 0, 0, 0, 0, 0, 0, 9})
 	for _, fz := range []string{"FuzzDecodeFrame", "FuzzSerialReader", "FuzzUnmarshalTable", "FuzzUnmarshalHeartbeat"} {
 		if ents, _ := os.ReadDir(filepath.Join("testdata", "fuzz", fz)); len(ents) == 0 {

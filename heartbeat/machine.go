@@ -27,6 +27,9 @@ type MachineConfig struct {
 	// in Member). Peers echo it; only frames that do are beats.
 	Nonce   uint64
 	HasPing bool // ping targets configured
+	// Term is the highest takeover term this node had seen before this
+	// run (LoadTerm: state_dir); 0 for a node that never saw one.
+	Term uint64
 }
 
 // MachineConfig derives the state machine's settings for c.Self.
@@ -67,6 +70,10 @@ type Outbound struct {
 
 // Ready is what one step produced: events to report and frames to send.
 type Ready struct {
+	// Term, when not zero, is the highest takeover term this node now
+	// knows: the runner records it (SaveTerm) before it reports the
+	// events or sends the frames, which may carry it.
+	Term   uint64
 	Events []Event
 	Send   []Outbound
 }
@@ -81,12 +88,16 @@ type Ready struct {
 //     counts a frame as a beat only if it echoes this run's nonce. A
 //     heartbeat's payload (role, eligibility, ping score, app state) is
 //     taken only from a beat whose round is not older than the last one
-//     taken from that peer's run.
+//     taken from that peer's run; its takeover term from any authentic
+//     frame that passed the replay checks (a term only ever grows).
 //   - Tick is called every keepalive/4; the runner hands it every frame
 //     that arrived before it first. Tick notices a stall of this node
 //     (stall.go), recomputes every medium and node state from the times
 //     frames were last accepted, then decides the role, then emits due
-//     frames.
+//     frames. While it holds after a stall it decides nothing but that
+//     this node yields to a later claim.
+//   - Ready.Term, when set, is recorded durably before the events and
+//     frames of that Ready are carried out (Member does).
 //   - A peer is dead only when every medium has been silent for
 //     timing.dead AND no disk slot has advanced for timing.dead, counted
 //     in time this node was running.
@@ -96,7 +107,7 @@ type Ready struct {
 type Machine struct {
 	cfg       MachineConfig
 	start     time.Time
-	initFrom  time.Time // timing.initdead counts from here (start, moved on by stalls)
+	initFrom  time.Time // timing.initdead counts from here (the first Tick, moved on by stalls)
 	seq       map[string]uint64
 	nextSend  time.Time
 	lastSend  time.Time
@@ -119,6 +130,11 @@ type Machine struct {
 	eligibleSince time.Time
 	app           []byte // this node's app state, in every heartbeat
 	stall         stallState
+	// term is the highest takeover term this node knows: its own claims
+	// and every term heard (roles.go); claim is the term of its active
+	// claim, 0 unless it proposes active.
+	term  uint64
+	claim uint64
 }
 
 // peer is what this node knows about another node.
@@ -153,7 +169,7 @@ func NewMachine(cfg MachineConfig, now time.Time) (*Machine, error) {
 		return nil, errors.New("heartbeat: the run nonce must not be zero")
 	}
 	m := &Machine{cfg: cfg, start: now, initFrom: now, seq: map[string]uint64{}, nextSend: now,
-		peers: map[NodeID]*peer{}, eligible: true}
+		peers: map[NodeID]*peer{}, eligible: true, term: cfg.Term}
 	for _, id := range cfg.Nodes {
 		if id == cfg.Self {
 			continue
@@ -285,6 +301,13 @@ func (m *Machine) Receive(now time.Time, arrived string, f Frame) error {
 		return err
 	}
 	p.lastSeq[arrived] = f.Seq
+	if f.Type == MsgHeartbeat {
+		// Any authentic frame teaches its term, beat or not: a term
+		// only raises what this node knows, and its sender really used
+		// it. (A node that hears a peer only one way still learns the
+		// peer's claim before it finds the peer dead and takes over.)
+		m.learnTerm(now, hb.Term)
+	}
 	if !slices.Contains(f.Echo, m.cfg.Nonce) {
 		// Sent before the peer heard this run, or captured from an
 		// earlier one: proves nothing about the peer now. No error: every
@@ -314,7 +337,10 @@ func (m *Machine) Tick(now time.Time) {
 	if m.pingMoved {
 		m.pingMoved, m.pingSince = false, now
 	}
-	if !m.holding(now) {
+	if m.holding(now) {
+		// A later claim heard is news, not a verdict: it needs no wait.
+		m.yieldToLaterClaim(now)
+	} else {
 		for _, id := range m.cfg.Nodes {
 			if p := m.peers[id]; p != nil {
 				m.update(now, p)
@@ -400,7 +426,7 @@ func (m *Machine) send(now time.Time) {
 	}
 	m.nextSend, m.lastSend = now.Add(m.cfg.Timing.Keepalive), now
 	m.round++
-	hb := Heartbeat{Round: m.round, Role: m.role, HasPing: m.cfg.HasPing, Eligible: m.eligible, PingScore: m.ping,
+	hb := Heartbeat{Round: m.round, Term: m.Term(), Role: m.role, HasPing: m.cfg.HasPing, Eligible: m.eligible, PingScore: m.ping,
 		TableVersion: m.table.Version, App: m.app}
 	var tb []byte
 	if m.tableDue && m.table.Version > 0 {

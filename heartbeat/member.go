@@ -25,6 +25,12 @@ type MemberOptions struct {
 	Boot uint64
 	// Pinger, if set, measures public connectivity (see NewPinger).
 	Pinger *Pinger
+	// StateDir is where the highest takeover term this node has seen is
+	// kept across restarts (cluster.state_dir; LoadTerm, SaveTerm): it is
+	// read at NewMember and written before a higher term is used. Empty
+	// (tests): kept in memory only, and a restarted node has forgotten
+	// the terms it had seen (roles.go says what that costs).
+	StateDir string
 }
 
 // Member runs one node: it reads every link, feeds the state machine,
@@ -74,6 +80,13 @@ func NewMember(cfg Config, key []byte, links []Link, opt MemberOptions) (*Member
 		opt.Boot = uint64(now.UnixNano())
 	}
 	mc := cfg.MachineConfig(opt.Boot)
+	if opt.StateDir != "" {
+		t, err := LoadTerm(opt.StateDir)
+		if err != nil {
+			return nil, fmt.Errorf("heartbeat: %w", err)
+		}
+		mc.Term = t
+	}
 	nonce, err := runNonce()
 	if err != nil {
 		return nil, err
@@ -301,12 +314,23 @@ func (n *Member) receive(now time.Time, msg inbound) {
 	}
 }
 
-// step runs fn on the machine and carries out what it produced.
+// step runs fn on the machine and carries out what it produced: a higher
+// takeover term is recorded first, then the events are reported and the
+// frames sent.
 func (n *Member) step(fn func(time.Time), out map[string]chan []byte) {
 	n.mu.Lock()
 	fn(n.opt.Clock.Now())
 	rd := n.m.Ready()
 	n.mu.Unlock()
+	if rd.Term != 0 && n.opt.StateDir != "" {
+		if err := SaveTerm(n.opt.StateDir, rd.Term); err != nil {
+			// Refusing the term would leave a claim unmade or unsaid:
+			// carry on with it in memory and say what that risks.
+			rd.Events = append([]Event{{At: n.opt.Clock.Now(), Kind: EventAlarm, Msg: fmt.Sprintf(
+				"%v; this node goes on with term %d in memory, but after a restart its first takeover may claim an earlier term than one it had seen and lose the role to a node it fenced: fix %s",
+				err, rd.Term, n.opt.StateDir)}}, rd.Events...)
+		}
+	}
 	now := n.opt.Clock.Now()
 	n.lastStep.Store(&now)
 	for _, e := range rd.Events {

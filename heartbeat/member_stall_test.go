@@ -1,6 +1,7 @@
 package heartbeat
 
 import (
+	"slices"
 	"sync"
 	"testing"
 	"testing/synctest"
@@ -104,6 +105,60 @@ func TestMemberStallDoesNotJudgeBeforeListening(t *testing.T) {
 			if n1.Status().Nodes[1].State != NodeAlive || n1.Status().Role != "active" {
 				t.Errorf("round %d: n1 sees n2 %s, role %s", round, n1.Status().Nodes[1].State, n1.Status().Role)
 			}
+		}
+	})
+}
+
+// roleChanges lists m's role events as "from->to".
+func (r *runningMember) roleChanges() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []string
+	for _, e := range r.events {
+		if e.Kind == EventRole {
+			out = append(out, e.From+"->"+e.To)
+		}
+	}
+	return out
+}
+
+// TestMemberStallOfTheActiveNode (issue 11, proof case 2): the active
+// n1's loop stops for 4s (dead is 2s), with disk slots and network. n2
+// finds it dead and takes over (its resources layer fences n1). When n1
+// runs again it still claims the active role from before its stall; it
+// must yield to n2, and n2 must keep the role, never handing the service
+// back to the node it fenced.
+func TestMemberStallOfTheActiveNode(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		net, disk := newMemNet(), &memDisk{b: make([]byte, 4*1024)}
+		c := memConfig()
+		clk := &freezeClock{}
+		n1 := startMemOn(t, c, net, disk, "n1", clk)
+		defer n1.stop()
+		n2 := startMem(t, c, net, disk, "n2")
+		defer n2.stop()
+		time.Sleep(time.Second)
+		synctest.Wait()
+		if n1.Status().Role != "active" || n2.Status().Role != "standby" {
+			t.Fatalf("roles n1 %s n2 %s", n1.Status().Role, n2.Status().Role)
+		}
+		clk.freeze()
+		time.Sleep(4 * time.Second)
+		synctest.Wait()
+		if n2.Status().Role != "active" {
+			t.Fatalf("n2 did not take over from the stopped n1: %s", n2.Status().Role)
+		}
+		clk.thaw()
+		time.Sleep(3 * time.Second)
+		synctest.Wait()
+		if got := n2.roleChanges(); !slices.Equal(got, []string{"none->standby", "standby->active"}) {
+			t.Errorf("n2's roles %v: it handed the role back to the node it fenced", got)
+		}
+		if got := n1.roleChanges(); !slices.Equal(got, []string{"none->active", "active->standby"}) {
+			t.Errorf("n1's roles %v: it kept its stale claim", got)
+		}
+		if n1.Status().Role != "standby" || n2.Status().Role != "active" {
+			t.Errorf("after the stall: n1 %s, n2 %s", n1.Status().Role, n2.Status().Role)
 		}
 	})
 }

@@ -121,6 +121,13 @@ func startMem(t *testing.T, c Config, net *memNet, disk *memDisk, id string) *ru
 // "disk-a"; clock nil is the system clock (virtual in a synctest bubble).
 func startMemOn(t *testing.T, c Config, net *memNet, disk *memDisk, id string, clock Clock) *runningMember {
 	t.Helper()
+	return startMemWith(t, c, net, disk, id, MemberOptions{Clock: clock})
+}
+
+// startMemWith is startMemOn with more options; the member's events and
+// logs are recorded, and passed on to opt.OnEvent too.
+func startMemWith(t *testing.T, c Config, net *memNet, disk *memDisk, id string, opt MemberOptions) *runningMember {
+	t.Helper()
 	c.Self = NodeID(id)
 	links := []Link{net.attach(id, "nic1")}
 	if disk != nil {
@@ -131,14 +138,21 @@ func startMemOn(t *testing.T, c Config, net *memNet, disk *memDisk, id string, c
 		links = append(links, dl)
 	}
 	r := &runningMember{done: make(chan struct{})}
-	m, err := NewMember(c, simKey, links, MemberOptions{Clock: clock,
-		OnEvent: func(e Event) { r.mu.Lock(); r.events = append(r.events, e); r.mu.Unlock() },
-		Logf: func(f string, a ...any) {
-			r.mu.Lock()
-			r.logs = append(r.logs, strings.TrimSpace(sprintf(f, a...)))
-			r.mu.Unlock()
-		},
-	})
+	onEvent := opt.OnEvent
+	opt.OnEvent = func(e Event) {
+		r.mu.Lock()
+		r.events = append(r.events, e)
+		r.mu.Unlock()
+		if onEvent != nil {
+			onEvent(e)
+		}
+	}
+	opt.Logf = func(f string, a ...any) {
+		r.mu.Lock()
+		r.logs = append(r.logs, strings.TrimSpace(sprintf(f, a...)))
+		r.mu.Unlock()
+	}
+	m, err := NewMember(c, simKey, links, opt)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -37,17 +37,24 @@ func (r Role) String() string {
 //	       one per round, so a receiver takes a payload only if it is not
 //	       older than one it already took (a frame delayed on a slow
 //	       medium cannot bring back an old role or app state)
-//	8   1  role (0 none, 1 standby, 2 active)
-//	9   1  flags: bit 0 ping targets configured, bit 1 eligible for the
+//	8   8  term: while the sender proposes active, the term of that claim;
+//	       otherwise the highest term it knows (roles.go)
+//	16  1  role (0 none, 1 standby, 2 active)
+//	17  1  flags: bit 0 ping targets configured, bit 1 eligible for the
 //	       active role; the other bits must be zero
-//	10  1  ping score (public ping targets the sender reaches)
-//	11  8  index table version the sender holds
-//	19  2  app state length A (0..MaxAppState)
-//	21  A  app state: opaque to the heartbeat (the resources layer's blob)
+//	18  1  ping score (public ping targets the sender reaches)
+//	19  8  index table version the sender holds
+//	27  2  app state length A (0..MaxAppState)
+//	29  A  app state: opaque to the heartbeat (the resources layer's blob)
 //
-// The largest payload is 21 + MaxAppState bytes.
+// The largest payload is 29 + MaxAppState bytes. (The term was added
+// before frame version 3 was released: a payload without it, 21 + A
+// bytes, is refused by its length.)
 type Heartbeat struct {
-	Round        uint64
+	Round uint64
+	// Term is the sender's takeover term: the term of its claim while it
+	// proposes active, otherwise the highest term it knows (roles.go).
+	Term         uint64
 	Role         Role
 	HasPing      bool  // ping targets are configured on the sender
 	Eligible     bool  // the sender may hold the active role (Machine.SetEligible)
@@ -60,7 +67,7 @@ type Heartbeat struct {
 const MaxAppState = 512
 
 const (
-	heartbeatFixed = 21 // payload bytes before the app state
+	heartbeatFixed = 29 // payload bytes before the app state
 	flagPing       = 1 << 0
 	flagEligible   = 1 << 1
 )
@@ -77,6 +84,7 @@ func (h Heartbeat) MarshalBinary() []byte {
 		flags |= flagEligible
 	}
 	b = binary.BigEndian.AppendUint64(b, h.Round)
+	b = binary.BigEndian.AppendUint64(b, h.Term)
 	b = append(b, byte(h.Role), flags, h.PingScore)
 	b = binary.BigEndian.AppendUint64(b, h.TableVersion)
 	b = binary.BigEndian.AppendUint16(b, uint16(len(h.App)))
@@ -90,17 +98,17 @@ func UnmarshalHeartbeat(p []byte) (Heartbeat, error) {
 	if len(p) < heartbeatFixed {
 		return h, fmt.Errorf("%w: heartbeat payload is %d bytes, want at least %d", ErrMalformed, len(p), heartbeatFixed)
 	}
-	role, flags := p[8], p[9]
+	role, flags := p[16], p[17]
 	if role > byte(RoleActive) || flags&^(flagPing|flagEligible) != 0 {
 		return h, fmt.Errorf("%w: heartbeat role %d flags %#x", ErrMalformed, role, flags)
 	}
-	n := int(binary.BigEndian.Uint16(p[19:]))
+	n := int(binary.BigEndian.Uint16(p[27:]))
 	if n > MaxAppState || len(p) != heartbeatFixed+n {
 		return h, fmt.Errorf("%w: heartbeat app state of %d bytes in a %d byte payload (at most %d)", ErrMalformed, n, len(p), MaxAppState)
 	}
-	h.Round = binary.BigEndian.Uint64(p)
-	h.Role, h.HasPing, h.Eligible, h.PingScore = Role(role), flags&flagPing != 0, flags&flagEligible != 0, p[10]
-	h.TableVersion = binary.BigEndian.Uint64(p[11:])
+	h.Round, h.Term = binary.BigEndian.Uint64(p), binary.BigEndian.Uint64(p[8:])
+	h.Role, h.HasPing, h.Eligible, h.PingScore = Role(role), flags&flagPing != 0, flags&flagEligible != 0, p[18]
+	h.TableVersion = binary.BigEndian.Uint64(p[19:])
 	if n > 0 {
 		h.App = append([]byte(nil), p[heartbeatFixed:]...)
 	}
@@ -153,6 +161,13 @@ type Table struct {
 	Coordinator NodeID `json:"coordinator"`
 	Rows        []Row  `json:"rows"`
 }
+
+// Index table limits: UnmarshalTable refuses more (Config.Validate
+// keeps a cluster within them).
+const (
+	maxRowAddrs = 8  // addresses of one row
+	maxTableStr = 64 // bytes of a node ID or an address
+)
 
 type wbuf []byte
 
@@ -231,14 +246,14 @@ func UnmarshalTable(p []byte) (Table, error) {
 		var row Row
 		row.ID = NodeID(r.str(64, false))
 		na := int(r.u8())
-		if na > 8 {
+		if na > maxRowAddrs {
 			return t, fmt.Errorf("%w: %d addresses in a row", ErrMalformed, na)
 		}
 		for j := 0; j < na && r.err == nil; j++ {
-			row.Addresses = append(row.Addresses, r.str(64, false))
+			row.Addresses = append(row.Addresses, r.str(maxTableStr, false))
 		}
-		row.BackupTarget = NodeID(r.str(64, true))
-		row.BackupAddr = r.str(64, true)
+		row.BackupTarget = NodeID(r.str(maxTableStr, true))
+		row.BackupAddr = r.str(maxTableStr, true)
 		st := r.u8()
 		if st > 1 && r.err == nil {
 			r.err = fmt.Errorf("%w: row state %d", ErrMalformed, st)

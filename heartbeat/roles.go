@@ -2,32 +2,78 @@ package heartbeat
 
 import (
 	"fmt"
+	"math"
 	"time"
 )
 
 // Roles (R19) and the index table's owner. Rules, in order:
 //   - an ineligible node (SetEligible(false): standby, failures, fenced, a
 //     move away) never holds the active role: it yields at once;
-//   - an active node stays active unless another live node also claims the
-//     role and ranks first (split brain healed: the lower rank yields, with
-//     an alarm), or an alive peer reaches more public ping targets than
-//     this node for timing.dead (ipfail), or cluster.failback is on and
-//     the preferred node is alive and eligible, both for timing.warn, and
-//     reaches no fewer ping targets (fail-back);
+//   - an active node yields at once to a live peer whose claim of the
+//     active role is later than its own: a higher term, or the same term
+//     and the peer ranks first (split brain healed, with an alarm); even
+//     while it waits after a stall of its own (stall.go);
+//   - otherwise an active node stays active, unless an alive peer reaches
+//     more public ping targets than this node for timing.dead (ipfail),
+//     or cluster.failback is on and the preferred node is alive and
+//     eligible, both for timing.warn, and reaches no fewer ping targets
+//     (fail-back);
 //   - a node that sees a live active peer is standby;
 //   - while any peer is suspect, or unknown within timing.initdead, nobody
 //     is elected (its fate is open), nor for one keepalive after this node
 //     stalled (stall.go);
-//   - otherwise the best candidate becomes active: this node if it is
-//     eligible (and has been for timing.warn, if it was ineligible during
-//     this run), and every live peer (alive, suspect or partitioned) that
-//     advertises eligibility; better public connectivity first (once both
-//     scores have been unchanged for timing.warn, so every node has heard
-//     them), then the preferred node, then the smallest node ID. Every
-//     node computes the same winner from the same view, so simultaneous
-//     starts agree. With no candidate, an ineligible node is standby (and
-//     says, once, that no node is eligible).
+//   - otherwise the best candidate becomes active, in a new term: this
+//     node if it is eligible (and has been for timing.warn, if it was
+//     ineligible during this run), and every live peer (alive, suspect or
+//     partitioned) that advertises eligibility; better public
+//     connectivity first (once both scores have been unchanged for
+//     timing.warn, so every node has heard them), then the preferred
+//     node, then the smallest node ID. Every node computes the same winner
+//     from the same view, so simultaneous starts agree. With no candidate,
+//     an ineligible node is standby (and says, once, that no node is
+//     eligible).
 // A partitioned peer is live: a standby never takes over from it.
+//
+// Terms. A node that becomes active claims a new term: the highest it
+// knows plus one. It knows every term it claimed or heard (each authentic
+// heartbeat carries its sender's term: its claim's while it proposes
+// active, else the highest it knows) and keeps the highest across
+// restarts (Ready.Term, recorded in state_dir before use; LoadTerm). So a
+// takeover's term is later than every claim its node had heard of, above
+// all the claim of the node it took over from, and the later claim wins
+// where two meet:
+//   - a node that stalls or is paused while active (SIGSTOP, a paused VM,
+//     even one whose clock stood still, so that it notices nothing) comes
+//     back claiming its old term. Its peer found it dead, fenced it and
+//     took over in a later term: the stale claim yields the moment it
+//     hears that, and the service does not go back to the fenced node
+//     (rank alone would give it back whenever the stale node ranks first);
+//   - after a partition in which each found the other dead, the node that
+//     took over last, and so fenced the other last, keeps the role;
+//   - nodes that elect themselves at the same moment knew the same terms,
+//     claim the same one, and rank decides, as every node computes alike.
+// The limit: a node takes over in a term later than the claims it has
+// heard of. One that was down while its peer took over, and comes back
+// while that peer is stopped or paused (or has lost its state_dir), knows
+// no later claim; the peer's stale claim then wins when it runs again.
+// The peer was fenced, so it finds itself fenced (RESERVATION CONFLICT),
+// stops and turns ineligible, and this node takes over again: an outage,
+// never two writers.
+//
+// What the resources layer must assume. Two live nodes may both propose
+// active for a while: after a partition in which each found the other
+// dead (each fences before it starts anything), and when both become
+// candidates together while the news travels slower than timing.warn
+// (each elects itself before it can hear that the other turned eligible
+// too: testdata/scenarios/eligible_together_over_slow_links.txt). Nothing
+// resolves that before the claims reach each other; then the earlier
+// claim yields at its first tick (within keepalive/4). So a proposal of
+// active is not a lease: the resources layer must never start the group
+// while a live peer proposes active (its gate already refuses to), and
+// must take a live peer's standby for a yield to this node's claim only
+// once the peer has heard the claim, PeerView.Term >= View.Term: a
+// standby advertised before it says nothing about what the peer does next
+// (it may be electing itself right now, as this node did).
 
 // rank orders nodes for deterministic ties: the preferred node first,
 // then by node ID.
@@ -67,6 +113,14 @@ func (m *Machine) setRole(now time.Time, r Role, why string) {
 	if r == m.role {
 		return
 	}
+	m.claim = 0
+	if r == RoleActive {
+		if m.term < math.MaxUint64 {
+			m.learnTerm(now, m.term+1)
+		}
+		m.claim = m.term
+		why += fmt.Sprintf("; term %d", m.claim)
+	}
 	m.emit(Event{At: now, Kind: EventRole, From: m.role.String(), To: r.String(), Msg: why})
 	m.role = r
 	m.nextSend = now // tell the peers at once
@@ -92,15 +146,8 @@ func (m *Machine) decideRole(now time.Time) {
 		return
 	}
 	if m.role == RoleActive {
-		for _, id := range active {
-			if m.before(id, m.cfg.Self) {
-				if !m.dualAlarm {
-					m.emit(Event{At: now, Kind: EventAlarm, Node: id, Msg: fmt.Sprintf("both %s and %s propose the active role; %s yields (split brain must be fenced)", id, m.cfg.Self, m.cfg.Self)})
-					m.dualAlarm = true
-				}
-				m.setRole(now, RoleStandby, "another node is active and ranks first")
-				return
-			}
+		if m.yieldToLaterClaim(now) {
+			return
 		}
 		m.dualAlarm = false
 		m.noneAlarm = false
@@ -133,6 +180,52 @@ func (m *Machine) decideRole(now time.Time) {
 	// No candidate but this node, eligible again for less than
 	// timing.warn: it waits until every peer has heard that.
 	m.noneAlarm = false
+}
+
+// Term is this node's takeover term as it advertises it: while it
+// proposes active, the term of that claim; otherwise the highest it knows.
+func (m *Machine) Term() uint64 {
+	if m.role == RoleActive {
+		return m.claim
+	}
+	return m.term
+}
+
+// learnTerm raises the highest term this node knows to t: the runner
+// records it (Ready.Term), and the peers hear it at once.
+func (m *Machine) learnTerm(now time.Time, t uint64) {
+	if t <= m.term {
+		return
+	}
+	m.term, m.ready.Term = t, t
+	m.nextSend = now
+}
+
+// yieldToLaterClaim makes an active node standby when a live peer claims
+// the role later: in a higher term, or in the same term and ranking first.
+// Of two claims that meet, exactly one is later, on both nodes alike.
+func (m *Machine) yieldToLaterClaim(now time.Time) bool {
+	if m.role != RoleActive {
+		return false
+	}
+	for _, id := range m.cfg.Nodes {
+		p := m.peers[id]
+		if p == nil || !p.state.live() || p.hb.Role != RoleActive ||
+			p.hb.Term < m.claim || p.hb.Term == m.claim && !m.before(id, m.cfg.Self) {
+			continue
+		}
+		why := fmt.Sprintf("%s took the role later (term %d, this node's %d)", id, p.hb.Term, m.claim)
+		if p.hb.Term == m.claim {
+			why = fmt.Sprintf("%s claimed it in the same term %d and ranks first", id, m.claim)
+		}
+		if !m.dualAlarm {
+			m.emit(Event{At: now, Kind: EventAlarm, Node: id, Msg: fmt.Sprintf("both %s and %s propose the active role; %s yields: %s (split brain must be fenced)", id, m.cfg.Self, m.cfg.Self, why)})
+			m.dualAlarm = true
+		}
+		m.setRole(now, RoleStandby, why)
+		return true
+	}
+	return false
 }
 
 // candidate reports whether this node may be elected now.

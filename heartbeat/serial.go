@@ -27,9 +27,12 @@ import (
 // costs that frame only.
 var serialSync = []byte{0x7E, 0xA5}
 
+// serialOverhead is what the envelope adds to a frame.
+const serialOverhead = 8
+
 // EncodeSerial wraps a frame in the serial envelope.
 func EncodeSerial(frame []byte) []byte {
-	b := make([]byte, 0, len(frame)+8)
+	b := make([]byte, 0, len(frame)+serialOverhead)
 	b = append(b, serialSync...)
 	b = binary.BigEndian.AppendUint16(b, uint16(len(frame)))
 	b = append(b, frame...)

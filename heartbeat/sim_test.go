@@ -35,6 +35,8 @@ type sim struct {
 	capture map[NodeID]*capture      // frames being recorded, by sender
 	replays []*replay                // captures being played back
 	stalls  map[NodeID]time.Time     // node -> end of its stall (it does not run)
+	paused  map[NodeID]time.Time     // node -> start of a stall its clock does not see (a paused VM)
+	terms   map[NodeID]uint64        // each node's state_dir: the highest term it recorded (Ready.Term)
 	held    map[NodeID][]queued      // frames that reached a stalled node, in order
 }
 
@@ -69,11 +71,33 @@ type queued struct {
 }
 
 type simNode struct {
+	id     NodeID
 	m      *Machine
 	events []Event
 	mark   int
 	read   map[string][]byte // disk slot content last read, "medium/peer"
+	// lag is how far the node's clock is behind the sim's: the time it
+	// spent paused without its clock advancing ("pause").
+	lag time.Duration
 }
+
+// ready takes what n's machine produced, as the runner would: it records
+// a higher term first (its state_dir), keeps the events and returns the
+// frames to send.
+func (s *sim) ready(n *simNode) []Outbound {
+	rd := n.m.Ready()
+	if rd.Term != 0 {
+		if rd.Term < s.terms[n.id] {
+			s.errorf("%s records term %d after %d: terms only grow", n.id, rd.Term, s.terms[n.id])
+		}
+		s.terms[n.id] = rd.Term
+	}
+	n.events = append(n.events, rd.Events...)
+	return rd.Send
+}
+
+// at is node n's clock reading now.
+func (s *sim) at(n *simNode) time.Time { return s.now.Add(-n.lag) }
 
 var simKey = []byte("0123456789abcdef0123456789abcdef")
 
@@ -84,7 +108,8 @@ func newSim(t *testing.T) *sim {
 		nodes: map[NodeID]*simNode{}, cut: map[string]bool{}, slots: map[string]map[NodeID][]byte{},
 		first: map[string][]byte{}, last: map[string][]byte{}, stopped: map[NodeID]time.Time{},
 		delay: map[string]time.Duration{}, capture: map[NodeID]*capture{},
-		stalls: map[NodeID]time.Time{}, held: map[NodeID][]queued{}}
+		stalls: map[NodeID]time.Time{}, paused: map[NodeID]time.Time{}, held: map[NodeID][]queued{},
+		terms: map[NodeID]uint64{}}
 }
 
 func (s *sim) fatalf(format string, a ...any) {
@@ -119,11 +144,12 @@ func (s *sim) start(id NodeID) {
 	s.runs++
 	mc := c.MachineConfig(uint64(s.now.UnixNano()))
 	mc.Nonce = 0x9e3779b97f4a7c15 * s.runs // distinct and non-zero for any sane run count
+	mc.Term = s.terms[id]
 	m, err := NewMachine(mc, s.now)
 	if err != nil {
 		s.fatalf("%v", err)
 	}
-	s.nodes[id] = &simNode{m: m, read: map[string][]byte{}}
+	s.nodes[id] = &simNode{id: id, m: m, read: map[string][]byte{}}
 	delete(s.stopped, id)
 }
 
@@ -156,9 +182,11 @@ func (s *sim) deliver(id NodeID, medium string, b []byte) {
 	if err != nil {
 		n.m.Reject(err)
 	} else {
-		n.m.Receive(s.now, medium, f)
+		n.m.Receive(s.at(n), medium, f)
 	}
-	n.events = append(n.events, n.m.Ready().Events...)
+	if sends := s.ready(n); len(sends) > 0 {
+		s.fatalf("%s sent frames from Receive", id)
+	}
 }
 
 func (s *sim) step() {
@@ -187,6 +215,12 @@ func (s *sim) step() {
 			// It runs again. The worst order a runner can meet: its tick
 			// comes before its link readers hand over what queued.
 			delete(s.stalls, id)
+			if from, ok := s.paused[id]; ok {
+				// Its clock stood still: to it, no time has passed
+				// since its last tick but one step.
+				n.lag += s.now.Sub(from)
+				delete(s.paused, id)
+			}
 			s.tickNode(id, n)
 			for _, q := range s.held[id] {
 				s.deliver(id, q.medium, q.b)
@@ -223,10 +257,8 @@ func (s *sim) readSlots(id NodeID, n *simNode) {
 
 // tickNode ticks node id and carries out what it sends.
 func (s *sim) tickNode(id NodeID, n *simNode) {
-	n.m.Tick(s.now)
-	rd := n.m.Ready()
-	n.events = append(n.events, rd.Events...)
-	for _, o := range rd.Send {
+	n.m.Tick(s.at(n))
+	for _, o := range s.ready(n) {
 		b, err := s.codec.Encode(o.Frame)
 		if err != nil {
 			s.fatalf("encode: %v", err)
@@ -332,8 +364,8 @@ func (s *sim) run(args []string) {
 		s.cfg.Failback = args[1] == "on"
 	case "eligible": // eligible NODE yes|no
 		n := s.node(args[1])
-		n.m.SetEligible(s.now, yes(args[2]))
-		n.events = append(n.events, n.m.Ready().Events...) // a yield is at once
+		n.m.SetEligible(s.at(n), yes(args[2]))
+		s.ready(n) // a yield is at once
 
 	case "app": // app NODE TEXT | - (empty) | size=N (N bytes)
 		if err := s.node(args[1]).m.SetAppState(appArg(args[2])); err != nil {
@@ -341,6 +373,10 @@ func (s *sim) run(args []string) {
 		}
 	case "stall": // stall NODE DURATION: the node does not run (SIGSTOP, a paused VM)
 		s.stalls[NodeID(args[1])] = s.now.Add(dur(args[2]))
+	case "pause": // pause NODE DURATION: a stall its clock does not see (a VM paused with its monotonic clock)
+		s.node(args[1])
+		s.stalls[NodeID(args[1])] = s.now.Add(dur(args[2]))
+		s.paused[NodeID(args[1])] = s.now
 	case "pingtargets":
 		s.cfg.PingTargets = args[1:]
 	case "timing":
@@ -517,10 +553,37 @@ func (s *sim) expect(a []string) {
 		if want := appArg(a[3]); !ok || !bytes.Equal(b, want) {
 			s.errorf("%s sees %s's app state %q (known %v), want %q", a[0], a[2], b, ok, want)
 		}
+	case "term": // expect N term [PEER] T: N's term, or PEER's as N sees it
+		v := n.m.View(s.at(n))
+		got := v.Term
+		if len(a) > 3 {
+			p, _ := v.Peer(NodeID(a[2]))
+			got = p.Term
+		}
+		if want := uint64(atoi(a[len(a)-1])); got != want {
+			s.errorf("%s: term %d, want %d", strings.Join(a[:len(a)-1], " "), got, want)
+		}
 	case "eligible": // expect N eligible PEER yes|no: as N sees it
-		v, _ := n.m.View(s.now).Peer(NodeID(a[2]))
+		v, _ := n.m.View(s.at(n)).Peer(NodeID(a[2]))
 		if v.Eligible != yes(a[3]) {
 			s.errorf("%s sees %s eligible=%v, want %s", a[0], a[2], v.Eligible, a[3])
+		}
+	case "active-at-most": // expect N active-at-most DURATION: no claim of the active role since the last mark lasted longer
+		var from time.Time
+		longest := time.Duration(0)
+		for _, e := range n.events[n.mark:] {
+			switch {
+			case e.Kind == EventRole && e.To == "active":
+				from = e.At
+			case e.Kind == EventRole && e.From == "active" && !from.IsZero():
+				longest, from = max(longest, e.At.Sub(from)), time.Time{}
+			}
+		}
+		if !from.IsZero() {
+			longest = max(longest, s.at(n).Sub(from))
+		}
+		if longest > dur(a[2]) {
+			s.errorf("%s claimed the active role for %v, want at most %s", a[0], longest, a[2])
 		}
 	case "event", "no-event": // expect N event TEXT...: since the last mark
 		want := strings.Join(a[2:], " ")

@@ -22,7 +22,8 @@ import (
 //     sent (each peer sends on every medium every keepalive; the disk
 //     slots are polled every keepalive/4) before this node judges again;
 //   - the start of timing.initdead moves forward by the stall: a node
-//     that did not run has not listened for its peers.
+//     that did not run has not listened for its peers. For the same
+//     reason it counts from the first Tick, not from NewMachine.
 //
 // A stall long enough to make a live peer look dead by itself (timing.dead
 // less one keepalive, the normal spacing of frames) is moreover not
@@ -38,7 +39,10 @@ import (
 // later than without the stall, never sooner. A node stalled for longer
 // than timing.dead has been declared dead by its peers, which may have
 // fenced it and taken over; the alarm says so (the resources layer learns
-// it from the fence: RESERVATION CONFLICT).
+// it from the fence: RESERVATION CONFLICT). If it was active, it yields
+// the role the moment it hears the takeover's later term (roles.go), even
+// while it holds; a paused VM whose clock stood still notices no stall at
+// all and yields the same way.
 type stallState struct {
 	lastTick  time.Time     // the previous Tick (zero: none yet)
 	holdUntil time.Time     // no verdict before this
@@ -51,6 +55,12 @@ func (m *Machine) noticeStall(now time.Time) {
 	last := m.stall.lastTick
 	m.stall.lastTick = now
 	if last.IsZero() {
+		// The first tick: this node listens from now on. Time between
+		// NewMachine and the runner's first tick (start-up work, a
+		// SetEligible before Run) is not listening: were initdead counted
+		// from NewMachine, a late first tick would find every live peer
+		// dead before hearing it and elect this node beside it.
+		m.initFrom = later(m.initFrom, now)
 		return
 	}
 	gap := now.Sub(last)

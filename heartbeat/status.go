@@ -19,7 +19,9 @@ type NodeStatus struct {
 	Self  bool      `json:"self,omitempty"`
 	State NodeState `json:"state"`
 	Role  string    `json:"role"`
-	Ping  *int      `json:"ping,omitempty"` // public ping targets reached
+	// Term is the node's takeover term (View.Term, PeerView.Term).
+	Term uint64 `json:"term"`
+	Ping *int   `json:"ping,omitempty"` // public ping targets reached
 	// Eligible: the node may hold the active role (a peer: as it
 	// advertised in its latest beat; false unless it is live).
 	Eligible bool `json:"eligible"`
@@ -35,6 +37,7 @@ type Status struct {
 	Cluster     string        `json:"cluster"`
 	Self        NodeID        `json:"self"`
 	Role        string        `json:"role"`
+	Term        uint64        `json:"term"` // this node's takeover term (View.Term)
 	Coordinator NodeID        `json:"coordinator"`
 	Uptime      time.Duration `json:"uptime_ns"`
 	Timing      struct {
@@ -51,7 +54,7 @@ type Status struct {
 
 // Status reports the machine's view at now.
 func (m *Machine) Status(now time.Time) Status {
-	s := Status{Self: m.cfg.Self, Role: m.role.String(), Coordinator: m.coordinator(),
+	s := Status{Self: m.cfg.Self, Role: m.role.String(), Term: m.Term(), Coordinator: m.coordinator(),
 		Uptime: now.Sub(m.start), Table: m.table.Clone(), Rejected: m.counters,
 		Stalls: m.stall.count, LongestStall: m.stall.longest}
 	t := m.cfg.Timing
@@ -59,7 +62,7 @@ func (m *Machine) Status(now time.Time) Status {
 	for _, id := range m.cfg.Nodes {
 		p := m.peers[id]
 		if p == nil {
-			ns := NodeStatus{ID: id, Self: true, State: NodeAlive, Role: m.role.String(), Eligible: m.eligible, App: bytes.Clone(m.app)}
+			ns := NodeStatus{ID: id, Self: true, State: NodeAlive, Role: m.role.String(), Term: m.Term(), Eligible: m.eligible, App: bytes.Clone(m.app)}
 			if m.cfg.HasPing {
 				n := int(m.ping)
 				ns.Ping = &n
@@ -68,7 +71,7 @@ func (m *Machine) Status(now time.Time) Status {
 			continue
 		}
 		v := m.peerView(now, p)
-		ns := NodeStatus{ID: id, State: p.state, Role: v.Role.String(), Eligible: v.Eligible, App: v.App}
+		ns := NodeStatus{ID: id, State: p.state, Role: v.Role.String(), Term: v.Term, Eligible: v.Eligible, App: v.App}
 		if p.hb.HasPing {
 			n := int(p.hb.PingScore)
 			ns.Ping = &n

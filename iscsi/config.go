@@ -72,10 +72,12 @@ type Config struct {
 	// ReadOnly refuses WriteAt and Zero locally (ErrWriteProtected), for
 	// examining a leg without any chance of changing it.
 	ReadOnly bool
-	// ZeroByWriting makes Zero always write zero blocks, even where the LUN
-	// advertises UNMAP or WRITE SAME (for targets that advertise but
-	// mis-implement them).
-	ZeroByWriting bool
+	// ZeroByWriting says when Zero writes zero blocks instead of the UNMAP
+	// or WRITE SAME the LUN advertises (cluster file:
+	// iscsi.zero_by_writing): ZeroWritingAuto (default, "" too) on arrays
+	// known to let them through a reservation (tgtd), ZeroWritingAlways,
+	// or ZeroWritingNever. See ZeroWritingMode.
+	ZeroByWriting ZeroWritingMode
 
 	// Dial opens the TCP connection; default a net.Dialer with Timeout.
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
@@ -123,6 +125,9 @@ func (c *Config) EnsureDefaults() {
 	if c.QueueDepth == 0 {
 		c.QueueDepth = 128
 	}
+	if c.ZeroByWriting == "" {
+		c.ZeroByWriting = ZeroWritingAuto
+	}
 	if c.Dial == nil {
 		d := &net.Dialer{Timeout: c.Timeout}
 		c.Dial = d.DialContext
@@ -159,7 +164,7 @@ func (c *Config) Validate() error {
 	case c.TargetSecret != "" && c.TargetSecretFile != "":
 		return fmt.Errorf("iscsi: set TargetSecret or TargetSecretFile, not both")
 	}
-	return nil
+	return c.ZeroByWriting.check()
 }
 
 func validName(n string) bool {

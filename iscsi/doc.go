@@ -6,7 +6,14 @@
 //		iscsi.Config{SecretFile: "/etc/hamirror/chap-a", Timeout: 5 * time.Second})
 //	err = d.WriteAt(buf, 0, true) // WRITE(16) with FUA
 //	err = d.Flush()               // SYNCHRONIZE CACHE(16)
-//	err = d.Zero(0, 1<<20, true)  // UNMAP / WRITE SAME where advertised, else zeros
+//	err = d.Zero(0, 1<<20, true)  // UNMAP / WRITE SAME where advertised and allowed, else zeros
+//
+// Config.ZeroByWriting (cluster file iscsi.zero_by_writing: auto, always,
+// never) says when Zero writes zero blocks instead: by default (auto) on
+// arrays known to run UNMAP and WRITE SAME for initiators a reservation
+// shuts out (tgtd, told by its standard INQUIRY: vendor IET, product
+// VIRTUAL-DISK), so a fenced node can clear nothing; always; or never
+// (the operator trusts the array).
 //
 // StartReadAt and StartWriteAt are the same I/O without a goroutine per
 // request: done runs once, usually on the session's receive goroutine, and
@@ -58,7 +65,32 @@
 // registration listed (KeepRegistered restores it before the session
 // carries I/O, only while the key is still registered elsewhere and with
 // the PR generation proving no PREEMPT slipped in; Reregister documents the
-// steps); and it forgets every reservation when it restarts (no APTPL).
+// steps); it forgets every reservation when it restarts (no APTPL); and
+// it checks no reservation on UNMAP and WRITE SAME (they carry no conflict
+// rule in its command table: a non-registrant's UNMAP on a thin LUN gets
+// GOOD and deallocates), so Zero writes zeros on tgtd by default
+// (ZeroWritingAuto).
+//
+// Linux LIO (kernel 6.1; testenv/lab TestLIOArray) differs from tgtd here:
+//   - Login: with per-ACL authentication it refuses AuthMethod=None with
+//     status 0201, which reads as ErrAuth "the target requires CHAP"; it
+//     answers InitialR2T=Yes, FirstBurstLength 64 KiB, MaxBurstLength
+//     256 KiB and a CmdSN window of 64, all negotiated as usual.
+//   - Identity: without a unit serial (targetcli always sets one) it lists
+//     no VPD page, so Info has no serial or device IDs and Limits are zero.
+//   - Zeroing: with emulate_tpws it advertises WRITE SAME with UNMAP over a
+//     backing device that keeps its data on discard (LBPRZ 0) and then only
+//     discards; Zero sets the UNMAP bit only where LBPRZ promises zeros.
+//   - A disabled TPG closes every session once the commands at its backing
+//     device have ended and refuses logins (0301) until enabled; the Disk
+//     keeps logging in.
+//   - Reservations: PREEMPT AND ABORT works (ErrAborted retries, then the
+//     conflict), registrations survive reconnects (KeepRegistered restores
+//     nothing), and a REGISTER fails with NOT READY 08/00 after taking
+//     effect when LIO's PR folder (db_root/pr) is missing: the error says
+//     so. Another ISID of the reservation holder's initiator name counts as
+//     unregistered on LIO, while other initiators count per name, not per
+//     ISID: resources/fence/doc.go says what that means for a node.
 //
 // Discover runs a SendTargets discovery.
 //

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/binary"
+	"fmt"
 	"net"
 	"sync"
 	"testing"
@@ -29,6 +30,11 @@ type fakeTarget struct {
 	conn     net.Conn
 	digests  Digests
 	vpd      map[byte][]byte // extra VPD pages (and a replacement page 0)
+	// capFlags is byte 14 of READ CAPACITY(16): 0x80 LBPME (thin), 0x40
+	// LBPRZ (unmapped blocks read as zeros).
+	capFlags byte
+	// vendor and product answer the standard INQUIRY (default FAKE, TARGET).
+	vendor, product string
 	// tcp: serve over a loopback TCP connection instead of net.Pipe, so
 	// the session takes its raw-socket paths (see rawsock.go).
 	tcp bool
@@ -303,8 +309,11 @@ func identify(f *fakeTarget, p *PDU) []*PDU {
 		return []*PDU{f.response(p, statusGood, nil)}
 	case cdb[0] == scsiInquiry && cdb[1]&1 == 0:
 		d := make([]byte, 36)
-		copy(d[8:], "FAKE    ")
-		copy(d[16:], "TARGET          ")
+		vendor, product := f.vendor, f.product
+		if vendor == "" {
+			vendor, product = "FAKE", "TARGET"
+		}
+		copy(d[8:], fmt.Sprintf("%-8s%-16s", vendor, product))
 		return []*PDU{f.dataIn(p, 0, d, 0, true)}
 	case cdb[0] == scsiInquiry && cdb[2] == 0:
 		return []*PDU{f.dataIn(p, 0, []byte{0, 0, 0, 2, 0x00, 0x80}, 0, true)}
@@ -314,6 +323,7 @@ func identify(f *fakeTarget, p *PDU) []*PDU {
 		d := make([]byte, 32)
 		binary.BigEndian.PutUint64(d, 2047)
 		binary.BigEndian.PutUint32(d[8:], 512)
+		d[14] = f.capFlags
 		return []*PDU{f.dataIn(p, 0, d, 0, true)}
 	}
 	return nil

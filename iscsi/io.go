@@ -65,9 +65,10 @@ const (
 
 // zeroMethod picks how to clear with the LUN's advertised abilities: UNMAP
 // only where Block Limits allow it and unmapped blocks read back as zeros
-// (LBPRZ); WRITE SAME only where Block Limits give a maximum length.
+// (LBPRZ); WRITE SAME only where Block Limits give a maximum length;
+// neither where Config.ZeroByWriting says to write (see ZeroWritingMode).
 func (d *Disk) zeroMethod(unmap bool) ZeroMethod {
-	if d.cfg.ZeroByWriting {
+	if d.zeroByWriting() {
 		return ZeroWrite
 	}
 	l, c := d.limits, d.capacity
@@ -80,8 +81,21 @@ func (d *Disk) zeroMethod(unmap bool) ZeroMethod {
 	return ZeroWrite
 }
 
+// writeSameUnmaps says whether a zeroing WRITE SAME may carry the UNMAP
+// bit: only where the LUN advertises it (LBPWS) and unmapped blocks read
+// as zeros (LBPRZ). Linux LIO advertises LBPWS (emulate_tpws) over backing
+// devices that keep their data on discard (LBPRZ 0) and then only
+// discards: the range would keep its old data, and two legs would differ.
+func (d *Disk) writeSameUnmaps(unmap bool) bool {
+	return unmap && d.limits.WriteSameUnmap && d.capacity.LBPRZ
+}
+
 // Zero makes [off, off+length) read as zeros: UNMAP or WRITE SAME(16) where
-// the LUN advertises them (Block Limits VPD), else writes of zero blocks.
+// the LUN advertises them (Block Limits VPD) and Config.ZeroByWriting
+// allows them, else writes of zero blocks. By default (ZeroWritingAuto) a
+// tgtd LUN is zeroed by writing: tgtd runs UNMAP and WRITE SAME for
+// initiators its reservation shuts out, so a fenced node could clear the
+// new owner's data; a WRITE gets RESERVATION CONFLICT.
 //
 // A large range takes many commands. Zero issues none once Config.Timeout
 // has passed since it began (it returns an error wrapping
@@ -127,7 +141,7 @@ func (d *Disk) ZeroContext(ctx context.Context, off, length int64, unmap bool) e
 			cdb, params := unmapParams(lba, uint32(n))
 			_, err = d.do(command{Op: "UNMAP", CDB: cdb, Write: params})
 		case ZeroWriteSame:
-			_, err = d.do(command{Op: "WRITE SAME(16)", CDB: cdbWriteSame16(lba, uint32(n), unmap && d.limits.WriteSameUnmap), Write: make([]byte, d.blockSize)})
+			_, err = d.do(command{Op: "WRITE SAME(16)", CDB: cdbWriteSame16(lba, uint32(n), d.writeSameUnmaps(unmap)), Write: make([]byte, d.blockSize)})
 		default:
 			if zeros == nil {
 				zeros = make([]byte, step*uint64(d.blockSize))

@@ -84,6 +84,11 @@ func loginStatusError(class, detail byte) error {
 // next consumes a response and returns the next request. When done is
 // true the session is in full feature phase and no request follows.
 func (m *loginMachine) next(r loginResponse) (step loginStep, done bool, err error) {
+	if r.StatusClass == 2 && r.StatusDetail == 1 && m.setup.CHAP == nil {
+		// We sent no credentials: the target (Linux LIO, for one) refuses
+		// AuthMethod=None for this initiator.
+		return step, false, fmt.Errorf("%w: the target requires CHAP for this initiator; configure a CHAP user and secret for this leg", ErrAuth)
+	}
 	if r.StatusClass != 0 {
 		return step, false, loginStatusError(r.StatusClass, r.StatusDetail)
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/hex"
 	"errors"
+	"strings"
 	"testing"
 )
 
@@ -212,6 +213,23 @@ func TestLoginMachineCHAPAndErrors(t *testing.T) {
 		if _, _, err := m.next(r); !errors.Is(err, e.want) {
 			t.Errorf("status %d/%d: %v, want %v", e.class, e.detail, err, e.want)
 		}
+	}
+	// A target that refuses our AuthMethod=None (Linux LIO answers
+	// "authentication failure" 0201 where an ACL requires CHAP) must not
+	// blame credentials we never sent.
+	m = newLoginMachine(loginSetup{InitiatorName: "iqn.i", TargetName: "iqn.t"})
+	m.first()
+	r := resp(0, 1, false)
+	r.StatusClass, r.StatusDetail = 2, 1
+	if _, _, err := m.next(r); !errors.Is(err, ErrAuth) || !strings.Contains(err.Error(), "requires CHAP") ||
+		strings.Contains(err.Error(), "rejected our CHAP credentials") {
+		t.Fatalf("authentication failure without CHAP configured: %v", err)
+	}
+	// With CHAP configured, the same status means our credentials were wrong.
+	m = newLoginMachine(loginSetup{InitiatorName: "iqn.i", TargetName: "iqn.t", CHAP: chap})
+	m.first()
+	if _, _, err := m.next(r); !errors.Is(err, ErrAuth) || !strings.Contains(err.Error(), "rejected our CHAP credentials") {
+		t.Fatalf("authentication failure with CHAP configured: %v", err)
 	}
 	// A target that demands CHAP when we have no credentials.
 	m = newLoginMachine(loginSetup{InitiatorName: "iqn.i", TargetName: "iqn.t"})

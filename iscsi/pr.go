@@ -2,6 +2,7 @@ package iscsi
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 )
 
@@ -244,6 +245,14 @@ func (d *Disk) ReportCapabilities() (PRCapabilities, error) {
 
 func (d *Disk) prOut(s *session, name string, sa byte, typ ReservationType, key, saKey uint64) error {
 	_, err := d.on(s, command{Op: "PERSISTENT RESERVE OUT (" + name + ")", CDB: cdbPROut(sa, typ), Write: prOutParams(key, saKey)})
+	var se *SenseError
+	if errors.As(err, &se) && se.Key == SenseNotReady && se.ASC == 0x08 && se.ASCQ == 0 {
+		// LOGICAL UNIT COMMUNICATION FAILURE on a PR OUT: Linux LIO
+		// applied the change but could not write its state file.
+		return fmt.Errorf("%w: the array could not save its persistent reservation state and may have applied the change anyway; "+
+			"a Linux LIO array answers so when its PR folder is missing: create db_root/pr on the array "+
+			"(/var/target/pr, or /etc/target/pr; see /sys/kernel/config/target/dbroot)", err)
+	}
 	return err
 }
 

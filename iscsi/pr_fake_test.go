@@ -31,6 +31,10 @@ type prModel struct {
 	noRegIgnore   bool // REGISTER AND IGNORE EXISTING KEY is ILLEGAL REQUEST
 	spc2Reserved  bool // another initiator holds an SPC-2 RESERVE: PR OUT conflicts
 	hold          bool // hold WRITEs unanswered until a PREEMPT AND ABORT ends them
+	// noStateDir: Linux LIO whose PR folder (db_root/pr) is missing: a
+	// REGISTER takes effect, then fails with NOT READY 08/00 when the
+	// target cannot write its APTPL state file.
+	noStateDir bool
 	// before runs ahead of each PR OUT (under no lock): a test injects
 	// another initiator's change between two commands of ours.
 	before func(m *prModel, nexus string, sa byte)
@@ -198,6 +202,9 @@ func (m *prModel) prOut(f *fakeTarget, p *PDU, nexus string) *PDU {
 			return conflict()
 		}
 		m.gen++
+		if m.noStateDir {
+			return f.response(p, statusCheckCondition, fixedSense(SenseNotReady, 0x08, 0x00))
+		}
 	case prOutReserve:
 		if !reg || m.regs[i].key != key || m.holder != "" && (m.holder != nexus || m.typ != typ) {
 			return conflict()

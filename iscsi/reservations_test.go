@@ -183,6 +183,29 @@ func TestEnsureRegisteredFallbacksAndConflict(t *testing.T) {
 	}
 }
 
+// Linux LIO without its PR folder (db_root/pr, /var/target/pr by default)
+// registers the key, then answers NOT READY 08/00 (LOGICAL UNIT
+// COMMUNICATION FAILURE) because it cannot save the state. The error must
+// say what to fix on the array, not leave the operator with a sense code.
+func TestRegisterOnLIOWithoutStateFolderSaysWhatToFix(t *testing.T) {
+	m := newPRModel()
+	m.noStateDir = true
+	n1, _ := m.openOn(t, "n1", Config{})
+	err := n1.EnsureRegistered(key1)
+	if !errors.Is(err, ErrNotReady) || !strings.Contains(err.Error(), "/var/target/pr") {
+		t.Fatalf("registration on a LIO array without its PR folder: %v", err)
+	}
+	var se *SenseError
+	if !errors.As(err, &se) || se.ASC != 0x08 {
+		t.Fatalf("the sense data is lost from the error: %v", err)
+	}
+	m.noStateDir = false
+	must(t, "registration once the folder exists", n1.EnsureRegistered(key1))
+	if _, keys, _ := m.state(); !slices.Equal(keys, []uint64{key1}) {
+		t.Fatalf("keys %x", keys)
+	}
+}
+
 func TestIsRegisteredPerSession(t *testing.T) {
 	m := newPRModel()
 	n1, _ := m.openOn(t, "n1", Config{})

@@ -3,6 +3,7 @@ package iscsi
 import (
 	"encoding/binary"
 	"errors"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -40,9 +41,19 @@ func (z *zeroLog) handler(refuseWriteSame bool) func(f *fakeTarget, p *PDU) []*P
 	})
 }
 
+// withCapFlags sets byte 14 of the fake's READ CAPACITY(16) answer.
+func withCapFlags(flags byte) func(f *fakeTarget) {
+	return func(f *fakeTarget) { f.capFlags = flags }
+}
+
 func TestZeroUsesAdvertisedWriteSame(t *testing.T) {
 	z := &zeroLog{}
-	d, _ := startFakeWith(t, Config{}, nil, withVPD(blockLimits(256, true)), z.handler(false))
+	// Thin (LBPME) with unmapped blocks reading as zeros (LBPRZ): WRITE
+	// SAME may unmap.
+	d, _ := startFakeWith(t, Config{}, nil, func(f *fakeTarget) {
+		withVPD(blockLimits(256, true))(f)
+		withCapFlags(0xc0)(f)
+	}, z.handler(false))
 	if m := d.ZeroMethod(true); m != ZeroWriteSame {
 		t.Fatalf("method %v with WRITE SAME advertised (limits %+v)", m, d.Limits())
 	}
@@ -63,6 +74,46 @@ func TestZeroUsesAdvertisedWriteSame(t *testing.T) {
 	}
 	if m := d.ZeroMethod(false); m != ZeroWriteSame {
 		t.Fatal("zero without unmap should still use WRITE SAME")
+	}
+}
+
+// Linux LIO advertises WRITE SAME with UNMAP (LBPWS, emulate_tpws=1) on a
+// LUN whose unmapped blocks need not read as zeros (LBPRZ 0: its backing
+// device does not zero on discard), and then discards without writing:
+// the range keeps its old data. Zero must read back as zeros, so the UNMAP
+// bit goes only to a LUN that promises zeros for unmapped blocks.
+func TestZeroWriteSameUnmapsOnlyWhereUnmappedBlocksReadZero(t *testing.T) {
+	for _, c := range []struct {
+		name      string
+		capFlags  byte
+		wantUnmap bool
+	}{
+		{"thin, unmapped blocks read zeros", 0xc0, true},
+		{"thin, unmapped blocks undefined (LIO over a device that does not zero on discard)", 0x80, false},
+		{"not thin", 0x00, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			z := &zeroLog{}
+			d, _ := startFakeWith(t, Config{}, nil, func(f *fakeTarget) {
+				withVPD(blockLimits(256, true))(f)
+				withCapFlags(c.capFlags)(f)
+			}, z.handler(false))
+			if err := d.Zero(0, 8*512, true); err != nil {
+				t.Fatal(err)
+			}
+			cdb := z.cdbs[0]
+			if cdb[0] != scsiWriteSame16 {
+				t.Fatalf("command %x, want WRITE SAME(16)", cdb)
+			}
+			if got := cdb[1]&0x08 != 0; got != c.wantUnmap {
+				t.Fatalf("WRITE SAME(16) UNMAP bit %v, want %v (a discard that keeps old data would not read as zeros)", got, c.wantUnmap)
+			}
+			for _, b := range z.data[0] {
+				if b != 0 {
+					t.Fatal("WRITE SAME carried a non-zero block")
+				}
+			}
+		})
 	}
 }
 
@@ -95,12 +146,6 @@ func TestZeroWithoutAdvertisementWritesZeros(t *testing.T) {
 	if c := z.cdbs[0]; c[0] != scsiWrite16 || binary.BigEndian.Uint32(c[10:]) != 8 {
 		t.Fatalf("command %x, want WRITE(16) of 8 blocks", c)
 	}
-	// ZeroByWriting overrides an advertisement.
-	z2 := &zeroLog{}
-	d2, _ := startFakeWith(t, Config{ZeroByWriting: true}, nil, withVPD(blockLimits(256, true)), z2.handler(false))
-	if m := d2.ZeroMethod(true); m != ZeroWrite {
-		t.Fatalf("ZeroByWriting: method %v", m)
-	}
 	if err := d.Zero(100, 512, false); !errors.Is(err, ErrAlignment) {
 		t.Fatalf("unaligned zero: %v", err)
 	}
@@ -125,6 +170,49 @@ func TestAsyncLogoutRequestReconnects(t *testing.T) {
 	waitFor(t, func() bool { return d.Stats().Reconnects == 1 && d.Connected() })
 	if err := d.Flush(); err != nil {
 		t.Fatalf("flush after the target-requested logout: %v", err)
+	}
+}
+
+// Config.ZeroByWriting, by what the LUN says it is: tgtd (vendor IET,
+// product VIRTUAL-DISK) runs UNMAP and WRITE SAME for initiators its
+// reservation shuts out, so by default Zero writes zeros there; other
+// arrays get what they advertise; always and never are the operator's.
+func TestZeroByWritingModes(t *testing.T) {
+	for _, c := range []struct {
+		mode            ZeroWritingMode
+		vendor, product string
+		unmap, noUnmap  ZeroMethod
+	}{
+		{"", "IET", "VIRTUAL-DISK", ZeroWrite, ZeroWrite},
+		{ZeroWritingAuto, "IET", "VIRTUAL-DISK", ZeroWrite, ZeroWrite},
+		{ZeroWritingAuto, "LIO-ORG", "FILEIO", ZeroWriteSame, ZeroWriteSame},
+		{ZeroWritingAuto, "IET", "OTHER", ZeroWriteSame, ZeroWriteSame},
+		{ZeroWritingAlways, "LIO-ORG", "FILEIO", ZeroWrite, ZeroWrite},
+		{ZeroWritingNever, "IET", "VIRTUAL-DISK", ZeroWriteSame, ZeroWriteSame},
+	} {
+		z := &zeroLog{}
+		setup := func(f *fakeTarget) {
+			f.vpd, f.vendor, f.product = blockLimits(256, true), c.vendor, c.product
+		}
+		d, _ := startFakeWith(t, Config{ZeroByWriting: c.mode}, nil, setup, z.handler(false))
+		if u, n := d.ZeroMethod(true), d.ZeroMethod(false); u != c.unmap || n != c.noUnmap {
+			t.Errorf("mode %q on %s %s: methods %v / %v, want %v / %v", c.mode, c.vendor, c.product, u, n, c.unmap, c.noUnmap)
+			continue
+		}
+		if err := d.Zero(0, 8*512, true); err != nil {
+			t.Fatal(err)
+		}
+		z.mu.Lock()
+		op := z.cdbs[len(z.cdbs)-1][0]
+		z.mu.Unlock()
+		if want := map[ZeroMethod]byte{ZeroWrite: scsiWrite16, ZeroWriteSame: scsiWriteSame16}[c.unmap]; op != want {
+			t.Errorf("mode %q on %s %s: Zero sent opcode %#x, want %#x", c.mode, c.vendor, c.product, op, want)
+		}
+	}
+	bad := Config{ZeroByWriting: "sometimes"}
+	bad.EnsureDefaults()
+	if err := bad.Validate(); err == nil || !strings.Contains(err.Error(), "iscsi.zero_by_writing") {
+		t.Fatalf("ZeroByWriting \"sometimes\": %v, want an error naming iscsi.zero_by_writing", err)
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"strings"
 	"unicode/utf8"
 )
 
@@ -21,7 +22,8 @@ type AppState struct {
 	// Failures is each resource's failure count within failure_timeout, in
 	// the group's order (saturates at 255).
 	Failures []uint8
-	// Reason says why the group is blocked, fenced or failed ("" else).
+	// Reason says why the group is blocked, fenced or failed ("" else):
+	// printable (no control characters: it is shown on a terminal).
 	Reason string
 	// Volume is this node's knowledge of the volume (Seq 0: none).
 	Volume VolumeKnowledge
@@ -130,8 +132,8 @@ func (a AppState) check() error {
 		return fmt.Errorf("%w: resource name %q", ErrAppState, a.Current)
 	case len(a.Failures) > MaxResources:
 		return fmt.Errorf("%w: %d resources, at most %d", ErrAppState, len(a.Failures), MaxResources)
-	case len(a.Reason) > MaxReasonBytes || !utf8.ValidString(a.Reason):
-		return fmt.Errorf("%w: reason is not UTF-8 of at most %d bytes", ErrAppState, MaxReasonBytes)
+	case len(a.Reason) > MaxReasonBytes || !printable(a.Reason):
+		return fmt.Errorf("%w: reason is not printable UTF-8 of at most %d bytes", ErrAppState, MaxReasonBytes)
 	case a.Volume.LegStates[0] > legStateMax || a.Volume.LegStates[1] > legStateMax:
 		return fmt.Errorf("%w: leg state %v", ErrAppState, a.Volume.LegStates)
 	}
@@ -143,13 +145,11 @@ func printable(s string) bool {
 	if !utf8.ValidString(s) {
 		return false
 	}
-	for _, r := range s {
-		if r < 0x20 || r == 0x7f {
-			return false
-		}
-	}
-	return true
+	return !strings.ContainsFunc(s, control)
 }
+
+// control: a C0 control character or DEL.
+func control(r rune) bool { return r < 0x20 || r == 0x7f }
 
 // UnmarshalAppState decodes a peer's app state strictly: every length is
 // checked, enums must be known, strings valid, no byte left over. Errors

@@ -74,6 +74,8 @@ func TestAppStateRefusesBadInput(t *testing.T) {
 		"name too long":   rawAppState(strings.Repeat("n", MaxNameBytes+1), 0, ""),
 		"reason too long": rawAppState("", 0, strings.Repeat("r", MaxReasonBytes+1)),
 		"reason not utf8": rawAppState("", 0, "\xff"),
+		"reason control":  rawAppState("", 0, "stop failed\n\x1b[2Jall clear"),
+		"reason DEL":      rawAppState("", 0, "a\x7fb"),
 		"name control":    patch(small, 6, '\n'),
 		"leg state":       patch(good, len(good)-33, byte(legStateMax)+1),
 		"volume no seq":   append(patch(small, 4, flagVolume), make([]byte, volumeBytes)...),
@@ -89,7 +91,7 @@ func TestAppStateRefusesBadInput(t *testing.T) {
 		t.Errorf("a newer version: %v, want advice to upgrade", err)
 	}
 	// Marshal refuses what Unmarshal would refuse.
-	for _, a := range []AppState{{State: 99}, {Current: "a\x01"}, {Reason: "\xff"}, {Failures: make([]uint8, 33)}} {
+	for _, a := range []AppState{{State: 99}, {Current: "a\x01"}, {Reason: "\xff"}, {Reason: "a\rb"}, {Failures: make([]uint8, 33)}} {
 		if _, err := a.Marshal(); !errors.Is(err, ErrAppState) {
 			t.Errorf("Marshal(%+v) = %v, want an ErrAppState", a, err)
 		}

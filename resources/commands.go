@@ -152,7 +152,14 @@ func (g *Group) unblock() {
 // node turns ineligible and stops the group; a peer that sees it cleanly
 // stopped starts the group without fencing. The node exits once Idle.
 // It overrides maintenance: the volume lives in mirrord and goes when it
-// exits, so what stands on it is stopped first.
+// exits, so what stands on it is stopped first. A blocked group (a stop
+// failed, before or during the shutdown) is not Idle: mirrord stays,
+// with an alarm, so that the address and the database are not left up
+// on a volume that goes away; it exits once the operator has resolved
+// the stop and run cleanup (the stops go on, then it is Idle). A second
+// SIGTERM is the operator's way out: the node then exits without waiting
+// for Idle, leaving what runs here as it is (the node implements that,
+// not the Group).
 func (g *Group) Shutdown(now time.Time) {
 	g.now = now
 	defer g.settle()
@@ -162,10 +169,21 @@ func (g *Group) Shutdown(now time.Time) {
 	}
 }
 
-// Idle reports that nothing is in flight and nothing more will be done
-// until an input changes: the group is stopped, failed, fenced or
-// blocked here.
+// Idle reports that mirrord may exit: nothing is in flight and nothing
+// of the group runs here (stopped, failed or fenced). Blocked is not
+// idle: what a failed stop left (an address, a database) would stay up
+// without its volume.
 func (g *Group) Idle() bool {
 	s, _ := g.state()
-	return g.action == nil && (s.Clean() || s == GroupBlocked)
+	return g.action == nil && s.Clean()
+}
+
+// watchShutdown says, while shutting down, that a blocked group keeps
+// mirrord from exiting.
+func (g *Group) watchShutdown() {
+	msg := ""
+	if g.shutdown && g.blocked != "" {
+		msg = fmt.Sprintf("shutting down, but the group is blocked on %s (%s): mirrord stays, or what runs here would be left up without its volume. Stop it by hand and run `mirrorctl cleanup` on %s (the hand-over goes on, then mirrord exits), or send SIGTERM again to exit leaving it as it is", g.self, g.blocked, g.self)
+	}
+	g.note("shutdown", msg, true)
 }

@@ -17,6 +17,12 @@ type Config struct {
 	// FailureTimeout is how long a failure counts (group.failure_timeout);
 	// 0: failures count until `mirrorctl cleanup`.
 	FailureTimeout time.Duration
+	// StartFailureIsFatal (group.start_failure_is_fatal): a failed or
+	// timed-out start sets the resource's failure count to
+	// MigrationThreshold at once, so the group leaves this node (as
+	// Pacemaker's start-failure-is-fatal). False: it counts as one
+	// failure, like a failed monitor.
+	StartFailureIsFatal bool
 	// Failback is group.failback: the node hands it to membership, which
 	// moves the active role back to the preferred node once it is alive
 	// and eligible. The group machine itself does not read it.
@@ -78,6 +84,12 @@ func DefaultConfig() Config {
 		// minutes is a broken node. Also how long a node that gave the
 		// group away stays out before it is eligible again by itself.
 		FailureTimeout: 10 * time.Minute,
+		// Pacemaker's default too: a start that fails or hangs (fsck, WAL
+		// replay on a sick disk) says the node cannot run the resource
+		// now; retrying it here delays the takeover by start_timeout per
+		// attempt, and hung starts minutes apart may expire before the
+		// threshold is ever reached.
+		StartFailureIsFatal: true,
 	}
 }
 

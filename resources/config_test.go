@@ -36,6 +36,7 @@ group:
   migration_threshold: 5
   failure_timeout: 30m
   failback: true
+  start_failure_is_fatal: false
 resources:
   - {name: data, type: filesystem, mountpoint: /srv, fstype: ext4}
   - {name: ip, type: vip, address: 192.0.2.10/24, Interface: eth0, monitor_interval: 5s}
@@ -51,7 +52,7 @@ func TestFromViper(t *testing.T) {
 	if got := names(c); got != "fence volume data ip db app" {
 		t.Errorf("order = %s, want the implicit fence and volume first, then the list", got)
 	}
-	if c.MigrationThreshold != 5 || c.FailureTimeout != 30*time.Minute || !c.Failback {
+	if c.MigrationThreshold != 5 || c.FailureTimeout != 30*time.Minute || !c.Failback || c.StartFailureIsFatal {
 		t.Errorf("group = %+v", c)
 	}
 	ip := c.Resources[3]
@@ -77,7 +78,7 @@ func TestFromViperDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.MigrationThreshold != 3 || c.FailureTimeout != 10*time.Minute || c.Failback || len(c.Resources) != 0 {
+	if c.MigrationThreshold != 3 || c.FailureTimeout != 10*time.Minute || c.Failback || !c.StartFailureIsFatal || len(c.Resources) != 0 {
 		t.Errorf("defaults = %+v", c)
 	}
 	for _, typ := range Types() {
@@ -118,6 +119,7 @@ func TestFromViperNamesTheKey(t *testing.T) {
 		{"group.failure_timeout", strings.Replace(sampleGroup, "failure_timeout: 30m", "failure_timeout: -1m", 1)},
 		{"group.failback", strings.Replace(sampleGroup, "failback: true", "failback: sometimes", 1)},
 		{"group.stickiness", strings.Replace(sampleGroup, "failback: true", "stickiness: 100", 1)},
+		{"group.start_failure_is_fatal", strings.Replace(sampleGroup, "start_failure_is_fatal: false", "start_failure_is_fatal: 1", 1)},
 		{"group.order", strings.Replace(sampleGroup, "group:\n", "group:\n  order: [data, db, ip]\n", 1)},
 		{"group.order[2]", strings.Replace(sampleGroup, "group:\n", "group:\n  order: [data, db, nope, ip, app]\n", 1)},
 		{"group.order[4]", strings.Replace(sampleGroup, "group:\n", "group:\n  order: [data, db, ip, app, db]\n", 1)},

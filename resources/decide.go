@@ -3,6 +3,7 @@ package resources
 import (
 	"bytes"
 	"fmt"
+	"slices"
 	"strings"
 	"unicode/utf8"
 
@@ -14,9 +15,11 @@ import (
 func (g *Group) settle() {
 	g.expireFailures()
 	g.watchPeers()
+	g.yield()
 	g.publishEligible()
 	g.reconcile()
 	g.reregister()
+	g.watchShutdown()
 	g.scheduleMonitors()
 	g.publishEligible()
 	g.publishApp()
@@ -94,7 +97,45 @@ func (g *Group) zombie() heartbeat.NodeID {
 }
 
 func (g *Group) isEligible() bool {
-	return !g.standby && !g.moving && !g.shutdown && !g.fenced && !g.rejoin && g.worst() < g.cfg.MigrationThreshold
+	return !g.standby && !g.moving && !g.shutdown && !g.fenced && !g.rejoin && g.yieldTo == "" && g.worst() < g.cfg.MigrationThreshold
+}
+
+// yield turns this node ineligible while membership proposes it active,
+// nothing of the group runs or starts here, and a live, eligible peer
+// that does not claim the active role publishes a running or starting
+// group (it keeps the group because it fenced this node, or it is in the
+// middle of a local restart): waiting at the gate would wait forever, so
+// membership must elect the runner instead. It ends once that peer claims
+// the active role (elected: stickiness keeps it there with this node
+// eligible again), or is clean, or is no longer live.
+func (g *Group) yield() {
+	if id := g.yieldTo; id != "" {
+		p := g.peers[slices.IndexFunc(g.peers, func(p peer) bool { return p.id == id })]
+		why := ""
+		switch {
+		case !live(p.state) || !p.hasApp:
+			why = fmt.Sprintf("%s is %s", id, p.state)
+		case p.app.State.Clean():
+			why = fmt.Sprintf("%s's group is %s", id, p.app.State)
+		case p.role == heartbeat.RoleActive:
+			why = fmt.Sprintf("%s is active", id)
+		default:
+			return
+		}
+		g.yieldTo = ""
+		g.log("%s: this node is eligible again", why)
+	}
+	if g.role != heartbeat.RoleActive || g.anyUp() || !g.isEligible() {
+		return
+	}
+	for _, p := range g.peers {
+		if live(p.state) && p.hasApp && p.app.Eligible && p.role != heartbeat.RoleActive &&
+			(p.app.State == GroupRunning || p.app.State == GroupStarting) {
+			g.yieldTo = p.id
+			g.log("%s runs the group (%s) while membership proposes this node active and nothing runs here: yielding to it (ineligible until it is elected, stops or dies)", p.id, p.app.State)
+			return
+		}
+	}
 }
 
 // gate reports whether the first resource may start: see the Group doc.
@@ -105,7 +146,7 @@ func (g *Group) gate() bool {
 	alarm := false
 	for _, p := range g.peers {
 		switch {
-		case p.state == heartbeat.NodeAlive && p.hasApp && p.app.State.Clean() && yields(p):
+		case p.state == heartbeat.NodeAlive && p.hasApp && p.app.State.Clean() && g.yields(p):
 			// cleanly stopped, heard, and it will not start the group
 		case p.state == heartbeat.NodeDead || p.state == heartbeat.NodeUnknown:
 			victims = append(victims, p.id)
@@ -150,16 +191,26 @@ func (g *Group) gate() bool {
 	if len(g.res) > 0 && g.res[0].spec.Type == TypeFence {
 		timeout = g.res[0].spec.StartTimeout
 	}
+	if g.allIn(ResStopped) {
+		// Nothing runs here and no volume is open: a peer's earlier
+		// takeover may have preempted this node's key while it was a
+		// clean standby, and nothing told it. Register again first, or the
+		// fence would find this node "fenced" by its own attempt. Never in
+		// the fenced state (reconcile does nothing then): what ran here
+		// when the key went needs a cleanup first.
+		g.emit(Effect{Kind: EffectReregister})
+	}
 	g.action = g.issue(EffectFence, -1, todo, timeout)
 	return false
 }
 
-// yields: the peer will not start the group: it proposes standby (it
-// has seen this node's proposal, or another active node), or it is not
-// eligible. A peer that proposes nothing yet may be electing itself this
-// very moment, seeing this node as "none" too.
-func yields(p peer) bool {
-	return p.role == heartbeat.RoleStandby || p.role != heartbeat.RoleActive && !p.app.Eligible
+// yields: the peer will not start the group: it proposes standby having
+// heard this node's claim (its term is at least this node's: a standby
+// still showing an older term may be electing itself this very moment,
+// over links slower than timing.warn), or it is not eligible. A peer that
+// proposes nothing yet may be electing itself too.
+func (g *Group) yields(p peer) bool {
+	return p.role == heartbeat.RoleStandby && p.term >= g.term || p.role != heartbeat.RoleActive && !p.app.Eligible
 }
 
 func (g *Group) start(i int) {
@@ -254,6 +305,15 @@ func (g *Group) failure(i int, what string, r Result) {
 	}
 	clear(g.monitors)
 	n, limit := len(res.failures), g.cfg.MigrationThreshold
+	if what == "start" && g.cfg.StartFailureIsFatal {
+		for len(res.failures) < limit {
+			res.failures = append(res.failures, g.now)
+		}
+		g.restartFrom = -1
+		g.alarm("%s of %s on %s (%s): a failed start is fatal on this node (group.start_failure_is_fatal): failure count %d of %d, the group leaves this node (ineligible until `mirrorctl cleanup %s`%s)",
+			what, res.spec.Name, g.self, res.lastErr, len(res.failures), limit, res.spec.Name, g.expiry())
+		return
+	}
 	if n >= limit {
 		g.restartFrom = -1
 		g.alarm("%s of %s on %s (%s): failure %d of %d%s: migration threshold reached, the group leaves this node (ineligible until `mirrorctl cleanup %s`%s)",
@@ -345,10 +405,24 @@ func (g *Group) expireFailures() {
 // watchPeers notices what peers do: dual running, the end of a move, a
 // fenced peer that came back clean.
 func (g *Group) watchPeers() {
-	for _, p := range g.peers {
+	for i := range g.peers {
+		p := &g.peers[i]
 		clean := p.hasApp && p.app.State.Clean()
+		// alive, as the gate wants it to spare a peer: a partitioned one is
+		// fenced even when clean, so forgetting it would fence it again
 		if g.fencedPeers[p.id] && p.state == heartbeat.NodeAlive && clean && p.role != heartbeat.RoleActive {
 			delete(g.fencedPeers, p.id)
+		}
+		// restarted: its mirrord registered its key again and stops what
+		// its old run left. Not while it claims the active role: its new
+		// run may be yielding to this node right now, and forgetting it
+		// would stop the group here (it is no zombie to keep it from).
+		if p.restarted && p.hasApp && p.role != heartbeat.RoleActive {
+			p.restarted = false
+			if g.fencedPeers[p.id] {
+				delete(g.fencedPeers, p.id)
+				g.log("%s restarted: its mirrord registered its key again; it no longer counts as fenced by this node", p.id)
+			}
 		}
 		dual := ""
 		if g.anyUp() && live(p.state) && p.hasApp && (p.app.State == GroupRunning || p.app.State == GroupStarting) {
@@ -496,10 +570,16 @@ func (g *Group) AppState() AppState {
 	return a
 }
 
-// cut makes s valid UTF-8 and shortens it to at most n bytes on a rune
-// boundary.
+// cut makes s printable (valid UTF-8, each control character a space:
+// an agent's error may hold a command's output) and shortens it to at
+// most n bytes on a rune boundary.
 func cut(s string, n int) string {
-	s = strings.ToValidUTF8(s, "?")
+	s = strings.Map(func(r rune) rune {
+		if control(r) {
+			return ' '
+		}
+		return r
+	}, strings.ToValidUTF8(s, "?"))
 	if len(s) <= n {
 		return s
 	}

@@ -22,7 +22,8 @@
 //	g.Tick(now)                                  // monitors, watchdog, expiry (every ~100 ms)
 //	g.Fenced(now, "RESERVATION CONFLICT on the volume")
 //	err = g.Move(now) / g.Standby(now, on) / g.Maintenance(now, on) / g.Restart(now, name) / g.Cleanup(now, name)
-//	g.Shutdown(now)                              // SIGTERM: hand over, exit once g.Idle()
+//	g.Shutdown(now)                              // SIGTERM: hand over, exit once g.Idle() (never while blocked;
+//	                                             // a second SIGTERM exits anyway, leaving what runs)
 //	g.SetVolume(now, knowledge); g.SetAck(now, seq)
 //	for _, e := range g.Ready() {
 //		switch e.Kind {
@@ -33,7 +34,7 @@
 //		case resources.EffectSetEligible:
 //			member.SetEligible(e.Eligible)
 //		case resources.EffectPersist:            // write state_dir/standby, fsync
-//		case resources.EffectReregister:         // register our key on every array again
+//		case resources.EffectReregister:         // register our key on every array again, now (before the next effect: a Fence may follow)
 //		case resources.EffectAlarm, resources.EffectLog:
 //		}
 //	}
@@ -57,6 +58,7 @@
 //	  migration_threshold: 3       # failures of one resource within failure_timeout that move the group
 //	  failure_timeout: 10m         # 0: failures count until cleanup
 //	  failback: false              # handed to membership
+//	  start_failure_is_fatal: true # a failed or timed-out start moves the group at once (false: counts once)
 //	  order: [fs, ip, db, app]     # optional; default: the order of resources
 //	resources:
 //	  - {name: fs, type: filesystem, device: /dev/nbd0, mountpoint: /srv}

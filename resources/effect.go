@@ -36,7 +36,12 @@ const (
 	// EffectPublish: hand Data (App encoded) to membership's SetAppState.
 	EffectPublish
 	// EffectReregister: register this node's key again on every array,
-	// as at start (a cleanup of the fenced state). No answer expected.
+	// as at start: after a cleanup of the fenced state, and right before
+	// an EffectFence when nothing of the group runs here (a clean standby
+	// whose key a peer's takeover preempted). No answer: the node carries
+	// it out synchronously (fence.Register) before it handles the next
+	// effect, so the fence that follows runs with the key back; a failed
+	// Register is logged and the fence then fails or reports Fenced.
 	EffectReregister
 	// EffectAlarm: something an operator must look at (Msg).
 	EffectAlarm

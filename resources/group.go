@@ -29,7 +29,10 @@ const (
 // from heartbeat's status and app blobs.
 type View struct {
 	// Role is this node's role proposal.
-	Role  heartbeat.Role
+	Role heartbeat.Role
+	// Term is membership's takeover term of this node's claim (heartbeat
+	// View.Term).
+	Term  uint64
 	Peers []PeerView
 }
 
@@ -40,6 +43,10 @@ type PeerView struct {
 	// Role is the peer's own proposal as last heard (RoleNone when it is
 	// not live or not heard).
 	Role heartbeat.Role
+	// Term is the highest takeover term the peer advertised: a peer that
+	// proposes standby with a term below this node's has not heard this
+	// node's claim yet, and may still be electing itself.
+	Term uint64
 	// App is the peer's app state blob as last received in a beat (nil:
 	// none yet). The Group decodes it; a bad one counts as none.
 	App []byte
@@ -63,9 +70,19 @@ type Options struct {
 // Rules (each enforced here, each exercised by testdata/scenarios):
 //   - Want: the group runs here only while membership proposes this node
 //     active and the node is eligible: not in standby, not moving the
-//     group away, not shutting down, not fenced, and no resource at
-//     migration_threshold failures within failure_timeout. Otherwise it
-//     is stopped here. Start-up roles are membership's (R19).
+//     group away, not shutting down, not fenced, not yielding to a peer
+//     that runs the group, and no resource at migration_threshold
+//     failures within failure_timeout. Otherwise it is stopped here.
+//     Start-up roles are membership's (R19).
+//   - Yield to a runner: a node proposed active that runs nothing (no
+//     resource running or starting) while a live, eligible peer that does
+//     not claim the active role publishes a running or starting group
+//     (it fenced this node and keeps the group, see below) turns
+//     ineligible, so membership elects the runner; it is eligible again
+//     once that peer claims the active role (stickiness keeps it there),
+//     or is clean, or is no longer live. A peer that is only stopping is
+//     waited for at the gate (its start-up cleanup must not cost the
+//     preferred node its role).
 //   - One action at a time (fence, start, stop, stop-all-now); start in
 //     config order, stop in reverse. At start every resource is unknown
 //     and is stopped (idempotent) unless the group should run: whatever a
@@ -81,21 +98,41 @@ type Options struct {
 //     unknown, suspect, partitioned) is fenced first; the first resource
 //     (the fence, then the volume) starts only after a successful Fence
 //     of all of them. A failed fence is an alarm and is retried every
-//     FenceRetry; nothing starts.
+//     FenceRetry; nothing starts. Right before a fence, a node whose
+//     group is fully stopped here (nothing runs, no volume open)
+//     registers its key again (EffectReregister): a peer's earlier
+//     takeover may have preempted it while it was a clean standby, and
+//     its own fence would otherwise find it fenced. Never in the fenced
+//     state: what ran here when the key went needs a cleanup first. So
+//     of two simultaneous takeovers (each node thinks the other dead) the
+//     later fence wins and the earlier node is fenced at its next array
+//     operation; when their steps interleave across two arrays, neither
+//     may win (both fenced: cleanup on one); never both.
 //   - Never two writers: besides the gate, a node that runs the group and
 //     loses the active proposal to a peer it fenced in this run keeps the
-//     group (that peer is a fenced zombie and will stop); otherwise the
-//     group stops here before a peer may start it (the peer waits for a
-//     clean state).
+//     group (that peer is a fenced zombie and will stop, or runs nothing
+//     and yields); otherwise the group stops here before a peer may start
+//     it (the peer waits for a clean state). A fenced peer is forgotten
+//     once it is alive, clean and not claiming the active role, or once
+//     membership shows it restarted (its app state gone, then back: its
+//     mirrord registered its key again) and it does not claim the role.
 //   - Monitors every monitor_interval while the group runs. A failed
-//     monitor or start (failed, timed out, not running) counts a failure;
-//     below migration_threshold within failure_timeout the resource and
-//     those above it are stopped and started again; at the threshold the
-//     group stops here and the node turns ineligible (the group moves),
-//     until cleanup or the failures expire. A start failure stops the
-//     failed resource before any new start.
+//     monitor (failed, timed out, not running) counts a failure; below
+//     migration_threshold within failure_timeout the resource and those
+//     above it are stopped and started again; at the threshold the group
+//     stops here and the node turns ineligible (the group moves), until
+//     cleanup or the failures expire. A failed or timed-out start is
+//     fatal here (group.start_failure_is_fatal, default true, as
+//     Pacemaker's start-failure-is-fatal): the resource's count goes to
+//     migration_threshold at once and the group moves; with it off, a
+//     start failure counts one failure like a monitor. A start failure
+//     stops the failed resource before any new start.
 //   - A stop that fails or times out blocks the group: nothing more is
 //     done, the state published is blocked (peers wait) until cleanup.
+//   - Shutdown (SIGTERM): ineligible, the group stops here and a peer
+//     takes it without fencing; the node exits once Idle. A blocked group
+//     is not Idle: mirrord stays, with an alarm, until cleanup lets the
+//     stops finish (or a second SIGTERM makes the node exit anyway).
 //   - Fenced (the arrays refused this node, or any agent reports Fenced):
 //     stop everything at once (no graceful stop), ineligible, state
 //     fenced; out until Cleanup (which re-registers once everything here
@@ -112,6 +149,7 @@ type Group struct {
 	res  []*resource
 
 	role  heartbeat.Role
+	term  uint64 // membership's takeover term of this node
 	peers []peer
 
 	nextOp      uint64
@@ -121,9 +159,14 @@ type Group struct {
 
 	// fencedPeers were fenced for the takeover under way; reset once the
 	// group is stopped here, and per peer once it is seen clean and not
-	// claiming the active role.
+	// claiming the active role, or restarted (its key registered again).
 	fencedPeers  map[heartbeat.NodeID]bool
 	fenceRetryAt time.Time
+	// yieldTo is the live peer that runs the group while membership
+	// proposes this node active and nothing runs here: this node is
+	// ineligible until membership elects that peer, or it is clean or
+	// gone (see the Group doc).
+	yieldTo heartbeat.NodeID
 
 	standby, maintenance, moving, shutdown bool
 	fenced                                 bool   // this node was fenced; until Cleanup
@@ -164,9 +207,13 @@ type peer struct {
 	id     heartbeat.NodeID
 	state  heartbeat.NodeState
 	role   heartbeat.Role
+	term   uint64 // the highest takeover term it advertised
 	raw    []byte
 	app    AppState
 	hasApp bool
+	// restarted: its app state went away while membership still showed
+	// it (heartbeat drops a peer's app state when the peer restarts).
+	restarted bool
 }
 
 // New returns the group machine of node self at now. Its first Ready
@@ -216,6 +263,7 @@ func (g *Group) Membership(now time.Time, v View) {
 		g.log("membership proposes this node %s (was %s)", v.Role, g.role)
 		g.role = v.Role
 	}
+	g.term = v.Term
 	for i := range g.peers {
 		p := &g.peers[i]
 		k := slices.IndexFunc(v.Peers, func(pv PeerView) bool { return pv.ID == p.id })
@@ -224,10 +272,11 @@ func (g *Group) Membership(now time.Time, v View) {
 			continue
 		}
 		pv := v.Peers[k]
-		p.state, p.role = pv.State, pv.Role
+		p.state, p.role, p.term = pv.State, pv.Role, pv.Term
 		if bytes.Equal(p.raw, pv.App) && (p.raw == nil) == (pv.App == nil) {
 			continue
 		}
+		p.restarted = p.restarted || p.raw != nil && pv.App == nil
 		p.raw, p.app, p.hasApp = pv.App, AppState{}, false
 		if pv.App == nil {
 			continue

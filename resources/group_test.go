@@ -295,3 +295,104 @@ func TestBadVolumeKnowledgeDoesNotFreezeThePublishedState(t *testing.T) {
 		t.Error("no alarm about the older knowledge")
 	}
 }
+
+// A peer this node fenced counts as a zombie (this node keeps the group
+// while it claims the active role) until it is seen clean and not
+// claiming the role, or restarted: its app state gone from the view, then
+// back, and no claim of the active role (its new run may be yielding to
+// this node right now: forgetting it then would stop the group here).
+func TestRestartedPeerIsForgotten(t *testing.T) {
+	d := newDriver(t)
+	d.run() // n2 dead: fenced, then the group started
+	app := func(s GroupState) []byte {
+		b, err := AppState{State: s, Eligible: true}.Marshal()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	view := func(role heartbeat.Role, b []byte) {
+		t.Helper()
+		from := len(d.seen)
+		self := heartbeat.RoleActive // membership: whoever the peer leaves the role to
+		if role == heartbeat.RoleActive {
+			self = heartbeat.RoleStandby
+		}
+		d.g.Membership(d.now, View{Role: self, Peers: []PeerView{{ID: "n2", State: heartbeat.NodeAlive, Role: role, App: b}}})
+		d.drain()
+		if slices.ContainsFunc(d.seen[from:], func(e Effect) bool { return e.Kind == EffectStop }) {
+			t.Fatalf("stopped the group (peer %s, app %v):%s", role, b, listEffects(d.seen[from:]))
+		}
+	}
+	view(heartbeat.RoleActive, app(GroupRunning)) // the zombie thaws
+	if !d.saw("n2 claims the active role but this node fenced it") {
+		t.Error("no alarm about the zombie")
+	}
+	view(heartbeat.RoleNone, nil)                  // it restarted
+	view(heartbeat.RoleActive, app(GroupStopping)) // elected in its new run, then...
+	view(heartbeat.RoleStandby, app(GroupStopping))
+	if !d.saw("n2 restarted: its mirrord registered its key again") {
+		t.Error("the restarted peer is still counted as fenced")
+	}
+	from := len(d.seen)
+	d.g.Membership(d.now, View{Role: heartbeat.RoleStandby, Peers: []PeerView{{ID: "n2", State: heartbeat.NodeAlive, Role: heartbeat.RoleActive, App: app(GroupStopped)}}})
+	d.drain()
+	if !slices.ContainsFunc(d.seen[from:], func(e Effect) bool { return e.Kind == EffectStop }) {
+		t.Errorf("the group does not stop for the restarted peer, elected active:%s", listEffects(d.seen[from:]))
+	}
+}
+
+// An agent's error may hold anything (a command's output: newlines,
+// terminal escapes): the reason published to the peer carries it without
+// control characters, which the peer's decoder refuses.
+func TestReasonIsPublishedPrintable(t *testing.T) {
+	d := newDriver(t)
+	d.run()
+	d.hold = func(e Effect) bool { return e.Kind == EffectStop }
+	if err := d.g.Standby(d.now, true); err != nil {
+		t.Fatal(err)
+	}
+	d.drain()
+	d.g.Done(d.now, Result{Op: d.held[0].Op, Outcome: Failed, Err: "pg_ctl: server does not shut down\n\x1b[2JHINT:\tretry"})
+	d.drain()
+	e, ok := d.last(EffectPublish)
+	if !ok || e.App.State != GroupBlocked {
+		t.Fatalf("published %+v, want blocked", e.App)
+	}
+	a, err := UnmarshalAppState(e.Data)
+	if err != nil {
+		t.Fatalf("the peer cannot read the published state: %v", err)
+	}
+	if !printable(a.Reason) || !strings.Contains(a.Reason, "pg_ctl: server does not shut down") {
+		t.Errorf("reason %q: want the agent's error without control characters", a.Reason)
+	}
+}
+
+// A clean standby peer counts as yielding only once it has heard this
+// node's claim: over links slower than timing.warn both nodes may claim
+// at once, each seeing the other's old standby (its term lags).
+func TestStandbyWithAnOlderTermIsNotYielding(t *testing.T) {
+	d := newDriver(t)
+	stopped, err := AppState{State: GroupStopped, Eligible: true}.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	started := func() bool {
+		return slices.ContainsFunc(d.seen, func(e Effect) bool { return e.Kind == EffectStart || e.Kind == EffectFence })
+	}
+	view := func(peerTerm uint64) {
+		d.now = d.now.Add(100 * time.Millisecond)
+		d.g.Membership(d.now, View{Role: heartbeat.RoleActive, Term: 2,
+			Peers: []PeerView{{ID: "n2", State: heartbeat.NodeAlive, Role: heartbeat.RoleStandby, Term: peerTerm, App: stopped}}})
+		d.g.Tick(d.now)
+		d.drain()
+	}
+	view(1)
+	if started() {
+		t.Fatalf("started while the peer's standby predates this node's claim:%s", listEffects(d.seen))
+	}
+	view(2)
+	if !started() {
+		t.Fatalf("did not start once the peer heard the claim:%s", listEffects(d.seen))
+	}
+}

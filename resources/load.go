@@ -51,13 +51,11 @@ func FromViper(v *viper.Viper) (Config, error) {
 			case "failure_timeout":
 				c.FailureTimeout, err = duration(key, val)
 			case "failback":
-				b, ok := val.(bool)
-				if !ok {
-					return c, keyErr(key, "%v is not true or false", val)
-				}
-				c.Failback = b
+				c.Failback, err = boolean(key, val)
+			case "start_failure_is_fatal":
+				c.StartFailureIsFatal, err = boolean(key, val)
 			default:
-				return c, keyErr(key, "unknown key (known: order, migration_threshold, failure_timeout, failback)")
+				return c, keyErr(key, "unknown key (known: order, migration_threshold, failure_timeout, failback, start_failure_is_fatal)")
 			}
 			if err != nil {
 				return c, err
@@ -198,6 +196,14 @@ func duration(key string, v any) (time.Duration, error) {
 		return 0, keyErr(key, "%q is not a duration: give a unit, like 10s or 2m", s)
 	}
 	return d, nil
+}
+
+func boolean(key string, v any) (bool, error) {
+	b, ok := v.(bool)
+	if !ok {
+		return false, keyErr(key, "%v is not true or false", v)
+	}
+	return b, nil
 }
 
 func stringList(key string, v any) ([]string, error) {

@@ -23,12 +23,17 @@ import (
 //     or a better-ranked live node also claims it; nobody is elected
 //     while a peer is suspect or unknown; the preferred node, then the
 //     smallest ID, among eligible live nodes), and app blobs carried by
-//     every beat, disk slots included;
+//     every beat, disk slots included; a peer's restart shows as its app
+//     state gone for one step (its frames carry a new boot), then back;
 //   - agents are in-memory resources that answer at once unless a script
 //     holds, hangs or fails them;
 //   - the array keeps only the registered keys and the reservation
 //     holder: a fence preempts the victims' keys, a fenced node's disk
-//     slot and volume writes fail (its volume reports Fenced).
+//     slot and volume writes fail (its volume reports Fenced), and its own
+//     fence attempts get RESERVATION CONFLICT until it registers again
+//     (mirrord's start, EffectReregister: carried out at once, in effect
+//     order, like the node's synchronous Register; it fails like a fence
+//     when `fail N fence` makes the arrays unreachable).
 //
 // Every decision is the real Group's. After every step the sim checks
 // the invariant the whole design exists for: at most one node holds a
@@ -71,6 +76,8 @@ type simNode struct {
 	mark       int
 	standby    bool // the persisted flag
 	refused    string
+	boot       int                      // counts the starts of mirrord
+	seenBoot   map[heartbeat.NodeID]int // the boot of each peer's last frame
 }
 
 type fakeRes struct {
@@ -125,7 +132,9 @@ func (s *sim) start(id heartbeat.NodeID) {
 	n.g, n.up, n.frozen, n.started, n.role, n.app = g, true, false, s.now, heartbeat.RoleNone, nil
 	n.heardNet, n.heardDisk = map[heartbeat.NodeID]time.Time{}, map[heartbeat.NodeID]time.Time{}
 	n.seenApp, n.seenRole, n.seenElig = map[heartbeat.NodeID][]byte{}, map[heartbeat.NodeID]heartbeat.Role{}, map[heartbeat.NodeID]bool{}
+	n.seenBoot = map[heartbeat.NodeID]int{}
 	n.pending = nil
+	n.boot++
 	s.reg[id] = true // mirrord registers its key at start
 	s.drain(n)
 }
@@ -147,7 +156,15 @@ func (s *sim) step() {
 			if !s.cut["disks"] && s.reg[a] { // a fenced node's slot writes fail
 				nb.heardDisk[a], heard = s.now, true
 			}
-			if heard {
+			switch {
+			case !heard:
+			case nb.seenBoot[a] != na.boot && nb.seenApp[a] != nil:
+				// a new run: what b knew of a belonged to the old one;
+				// a's beats count once a has echoed b's nonce (a step)
+				nb.seenBoot[a] = na.boot
+				nb.seenApp[a], nb.seenRole[a], nb.seenElig[a] = nil, heartbeat.RoleNone, false
+			default:
+				nb.seenBoot[a] = na.boot
 				nb.seenApp[a], nb.seenRole[a], nb.seenElig[a] = na.app, na.role, na.eligible
 			}
 		}
@@ -186,8 +203,14 @@ func (s *sim) checkWriters() {
 // checkGate: when n starts the first resource, every other node that
 // still holds its key runs no resource of the group (or is down: the
 // volume went with its mirrord). The arrays' reservation would stop a
-// mistake at the fence resource; this catches it earlier.
+// mistake at the fence resource; this catches it earlier. Unless n's own
+// key is gone: then a peer that took over at the same moment registered
+// again and fenced n after n's fence, and the arrays refuse n's start
+// (two simultaneous takeovers: the arrays pick the winner).
 func (s *sim) checkGate(n *simNode) {
+	if !s.reg[n.id] {
+		return
+	}
 	for _, id := range s.order {
 		p := s.nodes[id]
 		if id == n.id || !p.up || !s.reg[id] {
@@ -362,7 +385,9 @@ func (s *sim) apply(n *simNode, e Effect) {
 		}
 		n.app = e.Data
 	case EffectReregister:
-		s.reg[n.id] = true
+		if !n.fenceFails { // unreachable arrays: the key stays as it was
+			s.reg[n.id] = true
+		}
 	}
 }
 
@@ -609,6 +634,8 @@ func (s *sim) config(kvs []string) {
 			s.cfg.MigrationThreshold = atoi(v)
 		case "failure_timeout":
 			s.cfg.FailureTimeout = dur(v)
+		case "start_failure_is_fatal":
+			s.cfg.StartFailureIsFatal = v == "true"
 		case "monitor_interval":
 			all(func(r *Resource) { r.MonitorInterval = dur(v) })
 		case "start_timeout":
@@ -691,6 +718,10 @@ func (s *sim) expect(a []string) {
 	case "eligible": // expect N eligible true|false
 		if got := strconv.FormatBool(n.eligible); got != a[2] {
 			s.errorf("%s eligible = %s, want %s", n.id, got, a[2])
+		}
+	case "idle": // expect N idle true|false: mirrord may exit now
+		if got := strconv.FormatBool(n.g.Idle()); got != a[2] {
+			s.errorf("%s idle = %s, want %s (group %s)", n.id, got, a[2], st().State)
 		}
 	case "standby-file": // expect N standby-file true|false: the persisted flag
 		if got := strconv.FormatBool(n.standby); got != a[2] {

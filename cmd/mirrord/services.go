@@ -73,7 +73,7 @@ func runServices(ctx context.Context, f *clusterFlags, logf func(string, ...any)
 		return err
 	}
 	var svc atomic.Pointer[services.Services]
-	member, err := heartbeat.NewMember(cfg, key, links, heartbeat.MemberOptions{Logf: logf, Boot: boot,
+	member, err := heartbeat.NewMember(cfg, key, links, heartbeat.MemberOptions{Logf: logf, Boot: boot, StateDir: cfg.StateDir,
 		OnEvent: func(e heartbeat.Event) {
 			if s := svc.Load(); s != nil {
 				s.MembershipEvent(e)

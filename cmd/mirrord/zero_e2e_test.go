@@ -82,6 +82,8 @@ func TestNBDLargeZeroesFileLegs(t *testing.T) {
 // Large zeroes over two real tgtd arrays (thin LUNs: UNMAP for a zero that
 // may deallocate, writes of zeros for NO_HOLE, which do not zero 512 MiB
 // within the 2 s I/O timeout: in one leg call a healthy leg failed).
+// No reservation here: --zero-by-writing never lets tgtd UNMAP (auto
+// writes zeros on tgtd, whose UNMAP ignores reservations).
 func TestISCSILargeZeroes(t *testing.T) {
 	requireTools(t, "qemu-io")
 	// The LUNs live on the disk, not tmpfs: an array that writes zeros to
@@ -95,7 +97,7 @@ func TestISCSILargeZeroes(t *testing.T) {
 	l := newLabNoLegs(t)
 	l.legs = legs
 	l.mustCtl("create", l.legs[0], l.legs[1])
-	l.start(l.legs, "--io-timeout", ioTimeout.String())
+	l.start(l.legs, "--io-timeout", ioTimeout.String(), "--zero-by-writing", "never")
 	l.largeZeroes(t)
 	l.stop()
 }

@@ -105,8 +105,9 @@ func (a *array) do(ctx context.Context, g goal, log *slog.Logger) (out ArrayResu
 			log.Info("fence: "+act.note, "array", a.Name, "op", g.op.String())
 		}
 		switch act.kind {
-		case actDone:
+		case actDone, actKeep:
 			out.Keys = v.keys
+			out.Kept = act.kind == actKeep
 			out.Registered = slices.Contains(v.keys, g.me) && p.sessionsOK || g.op == opRegister
 			out.Holder = v.res.Held && v.res.Key == g.me
 			return out

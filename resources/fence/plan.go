@@ -37,12 +37,20 @@ import (
 //     every moment a preempted node sees its key gone AND a reservation
 //     held by another: reserve if nobody holds it; preempt a victim that
 //     holds it (the reservation moves to us); then preempt the others.
-//   - Acquire: reserve if nobody holds it; never preempt; a reservation
-//     held by another node means it did not stop cleanly.
-//   - Release: release ours; if it is still ours after RELEASE, its holder
-//     is a session of ours that tgtd no longer knows (see releaseStale).
+//   - Acquire: reserve if nobody holds it; never preempt. A WE-RO
+//     reservation held by a registered peer is enough: under Registrants
+//     Only every registrant writes, and the peer kept it on its clean stop
+//     because a node it had fenced was not back yet (see Release). Any
+//     other reservation is refused.
+//   - Release: keep ours while a peer's key is not registered on the
+//     array: a fenced peer that has not rejoined, which could write again
+//     once nobody holds a reservation. Otherwise release ours; if it is
+//     still ours after RELEASE, its holder is a session of ours that tgtd
+//     no longer knows (see releaseStale). A reservation we do not hold is
+//     left alone.
 //   - Check: read only, but repairs what a restart of the array lost: our
-//     registrations, and the reservation when this node is active.
+//     registrations, and the reservation when this node is active and
+//     nobody holds one (a peer's WE-RO reservation is as good as ours).
 
 // op is the operation a call runs on the arrays.
 type op int
@@ -65,6 +73,7 @@ type goal struct {
 	op      op
 	me      uint64
 	victims []uint64 // opTakeover: keys to remove
+	peers   []uint64 // every other node's key (Config.Peers)
 	active  bool     // opCheck: this node should hold the reservation
 }
 
@@ -97,6 +106,7 @@ const (
 	actReserve                  // RESERVE WE-RO
 	actPreempt                  // PREEMPT AND ABORT (or PREEMPT) key
 	actRelease                  // RELEASE our WE-RO reservation
+	actKeep                     // done: keep our reservation (a peer is fenced off and not back)
 	actReleaseStale             // take our stale reservation back, release it, restore our sessions
 	actRefuse                   // an error an operator must resolve
 )
@@ -162,15 +172,21 @@ func next(g goal, v view, p progress) action {
 		switch {
 		case !v.res.Held:
 			return action{kind: actReserve}
+		case heldByOther && peerWERO(g, v):
+			return action{kind: actDone, note: fmt.Sprintf("%s keeps its WE-RO reservation (it stopped while a node it fenced was away); "+
+				"registered, this node writes under it", keyHolder(v.res))}
 		case heldByOther:
-			return action{kind: actRefuse, err: fmt.Errorf("%s holds the reservation: the node holding it has not stopped cleanly; "+
-				"wait for it to release, or fence it with a takeover", keyHolder(v.res))}
+			return action{kind: actRefuse, err: fmt.Errorf("%s holds a %s reservation and is not a registered peer holding WE-RO; "+
+				"clear it on the array if that key belongs to no node of this cluster", keyHolder(v.res), v.res.Type)}
 		}
 		return holdsWERO(v)
 	case opRelease:
 		switch {
 		case !v.res.Held || heldByOther:
 			return action{kind: actDone}
+		case len(missing(g.peers, v.keys)) > 0:
+			return action{kind: actKeep, note: fmt.Sprintf("keeping the reservation: peer key %s is not registered (fenced, not rejoined); "+
+				"without a reservation it could write again", formatKeys(missing(g.peers, v.keys)))}
 		case p.released == 0:
 			return action{kind: actRelease}
 		case !p.stale:
@@ -183,12 +199,32 @@ func next(g goal, v view, p progress) action {
 			return action{kind: actDone}
 		case !v.res.Held:
 			return action{kind: actReserve, note: "the reservation is gone (array restarted?): reserving again"}
+		case heldByOther && peerWERO(g, v):
+			return action{kind: actDone}
 		case heldByOther:
 			return action{kind: actRefuse, err: fmt.Errorf("%s holds the reservation while this node is active", keyHolder(v.res))}
 		}
 		return holdsWERO(v)
 	}
 	return action{kind: actRefuse, err: fmt.Errorf("unknown operation %d", g.op)}
+}
+
+// peerWERO: the reservation is WE-RO, held by a peer whose key is
+// registered, so every registrant, this node too, may write.
+func peerWERO(g goal, v view) bool {
+	return v.res.Type == iscsi.WriteExclusiveRegistrantsOnly && v.res.Key != 0 &&
+		slices.Contains(g.peers, v.res.Key) && slices.Contains(v.keys, v.res.Key)
+}
+
+// missing are the keys of want that keys does not list.
+func missing(want, keys []uint64) []uint64 {
+	var m []uint64
+	for _, k := range want {
+		if !slices.Contains(keys, k) {
+			m = append(m, k)
+		}
+	}
+	return m
 }
 
 // holdsWERO: done when our reservation has the type hamirror holds.

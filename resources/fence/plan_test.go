@@ -57,10 +57,16 @@ func TestNext(t *testing.T) {
 		// Acquire never preempts.
 		{"acquire: nobody holds: reserve", goal{op: opAcquire, me: me}, view{[]uint64{me, peer}, none, 0}, ok, actReserve, 0},
 		{"acquire: we hold: done, peer kept", goal{op: opAcquire, me: me}, view{[]uint64{me, peer}, held(me, weRO), 0}, ok, actDone, 0},
-		{"acquire: peer holds: refuse", goal{op: opAcquire, me: me}, view{[]uint64{me, peer}, held(peer, weRO), 0}, ok, actRefuse, 0},
+		{"acquire: registered peer holds WE-RO (kept on its clean stop): done", goal{op: opAcquire, me: me, peers: []uint64{peer}}, view{[]uint64{me, peer}, held(peer, weRO), 0}, ok, actDone, 0},
+		{"acquire: peer holds another type: refuse", goal{op: opAcquire, me: me, peers: []uint64{peer}}, view{[]uint64{me, peer}, held(peer, iscsi.WriteExclusive), 0}, ok, actRefuse, 0},
+		{"acquire: a key of no peer holds WE-RO: refuse", goal{op: opAcquire, me: me, peers: []uint64{peer}}, view{[]uint64{me, peer, other}, held(other, weRO), 0}, ok, actRefuse, 0},
+		{"acquire: all-registrants reservation (key 0): refuse", goal{op: opAcquire, me: me, peers: []uint64{peer}}, view{[]uint64{me, peer}, held(0, iscsi.WriteExclusiveAllRegistrants), 0}, ok, actRefuse, 0},
 
 		// Release.
-		{"release: ours: release", goal{op: opRelease, me: me}, view{[]uint64{me, peer}, held(me, weRO), 0}, ok, actRelease, 0},
+		{"release: ours: release", goal{op: opRelease, me: me, peers: []uint64{peer}}, view{[]uint64{me, peer}, held(me, weRO), 0}, ok, actRelease, 0},
+		{"release: ours, a peer is fenced off: keep it", goal{op: opRelease, me: me, peers: []uint64{peer}}, view{[]uint64{me, me}, held(me, weRO), 0}, ok, actKeep, 0},
+		{"release: ours, one of two peers is fenced off: keep it", goal{op: opRelease, me: me, peers: []uint64{peer, other}}, view{[]uint64{me, peer}, held(me, weRO), 0}, ok, actKeep, 0},
+		{"release: stale holder, a peer is fenced off: keep it", goal{op: opRelease, me: me, peers: []uint64{peer}}, view{[]uint64{me}, held(me, weRO), 0}, progress{joined: true, sessionsOK: true, released: 1}, actKeep, 0},
 		{"release: still ours after RELEASE: stale holder", goal{op: opRelease, me: me}, view{[]uint64{me, peer}, held(me, weRO), 0}, progress{joined: true, sessionsOK: true, released: 1}, actReleaseStale, 0},
 		{"release: still ours after taking it back: refuse", goal{op: opRelease, me: me}, view{[]uint64{me}, held(me, weRO), 0}, progress{joined: true, sessionsOK: true, released: 2, stale: true}, actRefuse, 0},
 		{"release: not held: done", goal{op: opRelease, me: me}, view{[]uint64{me, peer}, none, 0}, ok, actDone, 0},
@@ -72,7 +78,9 @@ func TestNext(t *testing.T) {
 		{"check standby: registered is enough", goal{op: opCheck, me: me}, view{[]uint64{me, peer}, held(peer, weRO), 0}, ok, actDone, 0},
 		{"check active: holding", goal{op: opCheck, me: me, active: true}, view{[]uint64{me, peer}, held(me, weRO), 0}, ok, actDone, 0},
 		{"check active: reservation gone: reserve again", goal{op: opCheck, me: me, active: true}, view{[]uint64{me, peer}, none, 0}, ok, actReserve, 0},
-		{"check active: peer holds while our key is there: refuse", goal{op: opCheck, me: me, active: true}, view{[]uint64{me, peer}, held(peer, weRO), 0}, ok, actRefuse, 0},
+		{"check active: registered peer holds WE-RO: done", goal{op: opCheck, me: me, active: true, peers: []uint64{peer}}, view{[]uint64{me, peer}, held(peer, weRO), 0}, ok, actDone, 0},
+		{"check active: a key of no peer holds: refuse", goal{op: opCheck, me: me, active: true, peers: []uint64{peer}}, view{[]uint64{me, peer, other}, held(other, weRO), 0}, ok, actRefuse, 0},
+		{"check active: peer holds another type: refuse", goal{op: opCheck, me: me, active: true, peers: []uint64{peer}}, view{[]uint64{me, peer}, held(peer, iscsi.ExclusiveAccess), 0}, ok, actRefuse, 0},
 	}
 	for _, c := range cases {
 		a := next(c.g, c.v, c.p)

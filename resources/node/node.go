@@ -171,9 +171,9 @@ func (n *Node) shutdownTimeout() time.Duration {
 func (n *Node) view(now time.Time) resources.View {
 	hv := n.member.View()
 	n.takeKnowledge(now, hv)
-	v := resources.View{Role: hv.Role}
+	v := resources.View{Role: hv.Role, Term: hv.Term}
 	for _, p := range hv.Peers {
-		pv := resources.PeerView{ID: p.ID, State: p.State, Role: p.Role}
+		pv := resources.PeerView{ID: p.ID, State: p.State, Role: p.Role, Term: p.Term}
 		if p.HasApp {
 			pv.App = p.App
 		}

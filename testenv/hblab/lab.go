@@ -144,13 +144,22 @@ func New(opt Options) (_ *Lab, err error) {
 }
 
 // sweepStale deletes lab namespaces left behind by a process that died
-// before its cleanup ran (a test binary killed by its timeout). Names are
-// hb-NAME-PID-RAND-NODE; only those of dead PIDs are touched.
+// before its cleanup ran (a test binary killed by its timeout).
 func sweepStale() {
+	for _, ns := range StaleNetns("hb") {
+		run("ip", "netns", "del", ns)
+	}
+}
+
+// StaleNetns lists the network namespaces named TAG-NAME-PID-RAND-ROLE
+// (the names hblab and halab give) whose PID is dead: left behind by a
+// lab whose process died before its cleanup ran.
+func StaleNetns(tag string) []string {
+	var stale []string
 	ents, _ := os.ReadDir("/var/run/netns")
 	for _, e := range ents {
 		f := strings.Split(e.Name(), "-")
-		if len(f) < 5 || f[0] != "hb" {
+		if len(f) < 5 || f[0] != tag {
 			continue
 		}
 		pid, err := strconv.Atoi(f[len(f)-3])
@@ -158,9 +167,10 @@ func sweepStale() {
 			continue
 		}
 		if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); os.IsNotExist(err) {
-			run("ip", "netns", "del", e.Name())
+			stale = append(stale, e.Name())
 		}
 	}
+	return stale
 }
 
 func runAll(cmds ...[]string) error {

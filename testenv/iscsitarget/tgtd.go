@@ -24,6 +24,8 @@ type Tgtd struct {
 	Control int    // tgtd -C value
 	Log     string // path of tgtd's output
 
+	netns  string
+	dial   func(addr string, timeout time.Duration) (net.Conn, error)
 	mu     sync.Mutex
 	cmd    *exec.Cmd
 	script [][]string // tgtadm argument lists replayed on Restart
@@ -55,15 +57,36 @@ func freePort() (int, error) {
 
 // StartTgtd starts a tgtd with a fresh portal and control port; logDir
 // receives its log.
-func StartTgtd(logDir string) (*Tgtd, error) {
+func StartTgtd(logDir string) (*Tgtd, error) { return StartTgtdWith(logDir, TgtdOptions{}) }
+
+// TgtdOptions place a tgtd elsewhere than a free port on 127.0.0.1.
+type TgtdOptions struct {
+	Portal string // "IP:PORT"; empty: a free port on 127.0.0.1
+	Netns  string // a named network namespace (ip netns) to run tgtd in; empty: this one
+	// Dial reaches Portal to check that tgtd listens; needed with Netns,
+	// whose addresses this process cannot reach. Default net.DialTimeout.
+	Dial func(addr string, timeout time.Duration) (net.Conn, error)
+}
+
+// StartTgtdWith starts a tgtd as o says, with its own control port.
+func StartTgtdWith(logDir string, o TgtdOptions) (*Tgtd, error) {
 	if err := TgtdAvailable(); err != nil {
 		return nil, err
 	}
-	port, err := freePort()
-	if err != nil {
-		return nil, err
+	t := &Tgtd{Portal: o.Portal, netns: o.Netns, dial: o.Dial}
+	if t.Portal == "" {
+		port, err := freePort()
+		if err != nil {
+			return nil, err
+		}
+		t.Portal = fmt.Sprintf("127.0.0.1:%d", port)
 	}
-	t := &Tgtd{Portal: fmt.Sprintf("127.0.0.1:%d", port), Log: filepath.Join(logDir, fmt.Sprintf("tgtd-%d.log", port))}
+	if t.dial == nil {
+		t.dial = func(addr string, timeout time.Duration) (net.Conn, error) {
+			return net.DialTimeout("tcp", addr, timeout)
+		}
+	}
+	t.Log = filepath.Join(logDir, "tgtd-"+strings.NewReplacer(":", "-", "[", "", "]", "").Replace(t.Portal)+".log")
 	for range 20 {
 		t.Control = 20000 + rand.IntN(12000)
 		if _, err := os.Stat(fmt.Sprintf("/var/run/tgtd/socket.%d", t.Control)); errors.Is(err, os.ErrNotExist) {
@@ -82,7 +105,11 @@ func (t *Tgtd) start() error {
 		return err
 	}
 	defer logf.Close()
-	cmd := exec.Command("tgtd", "-f", "-C", strconv.Itoa(t.Control), "--iscsi", "portal="+t.Portal)
+	args := []string{"tgtd", "-f", "-C", strconv.Itoa(t.Control), "--iscsi", "portal=" + t.Portal}
+	if t.netns != "" {
+		args = append([]string{"ip", "netns", "exec", t.netns}, args...)
+	}
+	cmd := exec.Command(args[0], args[1:]...) // ip netns exec execs tgtd: same pid
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
@@ -112,7 +139,7 @@ func (t *Tgtd) start() error {
 	}
 	// Wait for the portal too.
 	for {
-		c, err := net.DialTimeout("tcp", t.Portal, time.Second)
+		c, err := t.dial(t.Portal, time.Second)
 		if err == nil {
 			c.Close()
 			return nil
@@ -213,6 +240,16 @@ func (t *Tgtd) signal(sig syscall.Signal) error {
 		return errors.New("tgtd not running")
 	}
 	return t.cmd.Process.Signal(sig)
+}
+
+// Pid is tgtd's process ID (0 when not running).
+func (t *Tgtd) Pid() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.cmd == nil || t.cmd.Process == nil {
+		return 0
+	}
+	return t.cmd.Process.Pid
 }
 
 // Pause stops tgtd with SIGSTOP: connections stay open but nothing answers.

@@ -25,6 +25,14 @@
 // another tgtd on another port so that one array can fail alone
 // (Arrays.Kill and Restart for a crash, Pause and Resume for a hang).
 //
+// A second real array: StartLIO configures the Linux kernel's iSCSI target
+// (LIO, what most NAS and Linux storage appliances run) inside a VM through
+// configfs, as targetcli would, with LUNs cut from one of the node's disks,
+// CHAP ACLs, and optionally writes held in flight (dm-delay); SetEnabled and
+// Restart take its TPG down or reboot it. Lab.Dial connects from the lab's
+// namespace, so hamirror's initiator in the test process reaches it
+// (iscsi.Config{Dial: l.Dial}).
+//
 // Each VM runs labagent (package labagent) on a virtio-serial port; Node.Run
 // sends it commands and returns output and exit code. Every VM's console is
 // logged to DIR/NAME.console.log and can be attached interactively on the

@@ -26,8 +26,12 @@ var WantedModules = []string{
 	"nbd", "raid1", "dm-mirror",
 }
 
-// OptionalModules are loaded when the kernel package has them.
-var OptionalModules = []string{"drbd", "iscsi_tcp", "sd_mod"}
+// OptionalModules are loaded when the kernel package has them: DRBD and the
+// kernel initiator for comparisons, the LIO iSCSI target (configfs,
+// target_core_mod with its block and file backstores, iscsi_target_mod) and
+// dm-delay for a second real array (lio.go).
+var OptionalModules = []string{"drbd", "iscsi_tcp", "sd_mod",
+	"configfs", "target_core_mod", "target_core_iblock", "target_core_file", "iscsi_target_mod", "dm_delay"}
 
 // Kernel is an unpacked Debian kernel: vmlinuz and the lab's modules, in
 // load order (dependencies first).

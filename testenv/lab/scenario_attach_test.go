@@ -82,6 +82,12 @@ func sameRange(a, b, size string) error {
 	if err != nil {
 		return fmt.Errorf("volume size %q: %w", size, err)
 	}
+	return sameRangeAt(a, 0, b, 0, n)
+}
+
+// sameRangeAt compares n bytes of file a from offA with file b from offB
+// (a LUN that starts inside a VM's disk image, lio.go).
+func sameRangeAt(a string, offA int64, b string, offB int64, n int64) error {
 	fa, err := os.Open(a)
 	if err != nil {
 		return err
@@ -95,11 +101,11 @@ func sameRange(a, b, size string) error {
 	ba, bb := make([]byte, 1<<20), make([]byte, 1<<20)
 	for off := int64(0); off < n; off += int64(len(ba)) {
 		k := int(min(int64(len(ba)), n-off))
-		if _, err := io.ReadFull(io.NewSectionReader(fa, off, int64(k)), ba[:k]); err != nil {
-			return fmt.Errorf("%s at %d: %w", a, off, err)
+		if _, err := io.ReadFull(io.NewSectionReader(fa, offA+off, int64(k)), ba[:k]); err != nil {
+			return fmt.Errorf("%s at %d: %w", a, offA+off, err)
 		}
-		if _, err := io.ReadFull(io.NewSectionReader(fb, off, int64(k)), bb[:k]); err != nil {
-			return fmt.Errorf("%s at %d: %w", b, off, err)
+		if _, err := io.ReadFull(io.NewSectionReader(fb, offB+off, int64(k)), bb[:k]); err != nil {
+			return fmt.Errorf("%s at %d: %w", b, offB+off, err)
 		}
 		if !bytes.Equal(ba[:k], bb[:k]) {
 			for i := range k {

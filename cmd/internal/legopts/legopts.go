@@ -26,6 +26,9 @@ type Flags struct {
 	TargetUser       string
 	TargetSecretFile string
 	Timeout          time.Duration
+	// ZeroByWriting is --zero-by-writing: auto, always or never (see
+	// iscsi.ZeroWritingMode); Open rejects anything else.
+	ZeroByWriting string
 	// Purpose is what the sessions are for: mirrorctl's commands say
 	// iscsi.PurposeTool, so running one beside mirrord on the same node
 	// never reinstates — that is, drops — the daemon's sessions; the
@@ -44,6 +47,8 @@ func (f *Flags) Add(fl *pflag.FlagSet, withTimeout bool) {
 	fl.StringVar(&f.ChapSecretFile, "chap-secret-file", "", "file holding the iSCSI CHAP secret")
 	fl.StringVar(&f.TargetUser, "target-chap-user", "", "mutual CHAP: the name the target must authenticate with")
 	fl.StringVar(&f.TargetSecretFile, "target-chap-secret-file", "", "mutual CHAP: file holding the target's secret")
+	fl.StringVar(&f.ZeroByWriting, "zero-by-writing", string(iscsi.ZeroWritingAuto),
+		"when to zero iSCSI LUNs by writing zeros instead of UNMAP/WRITE SAME: auto (on arrays that let those through a reservation, as tgtd does), always, never")
 	if withTimeout {
 		fl.DurationVar(&f.Timeout, "timeout", 5*time.Second, "give up on an unanswered iSCSI target after this long")
 	}
@@ -54,6 +59,7 @@ func (f *Flags) ISCSI() iscsi.Config {
 	return iscsi.Config{
 		InitiatorName: f.InitiatorName, Purpose: f.Purpose, User: f.ChapUser, SecretFile: f.ChapSecretFile,
 		TargetUser: f.TargetUser, TargetSecretFile: f.TargetSecretFile, Timeout: f.Timeout,
+		ZeroByWriting: iscsi.ZeroWritingMode(f.ZeroByWriting),
 	}
 }
 

@@ -24,6 +24,7 @@ var sections = []section{
 	{"heartbeat", benchHeartbeat},
 	{"engine", benchEngine},
 	{"iscsi", benchISCSI},
+	{"failover", benchFailover},
 }
 
 func main() {

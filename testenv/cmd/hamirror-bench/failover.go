@@ -1,0 +1,185 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/hamirror/hamirror/testenv/halab"
+	"github.com/hamirror/hamirror/testenv/halab/peers"
+)
+
+// failoverRuns is the default number of faults per setting; the default
+// total stays under about ten minutes. HAMIRROR_BENCH_RUNS changes it.
+const failoverRuns = 10
+
+// failoverSystem is one row of the failover section: a system and setting
+// on the failover lab. hamirror's own node joins this list as one more
+// halab.System once it exists.
+type failoverSystem struct {
+	new   func() halab.System
+	avail func() error
+}
+
+func failoverSystems() []failoverSystem {
+	return []failoverSystem{
+		{func() halab.System { return &peers.Keepalived{} }, peers.KeepalivedAvailable},
+		{func() halab.System { return &peers.Keepalived{AdvertInt: "0.01"} }, peers.KeepalivedAvailable},
+		{func() halab.System { return &peers.Pacemaker{} }, peers.PacemakerAvailable},
+		{func() halab.System { return &peers.Pacemaker{Token: 1000} }, peers.PacemakerAvailable},
+	}
+}
+
+// benchFailover measures the client-visible outage when the active node
+// fails, for every system on the same network-namespace lab with the same
+// client loop (a fresh connection to the VIP and one committed INSERT per
+// attempt; connect timeout 100 ms, 1 s per attempt, 10 ms between
+// attempts). HAMIRROR_BENCH_FAULTS lists the faults (default "kill"; also
+// "freeze", "public-down"); HAMIRROR_BENCH_SYSTEMS keeps only the systems
+// whose name holds one of its words ("keepalived", "pacemaker", "token");
+// HAMIRROR_BENCH_KEEP=1 keeps each lab's folder (the daemons' logs).
+func benchFailover() error {
+	if err := halab.Available(); err != nil {
+		fmt.Printf("failover section skipped: %v\n", err)
+		return nil
+	}
+	runs := failoverRuns
+	if s := os.Getenv("HAMIRROR_BENCH_RUNS"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 {
+			return fmt.Errorf("HAMIRROR_BENCH_RUNS=%q: want a positive number of runs", s)
+		}
+		runs = n
+	}
+	faults := []halab.Fault{halab.FaultKill}
+	if s := os.Getenv("HAMIRROR_BENCH_FAULTS"); s != "" {
+		faults = nil
+		for _, f := range strings.Fields(s) {
+			faults = append(faults, halab.Fault(f))
+		}
+	}
+	// Ctrl-C ends the runs; every lab is still closed.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	var results []*halab.Result
+	var skipped []string
+	for _, fault := range faults {
+		for _, fs := range failoverSystems() {
+			s := fs.new()
+			if !wanted(s.Name()) {
+				continue
+			}
+			if err := fs.avail(); err != nil {
+				skipped = append(skipped, fmt.Sprintf("%s: %v", s.Name(), err))
+				continue
+			}
+			fmt.Printf("%s, fault %s, %d runs ...\n", s.Name(), fault, runs)
+			res, err := failoverCampaign(ctx, s, fault, runs)
+			if res != nil && len(res.Runs) > 0 {
+				results = append(results, res)
+			}
+			if err != nil {
+				printFailover(results, skipped)
+				if ctx.Err() != nil {
+					return errors.New("interrupted; every lab was removed")
+				}
+				return err
+			}
+		}
+	}
+	printFailover(results, skipped)
+	return nil
+}
+
+// wanted says whether HAMIRROR_BENCH_SYSTEMS selects the system named name.
+func wanted(name string) bool {
+	words := strings.Fields(strings.ToLower(os.Getenv("HAMIRROR_BENCH_SYSTEMS")))
+	if len(words) == 0 {
+		return true
+	}
+	for _, w := range words {
+		if strings.Contains(strings.ToLower(name), w) {
+			return true
+		}
+	}
+	return false
+}
+
+// failoverCampaign runs one system on a lab of its own.
+func failoverCampaign(ctx context.Context, s halab.System, fault halab.Fault, runs int) (*halab.Result, error) {
+	l, err := halab.New(ctx, halab.Options{Name: "bench", Arrays: -1, Keep: os.Getenv("HAMIRROR_BENCH_KEEP") != "",
+		Private: append(peers.PacemakerPrivate(), "/etc/keepalived"), Overlay: peers.PacemakerOverlay()})
+	if err != nil {
+		return nil, err
+	}
+	defer l.Close()
+	if err := s.Setup(ctx, l); err != nil {
+		return nil, err
+	}
+	start := time.Now()
+	if err := s.Start(ctx); err != nil {
+		return nil, err
+	}
+	defer s.Stop(context.Background())
+	fmt.Printf("  started in %.1f s\n", time.Since(start).Seconds())
+	return halab.Campaign{Lab: l, System: s, Fault: fault, Runs: runs,
+		Logf: func(f string, a ...any) { fmt.Printf("  "+f+"\n", a...) }}.Run(ctx)
+}
+
+func secs(d time.Duration) string { return fmt.Sprintf("%.2f", d.Seconds()) }
+
+// printFailover prints one row per system and fault, then each one's
+// breakdown, then the peers' documented defaults.
+func printFailover(results []*halab.Result, skipped []string) {
+	fmt.Printf("\nFailover: client-visible outage after the active node's fault (s, lower is better; netns lab, shared host)\n")
+	fmt.Printf("  %-44s %-11s %5s %7s %7s %7s %9s  %s\n", "subject", "fault", "runs", "p50", "p99", "max", "vs ka p50", "acknowledged rows lost")
+	base := map[halab.Fault]time.Duration{}
+	for _, r := range results {
+		if strings.HasPrefix(r.System, "keepalived, defaults") {
+			base[r.Fault] = halab.Summarise(r.Outages()).P50
+		}
+	}
+	for _, r := range results {
+		st := halab.Summarise(r.Outages())
+		ratio := "-"
+		if b := base[r.Fault]; b > 0 && st.N > 0 {
+			ratio = fmt.Sprintf("%.2fx", float64(st.P50)/float64(b))
+		}
+		lost, committed := r.LostTotal()
+		note := fmt.Sprintf("%d of %d", lost, committed)
+		if st.N < len(r.Runs) {
+			note += fmt.Sprintf("; %d runs not served again", len(r.Runs)-st.N)
+		}
+		p50, p99, pmax := secs(st.P50), secs(st.P99), secs(st.Max)
+		if st.N == 0 {
+			p50, p99, pmax = "-", "-", "-"
+		}
+		fmt.Printf("  %-44s %-11s %5d %7s %7s %7s %9s  %s\n", r.System, r.Fault, len(r.Runs), p50, p99, pmax, ratio, note)
+	}
+	for _, r := range results {
+		names, st := r.PhaseStats()
+		if len(names) == 0 {
+			continue
+		}
+		fmt.Printf("\n  %s, %s: breakdown, seconds from the fault (p50 / max)\n", r.System, r.Fault)
+		for _, n := range names {
+			fmt.Printf("    %-28s %6s / %6s  (%d runs)\n", n, secs(st[n].P50), secs(st[n].Max), st[n].N)
+		}
+	}
+	for _, s := range skipped {
+		fmt.Printf("\n  skipped %s\n", s)
+	}
+	fmt.Println(`
+  The client loop is the same for every row: a new connection to the VIP and one committed INSERT per
+  attempt (connect timeout 100 ms, 1 s per attempt, 10 ms pause). keepalived moves the VIP alone and each
+  node runs its own PostgreSQL, so the rows the dead node acknowledged are lost by design. Pacemaker fences
+  with fence_halab (the lab's power switch): fence_scsi needs the kernel's SCSI layer, which this host lacks.
+  Documented defaults: keepalived 3 x advert_int (1 s) + skew to declare the master dead; Corosync token
+  3 s + consensus 3.6 s before membership changes, then Pacemaker fences and starts the group.`)
+}
