@@ -113,11 +113,11 @@ func (v *Volume) verifyChunk(c int64, repair bool, bufs [2][]byte) error {
 			v.cond.Wait()
 		}
 	}
-	legs := v.legs
+	legs, ep := v.legs, v.m.epochs()
 	v.mu.Unlock()
 	unlock := func() {
 		v.mu.Lock()
-		v.m.unlockChunk(c, v.clock.Now())
+		v.m.unlockChunk(c)
 		v.notify()
 		v.mu.Unlock()
 	}
@@ -138,6 +138,11 @@ func (v *Volume) verifyChunk(c int64, repair bool, bufs [2][]byte) error {
 	var err error
 	if !same && repair {
 		v.mu.Lock()
+		if v.m.epochs() != ep || !v.m.bothInSync() {
+			v.mu.Unlock()
+			unlock()
+			return fmt.Errorf("a leg left sync during verify: %w", ErrNoLeg)
+		}
 		err = v.waitSeq(v.m.markRepair(c, v.clock.Now()))
 		v.mu.Unlock()
 		if err == nil {
