@@ -12,10 +12,11 @@ import (
 // AddOptions tune AddLegWith.
 type AddOptions struct {
 	// Force overwrites a leg the rules refuse (FORMAT.md "Adding a leg"):
-	// one whose metadata is corrupt, that holds another volume or a file
-	// system, or whose history is newer than or diverged from this
-	// volume's. The leg then receives a full copy and what it held is
-	// lost. Only an operator who decided so sets it (`leg add N --force`).
+	// one whose metadata is corrupt, that holds a file system, or whose
+	// history is newer than or diverged from this volume's (a leg of
+	// another volume stays refused). The leg then receives a full copy
+	// and what it held is lost. Only an operator who decided so sets it
+	// (`mirrorctl leg add N --force`).
 	Force bool
 }
 
@@ -24,10 +25,11 @@ type AddOptions struct {
 // of this volume that left in an older generation receives only the
 // chunks changed since; a blank leg receives everything. A leg that may
 // hold data the volume lacks (the volume's newest generation or a newer
-// one, or a diverged history: *SplitBrainError) is refused, as is a leg of
-// another volume (ErrExists) or with corrupt metadata (ErrCorrupt), unless
-// AddLegWith forces it. The slot cannot be re-added while a leg call into
-// it is still running (ErrInFlight). A leg object the slot held before is
+// one, or a diverged history: *SplitBrainError) is refused, as is a leg
+// with corrupt metadata (ErrCorrupt) or a file system, unless AddLegWith
+// forces it; a leg of another volume is always refused (ErrExists). The
+// slot cannot be re-added while a leg call into it is still running
+// (ErrInFlight). A leg object the slot held before is
 // closed once replaced; a leg passed in is never closed on error.
 func (v *Volume) AddLeg(slot int, leg Leg) error { return v.AddLegWith(slot, leg, AddOptions{}) }
 

@@ -146,6 +146,9 @@ func (m *machine) failByOperator(i int, now time.Time) (seq uint64, rec *superbl
 	if !m.active(i) {
 		return 0, nil, fmt.Errorf("leg %d is not active", i)
 	}
+	if m.source() == i {
+		return 0, nil, fmt.Errorf("leg %d is the only up-to-date leg (leg %d is being rebuilt from it): failing it would stop the volume; wait for the resync (mirrorctl resync --wait)", i, 1-i)
+	}
 	seq, err = m.fail(i, errors.New("failed by operator"))
 	if err != nil {
 		return 0, nil, err
@@ -218,8 +221,9 @@ type addPlan struct {
 // "Adding a leg"):
 //   - no metadata (blank): full copy, unless a file system or partition
 //     table was found (sig), which needs force;
-//   - corrupt metadata, another volume, another geometry: refused unless
-//     force (then a full copy);
+//   - another volume's leg: refused (wipe its metadata to reuse it);
+//   - corrupt metadata, another geometry: refused unless force (then a
+//     full copy);
 //   - its newest generation is the volume's newest, or newer, or the
 //     histories diverged: refused (a *SplitBrainError for a divergence),
 //     unless force: the leg may hold data the volume lacks;
@@ -251,8 +255,9 @@ func (m *machine) planAdd(i int, name string, sb *superblock, readErr error, sig
 	case readErr != nil:
 		return addPlan{}, fmt.Errorf("add leg %s: reading its metadata: %w", name, readErr)
 	case sb.VolumeUUID != m.volUUID:
-		return refuse(fmt.Errorf("add leg %s: it holds hamirror volume %s, not this volume %s; "+how+": %w",
-			name, uuidString(sb.VolumeUUID), uuidString(m.volUUID), i, ErrExists))
+		// Even forced: another volume's leg is never taken by mistake.
+		return addPlan{}, fmt.Errorf("add leg %s: it holds hamirror volume %s, not this volume %s (to reuse it, check it is not in use, then wipe its hamirror metadata: its last 8 KiB): %w",
+			name, uuidString(sb.VolumeUUID), uuidString(m.volUUID), ErrExists)
 	case sb.ChunkSize != m.chunk || sb.DataSize != m.dataSize:
 		return refuse(fmt.Errorf("add leg %s: its metadata records data size %d and chunk %d, this volume %d and %d; "+how+": %w",
 			name, sb.DataSize, sb.ChunkSize, m.dataSize, m.chunk, i, ErrCorrupt))

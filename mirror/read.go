@@ -120,8 +120,8 @@ func (v *Volume) readRecover(bad int, p []byte, off int64, rerr error) (err erro
 	buf := alignedBuf(int(v.chunk))
 	for c := c0; c <= c1; c++ {
 		if _, err := v.copyChunk(c, good, bad, true, buf, &ep); err != nil {
-			if errors.Is(err, errStaleCopy) {
-				break // the bad leg failed or was re-added meanwhile
+			if errors.Is(err, errStaleCopy) || errors.Is(err, ErrClosed) {
+				break // the bad leg failed or was re-added meanwhile, or closing
 			}
 			v.mu.Lock()
 			var le *LegError

@@ -123,7 +123,7 @@ func (v *Volume) runResync(src, dst int, ep [2]uint64) error {
 			continue
 		}
 		stamp, err := v.copyChunk(c, src, dst, false, buf, &ep)
-		if errors.Is(err, errStaleCopy) {
+		if errors.Is(err, errStaleCopy) || errors.Is(err, ErrClosed) {
 			return err
 		}
 		if err != nil {
@@ -304,12 +304,17 @@ func (v *Volume) copyChunk(c int64, from, to int, mark bool, buf []byte, ep *[2]
 	n := min(v.chunk, v.size-off)
 	v.mu.Lock()
 	if !v.m.lockChunk(c) {
-		for !v.m.chunkIdle(c) {
+		// Writes in flight drain; a held one (rule 8) may take long: Close
+		// does not wait for it.
+		for !v.m.chunkIdle(c) && !v.closing {
 			v.cond.Wait()
 		}
 	}
 	var err error
-	if ep != nil && (v.m.epochs() != *ep || !v.m.active(from) || !v.m.active(to)) {
+	if !v.m.chunkIdle(c) {
+		err = ErrClosed
+	}
+	if ep != nil && err == nil && (v.m.epochs() != *ep || !v.m.active(from) || !v.m.active(to)) {
 		err = errStaleCopy
 	}
 	if mark && err == nil {

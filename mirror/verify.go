@@ -109,9 +109,15 @@ func (v *Volume) verifyChunk(c int64, repair bool, bufs [2][]byte) error {
 		return fmt.Errorf("a leg left sync during verify: %w", ErrNoLeg)
 	}
 	if !v.m.lockChunk(c) {
-		for !v.m.chunkIdle(c) {
+		for !v.m.chunkIdle(c) && !v.closing {
 			v.cond.Wait()
 		}
+	}
+	if !v.m.chunkIdle(c) {
+		v.m.unlockChunk(c)
+		v.notify()
+		v.mu.Unlock()
+		return ErrClosed
 	}
 	legs, ep := v.legs, v.m.epochs()
 	v.mu.Unlock()
