@@ -33,6 +33,7 @@ import (
 //	                          diverged, otherslot
 //	autoadd S LEG             the same, by AutoReAdd
 //	copy C...                 the resync copies chunks C (one batch, epochs of now)
+//	lock C / unlock C         a copier takes or releases chunk C
 //	commit                    the batch is flushed and recorded (or not)
 //	resync                    copy every chunk still needed, commit, finish
 //	state                     both slots' states
@@ -169,6 +170,14 @@ func (s *legScenario) do(f []string) string {
 			s.batch = append(s.batch, s.num(c))
 			s.stamps = append(s.stamps, m.unlockChunk(s.num(c)))
 		}
+		return "ok"
+	case "lock":
+		if m.lockChunk(s.num(f[1])) {
+			return "locked, ready to copy"
+		}
+		return "locked, waits for writes in flight"
+	case "unlock":
+		m.unlockChunk(s.num(f[1]))
 		return "ok"
 	case "commit":
 		ok := m.copied(s.batch, s.stamps, 0, s.ep)

@@ -228,6 +228,11 @@ func (m *machine) beginWrite(off, n int64, now time.Time) (t writeTicket, a admi
 	}
 	for c := c0; c <= c1; c++ {
 		if m.locked[c] {
+			if m.heldIn(c) {
+				// The copier waits for an abandoned write in the chunk:
+				// so does this write, boundedly (rule 8).
+				return t, waitHeldOff
+			}
 			return t, waitTurn
 		}
 	}
@@ -286,6 +291,16 @@ func (m *machine) releaseHeld(off, n int64, now time.Time) {
 			m.lastWrite[c] = now
 		}
 	}
+}
+
+// heldIn: a held write (rule 8) lies in chunk c.
+func (m *machine) heldIn(c int64) bool {
+	for _, w := range m.writing {
+		if w.held && w.off < (c+1)*m.chunk && c*m.chunk < w.end {
+			return true
+		}
+	}
+	return false
 }
 
 func (m *machine) dropSpan(off, n int64, held bool) bool {

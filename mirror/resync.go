@@ -325,6 +325,20 @@ func (v *Volume) copyChunk(c int64, from, to int, mark bool, buf []byte, ep *[2]
 	if err == nil {
 		err = v.legIO(from, lf, "read", func(l Leg) error { return l.ReadAt(buf[:n], off) })
 	}
+	if err == nil && ep != nil {
+		// Check the attach again, and count the write as a call into the
+		// target's slot before the lock is released: the slot cannot be
+		// re-attached between the check and the call, whose data (of the
+		// earlier attach) could otherwise land on the new leg later.
+		v.mu.Lock()
+		if v.m.epochs() != *ep || !v.m.active(to) {
+			err = errStaleCopy
+		} else {
+			v.outstanding[to].Add(1)
+			defer v.outstanding[to].Add(-1)
+		}
+		v.mu.Unlock()
+	}
 	if err == nil {
 		err = v.legIO(to, lt, "write", func(l Leg) error { return l.WriteAt(buf[:n], off, false) })
 	}
