@@ -89,7 +89,7 @@ func (v *Volume) add(slot int, leg Leg, o AddOptions, explicit bool) error {
 			v.mu.Unlock()
 			old.Close()
 		}
-		if leg, err = v.opts.OpenLeg(spec); err != nil {
+		if leg, err = v.opts.openLeg(spec); err != nil {
 			leg = nil
 			return fmt.Errorf("reopen leg %d: %w", slot, err)
 		}
@@ -296,7 +296,7 @@ func (v *Volume) openInBackground(spec string) Leg {
 	}
 	ch := make(chan result, 1)
 	go func() {
-		l, err := v.opts.OpenLeg(spec)
+		l, err := v.opts.openLeg(spec)
 		ch <- result{l, err}
 	}()
 	select {

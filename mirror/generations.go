@@ -242,7 +242,12 @@ func decideLone(s *superblock, i int, names [2]string, keep int, known *KnownSta
 		known = nil
 	}
 	e.Known = known
-	if s.LegStates[i] != legInSync {
+	switch s.LegStates[i] {
+	case legInSync:
+	case legFailed:
+		e.Reason += fmt.Sprintf("leg %d records itself failed (the operator failed it): leg %d took the writes since", i, 1-i)
+		return p, e
+	default:
 		e.Reason += fmt.Sprintf("leg %d is %s: it was being rebuilt from leg %d, which is missing; serving it would serve stale data", i, s.LegStates[i], 1-i)
 		return p, e
 	}

@@ -49,6 +49,7 @@ func TestDecide(t *testing.T) {
 		{"lone leg that recorded both in sync is refused", [2]*superblock{nil, sb(1, 5, in, 1, 1)}, -1, "n", "--keep-leg 1", 0, 0, false, false},
 		{"lone leg recorded both in sync, forced", [2]*superblock{nil, sb(1, 5, in, 1, 1)}, 1, "n", "", 1, legFailed, false, true},
 		{"lone out-of-sync leg refused", [2]*superblock{sb(0, 5, [2]legState{legRebuilding, legInSync}, 1, 1), nil}, -1, "n", "being rebuilt", 0, 0, false, false},
+		{"lone leg the operator failed is refused", [2]*superblock{nil, sb(1, 5, [2]legState{legInSync, legFailed}, 1, 1)}, -1, "n", "records itself failed", 0, 0, false, false},
 		{"lone rebuilding leg refused even with the other failed", [2]*superblock{sb(0, 5, [2]legState{legRebuilding, legFailed}, 1, 1), nil}, -1, "n", "being rebuilt", 0, 0, false, false},
 		{"lone out-of-sync leg forced", [2]*superblock{nil, sb(1, 5, reb1, 1, 1)}, 1, "n", "", 1, legFailed, false, true},
 		{"cannot keep a missing leg", [2]*superblock{nil, sb(1, 5, in, 1, 1)}, 0, "n", "missing", 0, 0, false, false},

@@ -103,10 +103,15 @@ func (o *Options) setDefaults() {
 	if o.Clock == nil {
 		o.Clock = RealClock{}
 	}
-	if o.OpenLeg == nil {
-		lo := o.LegOptions
-		o.OpenLeg = func(spec string) (Leg, error) { return OpenLeg(spec, lo) }
+}
+
+// openLeg opens a leg by name: Options.OpenLeg, or OpenLeg with
+// LegOptions.
+func (o *Options) openLeg(spec string) (Leg, error) {
+	if o.OpenLeg != nil {
+		return o.OpenLeg(spec)
 	}
+	return OpenLeg(spec, o.LegOptions)
 }
 
 func (o *Options) validate() error {
