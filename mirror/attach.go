@@ -105,6 +105,9 @@ func (v *Volume) add(slot int, leg Leg, o AddOptions, explicit bool) error {
 	if err != nil {
 		return err
 	}
+	if plan.uuid == ([16]byte{}) {
+		plan.uuid = newUUID() // a new member: randomness stays out of the machine
+	}
 	if v.opts.BeforeReAdd != nil {
 		if err := v.opts.BeforeReAdd(slot, leg); err != nil {
 			return fmt.Errorf("add leg %s: refused before the add: %w", leg.Name(), err)

@@ -211,7 +211,7 @@ func (m *machine) abortAdd(i int) { m.slots[i].adding = false }
 // addPlan is how a leg joins: which chunks it must receive.
 type addPlan struct {
 	full bool     // every chunk (blank, foreign, forced, or history unknown)
-	uuid [16]byte // the leg's UUID (kept for a returning member, new otherwise)
+	uuid [16]byte // the leg's UUID (kept for a returning member; zero: the driver makes a new one)
 	own  bool     // merge the leg's own bitmap (a returning member's marks)
 	why  string
 }
@@ -231,7 +231,7 @@ type addPlan struct {
 //     (the volume's bits and its own), or every chunk when bits were
 //     cleared after it left or the volume expects another leg in the slot.
 func (m *machine) planAdd(i int, name string, sb *superblock, readErr error, sig string, force bool) (addPlan, error) {
-	blank := addPlan{full: true, uuid: newUUID(), why: "blank leg: full copy"}
+	blank := addPlan{full: true, why: "blank leg: full copy"} // the driver gives it a new UUID
 	forced := func(why string) (addPlan, error) {
 		p := blank
 		p.why = why + "; forced: full copy"

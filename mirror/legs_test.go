@@ -311,6 +311,9 @@ func (s *legScenario) add(i int, leg string, force, explicit bool) string {
 		}
 		return "refused: " + err.Error()
 	}
+	if p.uuid == ([16]byte{}) {
+		p.uuid = [16]byte{0xCC, byte(m.slots[i].epoch)}
+	}
 	if err := m.attach(i, p, nil, s.inflight[i], s.now); err != nil {
 		m.abortAdd(i)
 		return "refused: " + err.Error()
