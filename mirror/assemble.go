@@ -11,11 +11,16 @@ import (
 // or stale chunks starts automatically.
 //
 // Legs may be given in any order: each goes to the slot its superblock
-// names. To assemble degraded pass nil for the missing leg; a leg whose
-// metadata cannot be read because of an I/O error is treated the same way
-// (it is kept, failed, for AutoReAdd). A leg without metadata is an error
-// (ErrNoMetadata, pointing to `mirrorctl create`), and a split brain is a
-// *SplitBrainError unless opts.KeepLeg names the leg to keep.
+// names. Pass nil for a leg that could not be opened. A lone leg is
+// assembled only when it is provably the newest copy (its own superblock
+// records the other leg failed, or opts.Known proves it); otherwise
+// Assemble returns a *LoneLegError saying what is known and how to force
+// (opts.KeepLeg naming the present leg). A leg whose metadata cannot be
+// read is retried, then reported (*UnreadableLegError), never taken for a
+// missing leg, unless opts.KeepLeg names the other leg: it is then left
+// out (failed) and can be re-added later. A leg without metadata is an
+// error (ErrNoMetadata, pointing to `mirrorctl create`), and a split brain
+// is a *SplitBrainError unless opts.KeepLeg names the leg to keep.
 func Assemble(legs [2]Leg, opts Options) (*Volume, error) {
 	opts.setDefaults()
 	if err := opts.validate(); err != nil {
@@ -24,32 +29,25 @@ func Assemble(legs [2]Leg, opts Options) (*Volume, error) {
 	var sbs [2]*superblock
 	var bySlot [2]Leg
 	var names [2]string
-	var unreadable []Leg
-	var readErr error
+	type bad struct {
+		leg Leg
+		err error
+	}
+	var bads []bad
 	for _, l := range legs {
 		if l == nil {
 			continue
 		}
-		sb, err := readSuperblock(l)
-		switch {
-		case errors.Is(err, ErrNoMetadata) || errors.Is(err, ErrCorrupt):
-			return nil, fmt.Errorf("assemble: %w", err)
-		case err != nil:
-			opts.Logger.Warn("leg unreadable; assembling without it", "leg", l.Name(), "err", err)
-			unreadable = append(unreadable, l)
-			readErr = err
+		sb, err := readSuperblockRetry(l, &opts)
+		if err != nil {
+			opts.Logger.Warn("leg metadata not usable", "leg", l.Name(), "err", err)
+			bads = append(bads, bad{l, err})
 			continue
 		}
 		if bySlot[sb.Slot] != nil {
 			return nil, fmt.Errorf("assemble: %s and %s both claim slot %d (a copied leg?)", names[sb.Slot], l.Name(), sb.Slot)
 		}
 		sbs[sb.Slot], bySlot[sb.Slot], names[sb.Slot] = sb, l, l.Name()
-	}
-	if sbs[0] == nil && sbs[1] == nil {
-		if readErr != nil {
-			return nil, fmt.Errorf("assemble: no leg readable: %w", readErr)
-		}
-		return nil, fmt.Errorf("assemble: no legs given: %w", ErrNoLeg)
 	}
 	if a, b := sbs[0], sbs[1]; a != nil && b != nil {
 		if a.VolumeUUID != b.VolumeUUID {
@@ -59,40 +57,38 @@ func Assemble(legs [2]Leg, opts Options) (*Volume, error) {
 			return nil, fmt.Errorf("assemble: legs disagree on data size (%d, %d) or chunk size (%d, %d): %w", a.DataSize, b.DataSize, a.ChunkSize, b.ChunkSize, ErrCorrupt)
 		}
 	}
-	for _, l := range unreadable {
+	var leftOut [2]string // why a present leg takes no part (by slot)
+	if len(bads) > 0 {
+		good := -1
 		for i := range 2 {
-			if bySlot[i] == nil {
-				bySlot[i], names[i] = l, l.Name()
-				break
+			if sbs[i] != nil {
+				good = i
 			}
 		}
-	}
-	var specs [2]string // by slot
-	for i, l := range legs {
-		for s := range 2 {
-			if l != nil && bySlot[s] == l {
-				specs[s] = opts.Specs[i]
-				if specs[s] == "" {
-					specs[s] = l.Name()
-				}
-			}
+		if good < 0 || len(bads) > 1 {
+			return nil, assembleErr(bads[0].leg, bads[0].err, -1)
 		}
+		if opts.KeepLeg != good {
+			return nil, assembleErr(bads[0].leg, bads[0].err, good)
+		}
+		// The operator keeps the readable leg: the other is left out.
+		bySlot[1-good], names[1-good] = bads[0].leg, bads[0].leg.Name()
+		leftOut[1-good] = "metadata unusable at assembly: " + bads[0].err.Error()
 	}
-	for i, l := range legs {
-		if l == nil && opts.Specs[i] != "" {
-			for s := range 2 {
-				if bySlot[s] == nil && specs[s] == "" {
-					specs[s] = opts.Specs[i]
-					break
-				}
-			}
+	if sbs[0] == nil && sbs[1] == nil {
+		return nil, fmt.Errorf("assemble: no legs given: %w", ErrNoLeg)
+	}
+	specs := slotSpecs(legs, bySlot, opts.Specs)
+	for i := range 2 {
+		if names[i] == "" {
+			names[i] = specs[i]
 		}
 	}
 	blockSize, err := volumeBlockSize(bySlot, opts.BlockSize)
 	if err != nil {
 		return nil, fmt.Errorf("assemble: %w", err)
 	}
-	plan, err := decide(sbs, names, opts.KeepLeg, opts.NodeID)
+	plan, err := decide(sbs, names, opts.KeepLeg, opts.NodeID, opts.Known)
 	if err != nil {
 		return nil, fmt.Errorf("assemble: %w", err)
 	}
@@ -109,9 +105,15 @@ func Assemble(legs [2]Leg, opts Options) (*Volume, error) {
 		if !plan.union[i] || sbs[i] == nil {
 			continue
 		}
-		bs, bad, err := readBitmap(bySlot[i], sbs[i])
+		var bs *bitset
+		var bad int
+		err := timed(opts.Clock, opts.IOTimeout, func() error {
+			var err error
+			bs, bad, err = readBitmap(bySlot[i], sbs[i])
+			return err
+		})
 		if err != nil {
-			return nil, fmt.Errorf("assemble: %w", err)
+			return nil, fmt.Errorf("assemble: leg %s: %w", names[i], err)
 		}
 		if bad > 0 {
 			opts.Logger.Warn("unreadable bitmap blocks counted as dirty", "leg", names[i], "blocks", bad)
@@ -126,8 +128,8 @@ func Assemble(legs [2]Leg, opts Options) (*Volume, error) {
 		dirty.setAll()
 	}
 	mc := machineConfig{
-		chunk: view.ChunkSize, dataSize: view.DataSize, delay: opts.BitClearDelay, newGen: newGenID,
-		legs: plan.states, attached: [2]bool{sbs[0] != nil, sbs[1] != nil}, legUUIDs: view.LegUUIDs,
+		chunk: view.ChunkSize, dataSize: view.DataSize, volUUID: view.VolumeUUID, delay: opts.BitClearDelay, newGen: newGenID,
+		legs: plan.states, legUUIDs: view.LegUUIDs, leftGen: plan.leftGen,
 		bits: dirty, events: max(sbEvents(sbs[0]), sbEvents(sbs[1])), gens: view.Gens,
 		bitmapGen: view.BitmapGen, checkpoint: view.Checkpoint, lastWriter: opts.NodeID,
 	}
@@ -152,12 +154,14 @@ func Assemble(legs [2]Leg, opts Options) (*Volume, error) {
 	v.cond = sync.NewCond(&v.mu)
 	v.metaCond = sync.NewCond(&v.mu)
 	for i := range 2 {
-		if sbs[i] != nil {
+		switch {
+		case sbs[i] != nil:
 			t := *sbs[i]
 			v.tmpl[i] = &t
-		}
-		if sbs[i] == nil && bySlot[i] != nil {
-			m.legErr[i] = "metadata unreadable at assembly: " + readErr.Error()
+		case leftOut[i] != "":
+			m.slots[i].err = leftOut[i]
+		default:
+			m.slots[i].err = "not present at assembly"
 		}
 	}
 	if plan.full {
@@ -182,81 +186,52 @@ func Assemble(legs [2]Leg, opts Options) (*Volume, error) {
 	return v, nil
 }
 
+// assembleErr explains a leg whose metadata is unusable at assembly; keep
+// is the slot of the leg that could be kept instead (-1: none).
+func assembleErr(l Leg, err error, keep int) error {
+	switch {
+	case errors.Is(err, ErrNoMetadata) && keep < 0:
+		return fmt.Errorf("assemble: %w", err)
+	case errors.Is(err, ErrNoMetadata) || errors.Is(err, ErrCorrupt):
+		if keep >= 0 {
+			return fmt.Errorf("assemble: %w (to run on leg %d alone, start with --keep-leg %d, then add this leg back with `mirrorctl leg add`)", err, keep, keep)
+		}
+		return fmt.Errorf("assemble: %w", err)
+	}
+	return fmt.Errorf("assemble: %w", &UnreadableLegError{Name: l.Name(), KeepHint: keep, Err: err})
+}
+
+// slotSpecs says how each slot's leg is reopened: the spec it was given
+// (opts.Specs, in the order of legs), or its name; a leg passed as nil
+// takes a slot left free.
+func slotSpecs(legs, bySlot [2]Leg, given [2]string) [2]string {
+	var specs [2]string
+	for i, l := range legs {
+		for s := range 2 {
+			if l != nil && bySlot[s] == l {
+				specs[s] = given[i]
+				if specs[s] == "" {
+					specs[s] = l.Name()
+				}
+			}
+		}
+	}
+	for i, l := range legs {
+		if l == nil && given[i] != "" {
+			for s := range 2 {
+				if bySlot[s] == nil && specs[s] == "" {
+					specs[s] = given[i]
+					break
+				}
+			}
+		}
+	}
+	return specs
+}
+
 func sbEvents(s *superblock) uint64 {
 	if s == nil {
 		return 0
 	}
 	return s.Events
-}
-
-// metaLoop performs the machine's metadata writes one at a time (group
-// commit: each write carries every change made since the previous one).
-func (v *Volume) metaLoop() {
-	defer close(v.metaExit)
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	for {
-		for !v.m.metaWork() && !v.metaStop {
-			v.metaCond.Wait()
-		}
-		if !v.m.metaWork() {
-			return
-		}
-		snap := v.m.snapshot(v.clock.Now())
-		legs, tmpl := v.legs, v.tmpl
-		v.mu.Unlock()
-		var res [2]error
-		var wg sync.WaitGroup
-		for i := range 2 {
-			if !snap.targets[i] {
-				continue
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				res[i] = v.legIO(i, legs[i], "metadata write", func(l Leg) error {
-					return writeMeta(l, tmpl[i], snap, i)
-				})
-			}()
-		}
-		wg.Wait()
-		v.mu.Lock()
-		v.m.metaDone(snap, res)
-		if res[0] != nil || res[1] != nil {
-			v.log.Warn("metadata write failed", "leg0", res[0], "leg1", res[1])
-		}
-		v.notify()
-	}
-}
-
-// writeMeta writes one leg's part of a metadata snapshot: bitmap blocks,
-// then the superblock (both with FUA).
-func writeMeta(l Leg, tmpl *superblock, s metaSnap, slot int) error {
-	blocks := s.blocks
-	if s.full[slot] {
-		blocks = s.all
-	}
-	if err := writeBitmapBlocks(l, tmpl.BitmapOff, blocks); err != nil {
-		return err
-	}
-	if s.sb == nil {
-		return nil
-	}
-	sb := *tmpl
-	sb.Events, sb.Updated, sb.LegStates, sb.LegUUIDs = s.sb.Events, s.sb.Updated, s.sb.LegStates, s.sb.LegUUIDs
-	sb.Clean, sb.LastWriter, sb.Checkpoint = s.sb.Clean, s.sb.LastWriter, s.sb.Checkpoint
-	sb.BitmapGen, sb.Gens = s.sb.BitmapGen, s.sb.Gens
-	sb.LegUUIDs[slot] = sb.LegUUID
-	return writeSuperblock(l, &sb, alignedBuf(sbBytes))
-}
-
-func (v *Volume) shutdownMeta() {
-	v.mu.Lock()
-	v.metaStop = true
-	v.notify()
-	v.mu.Unlock()
-	<-v.metaExit
-	for i := range v.wd {
-		v.wd[i].stop() // its goroutine exits when no leg call is left
-	}
 }

@@ -198,11 +198,13 @@ func TestVerifyFindsAndRepairsMismatch(t *testing.T) {
 func TestSplitBrainRefusedThenOperatorChooses(t *testing.T) {
 	p := newMemPair(t, 8<<20, 64<<10)
 	opts := testOptions(t)
-	// Each leg is assembled alone and written: a split brain.
+	// Each leg is assembled alone (forced: neither is provably newest)
+	// and written: a split brain.
 	for i, fill := range []byte{0xA0, 0xB1} {
 		legs := [2]Leg{}
 		legs[i] = p.fault[i]
 		opts.NodeID = []string{"node-a", "node-b"}[i]
+		opts.KeepLeg = i
 		v, err := Assemble(legs, opts)
 		if err != nil {
 			t.Fatalf("degraded assembly of leg %d: %v", i, err)
@@ -215,6 +217,7 @@ func TestSplitBrainRefusedThenOperatorChooses(t *testing.T) {
 		}
 		p.reopen()
 	}
+	opts.KeepLeg = -1
 	_, err := Assemble(p.legs(), opts)
 	var sb *SplitBrainError
 	if !errors.As(err, &sb) {
@@ -251,6 +254,7 @@ func TestSplitBrainRefusedThenOperatorChooses(t *testing.T) {
 func TestStaleLegIsNotSplitBrain(t *testing.T) {
 	p := newMemPair(t, 8<<20, 64<<10)
 	opts := testOptions(t)
+	opts.KeepLeg = 0 // leg 1 is away: the operator starts on leg 0
 	v, err := Assemble([2]Leg{p.fault[0], nil}, opts)
 	if err != nil {
 		t.Fatal(err)
@@ -263,6 +267,7 @@ func TestStaleLegIsNotSplitBrain(t *testing.T) {
 	}
 	p.reopen()
 	// Legs passed in the wrong order: each goes to its recorded slot.
+	opts.KeepLeg = -1
 	v, err = Assemble([2]Leg{p.fault[1], p.fault[0]}, opts)
 	if err != nil {
 		t.Fatalf("assembling a newer and a stale leg: %v", err)
@@ -300,7 +305,9 @@ func TestAssembleRefusals(t *testing.T) {
 func TestAddLegRefusesOtherVolume(t *testing.T) {
 	p := newMemPair(t, 8<<20, 64<<10)
 	q := newMemPair(t, 8<<20, 64<<10)
-	v, err := Assemble([2]Leg{p.fault[0], nil}, testOptions(t))
+	opts := testOptions(t)
+	opts.KeepLeg = 0
+	v, err := Assemble([2]Leg{p.fault[0], nil}, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -413,16 +420,30 @@ func TestAutoReAddBacksOffALegThatKeepsFailing(t *testing.T) {
 	})
 }
 
-func TestAssembleWithAnUnreadableLegRunsDegraded(t *testing.T) {
+// A leg whose metadata cannot be read is not taken for a missing leg: it
+// may hold newer data. Assembly refuses, naming it; the operator may keep
+// the other leg, and the unreadable one comes back through AddLeg.
+func TestAssembleWithAnUnreadableLegNeedsKeepLeg(t *testing.T) {
 	p := newMemPair(t, 8<<20, 64<<10)
 	p.fault[1].FailFrom(legtest.OpRead, 1, errMedium)
-	v, err := Assemble(p.legs(), testOptions(t))
-	if err != nil {
+	base := p.fault[1].Count(legtest.OpRead)
+	_, err := Assemble(p.legs(), testOptions(t))
+	var ue *UnreadableLegError
+	if !errors.As(err, &ue) || !strings.Contains(err.Error(), "mem1") || !strings.Contains(err.Error(), "--keep-leg 0") {
 		t.Fatalf("assemble with one unreadable leg: %v", err)
+	}
+	if n := p.fault[1].Count(legtest.OpRead) - base; n != 3 {
+		t.Fatalf("the unreadable superblock was read %d times, want 3 tries", n)
+	}
+	opts := testOptions(t)
+	opts.KeepLeg = 0
+	v, err := Assemble(p.legs(), opts)
+	if err != nil {
+		t.Fatalf("assemble keeping leg 0: %v", err)
 	}
 	defer v.Close()
 	st := v.Status()
-	if st.State != "degraded" || st.Legs[1].State != "failed" || !strings.Contains(st.Legs[1].Error, "unreadable") || st.Legs[1].Path != "mem1" {
+	if st.State != "degraded" || st.Legs[1].State != "failed" || !strings.Contains(st.Legs[1].Error, "unusable") || st.Legs[1].Path != "mem1" {
 		t.Fatalf("status: %+v", st)
 	}
 	if err := v.WriteAt(make([]byte, 4096), 0, false); err != nil {
@@ -445,6 +466,7 @@ func TestLegDownAtStartIsOpenedFromItsSpecLater(t *testing.T) {
 	legs[0].Close() // leg 0 could not be opened at start-up: the caller passes nil
 	opts := testOptions(t)
 	opts.Specs = paths
+	opts.KeepLeg = 1 // leg 0 is away: the operator starts on leg 1
 	v, err := Assemble([2]Leg{nil, legs[1]}, opts)
 	if err != nil {
 		t.Fatal(err)
@@ -478,6 +500,7 @@ func TestAutoReAddOpensALegThatWasDownAtStart(t *testing.T) {
 	opts.Specs = paths
 	opts.AutoReAdd = true
 	opts.ReAddInterval = 10 * time.Millisecond
+	opts.KeepLeg = 0 // leg 1's array is down: the operator starts on leg 0
 	v, err := Assemble([2]Leg{legs[0], nil}, opts)
 	if err != nil {
 		t.Fatal(err)

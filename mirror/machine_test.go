@@ -16,10 +16,9 @@ func newTestMachine() *machine {
 	id := uint64(100)
 	m := newMachine(machineConfig{
 		chunk: mChunk, dataSize: 100 * mChunk, delay: time.Second,
-		newGen:   func() uint64 { id++; return id },
-		legs:     [2]legState{legInSync, legInSync},
-		attached: [2]bool{true, true},
-		events:   1, gens: []generation{{100, 1}}, bitmapGen: 100, lastWriter: "n",
+		newGen: func() uint64 { id++; return id },
+		legs:   [2]legState{legInSync, legInSync},
+		events: 1, gens: []generation{{100, 1}}, bitmapGen: 100, lastWriter: "n",
 	})
 	s := m.snapshot(t0)
 	m.metaDone(s, [2]error{})
@@ -39,9 +38,9 @@ func TestMachineWriteOrdering(t *testing.T) {
 		run  func(t *testing.T, m *machine)
 	}{
 		{"first write to a clean chunk waits for its bit", func(t *testing.T, m *machine) {
-			tk, ok := m.beginWrite(5*mChunk, 4096, t0)
-			if !ok || tk.seq != 2 || !tk.legs[0] || !tk.legs[1] || !m.metaWork() {
-				t.Fatalf("ticket %+v ok %v: want to wait for metadata write 2 to both legs", tk, ok)
+			tk, a := m.beginWrite(5*mChunk, 4096, t0)
+			if a != admitted || tk.seq != 2 || !tk.legs[0] || !tk.legs[1] || !m.metaWork() {
+				t.Fatalf("ticket %+v admission %v: want to wait for metadata write 2 to both legs", tk, a)
 			}
 			s := m.snapshot(t0)
 			if s.seq != 2 || len(s.blocks) != 1 || s.blocks[0].idx != 0 || s.sb != nil {
@@ -94,14 +93,14 @@ func TestMachineWriteOrdering(t *testing.T) {
 		}},
 		{"overlapping write waits, disjoint one does not", func(t *testing.T, m *machine) {
 			m.beginWrite(0, 8192, t0)
-			if _, ok := m.beginWrite(4096, 4096, t0); ok {
+			if _, a := m.beginWrite(4096, 4096, t0); a != waitTurn {
 				t.Fatal("overlapping write admitted")
 			}
-			if _, ok := m.beginWrite(8192, 4096, t0); !ok {
+			if _, a := m.beginWrite(8192, 4096, t0); a != admitted {
 				t.Fatal("adjacent write refused")
 			}
 			m.endWrite(0, 8192, t0)
-			if _, ok := m.beginWrite(4096, 4096, t0); !ok {
+			if _, a := m.beginWrite(4096, 4096, t0); a != admitted {
 				t.Fatal("write refused after the overlapping one ended")
 			}
 		}},
@@ -109,11 +108,11 @@ func TestMachineWriteOrdering(t *testing.T) {
 			if !m.lockChunk(3) {
 				t.Fatal("idle chunk not ready")
 			}
-			if _, ok := m.beginWrite(3*mChunk+100, 10, t0); ok {
+			if _, a := m.beginWrite(3*mChunk+100, 10, t0); a != waitTurn {
 				t.Fatal("write admitted into a chunk being copied")
 			}
-			m.unlockChunk(3, t0)
-			if _, ok := m.beginWrite(3*mChunk+100, 10, t0); !ok {
+			m.unlockChunk(3)
+			if _, a := m.beginWrite(3*mChunk+100, 10, t0); a != admitted {
 				t.Fatal("write refused after unlock")
 			}
 			if m.lockChunk(3) {
@@ -132,9 +131,9 @@ func TestMachineLegFailure(t *testing.T) {
 		run  func(t *testing.T, m *machine)
 	}{
 		{"failure starts a generation and must be recorded before ack", func(t *testing.T, m *machine) {
-			seq, err := m.failLeg(1, "boom")
-			if err != nil || m.legs[1] != legFailed || len(m.gens) != 2 || seq != m.nextSeq {
-				t.Fatalf("failLeg: seq %d err %v states %v gens %v", seq, err, m.legs, m.gens)
+			seq, err := m.fail(1, errors.New("boom"))
+			if err != nil || m.slots[1].state != legFailed || len(m.gens) != 2 || seq != m.nextSeq {
+				t.Fatalf("fail: seq %d err %v states %v gens %v", seq, err, m.slots, m.gens)
 			}
 			s := m.snapshot(t0)
 			if s.targets != [2]bool{true, false} || s.sb == nil || s.sb.LegStates[1] != legFailed || len(s.sb.Gens) != 2 {
@@ -146,20 +145,20 @@ func TestMachineLegFailure(t *testing.T) {
 			}
 		}},
 		{"the last leg is never failed", func(t *testing.T, m *machine) {
-			m.failLeg(0, "a")
-			if _, err := m.failLeg(1, "b"); !errors.Is(err, ErrNoLeg) || m.legs[1] != legInSync {
-				t.Fatalf("failing the last leg: %v, state %v", err, m.legs[1])
+			m.fail(0, errors.New("a"))
+			if _, err := m.fail(1, errors.New("b")); !errors.Is(err, ErrNoLeg) || m.slots[1].state != legInSync {
+				t.Fatalf("failing the last leg: %v, state %v", err, m.slots[1].state)
 			}
 		}},
 		{"losing the source during a rebuild stops the volume", func(t *testing.T, m *machine) {
-			m.failLeg(1, "x")
-			if err := m.addLeg(1, [16]byte{1}, true, nil); err != nil {
+			m.fail(1, errors.New("x"))
+			if err := addLeg(m, 1, [16]byte{1}, true); err != nil {
 				t.Fatal(err)
 			}
-			if _, err := m.failLeg(0, "source gone"); err == nil || m.dead == nil {
+			if _, err := m.fail(0, errors.New("source gone")); err == nil || m.dead == nil {
 				t.Fatal("source failure during rebuild did not stop the volume")
 			}
-			if _, ok := m.beginWrite(0, 1, t0); !ok || m.dead == nil {
+			if _, a := m.beginWrite(0, 1, t0); a != admitted || m.dead == nil {
 				t.Fatal("dead volume still accepts writes")
 			}
 		}},
@@ -170,7 +169,7 @@ func TestMachineLegFailure(t *testing.T) {
 			if m.durableSeq >= tk.seq {
 				t.Fatal("writers released before the failure is recorded")
 			}
-			if m.legs[1] != legFailed || !m.metaWork() {
+			if m.slots[1].state != legFailed || !m.metaWork() {
 				t.Fatal("failure not queued for recording")
 			}
 			m.metaDone(m.snapshot(t0), [2]error{})
@@ -195,44 +194,54 @@ func TestMachineBitClearing(t *testing.T) {
 	later := t0.Add(2 * time.Second)
 	cases := []struct {
 		name      string
-		run       func(m *machine) []clearCand
+		run       func(m *machine) ([]clearCand, [2]uint64)
 		wantCands int
 		wantClear int
 	}{
-		{"idle chunk is cleared", func(m *machine) []clearCand {
+		{"idle chunk is cleared", func(m *machine) ([]clearCand, [2]uint64) {
 			m.beginWrite(0, 4096, t0)
 			m.endWrite(0, 4096, t0)
 			durable(m)
 			return m.clearCandidates(later, false)
 		}, 1, 1},
-		{"busy chunk is not a candidate", func(m *machine) []clearCand {
+		{"busy chunk is not a candidate", func(m *machine) ([]clearCand, [2]uint64) {
 			m.beginWrite(0, 4096, t0)
 			durable(m)
 			return m.clearCandidates(later, false)
 		}, 0, 0},
-		{"recently written chunk waits for the delay", func(m *machine) []clearCand {
+		{"recently written chunk waits for the delay", func(m *machine) ([]clearCand, [2]uint64) {
 			m.beginWrite(0, 4096, t0)
 			m.endWrite(0, 4096, later)
 			durable(m)
 			return m.clearCandidates(later, false)
 		}, 0, 0},
-		{"a write after the flush keeps the bit", func(m *machine) []clearCand {
+		{"a write after the flush keeps the bit", func(m *machine) ([]clearCand, [2]uint64) {
 			m.beginWrite(0, 4096, t0)
 			m.endWrite(0, 4096, t0)
 			durable(m)
-			c := m.clearCandidates(later, false)
+			c, ep := m.clearCandidates(later, false)
 			m.beginWrite(0, 4096, later) // slipped in between flush and clear
 			m.endWrite(0, 4096, later)
-			return c
+			return c, ep
 		}, 1, 0},
-		{"nothing is cleared while degraded", func(m *machine) []clearCand {
+		{"a leg re-added after the flush keeps the bit", func(m *machine) ([]clearCand, [2]uint64) {
 			m.beginWrite(0, 4096, t0)
 			m.endWrite(0, 4096, t0)
-			m.failLeg(1, "x")
+			durable(m)
+			c, ep := m.clearCandidates(later, false)
+			m.fail(1, errors.New("x")) // fails and comes back between flush and clear
+			addLeg(m, 1, [16]byte{2}, false)
+			m.slots[1].state = legInSync
+			return c, ep
+		}, 1, 0},
+		{"nothing is cleared while degraded", func(m *machine) ([]clearCand, [2]uint64) {
+			m.beginWrite(0, 4096, t0)
+			m.endWrite(0, 4096, t0)
+			m.fail(1, errors.New("x"))
 			durable(m)
 			return m.clearCandidates(later, false)
 		}, 0, 0},
-		{"close clears every idle bit", func(m *machine) []clearCand {
+		{"close clears every idle bit", func(m *machine) ([]clearCand, [2]uint64) {
 			m.bits.set(40)
 			return m.clearCandidates(t0, true)
 		}, 1, 1},
@@ -240,11 +249,11 @@ func TestMachineBitClearing(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			m := newTestMachine()
-			cands := c.run(m)
+			cands, ep := c.run(m)
 			if len(cands) != c.wantCands {
 				t.Fatalf("%d candidates, want %d", len(cands), c.wantCands)
 			}
-			if n := m.clearBits(cands); n != c.wantClear {
+			if n := m.clearBits(cands, ep); n != c.wantClear {
 				t.Fatalf("%d bits cleared, want %d", n, c.wantClear)
 			}
 		})
@@ -253,12 +262,12 @@ func TestMachineBitClearing(t *testing.T) {
 
 func TestMachineRebuildAndReads(t *testing.T) {
 	m := newTestMachine()
-	m.failLeg(1, "x")
+	m.fail(1, errors.New("x"))
 	durable(m)
 	m.beginWrite(7*mChunk, 4096, t0)
 	m.endWrite(7*mChunk, 4096, t0)
 	durable(m)
-	if err := m.addLeg(1, [16]byte{2}, false, nil); err != nil {
+	if err := addLeg(m, 1, [16]byte{2}, false); err != nil {
 		t.Fatal(err)
 	}
 	if m.needCount != 1 || !m.need.get(7) || m.target() != 1 || m.source() != 0 {
@@ -273,20 +282,20 @@ func TestMachineRebuildAndReads(t *testing.T) {
 		t.Fatal("an in-sync chunk of the rebuilding leg is not read from the less busy leg")
 	}
 	src, dst := m.startResync()
-	if src != 0 || dst != 1 || m.legs[1] != legRebuilding {
-		t.Fatalf("startResync: %d -> %d, state %v", src, dst, m.legs[1])
+	if src != 0 || dst != 1 || m.slots[1].state != legRebuilding {
+		t.Fatalf("startResync: %d -> %d, state %v", src, dst, m.slots[1].state)
 	}
 	if c := m.nextNeed(0); c != 7 {
 		t.Fatalf("nextNeed = %d", c)
 	}
 	m.lockChunk(7)
-	st := m.unlockChunk(7, t0)
-	m.copied([]int64{7}, []uint64{st}, 8)
+	st := m.unlockChunk(7)
+	m.copied([]int64{7}, []uint64{st}, 8, m.epochs())
 	if m.needCount != 0 || m.bits.get(7) || m.checkpoint != 8 {
 		t.Fatalf("after copy: need %d bit %v checkpoint %d", m.needCount, m.bits.get(7), m.checkpoint)
 	}
-	if seq := m.resyncFinished(); seq == 0 || m.legs[1] != legInSync || m.checkpoint != 0 {
-		t.Fatalf("resyncFinished: seq %d state %v", seq, m.legs[1])
+	if seq := m.resyncFinished(); seq == 0 || m.slots[1].state != legInSync || m.checkpoint != 0 {
+		t.Fatalf("resyncFinished: seq %d state %v", seq, m.slots[1].state)
 	}
 	// Sequential streams stay on one leg; idle random reads alternate.
 	a, _ := m.pickRead(0, 0, 0, 4096, [2]int64{})
@@ -303,16 +312,17 @@ func TestMachineRebuildAndReads(t *testing.T) {
 
 func TestMachineCopiedAfterTargetFailedKeepsBits(t *testing.T) {
 	m := newTestMachine()
-	m.failLeg(1, "x")
+	m.fail(1, errors.New("x"))
 	m.bits.set(4)
-	if err := m.addLeg(1, [16]byte{2}, false, nil); err != nil {
+	if err := addLeg(m, 1, [16]byte{2}, false); err != nil {
 		t.Fatal(err)
 	}
 	m.startResync()
 	m.lockChunk(4)
-	st := m.unlockChunk(4, t0)
-	m.failLeg(1, "again") // the target fails before the batch is recorded
-	m.copied([]int64{4}, []uint64{st}, 5)
+	st := m.unlockChunk(4)
+	ep := m.epochs()
+	m.fail(1, errors.New("again")) // the target fails before the batch is recorded
+	m.copied([]int64{4}, []uint64{st}, 5, ep)
 	if !m.bits.get(4) {
 		t.Fatal("a bit was cleared while the volume is degraded")
 	}
@@ -332,4 +342,12 @@ func TestMachineCommitSeq(t *testing.T) {
 	if got := m.commitSeq(); got != want {
 		t.Fatalf("with the write in flight commitSeq %d, want %d", got, want)
 	}
+}
+
+// addLeg attaches a leg to failed slot i the way the driver does.
+func addLeg(m *machine, i int, uuid [16]byte, full bool) error {
+	if err := m.beginAdd(i, 0, true); err != nil {
+		return err
+	}
+	return m.attach(i, addPlan{full: full, uuid: uuid}, nil, 0, t0)
 }

@@ -3,6 +3,8 @@ package mirror
 import (
 	"errors"
 	"fmt"
+	"sync"
+	"time"
 )
 
 // Metadata I/O on one leg: the superblock pair and the bitmap. Every buffer
@@ -112,4 +114,139 @@ func writeBitmapBlocks(leg Leg, bitmapOff int64, blocks []encodedBlock) error {
 		i = j
 	}
 	return nil
+}
+
+// timed runs f under timeout d on clock c. When f does not return in
+// time it keeps running in its goroutine (a hung leg call cannot be
+// interrupted) and timed returns an ErrTimeout error; f must then not
+// touch state the caller still uses.
+func timed(c Clock, d time.Duration, f func() error) error {
+	done := make(chan error, 1)
+	go func() { done <- f() }()
+	t := c.NewTimer(d)
+	defer t.Stop()
+	select {
+	case err := <-done:
+		return err
+	case <-t.C():
+		return fmt.Errorf("no answer within %v: %w", d, ErrTimeout)
+	}
+}
+
+// readSuperblockRetry reads a leg's superblock at assembly: an I/O error
+// is retried (three tries in all, within one I/O timeout), a missing or
+// corrupt superblock is not.
+func readSuperblockRetry(l Leg, o *Options) (*superblock, error) {
+	deadline := o.Clock.Now().Add(o.IOTimeout)
+	var err error
+	tries := 0
+	for tries < 3 {
+		left := deadline.Sub(o.Clock.Now())
+		if left <= 0 {
+			break
+		}
+		tries++
+		var sb *superblock
+		ch := make(chan *superblock, 1)
+		err = timed(o.Clock, left, func() error {
+			s, err := readSuperblock(l)
+			ch <- s
+			return err
+		})
+		if err == nil {
+			sb = <-ch
+			return sb, nil
+		}
+		if errors.Is(err, ErrNoMetadata) || errors.Is(err, ErrCorrupt) {
+			return nil, err
+		}
+		if errors.Is(err, ErrTimeout) {
+			break
+		}
+		sleep(o.Clock, min(o.IOTimeout/10, deadline.Sub(o.Clock.Now())), nil)
+	}
+	return nil, fmt.Errorf("reading its superblock (%d tries within %v): %w", tries, o.IOTimeout, err)
+}
+
+// metaLoop performs the machine's metadata writes one at a time (group
+// commit: each write carries every change made since the previous one).
+// A write that changed a leg state or started a generation counts as
+// durable only after Options.Publish returned.
+func (v *Volume) metaLoop() {
+	defer close(v.metaExit)
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	for {
+		for !v.m.metaWork() && !v.metaStop {
+			v.metaCond.Wait()
+		}
+		if !v.m.metaWork() {
+			return
+		}
+		snap := v.m.snapshot(v.clock.Now())
+		legs, tmpl := v.legs, v.tmpl
+		v.mu.Unlock()
+		var res [2]error
+		var wg sync.WaitGroup
+		for i := range 2 {
+			if !snap.targets[i] {
+				continue
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				res[i] = v.legIO(i, legs[i], "metadata write", func(l Leg) error {
+					return writeMeta(l, tmpl[i], snap, i)
+				})
+			}()
+		}
+		wg.Wait()
+		if snap.publish && res[0] == nil && res[1] == nil && v.opts.Publish != nil {
+			v.opts.Publish(snap.known)
+		}
+		v.mu.Lock()
+		v.m.metaDone(snap, res)
+		if res[0] != nil || res[1] != nil {
+			v.log.Warn("metadata write failed", "leg0", res[0], "leg1", res[1])
+		}
+		v.notify()
+	}
+}
+
+// writeMeta writes one leg's part of a metadata snapshot: bitmap blocks,
+// then the superblock (both with FUA).
+func writeMeta(l Leg, tmpl *superblock, s metaSnap, slot int) error {
+	blocks := s.blocks
+	if s.full[slot] {
+		blocks = s.all
+	}
+	if err := writeBitmapBlocks(l, tmpl.BitmapOff, blocks); err != nil {
+		return err
+	}
+	if s.sb == nil {
+		return nil
+	}
+	return writeSuperblock(l, withLegFields(tmpl, s.sb), alignedBuf(sbBytes))
+}
+
+// withLegFields is superblock view (volume-wide fields) as leg tmpl
+// stores it (its own UUID, slot and layout).
+func withLegFields(tmpl, view *superblock) *superblock {
+	sb := *tmpl
+	sb.Events, sb.Updated, sb.LegStates, sb.LegUUIDs = view.Events, view.Updated, view.LegStates, view.LegUUIDs
+	sb.Clean, sb.LastWriter, sb.Checkpoint = view.Clean, view.LastWriter, view.Checkpoint
+	sb.BitmapGen, sb.Gens = view.BitmapGen, view.Gens
+	sb.LegUUIDs[sb.Slot] = sb.LegUUID
+	return &sb
+}
+
+func (v *Volume) shutdownMeta() {
+	v.mu.Lock()
+	v.metaStop = true
+	v.notify()
+	v.mu.Unlock()
+	<-v.metaExit
+	for i := range v.wd {
+		v.wd[i].stop() // its goroutine exits when no leg call is left
+	}
 }

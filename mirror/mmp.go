@@ -408,7 +408,7 @@ func (v *Volume) mmpLost(slot int, leg Leg, reason error) {
 	if v.legs[slot] != leg || !v.m.active(slot) {
 		return
 	}
-	if _, err := v.m.failLeg(slot, reason.Error()); err != nil {
+	if _, err := v.m.fail(slot, reason); err != nil {
 		if v.m.dead == nil {
 			v.m.dead = fmt.Errorf("the last working leg %d lost its multi-mount protection, so the volume stops serving (check the array, then restart mirrord): %w", slot, reason)
 		}

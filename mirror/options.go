@@ -53,6 +53,33 @@ type Options struct {
 	Specs  [2]string
 	Logger *slog.Logger // nil: discard
 	Clock  Clock        // nil: real time
+
+	// Known is fresher knowledge of the volume than a lone leg may carry:
+	// the peer's persisted copy of what the active node last published. A
+	// lone leg (the other missing or unreadable) is assembled automatically
+	// only when its own superblock records the other leg failed, or Known
+	// names the leg's newest generation with the leg in sync; a leg that
+	// lacks Known's generation is stale and refused. nil: no knowledge.
+	Known *KnownState
+	// Publish, when set, is called (without locks held) after every
+	// metadata write that changed a leg state or started a generation,
+	// with the state now on disk; that write counts as durable, and the
+	// I/O waiting for it is acknowledged, only once Publish returns. It may
+	// block (the failover node waits until the peer persisted it or is
+	// dead), which holds back writes that missed a leg meanwhile. It is
+	// never called on the data path otherwise.
+	Publish func(KnownState)
+	// OpenLeg (re)opens a leg by name wherever the engine does so
+	// (AutoReAdd, AddLeg(slot, nil)). Default: mirror.OpenLeg with
+	// LegOptions. The failover node hands over its own iSCSI sessions.
+	OpenLeg func(spec string) (Leg, error)
+	// BeforeReAdd, when set, is called before AutoReAdd or AddLeg adds a
+	// leg (after its metadata was read, before anything is written to it);
+	// an error refuses the add. The failover node fences the array here.
+	BeforeReAdd func(slot int, leg Leg) error
+	// OnFenced, when set, is called once (in its own goroutine) when a leg
+	// reports a RESERVATION CONFLICT: the volume stopped serving (ErrFenced).
+	OnFenced func()
 }
 
 // DefaultOptions returns Options with every default filled in and KeepLeg -1.
@@ -86,6 +113,15 @@ func (o *Options) setDefaults() {
 	}
 }
 
+// openLeg opens a leg by name: Options.OpenLeg, or OpenLeg with
+// LegOptions.
+func (o *Options) openLeg(spec string) (Leg, error) {
+	if o.OpenLeg != nil {
+		return o.OpenLeg(spec)
+	}
+	return OpenLeg(spec, o.LegOptions)
+}
+
 func (o *Options) validate() error {
 	switch {
 	case o.IOTimeout < 0:
@@ -100,6 +136,11 @@ func (o *Options) validate() error {
 		return fmt.Errorf("MMP.Interval and MMP.Margin must not be negative")
 	case o.ReAddInterval < 0 || o.BitClearDelay < 0:
 		return fmt.Errorf("ReAddInterval and BitClearDelay must not be negative")
+	}
+	if o.Known != nil {
+		if err := o.Known.Validate(); err != nil {
+			return fmt.Errorf("Known: %w", err)
+		}
 	}
 	return nil
 }

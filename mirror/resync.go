@@ -33,14 +33,24 @@ func (v *Volume) Resync() error {
 	if v.m.source() < 0 {
 		return fmt.Errorf("resync: no in-sync leg to copy from: %w", ErrNoLeg)
 	}
+	v.startResyncLocked()
+	return nil
+}
+
+// startResyncLocked (mu held) starts the copy loop for the current attach
+// of both legs (their epochs).
+func (v *Volume) startResyncLocked() {
 	src, dst := v.m.startResync()
 	v.resync = resyncState{running: true, src: src, dst: dst, total: v.m.needBytes(v.size), started: v.clock.Now()}
 	v.log.Info("resync started", "from", src, "to", dst, "bytes", v.resync.total)
 	v.bg.Add(1)
-	go v.resyncLoop(src, dst)
+	go v.resyncLoop(src, dst, v.m.epochs())
 	v.notify()
-	return nil
 }
+
+// errStaleCopy: the legs changed (a leg failed or was re-attached) while
+// a copy loop ran; what it copied is not recorded.
+var errStaleCopy = errors.New("leg states changed")
 
 func (v *Volume) stopped() bool {
 	select {
@@ -51,19 +61,27 @@ func (v *Volume) stopped() bool {
 	}
 }
 
-func (v *Volume) resyncLoop(src, dst int) {
+func (v *Volume) resyncLoop(src, dst int, ep [2]uint64) {
 	defer v.bg.Done()
-	err := v.runResync(src, dst)
+	err := v.runResync(src, dst, ep)
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	v.resync.running = false
 	if err != nil {
 		v.log.Warn("resync stopped", "err", err)
 	}
+	if errors.Is(err, errStaleCopy) && !v.closing && v.m.dead == nil && v.m.target() >= 0 && v.m.source() >= 0 {
+		v.startResyncLocked() // a leg was re-added meanwhile: copy to it from its own start
+		return
+	}
 	v.notify()
 }
 
-func (v *Volume) runResync(src, dst int) error {
+// runResync copies the chunks the target needs, in batches recorded only
+// under the attach epochs ep it was started with (finding 3 of issue 10:
+// a batch copied to a leg that was failed and re-added meanwhile, or
+// replaced, is never recorded).
+func (v *Volume) runResync(src, dst int, ep [2]uint64) error {
 	buf := alignedBuf(int(v.chunk))
 	v.mu.Lock()
 	c := v.m.checkpoint
@@ -73,12 +91,12 @@ func (v *Volume) runResync(src, dst int) error {
 	limiter := newRateLimiter(v.clock)
 	for {
 		if v.stopped() {
-			return v.commitBatch(src, dst, batch, stamps, c)
+			return v.commitBatch(batch, stamps, c, ep)
 		}
 		v.mu.Lock()
-		if v.m.target() != dst || v.m.source() != src || v.m.dead != nil {
+		if v.m.target() != dst || v.m.source() != src || v.m.dead != nil || v.m.epochs() != ep {
 			v.mu.Unlock()
-			return errors.New("leg states changed")
+			return errStaleCopy
 		}
 		next := v.m.nextNeed(c)
 		v.mu.Unlock()
@@ -87,7 +105,7 @@ func (v *Volume) runResync(src, dst int) error {
 		}
 		// Wrapped past the end: record what we have before restarting at 0.
 		if next < c && len(batch) > 0 {
-			if err := v.commitBatch(src, dst, batch, stamps, next); err != nil {
+			if err := v.commitBatch(batch, stamps, next, ep); err != nil {
 				return err
 			}
 			batch, stamps = batch[:0], stamps[:0]
@@ -104,9 +122,12 @@ func (v *Volume) runResync(src, dst int) error {
 		if !limiter.wait(rate, min(v.chunk, v.size-c*v.chunk), v.stop) {
 			continue
 		}
-		stamp, err := v.copyChunk(c, src, dst, false, buf)
+		stamp, err := v.copyChunk(c, src, dst, false, buf, &ep)
+		if errors.Is(err, errStaleCopy) || errors.Is(err, ErrClosed) {
+			return err
+		}
 		if err != nil {
-			v.failFromCopy(err)
+			v.failFromCopy(err, ep)
 			return err
 		}
 		batch, stamps = append(batch, c), append(stamps, stamp)
@@ -116,17 +137,20 @@ func (v *Volume) runResync(src, dst int) error {
 		v.resync.rate = limiter.observed()
 		v.mu.Unlock()
 		if len(batch) >= resyncBatch {
-			if err := v.commitBatch(src, dst, batch, stamps, c); err != nil {
+			if err := v.commitBatch(batch, stamps, c, ep); err != nil {
 				return err
 			}
 			batch, stamps = batch[:0], stamps[:0]
 		}
 	}
-	if err := v.commitBatch(src, dst, batch, stamps, c); err != nil {
+	if err := v.commitBatch(batch, stamps, c, ep); err != nil {
 		return err
 	}
 	v.mu.Lock()
 	defer v.mu.Unlock()
+	if v.m.epochs() != ep {
+		return errStaleCopy
+	}
 	if v.m.needCount > 0 {
 		return nil // writes re-marked chunks meanwhile? (cannot happen) — next Resync picks them up
 	}
@@ -139,8 +163,10 @@ func (v *Volume) runResync(src, dst int) error {
 }
 
 // commitBatch flushes both legs, then records the copied chunks (their
-// bits may be cleared) and the checkpoint.
-func (v *Volume) commitBatch(src, dst int, batch []int64, stamps []uint64, checkpoint int64) error {
+// bits may be cleared) and the checkpoint, unless a leg was re-attached
+// since the copies (epochs ep): then the flush may have gone to another
+// leg object and nothing is recorded.
+func (v *Volume) commitBatch(batch []int64, stamps []uint64, checkpoint int64, ep [2]uint64) error {
 	if len(batch) == 0 {
 		return nil
 	}
@@ -152,26 +178,36 @@ func (v *Volume) commitBatch(src, dst int, batch []int64, stamps []uint64, check
 	if errs[0] != nil || errs[1] != nil {
 		v.mu.Lock()
 		defer v.mu.Unlock()
+		if v.m.epochs() != ep {
+			return errStaleCopy // the flush went to a leg object that is gone
+		}
 		_ = v.settle(sel, errs, "resync flush")
 		return errors.Join(errs[0], errs[1])
 	}
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	v.m.copied(batch, stamps, min(checkpoint, v.m.nchunks))
+	if !v.m.copied(batch, stamps, min(checkpoint, v.m.nchunks), ep) {
+		return errStaleCopy
+	}
 	v.log.Debug("resync batch recorded", "chunks", fmt.Sprint(batch), "checkpoint", checkpoint, "nextSeq", v.m.nextSeq)
 	v.notify()
 	return nil
 }
 
-// failFromCopy fails the leg a copy error came from.
-func (v *Volume) failFromCopy(err error) {
+// failFromCopy fails the leg a copy error came from, unless the copy was
+// made under an earlier attach (epochs ep): the error then belongs to a
+// leg object that is gone, not to the slot's current leg.
+func (v *Volume) failFromCopy(err error, ep [2]uint64) {
 	var le *LegError
 	if !errors.As(err, &le) {
 		return
 	}
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	if _, ferr := v.m.failLeg(le.Slot, err.Error()); ferr == nil {
+	if v.m.epochs() != ep {
+		return
+	}
+	if _, ferr := v.m.fail(le.Slot, err); ferr == nil {
 		v.log.Warn("leg failed during copy", "slot", le.Slot, "err", err)
 	}
 	v.notify()
@@ -211,19 +247,6 @@ func (v *Volume) WaitInSync(ctx context.Context) error {
 			return ctx.Err()
 		}
 	}
-}
-
-// readdPending (mu held): AutoReAdd may still bring the missing leg back.
-func (v *Volume) readdPending() bool {
-	if !v.opts.AutoReAdd || v.closing {
-		return false
-	}
-	for i := range 2 {
-		if !v.m.active(i) && !v.parked[i] && (v.legs[i] != nil || v.specs[i] != "") {
-			return true
-		}
-	}
-	return false
 }
 
 // rateLimiter paces copies to a byte rate on the injected clock.
@@ -269,4 +292,59 @@ func (r *rateLimiter) observed() float64 {
 		return 0
 	}
 	return float64(r.bytes) / el
+}
+
+// copyChunk copies chunk c from leg `from` to leg `to` under the chunk
+// lock (no write to c runs meanwhile). With mark the chunk's bit is made
+// durable first (a repair of an in-sync chunk). It returns the chunk's
+// stamp at unlock for machine.copied. With ep, nothing is copied (errStaleCopy)
+// unless both legs are still active under those epochs.
+func (v *Volume) copyChunk(c int64, from, to int, mark bool, buf []byte, ep *[2]uint64) (uint64, error) {
+	off := c * v.chunk
+	n := min(v.chunk, v.size-off)
+	v.mu.Lock()
+	if !v.m.lockChunk(c) {
+		// Writes in flight drain; a held one (rule 8) may take long: Close
+		// does not wait for it.
+		for !v.m.chunkIdle(c) && !v.closing {
+			v.cond.Wait()
+		}
+	}
+	var err error
+	if !v.m.chunkIdle(c) {
+		err = ErrClosed
+	}
+	if ep != nil && err == nil && (v.m.epochs() != *ep || !v.m.active(from) || !v.m.active(to)) {
+		err = errStaleCopy
+	}
+	if mark && err == nil {
+		err = v.waitSeq(v.m.markRepair(c, v.clock.Now()))
+	}
+	lf, lt := v.legs[from], v.legs[to]
+	v.mu.Unlock()
+	if err == nil {
+		err = v.legIO(from, lf, "read", func(l Leg) error { return l.ReadAt(buf[:n], off) })
+	}
+	if err == nil && ep != nil {
+		// Check the attach again, and count the write as a call into the
+		// target's slot before the lock is released: the slot cannot be
+		// re-attached between the check and the call, whose data (of the
+		// earlier attach) could otherwise land on the new leg later.
+		v.mu.Lock()
+		if v.m.epochs() != *ep || !v.m.active(to) {
+			err = errStaleCopy
+		} else {
+			v.outstanding[to].Add(1)
+			defer v.outstanding[to].Add(-1)
+		}
+		v.mu.Unlock()
+	}
+	if err == nil {
+		err = v.legIO(to, lt, "write", func(l Leg) error { return l.WriteAt(buf[:n], off, false) })
+	}
+	v.mu.Lock()
+	stamp := v.m.unlockChunk(c)
+	v.notify()
+	v.mu.Unlock()
+	return stamp, err
 }

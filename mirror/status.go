@@ -3,21 +3,25 @@ package mirror
 // Status is a snapshot of the volume. Its JSON form is a user-facing
 // contract (`mirrorctl status --json`).
 type Status struct {
-	State      string       `json:"state"` // "clean", "degraded", "resyncing", "failed"
+	State      string       `json:"state"` // "clean", "degraded", "resyncing", "failed", "fenced"
 	SizeBytes  int64        `json:"size_bytes"`
 	ChunkBytes int64        `json:"chunk_bytes"`
 	VolumeUUID string       `json:"volume_uuid"`
 	Legs       [2]LegStatus `json:"legs"`
 	Resync     ResyncStatus `json:"resync"`
 	Verify     VerifyStatus `json:"verify"`
-	Error      string       `json:"error,omitempty"` // why the volume stopped (state "failed")
+	Error      string       `json:"error,omitempty"` // why the volume stopped (state "failed" or "fenced")
 }
 
 // LegStatus is one leg's part of Status.
 type LegStatus struct {
-	Slot           int    `json:"slot"`
-	Path           string `json:"path"`
-	State          string `json:"state"` // "in_sync", "failed", "out_of_sync", "rebuilding"
+	Slot  int    `json:"slot"`
+	Path  string `json:"path"`
+	State string `json:"state"` // "in_sync", "failed", "out_of_sync", "rebuilding"
+	// OutOfSyncBytes is what the leg lacks: what the running resync still
+	// copies to it, or, while it is failed, what a re-add would copy (the
+	// chunks written since it left, or its whole size when a full copy
+	// would be needed).
 	OutOfSyncBytes int64  `json:"out_of_sync_bytes"`
 	Error          string `json:"error,omitempty"` // why it failed
 }
@@ -49,18 +53,18 @@ func (v *Volume) Status() Status {
 	m := v.m
 	s := Status{SizeBytes: v.size, ChunkBytes: v.chunk, VolumeUUID: uuidString(v.volUUID)}
 	for i := range 2 {
-		ls := LegStatus{Slot: i, State: m.legs[i].String(), Error: m.legErr[i]}
+		ls := LegStatus{Slot: i, State: m.slots[i].state.String(), Error: m.slots[i].err,
+			OutOfSyncBytes: m.outOfSyncBytes(i, v.size)}
 		if v.legs[i] != nil {
 			ls.Path = v.legs[i].Name()
 		} else {
 			ls.Path = v.specs[i]
 		}
-		if m.target() == i {
-			ls.OutOfSyncBytes = m.needBytes(v.size)
-		}
 		s.Legs[i] = ls
 	}
 	switch {
+	case m.fenced != nil:
+		s.State, s.Error = "fenced", m.dead.Error()
 	case m.dead != nil:
 		s.State, s.Error = "failed", m.dead.Error()
 	case !m.active(0) || !m.active(1):

@@ -3,6 +3,7 @@ package mirror
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 )
 
@@ -109,15 +110,21 @@ func (v *Volume) verifyChunk(c int64, repair bool, bufs [2][]byte) error {
 		return fmt.Errorf("a leg left sync during verify: %w", ErrNoLeg)
 	}
 	if !v.m.lockChunk(c) {
-		for !v.m.chunkIdle(c) {
+		for !v.m.chunkIdle(c) && !v.closing {
 			v.cond.Wait()
 		}
 	}
-	legs := v.legs
+	if !v.m.chunkIdle(c) {
+		v.m.unlockChunk(c)
+		v.notify()
+		v.mu.Unlock()
+		return ErrClosed
+	}
+	legs, ep := v.legs, v.m.epochs()
 	v.mu.Unlock()
 	unlock := func() {
 		v.mu.Lock()
-		v.m.unlockChunk(c, v.clock.Now())
+		v.m.unlockChunk(c)
 		v.notify()
 		v.mu.Unlock()
 	}
@@ -138,10 +145,24 @@ func (v *Volume) verifyChunk(c int64, repair bool, bufs [2][]byte) error {
 	var err error
 	if !same && repair {
 		v.mu.Lock()
+		if v.m.epochs() != ep || !v.m.bothInSync() {
+			v.mu.Unlock()
+			unlock()
+			return fmt.Errorf("a leg left sync during verify: %w", ErrNoLeg)
+		}
 		err = v.waitSeq(v.m.markRepair(c, v.clock.Now()))
+		if err == nil && v.m.epochs() != ep {
+			err = fmt.Errorf("a leg left sync during verify: %w", errStaleCopy)
+		}
+		v.outstanding[1].Add(1) // a call into slot 1 from now (see copyChunk)
 		v.mu.Unlock()
 		if err == nil {
 			err = v.legIO(1, legs[1], "repair write", func(l Leg) error { return l.WriteAt(bufs[0][:n], off, false) })
+		}
+		v.outstanding[1].Add(-1)
+		if errors.Is(err, errStaleCopy) {
+			unlock()
+			return err
 		}
 	}
 	unlock()

@@ -11,8 +11,9 @@ import (
 
 // slotArgs are the arguments of the leg-fail and leg-add control ops.
 type slotArgs struct {
-	Slot int    `json:"slot"`
-	Path string `json:"path,omitempty"`
+	Slot  int    `json:"slot"`
+	Path  string `json:"path,omitempty"`
+	Force bool   `json:"force,omitempty"`
 }
 
 func parseSlot(s string) (int, error) {
@@ -48,13 +49,22 @@ func newLegCmd(g *globals) *cobra.Command {
 		},
 	}
 	var path string
+	var force bool
 	add := &cobra.Command{
-		Use:   "add N [--path LEG]",
+		Use:   "add N [--path LEG] [--force]",
 		Short: "Re-add leg N (the same leg, or a replacement with --path); resync starts",
 		Long: `add brings leg N back into the mirror. Without --path mirrord reopens the
 leg it had; with --path it takes a replacement (a blank leg receives a full
 copy). A leg that left recently receives only the chunks written since.
-Follow the resync with 'mirrorctl resync --wait'.`,
+Follow the resync with 'mirrorctl resync --wait'.
+
+A leg that may hold data the running volume lacks is refused: one that
+holds the volume's newest generation or a newer one, or whose history
+diverged from the volume's (a split brain). So is a leg with damaged
+metadata or a file system. --force overwrites such a leg with a full copy
+of the running volume: what it held is lost. To keep the leg's data
+instead, stop mirrord and start it with both legs and --keep-leg N. A leg
+of another hamirror volume is always refused.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			slot, err := parseSlot(args[0])
@@ -62,7 +72,7 @@ Follow the resync with 'mirrorctl resync --wait'.`,
 				return err
 			}
 			var st volumeStatus
-			if err := control.Call(g.control, "leg-add", slotArgs{Slot: slot, Path: path}, &st); err != nil {
+			if err := control.Call(g.control, "leg-add", slotArgs{Slot: slot, Path: path, Force: force}, &st); err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "leg %d added; resync started\n", slot)
@@ -71,6 +81,7 @@ Follow the resync with 'mirrorctl resync --wait'.`,
 		},
 	}
 	add.Flags().StringVar(&path, "path", "", "a replacement leg (file or block device) instead of the previous one")
+	add.Flags().BoolVar(&force, "force", false, "overwrite a leg the rules refuse (newer, diverged, damaged metadata, a file system): its data is lost")
 	c.AddCommand(fail, add)
 	return c
 }

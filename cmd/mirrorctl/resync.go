@@ -51,7 +51,7 @@ progress bar on a terminal; it fails if a leg fails meanwhile.`,
 				case "clean":
 					bar.draw(st.Resync.TotalBytes, st.Resync.TotalBytes, st.Resync.BytesPerSecond, 0)
 					return true, nil
-				case "degraded", "failed", "split-brain":
+				case "degraded", "failed", "split-brain", "waiting", "fenced":
 					if !st.Resync.Running {
 						bar.finish()
 						printStatus(out, st)

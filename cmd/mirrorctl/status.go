@@ -42,7 +42,7 @@ func newStatusCmd(g *globals) *cobra.Command {
 		Use:   "status [--json]",
 		Short: "Show the volume's state: is the data safe on both legs?",
 		Long: `status shows the mirrored volume like 'drbdadm status': the volume state
-(clean, degraded, resyncing, split-brain, failed), each leg's state, resync
+(clean, degraded, resyncing, split-brain, waiting, fenced, failed), each leg's state, resync
 and verify progress, and a one-line verdict on data safety.
 
 Exit status: 0 when the volume is clean (two in-sync copies), 2 when it is
@@ -156,6 +156,10 @@ func verdict(st volumeStatus) string {
 		return "SAFE: two in-sync copies"
 	case "split-brain":
 		return "NOT SERVED: split brain, both legs hold different data. " + st.Error
+	case "waiting":
+		return "NOT SERVED: the legs do not prove which copy is newest; mirrord retries as legs come back. " + st.Error
+	case "fenced":
+		return "NOT SERVED: this node was fenced off the arrays (another node owns the volume). " + st.Error
 	case "failed":
 		return "NOT SERVED: volume failed: " + st.Error
 	}

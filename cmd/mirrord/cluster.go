@@ -113,46 +113,7 @@ func runCluster(ctx context.Context, f *clusterFlags, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-<<<<<<< HEAD
 	if _, path, err := control.ParseAddr(cfg.Control); err == nil {
-=======
-	cfg.Disks = append(fileDisks, legDisks...)
-	for _, d := range legDisks {
-		l, err := openLegDisk(cfg, d, f.leg)
-		if err != nil {
-			for _, l := range links {
-				l.Close()
-			}
-			return err
-		}
-		links = append(links, l)
-	}
-	boot, err := heartbeat.NextBoot(cfg.StateDir, time.Now())
-	if err != nil {
-		for _, l := range links {
-			l.Close()
-		}
-		return err
-	}
-	opt := heartbeat.MemberOptions{Logf: logf, Boot: boot, StateDir: cfg.StateDir}
-	if len(cfg.PingTargets) > 0 {
-		if opt.Pinger, err = heartbeat.NewPinger(cfg.PingTargets, cfg.PingInterval*8/10); err != nil {
-			for _, l := range links {
-				l.Close()
-			}
-			return err
-		}
-		defer opt.Pinger.Close()
-	}
-	member, err := heartbeat.NewMember(cfg, key, links, opt)
-	if err != nil {
-		for _, l := range links {
-			l.Close()
-		}
-		return err
-	}
-	if _, path, err := control.ParseAddr(f.control); err == nil {
->>>>>>> main
 		os.MkdirAll(filepath.Dir(path), 0o755)
 	}
 	srv, err := control.Listen(cfg.Control)

@@ -357,7 +357,7 @@ func TestVolumeSplitBrainHoldsAndKeepLegResolves(t *testing.T) {
 	missing := filepath.Join(l.dir, "missing.img")
 	imgs := [2]string{filepath.Join(l.dir, "a"), filepath.Join(l.dir, "b")}
 	for i, legs := range [][2]string{{l.legs[0], missing}, {missing, l.legs[1]}} {
-		l.start(legs)
+		l.start(legs, "--keep-leg", fmt.Sprint(i)) // the operator starts on the leg it has
 		if st := l.status(); st.State != "degraded" {
 			t.Fatalf("assembled with one leg: %+v", st)
 		}
@@ -391,9 +391,10 @@ func TestVolumeSplitBrainHoldsAndKeepLegResolves(t *testing.T) {
 	runTool(t, l.dir, "cmp", "-n", fmt.Sprint(4<<20), imgs[0], l.legs[1])
 }
 
-// A leg missing when mirrord starts: the volume serves degraded, status
-// names the missing leg, and `mirrorctl leg add N` (no path) reopens it by
-// the name mirrord was given, resyncing what was written meanwhile.
+// A leg missing when mirrord starts, and the operator starts on the other
+// with --keep-leg: the volume serves degraded, status names the missing
+// leg, and `mirrorctl leg add N` (no path) reopens it by the name mirrord
+// was given, resyncing what was written meanwhile.
 func TestVolumeLegMissingAtStartIsAddedByName(t *testing.T) {
 	requireTools(t, "nbdcopy", "cmp")
 	l := newLab(t, 32<<20)
@@ -402,7 +403,7 @@ func TestVolumeLegMissingAtStartIsAddedByName(t *testing.T) {
 	if err := os.Rename(l.legs[1], away); err != nil {
 		t.Fatal(err)
 	}
-	l.start(l.legs)
+	l.start(l.legs, "--keep-leg", "0") // the operator starts on leg 0 alone
 	st := l.status()
 	if st.State != "degraded" || st.Legs[1].State != "failed" || st.Legs[1].Path != l.legs[1] {
 		t.Fatalf("started with leg 1 missing: %+v", st)

@@ -22,12 +22,12 @@ import (
 // iSCSI sessions (in the background: an array that is down joins when it
 // answers), membership, the group, its agents and the cluster services.
 // Nothing runs until Run.
-func New(cfg *Config, opt Options) (n *Node, err error) {
+func New(cfg *Config, opt Options) (_ *Node, err error) {
 	if opt.Logger == nil {
 		opt.Logger = slog.New(slog.NewTextHandler(os.Stderr, nil))
 	}
 	self := cfg.Heartbeat.Self
-	n = &Node{cfg: cfg, self: self, opt: opt, log: opt.Logger.With("node", string(self)),
+	n := &Node{cfg: cfg, self: self, opt: opt, log: opt.Logger.With("node", string(self)),
 		agents: map[string]resources.Agent{}, locks: map[string]*sync.Mutex{},
 		peers: peerIDs(cfg.Heartbeat), inbox: make(chan func(time.Time), 256)}
 	defer func() {
@@ -59,7 +59,7 @@ func New(cfg *Config, opt Options) (n *Node, err error) {
 		closeLinks(links)
 		return nil, err
 	}
-	mo := heartbeat.MemberOptions{Boot: boot, OnEvent: n.membershipEvent,
+	mo := heartbeat.MemberOptions{Boot: boot, StateDir: cfg.Heartbeat.StateDir, OnEvent: n.membershipEvent,
 		Logf: func(format string, a ...any) { n.log.Info(fmt.Sprintf(format, a...), "part", "heartbeat") }}
 	if len(cfg.Heartbeat.PingTargets) > 0 {
 		if mo.Pinger, err = heartbeat.NewPinger(cfg.Heartbeat.PingTargets, cfg.Heartbeat.PingInterval*8/10); err != nil {
@@ -121,8 +121,19 @@ func fenceKeys(cfg *Config) (map[heartbeat.NodeID]uint64, error) {
 // path, and the disk heartbeats on the mirror legs (through the node's
 // disk-heartbeat sessions).
 func (n *Node) openLinks() ([]heartbeat.Link, error) {
-	c := n.cfg.Heartbeat
-	plain := c
+	// A disk with neither a path nor a leg cannot be reached: membership
+	// runs without it (validation already checked the rest).
+	c := &n.cfg.Heartbeat
+	var disks []heartbeat.Disk
+	for _, d := range c.Disks {
+		if d.Path == "" && d.Leg == "" {
+			n.log.Warn("disk heartbeat names no path and no leg: running without it", "disk", d.Name)
+			continue
+		}
+		disks = append(disks, d)
+	}
+	c.Disks = disks
+	plain := *c
 	plain.Disks = nil
 	var legDisks []heartbeat.Disk
 	for _, d := range c.Disks {
@@ -139,7 +150,7 @@ func (n *Node) openLinks() ([]heartbeat.Link, error) {
 	for _, d := range legDisks {
 		if n.arrays != nil {
 			if a := n.arrays.bySpec(d.Leg); a != nil {
-				links = append(links, newDiskLink(c, d.Name, sharedLeg{a.vol}, a.vol.WaitReady, false))
+				links = append(links, newDiskLink(*c, d.Name, sharedLeg{a.vol}, a.vol.WaitReady, false))
 				continue
 			}
 		}
@@ -162,7 +173,7 @@ func (n *Node) openLinks() ([]heartbeat.Link, error) {
 			}
 			leg = l
 		}
-		links = append(links, newDiskLink(c, d.Name, leg, wait, true))
+		links = append(links, newDiskLink(*c, d.Name, leg, wait, true))
 	}
 	return links, nil
 }

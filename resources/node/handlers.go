@@ -51,8 +51,9 @@ type nameArg struct {
 }
 
 type slotArgs struct {
-	Slot int    `json:"slot"`
-	Path string `json:"path,omitempty"`
+	Slot  int    `json:"slot"`
+	Path  string `json:"path,omitempty"`
+	Force bool   `json:"force,omitempty"`
 }
 
 type verifyArgs struct {
@@ -124,7 +125,10 @@ func (n *Node) Handlers() map[string]HandlerFunc {
 			if err := decodeArgs(raw, &a); err != nil {
 				return nil, err
 			}
-			return n.volumeOp(func(v *mirror.Volume) error { return n.addLeg(v, a.Slot, a.Path) })
+			if a.Path != "" {
+				return nil, fmt.Errorf("leg add %d %s: in a cluster the legs are the cluster file's volume.legs (both nodes fence and log in to them): put the new array there on both nodes, restart mirrord on the standby, move the group to it, then on the other", a.Slot, a.Path)
+			}
+			return n.volumeOp(func(v *mirror.Volume) error { return v.AddLegWith(a.Slot, nil, mirror.AddOptions{Force: a.Force}) })
 		},
 		"resync": func(json.RawMessage) (any, error) {
 			return n.volumeOp(func(v *mirror.Volume) error { return v.Resync() })
@@ -156,7 +160,7 @@ func (n *Node) loopCommand(f func(now time.Time) error) (any, error) {
 // volumeOp runs f on the running volume.
 func (n *Node) volumeOp(f func(*mirror.Volume) error) (any, error) {
 	if n.vol == nil {
-		return nil, errNoVolume
+		return nil, errors.New("the cluster file has no volume section")
 	}
 	v := n.vol.agent.Mirror()
 	if v == nil {

@@ -103,9 +103,7 @@ func (n *Node) Run(ctx context.Context) error {
 		defer close(n.fenceQ)
 		n.fenceQ <- func() { n.arrays.register(mctx) }
 	}
-	if err := n.svc.Start(mctx); err != nil {
-		return fmt.Errorf("cluster services: %w", err)
-	}
+	n.svc.Start(mctx)
 	defer n.svc.Stop()
 	defer n.wit.close()
 	n.notify("READY=1")

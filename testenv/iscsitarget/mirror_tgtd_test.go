@@ -148,6 +148,7 @@ func TestMirrorAutoReAddOpensCHAPArrayDownAtStart(t *testing.T) {
 	opts.ReAddInterval = 100 * time.Millisecond
 	opts.Specs = specs
 	opts.LegOptions = mirror.LegOptions{ISCSI: cfg}
+	opts.KeepLeg = 0 // leg 0 alone is not provably newest: the operator starts on it
 	v, err := mirror.Assemble([2]mirror.Leg{a, nil}, opts)
 	if err != nil {
 		t.Fatal(err)

@@ -31,7 +31,7 @@ type legCall struct {
 	answered  [2]atomic.Bool
 	remaining atomic.Int32
 	ent       [2]wdEntry
-	// rescue is set for a call its caller runs inline (inline.go): the
+	// rescue is set for a call its caller runs inline (started.go): the
 	// caller is not waiting on done but blocked in the leg call, so the
 	// watchdog's answer hands the operation to rescue, in a new goroutine.
 	rescue func(slot int)
@@ -84,6 +84,71 @@ type wdEntry struct {
 	deadline   time.Time
 	prev, next *wdEntry
 	listed     bool
+	// Guarded by Volume.mu, for calls the watchdog answered (abandoned):
+	// returned is set when the leg's call came back after all (lateReturn);
+	// hold is the write whose range waits for that (machine rule 8).
+	returned bool
+	hold     *heldWrite
+}
+
+// heldWrite is a failed write whose range stays held until calls (the
+// abandoned leg calls into it, on legs that still get I/O) returned.
+type heldWrite struct {
+	off, n int64
+	calls  int
+}
+
+// arm readies e for a new call of c to slot.
+func (e *wdEntry) arm(c *legCall, slot int) {
+	e.call, e.slot, e.returned, e.hold = c, slot, false, nil
+}
+
+// lateReturn: the leg call of e returned after the watchdog had answered
+// it. A write whose range waits for it is released when it was the last.
+// Rare: it runs in its own goroutine and takes the volume's lock.
+func (v *Volume) lateReturn(e *wdEntry) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	e.returned = true
+	h := e.hold
+	if h == nil {
+		return
+	}
+	e.hold = nil
+	if h.calls--; h.calls == 0 {
+		v.m.releaseHeld(h.off, h.n, v.clock.Now())
+		v.notify()
+	}
+}
+
+// holdIfAbandoned (mu held) ends an admitted write of n bytes at off
+// whose leg calls were answered in calls[i].ent[i] (sel: the legs
+// called): when a call into a leg that still gets I/O was abandoned and
+// has not returned, the range stays held until it does (machine rule 8);
+// otherwise the write ends now.
+func (v *Volume) holdIfAbandoned(calls [2]*legCall, sel [2]bool, off, n int64, end time.Time) {
+	var h *heldWrite
+	for i := range 2 {
+		if !sel[i] || calls[i] == nil {
+			continue
+		}
+		e := &calls[i].ent[i]
+		if calls[i].res[i] != errNoAnswer || e.returned || !v.m.active(i) {
+			continue // answered, back already, or its leg gets no more I/O
+		}
+		if h == nil {
+			h = &heldWrite{off: off, n: n}
+		}
+		h.calls++
+		e.hold = h
+	}
+	if h == nil {
+		v.m.endWrite(off, n, end)
+		return
+	}
+	v.log.Warn("a write's leg call did not return in time on a leg that stays in use: its range is held until it returns",
+		"off", off, "bytes", n)
+	v.m.holdWrite(off, n)
 }
 
 // watchdog times out the leg calls of one slot. Its goroutine starts with
@@ -254,7 +319,7 @@ func (v *Volume) legIO(slot int, leg Leg, op string, f func(Leg) error) error {
 // timeout, and returns each leg's result (ErrTimeout for no answer);
 // held reports that a call which did not answer still runs (and holds
 // f's buffer). For application I/O of n bytes (0: other I/O) each call's
-// duration feeds the leg's moving average (inline.go).
+// duration feeds the leg's moving average (started.go).
 func (v *Volume) both(sel [2]bool, legs [2]Leg, op string, n int64, f func(Leg) error) (errs [2]error, held bool) {
 	c := v.getCall()
 	if !v.startLegs(c, sel, legs, n, f) {
@@ -327,13 +392,15 @@ func (v *Volume) startLegs(c *legCall, sel [2]bool, legs [2]Leg, n int64, f func
 			continue
 		}
 		e := &c.ent[i]
-		e.call, e.slot = c, i
+		e.arm(c, i)
 		v.outstanding[i].Add(1)
 		v.wd[i].add(e, deadline, v.clock, v.opts.IOTimeout)
 		if a, ok := legs[i].(AsyncLeg); ok && c.io != nil {
 			fin := func(err error) {
 				v.outstanding[i].Add(-1)
-				v.wd[i].doneSpawn(e, err, true)
+				if !v.wd[i].doneSpawn(e, err, true) {
+					go v.lateReturn(e)
+				}
 			}
 			if c.io.write {
 				a.StartWriteAt(c.io.p, c.io.off, c.io.fua, fin)
@@ -352,7 +419,9 @@ func (v *Volume) startLegs(c *legCall, sel [2]bool, legs [2]Leg, n int64, f func
 				v.observeLeg(i, v.clock.Now().Sub(t0))
 			}
 			v.outstanding[i].Add(-1)
-			v.wd[i].done(e, err)
+			if !v.wd[i].done(e, err) {
+				v.lateReturn(e)
+			}
 		}()
 	}
 	return true
