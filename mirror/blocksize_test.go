@@ -75,6 +75,7 @@ func TestAddLegWithLargerBlocks(t *testing.T) {
 		}
 		opts := testOptions(t)
 		opts.BlockSize = want
+		opts.KeepLeg = 0 // leg 1 is to be replaced: the operator keeps leg 0
 		v, err := Assemble([2]Leg{a, nil}, opts)
 		if err != nil {
 			t.Fatal(err)
