@@ -44,6 +44,11 @@ type VolumeKnowledge struct {
 	Events     uint64
 	LegStates  [2]LegState
 	LegUUIDs   [2][16]byte
+	// Witnessing: the publisher sees every peer live, so it waits for
+	// their acks before it acknowledges writes that depend on a change of
+	// this state. A peer trusts the knowledge at a takeover only if the
+	// publisher's last app state said so (docs/HA.md).
+	Witnessing bool
 }
 
 // Limits of the app state encoding.
@@ -66,7 +71,8 @@ const (
 	flagStandby     = 1 << 1
 	flagMaintenance = 1 << 2
 	flagVolume      = 1 << 3
-	flagsKnown      = flagEligible | flagStandby | flagMaintenance | flagVolume
+	flagWitnessing  = 1 << 4 // only with flagVolume
+	flagsKnown      = flagEligible | flagStandby | flagMaintenance | flagVolume | flagWitnessing
 
 	volumeBytes = 8 + 16 + 8 + 8 + 2 + 32
 )
@@ -81,7 +87,7 @@ var ErrAppState = errors.New("bad app state")
 //	[volume: seq(8) uuid(16) generation(8) events(8) leg states(2) leg uuids(32)]
 //
 // Integers are big-endian; flags: eligible, standby, maintenance, volume
-// present. It refuses what Unmarshal would refuse.
+// present, witnessing (with the volume only). It refuses what Unmarshal would refuse.
 func (a AppState) Marshal() ([]byte, error) {
 	if err := a.check(); err != nil {
 		return nil, err
@@ -96,6 +102,7 @@ func (a AppState) Marshal() ([]byte, error) {
 	set(flagStandby, a.Standby)
 	set(flagMaintenance, a.Maintenance)
 	set(flagVolume, a.Volume.Seq != 0)
+	set(flagWitnessing, a.Volume.Seq != 0 && a.Volume.Witnessing)
 	b := make([]byte, 0, 64+len(a.Current)+len(a.Failures)+len(a.Reason)+volumeBytes)
 	b = append(b, appMagic...)
 	b = append(b, appVersion, byte(a.State), flags, byte(len(a.Current)))
@@ -179,6 +186,9 @@ func UnmarshalAppState(p []byte) (AppState, error) {
 		if r.err == nil && v.Seq == 0 {
 			return a, fmt.Errorf("%w: volume knowledge with sequence 0", ErrAppState)
 		}
+		v.Witnessing = flags&flagWitnessing != 0
+	} else if flags&flagWitnessing != 0 {
+		return a, fmt.Errorf("%w: witnessing flag without volume knowledge", ErrAppState)
 	}
 	switch {
 	case r.err != nil:

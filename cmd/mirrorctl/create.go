@@ -7,9 +7,9 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/hamirror/hamirror/cmd/internal/legopts"
-	"github.com/hamirror/hamirror/cmd/internal/units"
 	"github.com/hamirror/hamirror/iscsi"
 	"github.com/hamirror/hamirror/mirror"
+	"github.com/hamirror/hamirror/mirror/units"
 )
 
 // newCreateCmd: `mirrorctl create [--chunk SIZE] [--force] LEG LEG`.

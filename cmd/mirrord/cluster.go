@@ -2,10 +2,8 @@ package main
 
 import (
 	"context"
-	"encoding/json"
-	"errors"
 	"fmt"
-	"log"
+	"log/slog"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -15,33 +13,44 @@ import (
 
 	sdnotify "github.com/coreos/go-systemd/v22/daemon"
 	"github.com/hamirror/hamirror/cmd/internal/control"
-	"github.com/hamirror/hamirror/cmd/internal/legopts"
 	"github.com/hamirror/hamirror/heartbeat"
+	"github.com/hamirror/hamirror/resources/node"
 	"github.com/spf13/cobra"
 	"github.com/spf13/viper"
 )
 
 // clusterFlags are the root command's flags for cluster mode.
 type clusterFlags struct {
-	config  string
-	control string
-	node    string
-	leg     legopts.Flags // how disk heartbeats open their legs (iSCSI)
+	config     string
+	control    string
+	controlSet bool
+	node       string
 }
 
-// addClusterMode makes `mirrord --config FILE` run cluster membership
-// (alone while the file configures no resources) and serve the control
-// socket with the ops "status" ({"cluster": ...}) and "nodes".
+// addClusterMode makes `mirrord --config FILE` run this node of the
+// cluster (resources/node) and serve mirrorctl on the control socket.
 func addClusterMode(root *cobra.Command) {
 	f := &clusterFlags{}
-	root.Flags().StringVar(&f.config, "config", "/etc/hamirror/cluster.yaml", "cluster configuration file (YAML)")
-	root.Flags().StringVar(&f.control, "control", "unix:/run/hamirror/mirrord.sock", "control socket for mirrorctl (unix:PATH)")
+	root.Flags().StringVar(&f.config, "config", node.DefaultConfigPath, "cluster configuration file (YAML)")
+	root.Flags().StringVar(&f.control, "control", "unix:/run/hamirror/mirrord.sock", "control socket for mirrorctl (unix:PATH; default: the file's control key)")
 	root.Flags().StringVar(&f.node, "node", "", "this node's ID in the cluster file (default: the short host name)")
-	f.leg.Add(root.Flags(), false)
 	root.RunE = func(cmd *cobra.Command, args []string) error {
-		ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
-		defer stop()
-		return runCluster(ctx, f, log.Printf)
+		f.controlSet = cmd.Flags().Changed("control")
+		log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+		ctx, cancel := context.WithCancel(cmd.Context())
+		defer cancel()
+		sig := make(chan os.Signal, 2)
+		signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
+		defer signal.Stop(sig)
+		go func() {
+			<-sig
+			log.Info("SIGTERM: handing the group over (a second SIGTERM exits at once)")
+			cancel()
+			<-sig
+			log.Error("second SIGTERM: exiting now; resources may still run on this node")
+			os.Exit(1)
+		}()
+		return runCluster(ctx, f, log)
 	}
 }
 
@@ -83,110 +92,50 @@ func loadCluster(f *clusterFlags) (*viper.Viper, heartbeat.Config, error) {
 	return v, cfg, nil
 }
 
-// runCluster runs membership until ctx ends.
-func runCluster(ctx context.Context, f *clusterFlags, logf func(string, ...any)) error {
-	v, cfg, err := loadCluster(f)
+// runCluster runs this node (resources/node) until ctx ends: membership,
+// the cluster services, and the resource group with fencing, the volume
+// and the other resources the file configures. A first SIGTERM hands
+// the group to a healthy peer (or stops it here), a second one exits at
+// once; SIGHUP reloads what can change live.
+func runCluster(ctx context.Context, f *clusterFlags, log *slog.Logger) error {
+	self, err := localNode(f.node)
 	if err != nil {
 		return err
 	}
-	self := cfg.Self
-	if v.IsSet("resources") {
-		logf("mirrord: %s configures resources; this mirrord runs membership only", f.config)
-	}
-	key, err := heartbeat.LoadKey(cfg.KeyFile)
+	cfg, err := node.LoadConfig(f.config, self)
 	if err != nil {
 		return err
 	}
-	// Disks with a leg use the slots the mirror engine reserved on it;
-	// disks with neither a leg nor a path join when mirrord runs the
-	// volume. OpenLinks opens the ones with a path.
-	var fileDisks []heartbeat.Disk
-	var legDisks []heartbeat.Disk
-	for _, d := range cfg.Disks {
-		switch {
-		case d.Leg != "":
-			legDisks = append(legDisks, d)
-		case d.Path != "":
-			fileDisks = append(fileDisks, d)
-		default:
-			logf("mirrord: disk heartbeat %s names no leg or path: it needs the mirrored volume; running without it", d.Name)
-		}
+	if f.controlSet {
+		cfg.Control = f.control
 	}
-	fileCfg := cfg
-	fileCfg.Disks = fileDisks
-	links, err := heartbeat.OpenLinks(fileCfg)
+	n, err := node.New(cfg, node.Options{Logger: log, Notify: func(state string) { sdnotify.SdNotify(false, state) }})
 	if err != nil {
 		return err
 	}
-	cfg.Disks = append(fileDisks, legDisks...)
-	for _, d := range legDisks {
-		l, err := openLegDisk(cfg, d, f.leg)
-		if err != nil {
-			for _, l := range links {
-				l.Close()
-			}
-			return err
-		}
-		links = append(links, l)
-	}
-	boot, err := heartbeat.NextBoot(cfg.StateDir, time.Now())
-	if err != nil {
-		for _, l := range links {
-			l.Close()
-		}
-		return err
-	}
-	opt := heartbeat.MemberOptions{Logf: logf, Boot: boot, StateDir: cfg.StateDir}
-	if len(cfg.PingTargets) > 0 {
-		if opt.Pinger, err = heartbeat.NewPinger(cfg.PingTargets, cfg.PingInterval*8/10); err != nil {
-			for _, l := range links {
-				l.Close()
-			}
-			return err
-		}
-		defer opt.Pinger.Close()
-	}
-	member, err := heartbeat.NewMember(cfg, key, links, opt)
-	if err != nil {
-		for _, l := range links {
-			l.Close()
-		}
-		return err
-	}
-	if _, path, err := control.ParseAddr(f.control); err == nil {
+	if _, path, err := control.ParseAddr(cfg.Control); err == nil {
 		os.MkdirAll(filepath.Dir(path), 0o755)
 	}
-	srv, err := control.Listen(f.control)
+	srv, err := control.Listen(cfg.Control)
 	if err != nil {
-		for _, l := range links {
-			l.Close()
-		}
 		return err
 	}
 	defer srv.Close()
-	srv.Handle("status", func(json.RawMessage) (any, error) { return clusterStatus{member.Status()}, nil })
-	srv.Handle("nodes", func(json.RawMessage) (any, error) { return member.Status(), nil })
-	go srv.Serve()
-
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	done := make(chan error, 1)
-	go func() { done <- member.Run(ctx) }()
-	logf("mirrord: node %s of cluster %s up; control socket %s", self, cfg.Cluster, f.control)
-	sdnotify.SdNotify(false, sdnotify.SdNotifyReady)
-	watchdog(ctx, member, cfg.Timing.Keepalive)
-	cancel()
-	sdnotify.SdNotify(false, sdnotify.SdNotifyStopping)
-	if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
-		return err
+	for op, h := range n.Handlers() {
+		srv.Handle(op, control.HandlerFunc(h))
 	}
-	return nil
+	go srv.Serve()
+	log.Info("mirrord up", "node", self, "cluster", cfg.Heartbeat.Cluster, "control", cfg.Control)
+	wctx, stopWatchdog := context.WithCancel(context.Background())
+	defer stopWatchdog()
+	go watchdog(wctx, n.Healthy, 4*cfg.Heartbeat.Timing.Keepalive+time.Second)
+	return n.Run(ctx)
 }
 
 // watchdog pings systemd's watchdog (WatchdogSec in mirrord.service) at
 // half its period while the membership loop keeps stepping, until ctx
 // ends. A wedged loop stops the pings and systemd restarts mirrord.
-func watchdog(ctx context.Context, m *heartbeat.Member, keepalive time.Duration) {
+func watchdog(ctx context.Context, healthy func(time.Duration) bool, maxAge time.Duration) {
 	period, err := sdnotify.SdWatchdogEnabled(false)
 	if err != nil || period == 0 {
 		<-ctx.Done()
@@ -199,7 +148,7 @@ func watchdog(ctx context.Context, m *heartbeat.Member, keepalive time.Duration)
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			if m.Healthy(4 * keepalive) {
+			if healthy(maxAge) {
 				sdnotify.SdNotify(false, sdnotify.SdNotifyWatchdog)
 			}
 		}

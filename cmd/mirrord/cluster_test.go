@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -37,9 +38,7 @@ nodes:
     links: [{medium: nic1, address: 127.0.0.2}]
 disks:
   - {name: disk-a, path: %s, slot_size: 1024, slots: 8}
-  - {name: disk-b, slot_size: 1024, slots: 8}   # a mirror leg: skipped in membership-alone mode
-resources:
-  note: handled elsewhere
+  - {name: disk-b, slot_size: 1024, slots: 8}   # neither path nor leg: left out, with a warning
 `, key, port, filepath.Join(dir, "state"), slots)), 0o644)
 	return path
 }
@@ -54,8 +53,8 @@ func TestClusterModeServesStatus(t *testing.T) {
 	socks := map[string]string{}
 	for _, id := range []string{"a", "b"} {
 		socks[id] = "unix:" + filepath.Join(dir, id+".sock")
-		f := &clusterFlags{config: cfg, control: socks[id], node: id}
-		go func() { errs <- runCluster(ctx, f, t.Logf) }()
+		f := &clusterFlags{config: cfg, control: socks[id], controlSet: true, node: id}
+		go func() { errs <- runCluster(ctx, f, testLogger(t)) }()
 	}
 	defer func() {
 		cancel()
@@ -88,26 +87,32 @@ func TestClusterModeServesStatus(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	var raw json.RawMessage
-	if err := control.Call(socks["b"], "nodes", nil, &raw); err != nil {
-		t.Fatal(err)
-	}
-	if !strings.Contains(string(raw), `"role":"standby"`) || !strings.Contains(string(raw), `"disk-a"`) {
-		t.Errorf("b's nodes answer: %s", raw)
+	for {
+		if err := control.Call(socks["b"], "nodes", nil, &raw); err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(string(raw), `"role":"standby"`) && strings.Contains(string(raw), `"disk-a"`) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("b's nodes answer: %s", raw)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
 
 func TestClusterModeRefusesReadableKeyAndBadConfig(t *testing.T) {
 	dir := t.TempDir()
 	cfg := writeCluster(t, dir, 0o644, 25406)
-	err := runCluster(context.Background(), &clusterFlags{config: cfg, control: "unix:" + filepath.Join(dir, "s"), node: "a"}, t.Logf)
+	err := runCluster(context.Background(), &clusterFlags{config: cfg, control: "unix:" + filepath.Join(dir, "s"), controlSet: true, node: "a"}, testLogger(t))
 	if err == nil || !strings.Contains(err.Error(), "readable by root only") {
 		t.Errorf("world-readable key: %v", err)
 	}
-	err = runCluster(context.Background(), &clusterFlags{config: cfg, control: "unix:" + filepath.Join(dir, "s"), node: "zz"}, t.Logf)
+	err = runCluster(context.Background(), &clusterFlags{config: cfg, control: "unix:" + filepath.Join(dir, "s"), controlSet: true, node: "zz"}, testLogger(t))
 	if err == nil || !strings.Contains(err.Error(), "node: this node \"zz\" is not in nodes") {
 		t.Errorf("unknown node: %v", err)
 	}
-	err = runCluster(context.Background(), &clusterFlags{config: filepath.Join(dir, "nope.yaml"), node: "a"}, t.Logf)
+	err = runCluster(context.Background(), &clusterFlags{config: filepath.Join(dir, "nope.yaml"), node: "a"}, testLogger(t))
 	if err == nil || !strings.Contains(err.Error(), "nope.yaml") {
 		t.Errorf("missing config: %v", err)
 	}
@@ -130,7 +135,7 @@ func TestClusterModeNotifiesSystemd(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		done <- runCluster(ctx, &clusterFlags{config: cfg, control: "unix:" + filepath.Join(dir, "c.sock"), node: "a"}, t.Logf)
+		done <- runCluster(ctx, &clusterFlags{config: cfg, control: "unix:" + filepath.Join(dir, "c.sock"), controlSet: true, node: "a"}, testLogger(t))
 	}()
 	got := map[string]bool{}
 	buf := make([]byte, 256)
@@ -180,4 +185,16 @@ func TestUnitFileMatchesFlags(t *testing.T) {
 	if err := root.ParseFlags(exec[1:]); err != nil {
 		t.Errorf("mirrord rejects the unit's flags %v: %v", exec[1:], err)
 	}
+}
+
+// testLogger sends a daemon's log to the test's.
+func testLogger(t *testing.T) *slog.Logger {
+	return slog.New(slog.NewTextHandler(testWriter{t}, nil))
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
 }

@@ -63,8 +63,8 @@ disks:
 	socks := map[string]string{}
 	for _, id := range []string{"a", "b"} {
 		socks[id] = "unix:" + filepath.Join(dir, id+".sock")
-		f := &clusterFlags{config: cfg, control: socks[id], node: id}
-		go func() { errs <- runCluster(ctx, f, t.Logf) }()
+		f := &clusterFlags{config: cfg, control: socks[id], controlSet: true, node: id}
+		go func() { errs <- runCluster(ctx, f, testLogger(t)) }()
 	}
 	stop := func() {
 		cancel()

@@ -14,9 +14,9 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/hamirror/hamirror/cmd/internal/legopts"
-	"github.com/hamirror/hamirror/cmd/internal/units"
 	"github.com/hamirror/hamirror/cmd/internal/volumed"
 	"github.com/hamirror/hamirror/mirror"
+	"github.com/hamirror/hamirror/mirror/units"
 )
 
 // volumeFlags are `mirrord volume`'s options.

@@ -1,0 +1,236 @@
+package node
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/hamirror/hamirror/heartbeat"
+	"github.com/hamirror/hamirror/heartbeat/services"
+	"github.com/hamirror/hamirror/iscsi"
+	"github.com/hamirror/hamirror/mirror"
+	"github.com/hamirror/hamirror/resources"
+	"github.com/hamirror/hamirror/resources/agents"
+	"github.com/hamirror/hamirror/resources/fence"
+	"github.com/hamirror/hamirror/resources/volume"
+)
+
+// New builds the node of cfg.Heartbeat.Self: it opens the links, the
+// iSCSI sessions (in the background: an array that is down joins when it
+// answers), membership, the group, its agents and the cluster services.
+// Nothing runs until Run.
+func New(cfg *Config, opt Options) (_ *Node, err error) {
+	if opt.Logger == nil {
+		opt.Logger = slog.New(slog.NewTextHandler(os.Stderr, nil))
+	}
+	self := cfg.Heartbeat.Self
+	n := &Node{cfg: cfg, self: self, opt: opt, log: opt.Logger.With("node", string(self)),
+		agents: map[string]resources.Agent{}, locks: map[string]*sync.Mutex{},
+		peers: peerIDs(cfg.Heartbeat), inbox: make(chan func(time.Time), 256)}
+	defer func() {
+		if err != nil {
+			for i := len(n.closers) - 1; i >= 0; i-- {
+				n.closers[i]()
+			}
+		}
+	}()
+	key, err := heartbeat.LoadKey(cfg.Heartbeat.KeyFile)
+	if err != nil {
+		return nil, err
+	}
+	if n.keys, err = fenceKeys(cfg); err != nil {
+		return nil, err
+	}
+	if cfg.Volume != nil {
+		if n.arrays, err = openArrays(cfg, n.keys, n.log.With("part", "fence")); err != nil {
+			return nil, err
+		}
+		n.closers = append(n.closers, func() error { n.arrays.close(); return nil })
+	}
+	links, err := n.openLinks()
+	if err != nil {
+		return nil, err
+	}
+	boot, err := heartbeat.NextBoot(cfg.Heartbeat.StateDir, time.Now())
+	if err != nil {
+		closeLinks(links)
+		return nil, err
+	}
+	mo := heartbeat.MemberOptions{Boot: boot, StateDir: cfg.Heartbeat.StateDir, OnEvent: n.membershipEvent,
+		Logf: func(format string, a ...any) { n.log.Info(fmt.Sprintf(format, a...), "part", "heartbeat") }}
+	if len(cfg.Heartbeat.PingTargets) > 0 {
+		if mo.Pinger, err = heartbeat.NewPinger(cfg.Heartbeat.PingTargets, cfg.Heartbeat.PingInterval*8/10); err != nil {
+			closeLinks(links)
+			return nil, err
+		}
+		n.closers = append(n.closers, mo.Pinger.Close)
+	}
+	if n.member, err = heartbeat.NewMember(cfg.Heartbeat, key, links, mo); err != nil {
+		closeLinks(links)
+		return nil, err
+	}
+	if n.svc, err = services.New(services.Options{Cluster: cfg.Heartbeat, Key: key, Config: cfg.Services,
+		Membership: n.member, Slog: n.log.With("part", "services")}); err != nil {
+		return nil, err
+	}
+	standby, serr := loadStandby(cfg.Heartbeat.StateDir)
+	if serr != nil {
+		n.log.Error("standby flag", "err", serr)
+	}
+	if n.know, err = openKnowledge(cfg.Heartbeat.StateDir); err != nil {
+		n.log.Warn("peer volume knowledge", "err", err)
+		err = nil
+	}
+	if n.seq, err = openSeq(cfg.Heartbeat.StateDir); err != nil {
+		return nil, err
+	}
+	n.wit = newWitness(n.seq, func(k resources.VolumeKnowledge) {
+		n.post(func(now time.Time) { n.group.SetVolume(now, k) })
+	})
+	if err := n.buildAgents(); err != nil {
+		return nil, err
+	}
+	if n.group, err = resources.New(cfg.Group, self, resources.Options{Peers: n.peers, Standby: standby}, time.Now()); err != nil {
+		return nil, err
+	}
+	return n, nil
+}
+
+// fenceKeys is every node's reservation key: configured, or derived.
+func fenceKeys(cfg *Config) (map[heartbeat.NodeID]uint64, error) {
+	keys := map[heartbeat.NodeID]uint64{}
+	seen := map[uint64]heartbeat.NodeID{}
+	for _, nd := range cfg.Heartbeat.Nodes {
+		k, ok := cfg.Fencing.Keys[nd.ID]
+		if !ok {
+			k = fence.DeriveKey(cfg.Heartbeat.Cluster, string(nd.ID))
+		}
+		if other, dup := seen[k]; dup {
+			return nil, keyErr("fencing.keys."+string(nd.ID), "is the same key as %s's: every node needs its own", other)
+		}
+		seen[k] = nd.ID
+		keys[nd.ID] = k
+	}
+	return keys, nil
+}
+
+// openLinks opens the heartbeat media: NICs, serial line, disks with a
+// path, and the disk heartbeats on the mirror legs (through the node's
+// disk-heartbeat sessions).
+func (n *Node) openLinks() ([]heartbeat.Link, error) {
+	// A disk with neither a path nor a leg cannot be reached: membership
+	// runs without it (validation already checked the rest).
+	c := &n.cfg.Heartbeat
+	var disks []heartbeat.Disk
+	for _, d := range c.Disks {
+		if d.Path == "" && d.Leg == "" {
+			n.log.Warn("disk heartbeat names no path and no leg: running without it", "disk", d.Name)
+			continue
+		}
+		disks = append(disks, d)
+	}
+	c.Disks = disks
+	plain := *c
+	plain.Disks = nil
+	var legDisks []heartbeat.Disk
+	for _, d := range c.Disks {
+		if d.Leg != "" {
+			legDisks = append(legDisks, d)
+		} else {
+			plain.Disks = append(plain.Disks, d)
+		}
+	}
+	links, err := heartbeat.OpenLinks(plain)
+	if err != nil {
+		return nil, err
+	}
+	for _, d := range legDisks {
+		if n.arrays != nil {
+			if a := n.arrays.bySpec(d.Leg); a != nil {
+				links = append(links, newDiskLink(*c, d.Name, sharedLeg{a.vol}, a.vol.WaitReady, false))
+				continue
+			}
+		}
+		// A leg of no volume this node runs (membership only): a session
+		// (or file) of its own for the disk heartbeat.
+		var leg mirror.Leg
+		var wait func(context.Context) error
+		if iscsi.IsLegSpec(d.Leg) {
+			disk, err := iscsi.OpenLegInBackground(d.Leg, n.cfg.iscsiConfig(iscsi.PurposeDiskHeartbeat))
+			if err != nil {
+				closeLinks(links)
+				return nil, fmt.Errorf("disk heartbeat %s: %w", d.Name, err)
+			}
+			leg, wait = disk, disk.WaitReady
+		} else {
+			l, err := mirror.OpenLeg(d.Leg, mirror.LegOptions{})
+			if err != nil {
+				closeLinks(links)
+				return nil, fmt.Errorf("disk heartbeat %s: %w", d.Name, err)
+			}
+			leg = l
+		}
+		links = append(links, newDiskLink(*c, d.Name, leg, wait, true))
+	}
+	return links, nil
+}
+
+func closeLinks(links []heartbeat.Link) {
+	for _, l := range links {
+		l.Close()
+	}
+}
+
+// buildAgents makes every resource's agent.
+func (n *Node) buildAgents() error {
+	env := agents.Env{Log: n.log.With("part", "agents")}
+	for _, r := range n.cfg.Group.Resources {
+		var a resources.Agent
+		switch r.Type {
+		case resources.TypeFence:
+			if n.arrays == nil {
+				return keyErr(r.Key, "a fence resource needs the volume section's iSCSI arrays")
+			}
+			a = n.arrays.fence
+		case resources.TypeVolume:
+			if n.cfg.Volume == nil {
+				return keyErr(r.Key, "a volume resource needs the volume section")
+			}
+			n.vol = n.newVolume(r.Name)
+			a = n.vol.agent
+		default:
+			var err error
+			if a, err = agents.New(r.Key, r.Type, r.Name, r.Params, env); err != nil {
+				return err
+			}
+		}
+		n.agents[r.Name] = a
+		n.locks[r.Name] = &sync.Mutex{}
+	}
+	return nil
+}
+
+// newVolume builds the volume resource over the node's sessions.
+func (n *Node) newVolume(name string) *volumeRes {
+	vc := n.cfg.Volume
+	mo := mirror.DefaultOptions()
+	mo.IOTimeout = vc.IOTimeout
+	mo.NodeID = string(n.self)
+	mo.AutoReAdd = vc.AutoReAdd
+	mo.ResyncMinRate, mo.ResyncMaxRate = vc.ResyncMinRate, vc.ResyncMaxRate
+	mo.MMP.Interval = vc.MMPInterval
+	mo.Logger = n.log.With("part", "volume")
+	mo.Publish = n.wit.Publish
+	mo.BeforeReAdd = n.arrays.beforeReAdd
+	mo.OnFenced = func() {
+		n.post(func(now time.Time) {
+			n.group.Fenced(now, "the volume got RESERVATION CONFLICT: another node fenced this one")
+		})
+	}
+	v := volume.New(volume.Options{Legs: vc.Legs, OpenLeg: n.arrays.openLeg, Mirror: mo, Listen: vc.Listen,
+		Device: vc.Device, Fuse: vc.Fuse, Link: vc.Link, ExportName: vc.ExportName, Logger: mo.Logger})
+	return &volumeRes{name: name, agent: v}
+}
