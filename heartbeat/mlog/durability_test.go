@@ -1,0 +1,56 @@
+package mlog
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"strings"
+	"testing"
+)
+
+// TestSequenceSurvivesRotationOfItsOwnEntries: a quiet node whose own
+// entries were all rotated out of its log (the other nodes wrote the rest)
+// restarts. Its next entry must not reuse a sequence number its peers
+// already hold, or they skip the new entry as "held" and the logs differ.
+func TestSequenceSurvivesRotationOfItsOwnEntries(t *testing.T) {
+	c := newCluster(t, 2, func(o *Options) { o.MaxSize, o.Keep = 4096, 2 })
+	c.write("n1", "n1's first entry")
+	for i := range 200 {
+		c.write("n2", fmt.Sprintf("n2 entry %03d, enough text to fill segments", i))
+	}
+	c.stop["n1"]()
+	c.start("n1")
+	e := c.write("n1", "n1 after its restart")
+	if e.Seq != 2 {
+		t.Errorf("n1's entry after the restart has sequence %d, want 2 (1 is taken)", e.Seq)
+	}
+	for _, id := range c.ids {
+		if got := strings.Join(c.logOf(id), "\n"); !strings.Contains(got, "n1 after its restart") {
+			t.Errorf("%s's log lacks n1's new entry", id)
+		}
+	}
+}
+
+// TestWriteNeverReportsAnEntryItDidNotStore: a log whose peer holds more of
+// this node's entries than its own files (they were rotated away here, or
+// the folder was restored from a backup) must not acknowledge a Write that
+// the dedupe by (node, sequence) then drops everywhere.
+func TestWriteNeverReportsAnEntryItDidNotStore(t *testing.T) {
+	c := newCluster(t, 2)
+	for i := range 3 {
+		c.write("n1", fmt.Sprintf("old %d", i))
+	}
+	c.stop["n1"]()
+	c.dirs["n1"] = t.TempDir() // n1's log folder lost (a replaced disk)
+	c.start("n1")
+	c.logs["n1"].Sync(context.Background()) // learns n1/1..3 back from n2
+	e, err := c.logs["n1"].Write(context.Background(), slog.LevelInfo, "test", "new after the loss")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range c.ids {
+		if got := strings.Join(c.logOf(id), "\n"); !strings.Contains(got, "new after the loss") {
+			t.Errorf("Write returned %s/%d, but %s's log lacks the entry:\n%s", e.Node, e.Seq, id, got)
+		}
+	}
+}
