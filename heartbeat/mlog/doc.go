@@ -27,7 +27,9 @@
 // them.
 //
 // Files (Options.Dir, default /var/lib/hamirror/mlog): mlog-G.log
-// segments (rotated past MaxSize, Keep kept) and spool-PEER.log. Records
+// segments (rotated past MaxSize, Keep kept), spool-PEER.log, and
+// high.json (every node's highest sequence when a segment was last
+// removed, so that numbers are never reused after rotation). Records
 // are length-prefixed and CRC-32C checksummed (record.go); a torn last
 // record is cut at open, never parsed.
 //

@@ -44,8 +44,7 @@ type Log struct {
 	opt   Options
 	store *store
 
-	wmu  sync.Mutex // serialises writes: sequence order is delivery order
-	next uint64
+	wmu sync.Mutex // serialises writes: sequence order is delivery order
 
 	pmu   sync.RWMutex
 	peers map[heartbeat.NodeID]*peer
@@ -62,7 +61,8 @@ type peer struct {
 }
 
 // Open opens (or creates) the log in opt.Dir: a torn last record is cut,
-// the next sequence number follows the highest this node wrote.
+// the next sequence number follows the highest this log holds of this
+// node (high.json keeps it past rotation).
 func Open(opt Options) (*Log, error) {
 	if opt.Self == "" || opt.Dir == "" {
 		return nil, errors.New("mlog: Self and Dir are required")
@@ -90,7 +90,6 @@ func Open(opt Options) (*Log, error) {
 		return nil, err
 	}
 	l := &Log{opt: opt, store: st, peers: map[heartbeat.NodeID]*peer{}}
-	l.next = st.vector()[opt.Self] + 1
 	l.SetPeers(opt.Peers)
 	if opt.Net != nil {
 		opt.Net.Handle(opAppend, l.handleAppend)
@@ -158,11 +157,11 @@ func (l *Log) Write(ctx context.Context, level slog.Level, component, msg string
 	}
 	l.wmu.Lock()
 	defer l.wmu.Unlock()
-	e.Time, e.Seq = l.opt.Clock(), l.next
-	if _, err := l.store.append([]Entry{e}, true); err != nil {
+	e.Time = l.opt.Clock()
+	e, err := l.store.appendOwn(e)
+	if err != nil {
 		return e, err
 	}
-	l.next++
 	ps := l.peerList()
 	errs := make([]error, len(ps))
 	var wg sync.WaitGroup

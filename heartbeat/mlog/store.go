@@ -1,6 +1,7 @@
 package mlog
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -103,6 +104,9 @@ func openStore(dir string, maxSize int64, keep int, logf func(string, ...any)) (
 	if len(s.gens) == 0 {
 		s.gens = []uint64{1}
 	}
+	if err := s.loadHigh(); err != nil {
+		return nil, err
+	}
 	for i, g := range s.gens {
 		last := i == len(s.gens)-1
 		path := filepath.Join(dir, segName(g))
@@ -160,6 +164,75 @@ func (s *store) vector() map[heartbeat.NodeID]uint64 {
 		v[k] = x
 	}
 	return v
+}
+
+// highName holds the per-origin highest sequences as of the last segment
+// removal (JSON), written before any segment is removed.
+const highName = "high.json"
+
+func (s *store) loadHigh() error {
+	b, err := os.ReadFile(filepath.Join(s.dir, highName))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("mlog: %w", err)
+	}
+	var h map[heartbeat.NodeID]uint64
+	if err := json.Unmarshal(b, &h); err != nil {
+		return fmt.Errorf("mlog: %s is damaged (%v): restore it, or move it away only if no node's entries were ever rotated out of this log", filepath.Join(s.dir, highName), err)
+	}
+	for n, x := range h {
+		s.high[n] = max(s.high[n], x)
+	}
+	return nil
+}
+
+// saveHigh writes the high vector atomically (temp file, fsync, rename,
+// fsync of the folder).
+func (s *store) saveHigh() error {
+	b, err := json.Marshal(s.high)
+	if err != nil {
+		return err
+	}
+	path := filepath.Join(s.dir, highName)
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o640)
+	if err != nil {
+		return fmt.Errorf("mlog: %w", err)
+	}
+	_, err = f.Write(b)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err == nil {
+		err = syncDir(s.dir)
+	}
+	if err != nil {
+		return fmt.Errorf("mlog: saving %s: %w", path, err)
+	}
+	return nil
+}
+
+// appendOwn gives e the sequence after the highest this log holds of
+// e.Node (whatever way it arrived: written here, or relayed back by a
+// peer that holds more of this node's entries than its own files) and
+// appends it.
+func (s *store) appendOwn(e Entry) (Entry, error) {
+	s.mu.Lock()
+	e.Seq = s.high[e.Node] + 1
+	s.mu.Unlock()
+	added, err := s.append([]Entry{e}, true)
+	if err == nil && len(added) != 1 {
+		err = fmt.Errorf("mlog: entry %s/%d was not appended", e.Node, e.Seq)
+	}
+	return e, err
 }
 
 // errGap refuses an entry that would leave a hole in its node's sequence.
@@ -236,6 +309,14 @@ func (s *store) rotate() error {
 	}
 	old.Close()
 	s.size = 0
+	if len(s.gens) > s.keep {
+		// The segments about to go may hold the only record of a node's
+		// highest sequence: keep it, or that node reuses numbers after
+		// a restart and its peers skip the new entries as held.
+		if err := s.saveHigh(); err != nil {
+			return err
+		}
+	}
 	for len(s.gens) > s.keep {
 		if err := os.Remove(filepath.Join(s.dir, segName(s.gens[0]))); err != nil && !os.IsNotExist(err) {
 			return err
