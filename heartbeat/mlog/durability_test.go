@@ -54,3 +54,36 @@ func TestWriteNeverReportsAnEntryItDidNotStore(t *testing.T) {
 		}
 	}
 }
+
+// TestLongCutConverges: more entries pile up during a cut than fit one
+// channel message (channel.MaxMessage); the exchange must still carry
+// them all, or the spool stays forever and every later entry is spooled.
+func TestLongCutConverges(t *testing.T) {
+	c := newCluster(t, 2)
+	c.net.Cut("n1", "n2", true)
+	var fs []Field
+	for i := range MaxFields {
+		fs = append(fs, Field{Key: fmt.Sprintf("k%02d", i), Value: strings.Repeat("v", MaxValue)})
+	}
+	const n = 150 // ~37 KiB each: ~5.5 MiB, ~7.4 MiB as JSON
+	for i := range n {
+		if _, err := c.logs["n1"].Write(context.Background(), slog.LevelInfo, "test", fmt.Sprintf("big %03d", i), fs...); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.logs["n2"].Write(context.Background(), slog.LevelInfo, "test", fmt.Sprintf("big %03d", i), fs...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.net.Cut("n1", "n2", false)
+	if failed := c.logs["n1"].Sync(context.Background()); len(failed) != 0 {
+		t.Errorf("n1's exchange after the cut failed")
+	}
+	c.logs["n2"].Sync(context.Background())
+	a, b := c.logOf("n1"), c.logOf("n2")
+	if len(a) != 2*n || strings.Join(a, "\n") != strings.Join(b, "\n") {
+		t.Fatalf("after the cut n1 holds %d entries, n2 %d; want the same %d", len(a), len(b), 2*n)
+	}
+	if s := append(c.spools("n1"), c.spools("n2")...); len(s) != 0 {
+		t.Errorf("spools left after the exchanges: %v", s)
+	}
+}
