@@ -229,9 +229,34 @@ type exchangeReq struct {
 }
 
 type exchangeReply struct {
-	Entries [][]byte                    `json:"entries"` // what the callee holds that the caller lacks
+	Entries [][]byte                    `json:"entries"` // what the callee holds that the caller lacks (one page)
 	Have    map[heartbeat.NodeID]uint64 `json:"have"`
-	Spool   bool                        `json:"spool"` // the callee holds a spool for the caller
+	Spool   bool                        `json:"spool"`          // the callee holds a spool for the caller
+	More    bool                        `json:"more,omitempty"` // Entries is not all of it: ask again
+}
+
+// pageBytes bounds the records of one message, well under the channel's
+// limit (channel.MaxMessage) once base64 and JSON are added: what piled
+// up during a long cut travels in as many messages as it needs.
+const pageBytes = 1 << 20
+
+// page returns the records of the first entries of es that fit pageBytes
+// (at least one) and how many entries that is.
+func page(es []Entry) ([][]byte, int, error) {
+	var out [][]byte
+	size := 0
+	for i, e := range es {
+		b, err := AppendRecord(nil, e)
+		if err != nil {
+			return nil, 0, err
+		}
+		if i > 0 && size+len(b) > pageBytes {
+			return out, i, nil
+		}
+		size += len(b)
+		out = append(out, b)
+	}
+	return out, len(es), nil
 }
 
 type doneReq struct {
@@ -284,7 +309,8 @@ func (l *Log) sendLive(ctx context.Context, p *peer, e Entry) error {
 // exchangeLocked runs the exchange with p (p.mu held): this node's spool
 // for p goes to p's log, p's spool for this node comes to the local log,
 // and both sides get what the other holds and they lack (entries of
-// nodes that are down now, relayed). Each side removes a spool only after
+// nodes that are down now, relayed), a page (pageBytes) per message, as
+// many messages as it takes. Each side removes a spool only after
 // the other reported holding its entries, and every append skips entries
 // held already, so an exchange cut at any point (a crash, a cut cable) is
 // simply run again.
@@ -292,40 +318,52 @@ func (l *Log) exchangeLocked(ctx context.Context, p *peer) error {
 	if l.opt.Net == nil {
 		return errors.New("no channel")
 	}
-	sp, err := p.spool.entries()
-	if err != nil {
-		return err
-	}
-	rs, err := records(sp)
-	if err != nil {
-		return err
-	}
 	var rep exchangeReply
-	if err := l.call(ctx, p.id, opExchange, exchangeReq{Spool: rs, Have: l.store.vector()}, &rep); err != nil {
-		return err
-	}
-	got, err := decodeRecords(rep.Entries)
-	if err != nil {
-		return err
-	}
-	if _, err := l.store.append(got, false); err != nil {
-		return err
-	}
-	if err := p.spool.trim(rep.Have[l.opt.Self]); err != nil {
-		return err
+	for {
+		// One page of the spool out, one page of what p holds and this
+		// log lacks in, until both are through.
+		sp, err := p.spool.entries()
+		if err != nil {
+			return err
+		}
+		rs, n, err := page(sp)
+		if err != nil {
+			return err
+		}
+		rep = exchangeReply{}
+		if err := l.call(ctx, p.id, opExchange, exchangeReq{Spool: rs, Have: l.store.vector()}, &rep); err != nil {
+			return err
+		}
+		got, err := decodeRecords(rep.Entries)
+		if err != nil {
+			return err
+		}
+		if _, err := l.store.append(got, false); err != nil {
+			return err
+		}
+		if err := p.spool.trim(rep.Have[l.opt.Self]); err != nil {
+			return err
+		}
+		if n == len(sp) && !rep.More {
+			break
+		}
+		if len(got) == 0 && (n == 0 || rep.Have[l.opt.Self] < sp[n-1].Seq) {
+			return fmt.Errorf("exchange with %s makes no progress", p.id)
+		}
 	}
 	push, err := l.store.missing(rep.Have)
 	if err != nil {
 		return err
 	}
-	if len(push) > 0 || rep.Spool {
-		prs, err := records(push)
+	for first := true; len(push) > 0 || (first && rep.Spool); first = false {
+		prs, n, err := page(push)
 		if err != nil {
 			return err
 		}
 		if err := l.call(ctx, p.id, opDone, doneReq{Push: prs, Have: l.store.vector()}, nil); err != nil {
 			return err
 		}
+		push = push[n:]
 	}
 	if p.spool.exists() {
 		return errors.New("spool still holds entries the peer lacks")
@@ -369,11 +407,11 @@ func (l *Log) handleExchange(from heartbeat.NodeID, body []byte) ([]byte, error)
 	if err != nil {
 		return nil, err
 	}
-	rs, err := records(missing)
+	rs, n, err := page(missing)
 	if err != nil {
 		return nil, err
 	}
-	rep := exchangeReply{Entries: rs, Have: l.store.vector()}
+	rep := exchangeReply{Entries: rs, Have: l.store.vector(), More: n < len(missing)}
 	l.pmu.RLock()
 	p := l.peers[from]
 	l.pmu.RUnlock()
