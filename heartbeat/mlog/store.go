@@ -31,6 +31,9 @@ type store struct {
 	size int64
 	high map[heartbeat.NodeID]uint64 // per origin, the highest sequence held
 	gaps uint64                      // entries accepted past a hole (only after rotation dropped old ones)
+	// broken is set when a failed append could not be taken back: the
+	// file no longer matches size, and nothing is appended until reopened.
+	broken error
 }
 
 // Cursor is a position in the local log: a segment and an offset in it.
@@ -279,12 +282,21 @@ func (s *store) append(es []Entry, contiguous bool) ([]Entry, error) {
 	if len(added) == 0 {
 		return nil, nil
 	}
-	if _, err := s.f.Write(b); err != nil {
-		s.f.Truncate(s.size) // take back a partial write
-		return nil, fmt.Errorf("mlog: writing the log: %w", err)
+	if s.broken != nil {
+		return nil, s.broken
 	}
-	if err := s.f.Sync(); err != nil {
-		return nil, fmt.Errorf("mlog: syncing the log: %w", err)
+	_, err := s.f.Write(b)
+	if err == nil {
+		err = s.f.Sync()
+	}
+	if err != nil {
+		// Take the records back: a write or fsync that failed (a full
+		// disk or thin pool) may have left them in the page cache, and a
+		// later append would put the same (node, sequence) after them.
+		if terr := s.f.Truncate(s.size); terr != nil {
+			s.broken = fmt.Errorf("mlog: the log file may hold records that are not durable (%v, then %v): restart mirrord once the disk is fixed", err, terr)
+		}
+		return nil, fmt.Errorf("mlog: writing the log: %w", err)
 	}
 	s.size += int64(len(b))
 	for n, h := range high {
