@@ -338,22 +338,31 @@ func (l *Log) exchangeLocked(ctx context.Context, p *peer) error {
 		if err != nil {
 			return err
 		}
-		if _, err := l.store.append(got, false); err != nil {
+		if _, err := l.store.append(got, appendGaps); err != nil {
 			return err
 		}
 		if err := p.spool.trim(rep.Have[l.opt.Self]); err != nil {
 			return err
 		}
-		if n == len(sp) && !rep.More {
+		// More of the spool only if p took this page whole: past a hole
+		// (see appendPrefix) the push below brings the rest.
+		spoolMore := n < len(sp) && rep.Have[l.opt.Self] >= sp[n-1].Seq
+		if !spoolMore && !rep.More {
 			break
 		}
-		if len(got) == 0 && (n == 0 || rep.Have[l.opt.Self] < sp[n-1].Seq) {
+		if !spoolMore && len(got) == 0 {
 			return fmt.Errorf("exchange with %s makes no progress", p.id)
 		}
 	}
 	push, err := l.store.missing(rep.Have)
 	if err != nil {
 		return err
+	}
+	held := rep.Have[l.opt.Self] // of this node's entries, what p holds once the push is through
+	for _, e := range push {
+		if e.Node == l.opt.Self {
+			held = max(held, e.Seq)
+		}
 	}
 	for first := true; len(push) > 0 || (first && rep.Spool); first = false {
 		prs, n, err := page(push)
@@ -364,6 +373,11 @@ func (l *Log) exchangeLocked(ctx context.Context, p *peer) error {
 			return err
 		}
 		push = push[n:]
+	}
+	// p took only the part of the spool before a hole (see appendPrefix); the
+	// push brought the rest from this log.
+	if err := p.spool.trim(held); err != nil {
+		return err
 	}
 	if p.spool.exists() {
 		return errors.New("spool still holds entries the peer lacks")
@@ -387,7 +401,7 @@ func (l *Log) handleAppend(from heartbeat.NodeID, body []byte) ([]byte, error) {
 			return nil, fmt.Errorf("mlog: %s sent an entry of %s as its own", from, e.Node)
 		}
 	}
-	_, err = l.store.append(es, true)
+	_, err = l.store.append(es, appendStrict)
 	return nil, err
 }
 
@@ -400,7 +414,7 @@ func (l *Log) handleExchange(from heartbeat.NodeID, body []byte) ([]byte, error)
 	if err != nil {
 		return nil, err
 	}
-	if _, err := l.store.append(es, false); err != nil {
+	if _, err := l.store.append(es, appendPrefix); err != nil {
 		return nil, err
 	}
 	missing, err := l.store.missing(req.Have)
@@ -428,7 +442,7 @@ func (l *Log) handleDone(from heartbeat.NodeID, body []byte) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	if _, err := l.store.append(es, false); err != nil {
+	if _, err := l.store.append(es, appendGaps); err != nil {
 		return nil, err
 	}
 	l.pmu.RLock()

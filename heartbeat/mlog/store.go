@@ -231,7 +231,7 @@ func (s *store) appendOwn(e Entry) (Entry, error) {
 	s.mu.Lock()
 	e.Seq = s.high[e.Node] + 1
 	s.mu.Unlock()
-	added, err := s.append([]Entry{e}, true)
+	added, err := s.append([]Entry{e}, appendStrict)
 	if err == nil && len(added) != 1 {
 		err = fmt.Errorf("mlog: entry %s/%d was not appended", e.Node, e.Seq)
 	}
@@ -241,11 +241,27 @@ func (s *store) appendOwn(e Entry) (Entry, error) {
 // errGap refuses an entry that would leave a hole in its node's sequence.
 var errGap = errors.New("mlog: entry past a hole in its node's sequence")
 
+// appendMode says what append does with an entry that does not follow
+// the highest held of its node exactly.
+type appendMode int
+
+const (
+	// appendStrict refuses it with errGap (live writes).
+	appendStrict appendMode = iota
+	// appendPrefix skips it: only what follows on without a hole is taken.
+	// For spools, which can skip an entry that is in the sender's log (a
+	// crash between the log and the spool): taking what comes after the
+	// hole would make the skipped entry count as held, for good. The
+	// sender's log brings the rest, in order.
+	appendPrefix
+	// appendGaps takes it and counts the hole: entries from another node's log,
+	// whose oldest were rotated away there.
+	appendGaps
+)
+
 // append writes the entries this log does not hold yet, in order, and
-// makes them durable. With contiguous set, an entry must follow the
-// highest held of its node exactly (live writes); otherwise a hole is
-// accepted and counted (exchanges after rotation dropped old entries).
-func (s *store) append(es []Entry, contiguous bool) ([]Entry, error) {
+// makes them durable; mode says what to do with one past a hole.
+func (s *store) append(es []Entry, mode appendMode) ([]Entry, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.f == nil {
@@ -260,17 +276,20 @@ func (s *store) append(es []Entry, contiguous bool) ([]Entry, error) {
 		}
 		return s.high[n]
 	}
-	gaps := uint64(0)
+	holes := uint64(0)
 	for _, e := range es {
 		h := get(e.Node)
 		if e.Seq <= h {
 			continue // held already: (node, seq) never twice
 		}
 		if e.Seq != h+1 {
-			if contiguous {
+			switch mode {
+			case appendStrict:
 				return nil, fmt.Errorf("%w: %s's entry %d, this log holds up to %d", errGap, e.Node, e.Seq, h)
+			case appendPrefix:
+				continue
 			}
-			gaps++
+			holes++
 		}
 		var err error
 		if b, err = AppendRecord(b, e); err != nil {
@@ -302,7 +321,7 @@ func (s *store) append(es []Entry, contiguous bool) ([]Entry, error) {
 	for n, h := range high {
 		s.high[n] = h
 	}
-	s.gaps += gaps
+	s.gaps += holes
 	if s.size >= s.maxSize {
 		if err := s.rotate(); err != nil {
 			s.logf("mlog: rotating: %v", err)
