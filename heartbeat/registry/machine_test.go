@@ -229,3 +229,22 @@ func TestSplitTablesConverge(t *testing.T) {
 		t.Fatal("a newer term must win over a higher version")
 	}
 }
+
+// TestFailedReporterIsNotActedOn: n1 cannot send to n2, so n2 is Failed;
+// n2's own sends fail too (its links are the suspect: a cut on n2's side
+// heals a moment later and its queued report arrives). Its report must
+// not mark its healthy target n3 Failed for the whole hold.
+func TestFailedReporterIsNotActedOn(t *testing.T) {
+	m := machine("n1", false, Table{})
+	m.cfg.RejoinHold = time.Minute
+	step(m, view{"n2": alive, "n3": alive})
+	if err := m.TargetFailed("n1", "n2", t0); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.TargetFailed("n2", "n3", t0); err != nil {
+		t.Fatal(err)
+	}
+	if r3, _ := m.Table().Row("n3"); r3.State != heartbeat.Normal {
+		t.Fatalf("n3 marked %s on the report of n2, itself Failed", r3.State)
+	}
+}
