@@ -164,13 +164,19 @@ func (m *Machine) Register(r Registration, now time.Time) error {
 }
 
 // TargetFailed takes node's report that its backup target failed (R9).
-func (m *Machine) TargetFailed(node, target heartbeat.NodeID, now time.Time) error {
+// targetRun is the target's run in the reporter's table (0: unknown): a
+// report about a run the target has since left behind (it restarted and
+// registered again) is stale.
+func (m *Machine) TargetFailed(node, target heartbeat.NodeID, targetRun uint64, now time.Time) error {
 	if !m.IsCoordinator() {
 		return fmt.Errorf("%w: ask %s", ErrNotCoordinator, m.table.Coordinator)
 	}
 	row, ok := m.table.Row(node)
 	if !ok || row.BackupTarget != target {
 		return nil // stale: the table has moved on
+	}
+	if t, _ := m.table.Row(target); targetRun != 0 && t.Run != 0 && t.Run != targetRun {
+		return nil // about the target's previous run: it restarted since
 	}
 	if row.State == heartbeat.Failed {
 		// The reporter is the suspect itself (another node could not
