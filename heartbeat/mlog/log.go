@@ -236,9 +236,11 @@ type exchangeReply struct {
 }
 
 // pageBytes bounds the records of one message, well under the channel's
-// limit (channel.MaxMessage) once base64 and JSON are added: what piled
-// up during a long cut travels in as many messages as it needs.
-const pageBytes = 1 << 20
+// limit (channel.MaxMessage) once base64 and JSON are added, and small
+// enough to travel and be fsynced within a short services.log_timeout:
+// what piled up during a long cut travels in as many messages as it
+// needs, and an exchange cut half way keeps the pages it got.
+const pageBytes = 256 << 10
 
 // page returns the records of the first entries of es that fit pageBytes
 // (at least one) and how many entries that is.
