@@ -79,8 +79,9 @@ install-ocf:
 	install -d $(DESTDIR)$(OCF_ROOT)/resource.d/hamirror
 	install -m 0755 resources/ocf/hamirror/volume $(DESTDIR)$(OCF_ROOT)/resource.d/hamirror/volume
 
-# xmllint: ocf-tester (resource-agents) checks the agent's meta-data with it.
-APT_PACKAGES += libxml2-utils
+# xmllint: ocf-tester (resource-agents) checks the agent's meta-data with it;
+# shellcheck keeps the agent POSIX sh.
+APT_PACKAGES += libxml2-utils shellcheck
 
 clean:
 	rm -rf $(BIN)

@@ -131,3 +131,12 @@ func TestUnimplementedActions(t *testing.T) {
 	}
 	r.expect("usage", ocfSuccess)
 }
+
+// The agent is POSIX sh (Pacemaker runs it with /bin/sh, dash on Debian)
+// without the warnings shellcheck knows.
+func TestAgentIsPOSIXShell(t *testing.T) {
+	requireTools(t, "shellcheck")
+	if out, err := exec.Command("shellcheck", "--shell=sh", agentPath(t)).CombinedOutput(); err != nil {
+		t.Fatalf("shellcheck: %v\n%s", err, out)
+	}
+}

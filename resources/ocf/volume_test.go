@@ -83,7 +83,7 @@ func TestStartMonitorStop(t *testing.T) {
 		t.Run(string(m), func(t *testing.T) {
 			r := newRig(t, m, 32<<20)
 			r.expect("monitor", ocfNotRunning, "OCF_RESKEY_CRM_meta_interval=0") // probe
-			r.expect("stop", ocfSuccess)                                       // stopping a stopped resource
+			r.expect("stop", ocfSuccess)                                         // stopping a stopped resource
 
 			r.expect("start", ocfSuccess)
 			pid := r.pid()
