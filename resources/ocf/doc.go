@@ -24,6 +24,7 @@
 // fence_scsi interacts with the volume.
 //
 // The tests run every action against a real mirrord over file legs and
-// over two tgtd LUNs, both with and without Pacemaker's ocf-shellfuncs,
-// and run Debian's ocf-tester on it.
+// over two tgtd LUNs, with and without Pacemaker's ocf-shellfuncs; Debian's
+// ocf-tester and Pacemaker's own crm_resource --force-* run it too, and
+// shellcheck keeps it POSIX sh.
 package ocf
