@@ -52,6 +52,7 @@ type Node struct {
 	mu       sync.Mutex
 	status   resources.Status // the group's status after the last step
 	closers  []func() error
+	ops      *ops // log level, metrics, reload (ops.go)
 }
 
 // post runs f on the loop goroutine. It never blocks the caller for long:
@@ -105,6 +106,8 @@ func (n *Node) Run(ctx context.Context) error {
 	}
 	n.svc.Start(mctx)
 	defer n.svc.Stop()
+	n.startMetrics()
+	defer n.ops.metrics.close()
 	defer n.wit.close()
 	n.notify("READY=1")
 	tick := time.NewTicker(n.tickEvery())
@@ -187,6 +190,7 @@ func (n *Node) step(now time.Time) {
 		n.effect(now, e)
 	}
 	st := n.group.Status()
+	n.ops.starts.observe(now, st)
 	n.mu.Lock()
 	n.status, n.loopStep = st, now
 	n.mu.Unlock()
