@@ -107,10 +107,13 @@ func runCluster(ctx context.Context, f *clusterFlags, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	if f.controlSet {
-		cfg.Control = f.control
+	override := func(c *node.Config) { // the flags over the file, at start and at each reload
+		if f.controlSet {
+			c.Control = f.control
+		}
 	}
-	n, err := node.New(cfg, node.Options{Logger: log, Notify: func(state string) { sdnotify.SdNotify(false, state) }})
+	override(cfg)
+	n, err := node.New(cfg, node.Options{Logger: log, Notify: func(state string) { sdnotify.SdNotify(false, state) }, Override: override})
 	if err != nil {
 		return err
 	}

@@ -118,7 +118,7 @@ func metricSpecs() []metricSpec {
 		// Configuration reloads.
 		counter("hamirror_config_reloads_total", "Reloads of the cluster file (SIGHUP, mirrorctl reload) by result: applied, partial (valid, but some changes need a restart) or refused (invalid file).", "result"),
 		gauge("hamirror_config_last_reload_successful", "1 when the last reload read a valid file."),
-		gauge("hamirror_config_restart_pending", "Keys of the file last read that differ from what runs and need a restart of mirrord."),
+		gauge("hamirror_config_restart_pending", "Keys of the file last read that differ from what runs and were not applied (they need a restart of mirrord, or metrics.listen could not be bound)."),
 	}
 }
 

@@ -22,6 +22,9 @@ type Options struct {
 	// "STOPPING=1", "STATUS=..."); default none (cmd/mirrord passes
 	// sd_notify).
 	Notify func(state string)
+	// Override re-applies the command line's overrides to the file at
+	// each reload (reload.go), as the caller did before New.
+	Override func(*Config)
 }
 
 // Node is one running mirrord: membership, the resource group and its

@@ -27,7 +27,8 @@ type reloadStats struct {
 	LastOK                    bool   // the last reload's file was valid (true before any)
 	LastAt                    time.Time
 	// Pending counts the keys of the file last read that differ from
-	// what runs and need a restart of mirrord.
+	// what runs and were not applied (restart needed, or metrics.listen
+	// could not be bound).
 	Pending int
 }
 

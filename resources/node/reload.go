@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -89,8 +90,8 @@ func (n *Node) Reload(ctx context.Context) (ReloadResult, error) {
 	defer o.reloadMu.Unlock()
 	res := ReloadResult{Path: n.cfg.Path}
 	nc, err := LoadConfig(n.cfg.Path, n.self)
-	if err == nil {
-		err = validateMetrics(nc.Metrics) // for a Config not made by LoadConfig
+	if err == nil && n.opt.Override != nil {
+		n.opt.Override(nc)
 	}
 	if err != nil {
 		n.reloaded(res, err)
@@ -163,12 +164,10 @@ func (r ReloadResult) message() string {
 		if b.Len() > 0 {
 			b.WriteString("; ")
 		}
-		keys := make([]string, len(r.Refused))
-		for i, c := range r.Refused {
-			keys[i] = c.Key
+		fmt.Fprintf(&b, "NOT applied: %s", joinChanges(r.Refused))
+		if slices.ContainsFunc(r.Refused, func(c Change) bool { return strings.Contains(c.Note, restartNote) }) {
+			b.WriteString(". To apply what needs a restart: restart mirrord on the standby node, move the group to it, then restart the other")
 		}
-		fmt.Fprintf(&b, "NOT applied, these keys need a restart of mirrord (standby node first, or move the group away): %s [%s]",
-			strings.Join(keys, ", "), joinChanges(r.Refused))
 	}
 	return b.String()
 }

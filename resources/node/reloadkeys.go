@@ -19,19 +19,18 @@ import (
 // live or not.
 func diffConfig(old, nw *Config) (live, restart []Change) {
 	d := differ{}
-	note := "needs a restart of mirrord"
 	d.heartbeat(old.Heartbeat, nw.Heartbeat)
 	d.tagged("iscsi", old.ISCSI, nw.ISCSI)
 	d.volume(old.Volume, nw.Volume)
 	if !maps.Equal(old.Fencing.Keys, nw.Fencing.Keys) {
-		d.add("fencing.keys", "", "", "the reservation keys are registered on the arrays")
+		d.add("fencing.keys", "", "", "the reservation keys are registered on the arrays: "+restartNote)
 	}
 	d.value("control", old.Control, nw.Control)
 	d.tagged("services", old.Services, nw.Services)
 	d.group(old.Group, nw.Group)
 	for i := range d.out {
 		if d.out[i].Note == "" {
-			d.out[i].Note = note
+			d.out[i].Note = restartNote
 		}
 	}
 	return groupLive(old.Group, nw.Group), d.out
@@ -69,6 +68,9 @@ func resourceKey(r resources.Resource, i int) string {
 	}
 	return key
 }
+
+// restartNote ends the note of every change that needs a restart.
+const restartNote = "needs a restart of mirrord"
 
 type differ struct{ out []Change }
 
@@ -195,7 +197,7 @@ func (d *differ) group(old, nw resources.Config) {
 		return out
 	}
 	if on, nn := names(old), names(nw); !slices.Equal(on, nn) {
-		d.add("resources", strings.Join(on, ","), strings.Join(nn, ","), "the group's resources and their order are set at start")
+		d.add("resources", strings.Join(on, ","), strings.Join(nn, ","), "the group's resources and their order are set at start: "+restartNote)
 	}
 	for i, r := range nw.Resources {
 		k := slices.IndexFunc(old.Resources, func(o resources.Resource) bool { return o.Name == r.Name })
@@ -209,7 +211,7 @@ func (d *differ) group(old, nw resources.Config) {
 		}
 		for _, p := range slices.Sorted(maps.Keys(mergeKeys(o.Params, r.Params))) {
 			if !reflect.DeepEqual(o.Params[p], r.Params[p]) { // values left out: a parameter may hold a secret
-				d.add(key+"."+p, "", "", "the resource's agent was built with the old value at start: needs a restart of mirrord")
+				d.add(key+"."+p, "", "", "the resource's agent was built with the old value at start: "+restartNote)
 			}
 		}
 	}
