@@ -204,7 +204,7 @@ func (v *Volume) failFromCopy(err error, ep [2]uint64) {
 	}
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	if v.m.epochs() != ep {
+	if v.m.epochs() != ep || !v.m.active(le.Slot) {
 		return
 	}
 	if _, ferr := v.m.fail(le.Slot, err); ferr == nil {
@@ -340,7 +340,7 @@ func (v *Volume) copyChunk(c int64, from, to int, mark bool, buf []byte, ep *[2]
 		v.mu.Unlock()
 	}
 	if err == nil {
-		err = v.legIO(to, lt, "write", func(l Leg) error { return l.WriteAt(buf[:n], off, false) })
+		err = v.copyWrite(to, lt, buf[:n], off, "write")
 	}
 	v.mu.Lock()
 	stamp := v.m.unlockChunk(c)
