@@ -36,10 +36,12 @@ import (
 // (max(2 x Interval, IOTimeout)), the leg is failed like a leg that missed
 // a write (the volume continues on the other; the last working leg stops
 // the volume). The owner records in every block its grace, failWindow +
-// Interval + IOTimeout: no write of it lands on the leg later than that
-// after the last update it made visible (the leg is failed within
-// failWindow plus one tick; calls already running end within the I/O
-// timeout), and a starter waits at least that long.
+// Interval + 2 x IOTimeout: no write of it lands on the leg later than
+// that after the last update it made visible (an MMP write counts as
+// succeeded when its answer comes, up to an I/O timeout after it landed;
+// the leg is failed within failWindow plus one tick of that; calls
+// already running end within the I/O timeout), and a starter waits at
+// least that long.
 
 // MMPOptions configure multi-mount protection. The zero value turns it off.
 type MMPOptions struct {
@@ -135,7 +137,7 @@ func acquireMMP(legs [2]Leg, sbs [2]*superblock, opts Options, volume [16]byte) 
 	o := &mmpOwner{log: opts.Logger, clock: opts.Clock, interval: mo.Interval,
 		fail: max(2*mo.Interval, opts.IOTimeout), stop: make(chan struct{}), done: make(chan struct{})}
 	o.base = mmpBlock{State: mmpActive, Volume: volume, Nonce: newGenID(), Interval: mo.Interval,
-		Grace: o.fail + mo.Interval + opts.IOTimeout, PID: mo.PID, Node: opts.NodeID}
+		Grace: o.fail + mo.Interval + 2*opts.IOTimeout, PID: mo.PID, Node: opts.NodeID}
 	var seen [2][]byte
 	var wait time.Duration
 	var last *mmpBlock
