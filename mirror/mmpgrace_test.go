@@ -3,12 +3,14 @@ package mirror
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
 
+	"github.com/hamirror/hamirror/iscsi"
 	"github.com/hamirror/hamirror/mirror/legtest"
 )
 
@@ -136,5 +138,42 @@ func TestMMPGraceCoversASlowOwnersLastWrite(t *testing.T) {
 		}
 		la.lag.Store(0)
 		lb.lag.Store(0)
+	})
+}
+
+// Machine rule 9 for multi-mount protection: a RESERVATION CONFLICT on the
+// owner's MMP write means another node fenced this one off the array (a
+// takeover's PREEMPT). It fences the volume at once, like a conflict on
+// any other I/O; it never fails the leg (which would let the volume go on,
+// on the other array, recording the fenced leg failed) and never waits a
+// fail window meanwhile.
+func TestMMPReservationConflictFencesTheVolume(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ma, mb := mmpLegs(t)
+		fa, fb := legtest.NewFaultLeg(ma), legtest.NewFaultLeg(mb)
+		opts := mmpOptions(t, "node1", 1111)
+		v, err := Assemble([2]Leg{fa, fb}, opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer v.Close()
+		events := examineMem(t, ma).Events
+		// The peer fenced this node off array b; the volume is idle, so
+		// the MMP write is the first to meet the conflict.
+		fb.FailFrom(legtest.OpWrite, 1, fmt.Errorf("WRITE(16): %w", iscsi.ErrReservationConflict))
+		time.Sleep(opts.MMP.Interval + opts.MMP.Interval/2)
+		if st := v.Status(); st.State != "fenced" {
+			t.Errorf("after an MMP write met a reservation conflict the volume is %q, want fenced at once", st.State)
+		}
+		window := max(2*opts.MMP.Interval, opts.IOTimeout)
+		time.Sleep(window + opts.MMP.Interval)
+		st := v.Status()
+		if st.State != "fenced" || st.Legs[1].State != "in_sync" {
+			t.Fatalf("a reservation conflict on the MMP block: volume %q, leg 1 %q (%s): want fenced with no leg failed", st.State, st.Legs[1].State, st.Legs[1].Error)
+		}
+		if got := examineMem(t, ma); got.Events != events || got.LegStates != [2]string{"in_sync", "in_sync"} {
+			t.Fatalf("leg 0 records %v (events %d -> %d) after the conflict: metadata written by a fenced node", got.LegStates, events, got.Events)
+		}
+		fb.Heal()
 	})
 }
