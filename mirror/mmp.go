@@ -327,6 +327,12 @@ func (o *mmpOwner) beat(slot int, leg Leg, off int64, expect, block []byte) {
 		}
 		o.calls.Add(1)
 		go o.v.mmpConflict(&o.calls, fmt.Errorf("multi-mount protection: another writer took the volume: the MMP block on %s was overwritten by %s; this mirrord stops writing (two writers corrupt the volume): %w", leg.Name(), who, ErrInUse))
+	case err != nil && isFencing(err):
+		// Another node fenced this one off the array (machine rule 9):
+		// stop at once, failing no leg.
+		o.stopped = true
+		o.calls.Add(1)
+		go o.v.mmpFenced(&o.calls, err)
 	case !mine:
 	case err != nil:
 		l.last = nil // unknown now: do not compare next time
@@ -418,6 +424,16 @@ func (v *Volume) mmpLost(slot int, leg Leg, reason error) {
 	} else {
 		v.log.Warn("leg failed; volume continues degraded", "slot", slot, "err", reason)
 	}
+	v.notify()
+}
+
+// mmpFenced fences the volume: an MMP write met a reservation conflict
+// (engine hook; machine rule 9).
+func (v *Volume) mmpFenced(wg *sync.WaitGroup, err error) {
+	defer wg.Done()
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.m.fence(err)
 	v.notify()
 }
 
