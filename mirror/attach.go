@@ -140,6 +140,10 @@ func (v *Volume) add(slot int, leg Leg, o AddOptions, explicit bool) error {
 		HBOff: lay.HBOff, HBSlotSize: hbSlotBytes, HBCount: other.HBCount,
 	}
 	v.mu.Lock()
+	if v.closing {
+		v.mu.Unlock()
+		return ErrClosed // the volume closed while the leg was opened or read
+	}
 	if err := v.m.attach(slot, plan, extra, v.outstanding[slot].Load(), v.clock.Now()); err != nil {
 		v.mu.Unlock()
 		return fmt.Errorf("add leg %s: %w", leg.Name(), err)

@@ -172,6 +172,12 @@ func (v *Volume) commitBatch(batch []int64, stamps []uint64, checkpoint int64, e
 	}
 	v.mu.Lock()
 	legs := v.legs
+	if v.m.epochs() != ep || v.m.source() < 0 {
+		// A leg failed (or is being added) since the copies: the batch
+		// will not count, and a failed slot gets no I/O.
+		v.mu.Unlock()
+		return errStaleCopy
+	}
 	v.mu.Unlock()
 	sel := [2]bool{true, true}
 	errs, _ := v.both(sel, legs, "flush", 0, Leg.Flush)
