@@ -177,3 +177,41 @@ func TestMMPReservationConflictFencesTheVolume(t *testing.T) {
 		fb.Heal()
 	})
 }
+
+// Assemble's multi-mount protection I/O (the starter's reads of the MMP
+// blocks and its first write) runs under the I/O timeout like every other
+// leg call: a leg that answered its superblock read and then hangs makes
+// Assemble fail after the timeout, it never hangs the start for good.
+func TestMMPStartOnAHangingLegEndsAfterTheIOTimeout(t *testing.T) {
+	for _, op := range []legtest.Op{legtest.OpRead, legtest.OpWrite} {
+		t.Run(op.String(), func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				ma, mb := mmpLegs(t)
+				fb := legtest.NewFaultLeg(mb)
+				opts := mmpOptions(t, "node1", 1111)
+				if op == legtest.OpRead {
+					fb.HangNth(op, 2) // the read after the superblock's: the MMP block
+				} else {
+					fb.HangNth(op, 1) // the first write: the MMP block
+				}
+				done := make(chan error, 1)
+				go func() {
+					v, err := Assemble([2]Leg{ma, fb}, opts)
+					if err == nil {
+						v.Close()
+					}
+					done <- err
+				}()
+				select {
+				case err := <-done:
+					t.Logf("assemble: %v", err)
+				case <-time.After(10 * opts.IOTimeout):
+					fb.Heal()
+					<-done
+					t.Fatalf("Assemble still ran %v after the leg's MMP %s hung (I/O timeout %v)", 10*opts.IOTimeout, op, opts.IOTimeout)
+				}
+				fb.Heal()
+			})
+		})
+	}
+}
