@@ -91,6 +91,7 @@ type mmpOwner struct {
 	base     mmpBlock // State, Volume, Nonce, Interval, Grace, PID, Node
 	interval time.Duration
 	fail     time.Duration // failWindow
+	timeout  time.Duration // the I/O timeout
 
 	mu      sync.Mutex
 	seq     uint64
@@ -135,7 +136,7 @@ func acquireMMP(legs [2]Leg, sbs [2]*superblock, opts Options, volume [16]byte) 
 		mo.PID = os.Getpid()
 	}
 	o := &mmpOwner{log: opts.Logger, clock: opts.Clock, interval: mo.Interval,
-		fail: max(2*mo.Interval, opts.IOTimeout), stop: make(chan struct{}), done: make(chan struct{})}
+		fail: max(2*mo.Interval, opts.IOTimeout), timeout: opts.IOTimeout, stop: make(chan struct{}), done: make(chan struct{})}
 	o.base = mmpBlock{State: mmpActive, Volume: volume, Nonce: newGenID(), Interval: mo.Interval,
 		Grace: o.fail + mo.Interval + 2*opts.IOTimeout, PID: mo.PID, Node: opts.NodeID}
 	var seen [2][]byte
@@ -147,8 +148,8 @@ func acquireMMP(legs [2]Leg, sbs [2]*superblock, opts Options, volume [16]byte) 
 			continue
 		}
 		o.legs[i].leg, o.legs[i].off = legs[i], off
-		buf := alignedBuf(blockBytes)
-		if err := legs[i].ReadAt(buf, off); err != nil {
+		buf := alignedBuf(blockBytes) // an abandoned read may still fill it: used only on success
+		if err := timed(o.clock, opts.IOTimeout, func() error { return legs[i].ReadAt(buf, off) }); err != nil {
 			return nil, fmt.Errorf("reading the multi-mount protection block of %s: %w", legs[i].Name(), err)
 		}
 		seen[i] = buf
@@ -190,7 +191,13 @@ func acquireMMP(legs [2]Leg, sbs [2]*superblock, opts Options, volume [16]byte) 
 			continue
 		}
 		b := o.blockLocked(now)
-		if err := l.leg.WriteAt(b, l.off, true); err != nil {
+		leg := l.leg
+		if err := timed(o.clock, opts.IOTimeout, func() error { return leg.WriteAt(b, l.off, true) }); err != nil {
+			if errors.Is(err, ErrTimeout) {
+				// Still running, it may land at any time: a start on a
+				// leg that hangs is refused.
+				return nil, fmt.Errorf("writing the multi-mount protection block of %s: %w", leg.Name(), err)
+			}
 			opts.Logger.Warn("multi-mount protection: first write failed; retrying every interval", "leg", l.leg.Name(), "err", err)
 			l.failed = true
 		} else {
@@ -209,7 +216,7 @@ func (o *mmpOwner) watch(legs [2]Leg, seen [2][]byte, d time.Duration) error {
 			continue
 		}
 		buf := alignedBuf(blockBytes)
-		if err := legs[i].ReadAt(buf, o.legs[i].off); err != nil {
+		if err := timed(o.clock, o.timeout, func() error { return legs[i].ReadAt(buf, o.legs[i].off) }); err != nil {
 			return fmt.Errorf("reading the multi-mount protection block of %s again: %w", legs[i].Name(), err)
 		}
 		if bytes.Equal(buf, seen[i]) {
