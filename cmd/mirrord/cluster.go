@@ -97,7 +97,7 @@ func loadCluster(f *clusterFlags) (*viper.Viper, heartbeat.Config, error) {
 // the cluster services, and the resource group with fencing, the volume
 // and the other resources the file configures. A first SIGTERM hands
 // the group to a healthy peer (or stops it here), a second one exits at
-// once; SIGHUP reloads what can change live.
+// once; SIGHUP re-reads the file and says what differs (reload.go).
 func runCluster(ctx context.Context, f *clusterFlags, log *slog.Logger) error {
 	self, err := localNode(f.node)
 	if err != nil {

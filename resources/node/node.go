@@ -160,15 +160,8 @@ func (n *Node) tickEvery() time.Duration {
 	return max(n.cfg.Heartbeat.Timing.Keepalive/4, 10*time.Millisecond)
 }
 
-// shutdownTimeout bounds the hand-over at SIGTERM: every resource's stop
-// timeout, plus time for the peer to take over.
-func (n *Node) shutdownTimeout() time.Duration {
-	var d time.Duration
-	for _, r := range n.groupConfig().Resources {
-		d += r.StopTimeout
-	}
-	return d + n.cfg.Heartbeat.Timing.Dead + 5*time.Second
-}
+// shutdownTimeout bounds the hand-over at SIGTERM (Config.ShutdownTimeout).
+func (n *Node) shutdownTimeout() time.Duration { return n.cfg.ShutdownTimeout() }
 
 // view is membership's view translated for the group; the peers' volume
 // knowledge in it is persisted and acknowledged on the way.
@@ -226,9 +219,6 @@ func (n *Node) notify(state string) {
 		n.opt.Notify(state)
 	}
 }
-
-// groupConfig is the group's configuration (resources included).
-func (n *Node) groupConfig() resources.Config { return n.cfg.Group }
 
 // peerIDs is every other configured node.
 func peerIDs(c heartbeat.Config) []heartbeat.NodeID {
