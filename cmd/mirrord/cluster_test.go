@@ -7,10 +7,8 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -165,7 +163,7 @@ func TestClusterModeNotifiesSystemd(t *testing.T) {
 
 // TestUnitFileMatchesFlags keeps systemd/mirrord.service honest: Type=notify
 // with a watchdog, an ExecStart whose flags mirrord accepts, a reload that
-// sends SIGHUP (which mirrord survives: TestClusterModeSurvivesSIGHUP), a
+// sends SIGHUP (which mirrord answers by reloading: TestSIGHUPReloadsTheClusterFile), a
 // stop that signals mirrord alone, and a stop timeout longer than the
 // hand-over mirrord allows itself with the shipped example's resources.
 func TestUnitFileMatchesFlags(t *testing.T) {
@@ -216,63 +214,6 @@ func TestUnitFileMatchesFlags(t *testing.T) {
 	}
 	if bound := example.ShutdownTimeout(); stop <= bound {
 		t.Errorf("TimeoutStopSec %v: the example's hand-over may take %v; systemd would kill the group in the middle of it", stop, bound)
-	}
-}
-
-// TestClusterModeSurvivesSIGHUP: systemctl reload sends SIGHUP; mirrord
-// stays up, checks the file again and says which sections changed, or
-// that the file does not load.
-func TestClusterModeSurvivesSIGHUP(t *testing.T) {
-	mirrord, mirrorctl := binaries(t)
-	dir, err := os.MkdirTemp("", "hup")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer os.RemoveAll(dir)
-	cfg := writeCluster(t, dir, 0o600, 25408)
-	ctl := "unix:" + filepath.Join(dir, "c.sock")
-	cmd := exec.Command(mirrord, "--config", cfg, "--node", "a", "--control", ctl)
-	var stderr lockedBuffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan struct{})
-	var waitErr error
-	go func() { waitErr = cmd.Wait(); close(exited) }()
-	defer func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		<-exited
-	}()
-	waitFor := func(what string, ok func() bool) {
-		t.Helper()
-		deadline := time.Now().Add(10 * time.Second)
-		for !ok() {
-			select {
-			case <-exited:
-				t.Fatalf("mirrord exited (%v) waiting for %s:\n%s", waitErr, what, stderr.String())
-			default:
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("no %s:\n%s", what, stderr.String())
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
-	}
-	waitFor("control socket", func() bool { return exec.Command(mirrorctl, "--control", ctl, "nodes").Run() == nil })
-	cmd.Process.Signal(syscall.SIGHUP)
-	waitFor("log of the unchanged file", func() bool { return strings.Contains(stderr.String(), "matches the running configuration") })
-	b, _ := os.ReadFile(cfg)
-	os.WriteFile(cfg, []byte(strings.Replace(string(b), "dead: 500ms", "dead: 600ms", 1)), 0o644)
-	cmd.Process.Signal(syscall.SIGHUP)
-	waitFor("log of the changed timing", func() bool { return strings.Contains(stderr.String(), "sections=timing") })
-	os.WriteFile(cfg, append(b, []byte("bogus: 1\n")...), 0o644)
-	cmd.Process.Signal(syscall.SIGHUP)
-	waitFor("log of the bad file", func() bool {
-		return strings.Contains(stderr.String(), "bogus") && strings.Contains(stderr.String(), "does not load")
-	})
-	if err := exec.Command(mirrorctl, "--control", ctl, "nodes").Run(); err != nil {
-		t.Fatalf("mirrord stopped answering after SIGHUP: %v\n%s", err, stderr.String())
 	}
 }
 

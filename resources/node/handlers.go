@@ -144,6 +144,7 @@ func (n *Node) Handlers() map[string]HandlerFunc {
 	for op, f := range n.svc.Handlers() {
 		h[op] = HandlerFunc(f)
 	}
+	h["reload"] = n.reloadHandler // reload.go
 	return h
 }
 

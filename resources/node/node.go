@@ -22,6 +22,9 @@ type Options struct {
 	// "STOPPING=1", "STATUS=..."); default none (cmd/mirrord passes
 	// sd_notify).
 	Notify func(state string)
+	// Override re-applies the command line's overrides to the file at
+	// each reload (reload.go), as the caller did before New.
+	Override func(*Config)
 }
 
 // Node is one running mirrord: membership, the resource group and its
@@ -52,6 +55,7 @@ type Node struct {
 	mu       sync.Mutex
 	status   resources.Status // the group's status after the last step
 	closers  []func() error
+	ops      *ops // log level, metrics, reload (ops.go)
 }
 
 // post runs f on the loop goroutine. It never blocks the caller for long:
@@ -105,6 +109,8 @@ func (n *Node) Run(ctx context.Context) error {
 	}
 	n.svc.Start(mctx)
 	defer n.svc.Stop()
+	n.startMetrics()
+	defer n.ops.metrics.close()
 	defer n.wit.close()
 	n.notify("READY=1")
 	tick := time.NewTicker(n.tickEvery())
@@ -180,6 +186,7 @@ func (n *Node) step(now time.Time) {
 		n.effect(now, e)
 	}
 	st := n.group.Status()
+	n.ops.starts.observe(now, st)
 	n.mu.Lock()
 	n.status, n.loopStep = st, now
 	n.mu.Unlock()
