@@ -46,15 +46,6 @@ when it fails. mirrord is the daemon on each server; mirrorctl talks to
 the local one over its control socket (root only), or works on legs and
 arrays directly (create, examine, iscsi) and on files (config check).
 
-Typical use:
-  mirrorctl status                 the whole picture: nodes, group, volume
-  mirrorctl move                   hand the group to the peer
-  mirrorctl standby / unstandby    keep this node out, let it back in
-  mirrorctl cleanup [NAME]         forget failures, unblock the group
-  mirrorctl leg add 1; mirrorctl resync --wait
-  mirrorctl config check /etc/hamirror/cluster.yaml --node n1
-  mirrorctl log --follow           the cluster's management log
-
 Files:
   /etc/hamirror/cluster.yaml            the cluster file (see cluster.yaml.example)
   /run/hamirror/mirrord.sock            mirrord's control socket (--control)
@@ -63,6 +54,15 @@ Files:
 Exit status: 0 on success, 1 on an error (the message says what to do),
 2 from status when something needs attention, 3 from verify --wait when
 the legs differ. See mirrorctl COMMAND --help, and mirrord(8).`,
+		Example: `  mirrorctl status                 the whole picture: nodes, group, volume
+  mirrorctl move                   hand the group to the peer
+  mirrorctl standby; mirrorctl unstandby
+                                   keep this node out; let it back in
+  mirrorctl cleanup [NAME]         forget failures, unblock the group
+  mirrorctl leg add 1; mirrorctl resync --wait
+                                   bring leg 1 back and follow its resync
+  mirrorctl config check /etc/hamirror/cluster.yaml --node n1
+  mirrorctl log --follow           the cluster's management log`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		// `mirrorctl completion bash` works; man pages leave it out.

@@ -22,7 +22,7 @@ func main() {
 
 func newRootCmd() *cobra.Command {
 	root := &cobra.Command{
-		Use:   "mirrord",
+		Use:   "mirrord [--config FILE] [--node ID] [--control unix:PATH]",
 		Short: "hamirror daemon: mirrored volume, NBD server, heartbeat and failover",
 		Long: `mirrord --config FILE runs one node of a hamirror HA pair: the heartbeat
 with its peer over every private link, the serial line and the disk slots
@@ -36,12 +36,20 @@ assembles the volume and starts the group.
 It is started by systemd (mirrord.service: Type=notify with a watchdog).
 Signals: SIGTERM hands the group to a healthy peer (or stops it here) and
 exits once nothing of it runs here; a second SIGTERM exits at once,
-leaving what runs as it is. SIGHUP re-reads the file and logs which
-sections differ (they apply at the next start).
+leaving what runs as it is. SIGHUP (systemctl reload mirrord) re-reads
+the file: the group's failure thresholds, each resource's monitor interval
+and timeouts, log.level and metrics.listen apply at once; any other change is refused, by key, until
+mirrord restarts. A file that does not load changes nothing.
 
 'mirrord volume' serves a mirrored volume on one machine, without the
 cluster. Check a cluster file with 'mirrorctl config check FILE'; see
 mirrorctl(8) and /etc/hamirror/cluster.yaml.example.`,
+		Example: `  systemctl enable --now mirrord          run this node as a service
+  mirrord --config /etc/hamirror/cluster.yaml --node n1
+                                          the same in the foreground
+  systemctl reload mirrord                check the file, then SIGHUP
+  mirrord volume --leg /dev/sdb --leg /dev/sdc --listen unix:/run/vol.sock
+                                          one volume, no cluster`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		// `mirrord completion bash` works; man pages leave it out.
