@@ -6,5 +6,7 @@
 //	root.AddCommand(mandoc.Command())
 //	// mirrorctl man /usr/share/man/man8  →  mirrorctl.8, mirrorctl-status.8, ...
 //
-// SOURCE_DATE_EPOCH sets the pages' date (reproducible builds).
+// Hidden commands get no page; a root that keeps `completion` out of its
+// pages sets CompletionOptions.HiddenDefaultCmd. SOURCE_DATE_EPOCH sets
+// the pages' date (reproducible builds).
 package mandoc

@@ -17,7 +17,7 @@ func Command() *cobra.Command {
 		Args:   cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := os.MkdirAll(args[0], 0o755); err != nil {
-				return err
+				return fmt.Errorf("the manual pages' directory: %w", err)
 			}
 			root := cmd.Root()
 			root.DisableAutoGenTag = true
