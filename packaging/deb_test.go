@@ -10,10 +10,10 @@ import (
 
 // fakeSystemctl stands in for systemctl inside the throwaway root (a real
 // one would act on this machine's services): it records each call and
-// says mirrord is not active.
+// says mirrord is active only while /mirrord.active exists.
 const fakeSystemctl = `#!/bin/sh
 echo "$*" >> /systemctl.log
-case "$1" in is-active) exit 3;; esac
+case "$1" in is-active) [ -e /mirrord.active ] && exit 0; exit 3;; esac
 exit 0
 `
 
@@ -54,8 +54,9 @@ func throwawayRoot(t *testing.T, dir string) string {
 // run chrooted there), checks the files, runs the installed mirrorctl on
 // the installed example, then removes and purges it. The maintainer
 // scripts must reload systemd but neither enable nor start mirrord (it
-// has no cluster file yet), stop and disable it at removal, and leave
-// the operator's cluster.yaml alone.
+// has no cluster file yet), not restart a running mirrord at upgrade,
+// stop and disable it at removal, and leave the operator's cluster.yaml
+// alone.
 func TestDebInstallsIntoAThrowawayRoot(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("SKIPPED LOUDLY: dpkg needs root to install into a throwaway root (CI runs as root)")
@@ -126,6 +127,20 @@ func TestDebInstallsIntoAThrowawayRoot(t *testing.T) {
 	if out := mustRun(t, ctl, "config", "check", filepath.Join(root, "etc/hamirror/cluster.yaml.example"), "--node", "n1"); !strings.Contains(out, "valid") {
 		t.Errorf("installed mirrorctl config check on the installed example:\n%s", out)
 	}
+
+	// An upgrade while mirrord runs (the same .deb again) must not
+	// restart it: on the active node that would move the service. The
+	// operator is told how to upgrade one node at a time.
+	if err := os.WriteFile(filepath.Join(root, "mirrord.active"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out := dpkg("--install", deb); !strings.Contains(out, "restart it on the standby node first") {
+		t.Errorf("an upgrade beside a running mirrord says nothing about restarting it:\n%s", out)
+	}
+	if got := calls(); got != "daemon-reload\nis-active --quiet mirrord.service\n" {
+		t.Errorf("the upgrade ran systemctl %q; want daemon-reload and a look (no restart, no stop)", got)
+	}
+	os.Remove(filepath.Join(root, "mirrord.active"))
 
 	dpkg("--remove", "hamirror")
 	if got := calls(); got != "stop mirrord.service\ndisable mirrord.service\ndaemon-reload\n" {
