@@ -93,6 +93,7 @@ func TestDocsCheckerCatchesStaleCommands(t *testing.T) {
 		"bin/mirrorctl --control unix:/run/x.sock cleanup db\n" +
 		"mirrorctl log write \"a note: with # and | inside\"\n" +
 		"mirrorctl log --since 1h \\\n    --node n2 -f\n" +
+		"mirrorctl status --json > /tmp/st.json 2>&1 </dev/null; mirrorctl nodes >>log\n" +
 		"```\n" +
 		"```text\nmirrorctl: output, not a command --frob\n```\n" +
 		"Prose: `mirrorctl cleanup [NAME]`, `mirrorctl log\n--since`, `mirrorctl maintenance on|off`.\n"
@@ -102,8 +103,8 @@ func TestDocsCheckerCatchesStaleCommands(t *testing.T) {
 			t.Errorf("%v: %v", c, err)
 		}
 	}
-	if len(cs) != 10 {
-		t.Errorf("found %d commands, want 10: %v", len(cs), cs)
+	if len(cs) != 12 {
+		t.Errorf("found %d commands, want 12: %v", len(cs), cs)
 	}
 }
 

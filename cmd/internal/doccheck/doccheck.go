@@ -121,9 +121,17 @@ func commandsIn(line, prog string) [][]string {
 		}
 		cur = nil
 	}
-	for _, tok := range words(line) {
+	ws := words(line)
+	for i := 0; i < len(ws); i++ {
+		tok := ws[i]
 		if tok.op {
 			flush()
+			continue
+		}
+		if m := redirRE.FindStringSubmatch(tok.s); m != nil {
+			if m[1] == "" && i+1 < len(ws) && !ws[i+1].op {
+				i++ // the redirection's target
+			}
 			continue
 		}
 		cur = append(cur, tok.s)
@@ -131,6 +139,10 @@ func commandsIn(line, prog string) [][]string {
 	flush()
 	return out
 }
+
+// redirRE matches a shell redirection word (>file, 2>&1, <in, >> file);
+// its group is what follows the operator.
+var redirRE = regexp.MustCompile(`^[0-9]*(?:>>|>&|>|<)(.*)$`)
 
 type word struct {
 	s  string
@@ -175,6 +187,8 @@ func words(line string) []word {
 		case r == '#' && !in:
 			end()
 			return ws
+		case r == '&' && strings.HasSuffix(b.String(), ">"):
+			b.WriteRune(r) // 2>&1
 		case r == '|' || r == '&' || r == ';':
 			end()
 			if i+1 < len(rs) && (rs[i+1] == '|' || rs[i+1] == '&') && r != ';' {
