@@ -108,11 +108,11 @@ func TestFailoverStory(t *testing.T) {
 		// no NBD device; it learned it from a write refused by an array.
 		out := run(s.t, n2, `ip -4 addr show public | grep -c `+storyVIP+`; grep -c ' /srv/data ' /proc/mounts; `+
 			`kill -0 $(cat /run/seqd.pid 2>/dev/null) 2>/dev/null && echo app-runs; cat /sys/block/nbd0/size; `+
-			`grep -ci 'reservation conflict' /run/mirrord.log; true`)
+			`grep -c 'lab:a/1.*RESERVATION CONFLICT' /run/mirrord.log; grep -c 'lab:b/1.*RESERVATION CONFLICT' /run/mirrord.log; true`)
 		f := strings.Fields(out)
-		if len(f) != 4 || f[0] != "0" || f[1] != "0" || f[2] != "0" || f[3] == "0" {
-			s.t.Errorf("after being fenced n2 still holds part of the group, or never saw a reservation conflict "+
-				"(VIP count, /srv/data mounts, nbd0 size, conflicts in its log): %q", out)
+		if len(f) != 5 || f[0] != "0" || f[1] != "0" || f[2] != "0" || f[3] == "0" || f[4] == "0" {
+			s.t.Errorf("after being fenced n2 still holds part of the group, or was not refused by both arrays "+
+				"(VIP count, /srv/data mounts, nbd0 size, conflicts from array a, from array b in its log): %q", out)
 		}
 		if got := s.vipHolders(); !slices.Equal(got, []string{"n1"}) {
 			s.t.Errorf("the VIP is answered by %v, want n1 alone", got)
@@ -121,6 +121,7 @@ func TestFailoverStory(t *testing.T) {
 			s.t.Errorf("after the thaw: %v", err)
 		}
 		s.t.Logf("%d acknowledged records on n1", s.checkRecords(n1))
+		s.checkFencedOff(n1, n2)
 
 		run(s.t, n2, "mirrorctl cleanup >/dev/null && dmesg -c >/dev/null") // its fenced I/O errors are expected
 		s.waitFor(n2, "back as a standby", time.Minute, func(st hanode.Status) bool {
@@ -140,6 +141,7 @@ func TestFailoverStory(t *testing.T) {
 			s.t.Errorf("the VIP is answered by %v, want n2", got)
 		}
 		s.t.Logf("%d acknowledged records on n2", s.checkRecords(n2))
+		s.checkFencedOff(n2, n1)
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 		defer cancel()
 		if res, err := n2.Run(ctx, "dmesg | grep -i -e 'EXT4-fs error' -e 'I/O error' -e 'Buffer I/O'"); err == nil && res.Exit == 0 {

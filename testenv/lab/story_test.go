@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hamirror/hamirror/resources/fence"
 	hanode "github.com/hamirror/hamirror/resources/node"
 )
 
@@ -27,6 +28,7 @@ const (
 	storyVIP     = "10.77.1.100"
 	storyAppPort = "7000"
 	storyConfig  = "/etc/hamirror/cluster.yaml"
+	storyCluster = "vmstory"
 )
 
 // storyYAML is both nodes' cluster file: the documented defaults
@@ -49,7 +51,7 @@ func storyYAML(l *Lab, legA, legB string) string {
 `, n.Name, n.Addr(NetPublic), n.Addr(NetPriv1), n.Addr(NetPriv2))
 	}
 	return fmt.Sprintf(`cluster:
-  name: vmstory
+  name: %[8]s
   key_file: /etc/hamirror/cluster.key
   preferred: %[1]s
 timing: {keepalive: 200ms, warn: 2s, dead: 4s, initdead: 20s}
@@ -84,7 +86,7 @@ resources:
     monitor_interval: 2s
 metrics:
   listen: 127.0.0.1:9105
-`, l.Nodes()[0].Name, nodes.String(), legA, legB, ClientAddr(NetPublic), storyVIP, storyAppPort)
+`, l.Nodes()[0].Name, nodes.String(), legA, legB, ClientAddr(NetPublic), storyVIP, storyAppPort, storyCluster)
 }
 
 // story is the running failover story: the lab, its arrays and the client.
@@ -283,6 +285,22 @@ func (s *story) checkRecords(n *Node) int {
 		s.t.Fatalf("%d of %d acknowledged records are not on the volume %s mounted (first: %v)", len(lost), len(acked), n.Name, lost[:min(len(lost), 10)])
 	}
 	return len(acked)
+}
+
+// checkFencedOff fails the test unless each array holds the reservation
+// for winner with loser's key gone (mirrorctl iscsi info, run on winner):
+// the loser can never write again until it registers anew.
+func (s *story) checkFencedOff(winner, loser *Node) {
+	s.t.Helper()
+	wk := fmt.Sprintf("0x%016x", fence.DeriveKey(storyCluster, winner.Name))
+	lk := fmt.Sprintf("0x%016x", fence.DeriveKey(storyCluster, loser.Name))
+	for i, a := range s.arrays {
+		url := a.URL(a.names[0])
+		out := run(s.t, winner, "mirrorctl iscsi info "+url+" | grep '^pr keys:'")
+		if !strings.Contains(out, "held by "+wk) || strings.Contains(out, lk) {
+			s.t.Errorf("array %d after %s fenced %s: want the reservation held by %s and no key %s: %s", i, winner.Name, loser.Name, wk, lk, out)
+		}
+	}
 }
 
 // breakdown is the last group start of kind on n as its metrics show it
