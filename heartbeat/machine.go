@@ -155,6 +155,9 @@ type peer struct {
 	pingSince   time.Time // when its advertised ping score last changed
 	aliveSince  time.Time // when it last turned alive (zero: not alive)
 	eligSince   time.Time // when its advertised eligibility last turned true
+	// partitionAlarmed: the partition alarm was raised for the current
+	// spell of NodePartitioned (reset when the state changes).
+	partitionAlarmed bool
 }
 
 // NewMachine starts a node's state machine at now.
@@ -380,7 +383,7 @@ func (m *Machine) update(now time.Time, p *peer) {
 		}
 	}
 	t := m.cfg.Timing
-	fresh := func(last time.Time, d time.Duration) bool { return !last.IsZero() && now.Sub(last) < d }
+	fresh := func(last time.Time, d time.Duration) bool { return heardWithin(now, last, d) }
 	var s NodeState
 	switch {
 	case fresh(lastNet, t.Warn):
@@ -394,23 +397,39 @@ func (m *Machine) update(now time.Time, p *peer) {
 	default:
 		s = NodeDead
 	}
-	if s == p.state {
-		return
+	if s != p.state {
+		m.changeState(now, p, s)
 	}
+	// The partition alarm waits for proof that the peer runs: its disk
+	// slot advanced a warn time after its network fell silent. A dead
+	// node's last disk beat is often read a moment after its last network
+	// frame (the slot is polled), which passes through partitioned on the
+	// way to dead without being a partition.
+	if s == NodePartitioned && !p.partitionAlarmed && lastDisk.Sub(lastNet) >= t.Warn {
+		p.partitionAlarmed = true
+		m.emit(Event{At: now, Kind: EventAlarm, Node: p.id, Msg: fmt.Sprintf(
+			"%s is silent on every network medium but its disk slot still advances: network partition; no takeover (check the private NICs and the serial line)", p.id)})
+	}
+}
+
+// changeState records p's new state s, with its event.
+func (m *Machine) changeState(now time.Time, p *peer, s NodeState) {
+	p.partitionAlarmed = false
 	p.aliveSince = time.Time{}
 	if s == NodeAlive {
 		p.aliveSince = now
 	}
 	m.emit(Event{At: now, Kind: EventNode, Node: p.id, From: p.state.String(), To: s.String()})
-	if s == NodeDead && fresh(p.unconfirmed, t.Dead) {
+	if s == NodeDead && heardWithin(now, p.unconfirmed, m.cfg.Timing.Dead) {
 		m.emit(Event{At: now, Kind: EventAlarm, Node: p.id, Msg: fmt.Sprintf(
 			"%s is dead to this node, yet authentic frames from it that do not echo this node's run keep coming: it cannot hear this node on any medium (a one-way link), or they are replays of an earlier capture", p.id)})
 	}
-	if s == NodePartitioned {
-		m.emit(Event{At: now, Kind: EventAlarm, Node: p.id, Msg: fmt.Sprintf(
-			"%s is silent on every network medium but its disk slot still advances: network partition; no takeover (check the private NICs and the serial line)", p.id)})
-	}
 	p.state = s
+}
+
+// heardWithin reports whether last is set and less than d before now.
+func heardWithin(now, last time.Time, d time.Duration) bool {
+	return !last.IsZero() && now.Sub(last) < d
 }
 
 func later(a, b time.Time) time.Time {
