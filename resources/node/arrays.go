@@ -10,6 +10,7 @@ import (
 	"github.com/hamirror/hamirror/heartbeat"
 	"github.com/hamirror/hamirror/iscsi"
 	"github.com/hamirror/hamirror/mirror"
+	"github.com/hamirror/hamirror/resources"
 	"github.com/hamirror/hamirror/resources/fence"
 )
 
@@ -106,22 +107,86 @@ func (as *arrays) bySpec(spec string) *array {
 	return nil
 }
 
-// start registers this node's key on every array (the sessions register
-// again at their first login when the array is down now).
-func (as *arrays) start(ctx context.Context) {
-	go as.register(ctx)
+// loginWait bounds how long the start-up registration waits for the
+// sessions' first logins: they take milliseconds when the arrays answer;
+// an array down at start joins when it answers (join's late).
+const loginWait = 5 * time.Second
+
+// join is the start-up registration (a clean join): it waits up to
+// loginWait for every session's first login, registers this node's key
+// on every array that answers, and calls late with each array that was
+// unreachable once its session logs in: the caller registers there too
+// if that is still safe (nothing of the group runs here).
+func (as *arrays) join(ctx context.Context, late func(array string)) {
+	wctx, cancel := context.WithTimeout(ctx, loginWait)
+	for _, a := range as.list {
+		a.vol.WaitReady(wctx)
+	}
+	cancel()
+	res := as.register(ctx)
+	for _, a := range as.list {
+		if !contains(res.Unreachable(), a.name) && a.vol.Ready() {
+			continue
+		}
+		go func() {
+			for ctx.Err() == nil {
+				if a.vol.WaitReady(ctx) == nil {
+					late(a.name)
+					return
+				}
+			}
+		}()
+	}
 }
 
 // register is the clean (re)join: this node's key on every array.
-func (as *arrays) register(ctx context.Context) {
+func (as *arrays) register(ctx context.Context) fence.Result {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	res, err := as.fence.Register(ctx)
 	if err != nil {
 		as.log.Warn("registering the fencing key", "result", res.String(), "err", err)
-		return
+		return res
 	}
 	as.log.Info("fencing key registered", "result", res.String())
+	return res
+}
+
+// fenceRes is the group's fence resource over the node's arrays. Its
+// Start makes the arrays usable for the volume: after a takeover's fence
+// (EffectFence, which recorded the victims) it runs the same Takeover
+// again, idempotent on the arrays already done, so an array that answers
+// only now is fenced too before its leg may join; otherwise (a clean
+// start or hand-over) Acquire. Stop releases and forgets which arrays
+// were usable: the next start decides again.
+type fenceRes struct{ as *arrays }
+
+var _ resources.Agent = fenceRes{}
+
+func (f fenceRes) Start(ctx context.Context) error {
+	f.as.mu.Lock()
+	victims := f.as.victims
+	f.as.mu.Unlock()
+	if victims != nil {
+		return f.as.takeover(ctx, victims)
+	}
+	return f.as.acquire(ctx)
+}
+
+func (f fenceRes) Stop(ctx context.Context) error {
+	err := f.as.fence.Stop(ctx)
+	f.as.forget()
+	return err
+}
+
+func (f fenceRes) Monitor(ctx context.Context) error { return f.as.fence.Monitor(ctx) }
+
+// forget drops what the last takeover or acquire made usable.
+func (as *arrays) forget() {
+	as.mu.Lock()
+	defer as.mu.Unlock()
+	clear(as.usable)
+	as.victims = nil
 }
 
 // takeover fences victims off every reachable array and records which

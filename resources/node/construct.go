@@ -194,7 +194,7 @@ func (n *Node) buildAgents() error {
 			if n.arrays == nil {
 				return keyErr(r.Key, "a fence resource needs the volume section's iSCSI arrays")
 			}
-			a = n.arrays.fence
+			a = fenceRes{n.arrays}
 		case resources.TypeVolume:
 			if n.cfg.Volume == nil {
 				return keyErr(r.Key, "a volume resource needs the volume section")

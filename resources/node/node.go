@@ -101,7 +101,7 @@ func (n *Node) Run(ctx context.Context) error {
 			}
 		}()
 		defer close(n.fenceQ)
-		n.fenceQ <- func() { n.arrays.register(mctx) }
+		n.fenceQ <- func() { n.arrays.join(mctx, func(array string) { n.post(func(time.Time) { n.lateArray(mctx, array) }) }) }
 	}
 	n.svc.Start(mctx)
 	defer n.svc.Stop()
@@ -145,6 +145,20 @@ func (n *Node) Run(ctx context.Context) error {
 		default:
 		}
 	}
+}
+
+// lateArray (on the loop) registers this node's key on an array whose
+// session logged in only after the start-up registration, as long as
+// nothing of the group runs here: a node that runs it, or was fenced,
+// must not rejoin on its own (a takeover or hand-over registers it where
+// needed, and BeforeReAdd fences a returning array first).
+func (n *Node) lateArray(ctx context.Context, array string) {
+	if st := n.group.Status().State; st != resources.GroupStopped {
+		n.log.Warn("array answered after start-up; not registering there while the group is "+st.String(), "array", array)
+		return
+	}
+	n.log.Info("array answered after start-up: registering there", "array", array)
+	n.fenceQ <- func() { n.arrays.register(ctx) }
 }
 
 // tickEvery is how often the loop feeds membership's view and the clock
