@@ -101,7 +101,9 @@ func (n *Node) Run(ctx context.Context) error {
 			}
 		}()
 		defer close(n.fenceQ)
-		n.fenceQ <- func() { n.arrays.join(mctx, func(array string) { n.post(func(time.Time) { n.lateArray(mctx, array) }) }) }
+		n.fenceQ <- func() {
+			n.arrays.join(mctx, func(array string) { n.post(func(time.Time) { n.lateArray(mctx, array) }) })
+		}
 	}
 	n.svc.Start(mctx)
 	defer n.svc.Stop()
