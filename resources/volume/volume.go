@@ -239,7 +239,13 @@ func (v *Volume) stopRunning(r *running) error {
 		cancel()
 	}
 	r.wg.Wait()
-	if err := r.vol.Close(); err != nil && !errors.Is(err, mirror.ErrClosed) {
+	switch err := r.vol.Close(); {
+	case err == nil, errors.Is(err, mirror.ErrClosed):
+	case errors.Is(err, mirror.ErrFenced):
+		// A fenced node cannot mark the volume clean, and must not: the
+		// new owner runs it. Nothing of it runs here any more.
+		v.log.Warn("volume closed without marking it clean: this node was fenced", "err", err)
+	default:
 		errs = append(errs, fmt.Errorf("closing the volume: %w", err))
 	}
 	return errors.Join(errs...)

@@ -38,6 +38,7 @@ type System struct {
 	mu      sync.Mutex
 	daemons map[string]*halab.Daemon
 	loops   map[string]string // node -> the loop device its volume last used
+	frozen  map[string]bool   // nodes whose mirrord is stopped (not asked)
 }
 
 // Available reports why the System cannot run here (nil: it can).
@@ -106,6 +107,12 @@ func (s *System) CallNode(id, op string, args, result any) error {
 
 // Status is node id's status.
 func (s *System) Status(id string) (*Status, error) {
+	s.mu.Lock()
+	frozen := s.frozen[id]
+	s.mu.Unlock()
+	if frozen {
+		return nil, fmt.Errorf("%s's mirrord is stopped (SIGSTOP)", id)
+	}
 	var st Status
 	if err := s.CallNode(id, "status", nil, &st); err != nil {
 		return nil, err
@@ -131,7 +138,7 @@ func (s *System) Setup(ctx context.Context, l *halab.Lab) error {
 		return fmt.Errorf("hamirror: the lab has %d arrays; the volume needs 2", len(l.Arrays()))
 	}
 	s.Lab, s.p = l, labPaths(l)
-	s.daemons, s.loops = map[string]*halab.Daemon{}, map[string]string{}
+	s.daemons, s.loops, s.frozen = map[string]*halab.Daemon{}, map[string]string{}, map[string]bool{}
 	if err := os.WriteFile(s.p.key, []byte("halab-cluster-key-"+filepath.Base(l.Dir)), 0o600); err != nil {
 		return err
 	}
@@ -336,6 +343,9 @@ func (s *System) Freeze(_ context.Context, id string) error {
 	if d == nil {
 		return fmt.Errorf("no mirrord runs on %s", id)
 	}
+	s.mu.Lock()
+	s.frozen[id] = true
+	s.mu.Unlock()
 	return s.Lab.Node(id).Freeze(d.Pid())
 }
 
@@ -345,7 +355,11 @@ func (s *System) Thaw(id string) error {
 	if d == nil {
 		return fmt.Errorf("no mirrord runs on %s", id)
 	}
-	return s.Lab.Node(id).Thaw(d.Pid())
+	err := s.Lab.Node(id).Thaw(d.Pid())
+	s.mu.Lock()
+	delete(s.frozen, id)
+	s.mu.Unlock()
+	return err
 }
 
 // Recover brings node id back as a standby after a fault: a crashed node
@@ -393,7 +407,15 @@ func (s *System) StopNode(id string, grace time.Duration) error {
 	if d == nil {
 		return nil
 	}
-	d.Stop(grace)
+	// A node whose group is blocked stays on the first SIGTERM (and says
+	// so); a second one makes it exit, leaving what runs.
+	d.Signal(syscall.SIGTERM)
+	select {
+	case <-d.Done():
+	case <-time.After(grace):
+		s.logf("hamirror: %s's mirrord did not exit within %v of SIGTERM; sending another", id, grace)
+		d.Stop(10 * time.Second)
+	}
 	s.mu.Lock()
 	delete(s.daemons, id)
 	s.mu.Unlock()
@@ -465,7 +487,7 @@ func (s *System) Stop(ctx context.Context) error {
 			if d := s.Daemon(id); d != nil {
 				s.Lab.Node(id).Thaw(d.Pid())
 			}
-			s.StopNode(id, 2*time.Minute)
+			s.StopNode(id, time.Minute)
 		}()
 	}
 	wg.Wait()
