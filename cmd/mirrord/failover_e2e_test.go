@@ -6,7 +6,10 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"path/filepath"
+	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -89,9 +92,12 @@ func closeFailoverLab() {
 	}
 }
 
-// testProfile is the product's default timing.
+// testProfile is the product's default timing, with the database and
+// the VIP checked every second (default 10 s) so that case 4 is short.
 func testProfile() hamirror.Profile {
-	return hamirror.DefaultProfile()
+	p := hamirror.DefaultProfile()
+	p.MonitorInterval = time.Second
+	return p
 }
 
 // TestFailoverStartsOnThePreferredNode: both nodes start, n1 (preferred)
@@ -244,5 +250,288 @@ func verifyLegs(t *testing.T, s *hamirror.System, id string) {
 	}
 	if m := st.Volume.Verify.Mismatches; m != 0 {
 		t.Fatalf("the legs differ in %d places after the takeover: a write that was not the new owner's landed", m)
+	}
+}
+
+// logHas reports whether node id logged a line holding every one of
+// words at or after since.
+func logHas(t *testing.T, s *hamirror.System, id string, since time.Time, words ...string) bool {
+	t.Helper()
+	lines, err := s.LogSince(id, since)
+	if err != nil {
+		t.Fatal(err)
+	}
+next:
+	for _, l := range lines {
+		for _, w := range words {
+			if !strings.Contains(l, w) {
+				continue next
+			}
+		}
+		return true
+	}
+	return false
+}
+
+// TestFailoverPartitionIsNoTakeover (case 3): both private links and the
+// serial line cut while the disk slots still advance: the standby sees the
+// active node partitioned, raises an alarm and never takes over; the
+// client keeps committing on the active node throughout.
+func TestFailoverPartitionIsNoTakeover(t *testing.T) {
+	l, s := failoverPair(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	active, err := s.Active(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	standby := halab.Peer(active)
+	c := l.StartClient(halab.ClientOptions{})
+	defer c.Stop()
+	cut := time.Now()
+	heal := func() {
+		l.CutSerial(false)
+		l.CutLink(standby, halab.LinkPrivate1, false)
+		l.CutLink(standby, halab.LinkPrivate2, false)
+	}
+	defer heal()
+	l.CutSerial(true)
+	for _, lk := range []halab.Link{halab.LinkPrivate1, halab.LinkPrivate2} {
+		if err := l.CutLink(standby, lk, true); err != nil {
+			t.Fatal(err)
+		}
+	}
+	err = s.Wait(ctx, 30*time.Second, func() error {
+		st, err := s.Status(standby)
+		if err != nil {
+			return err
+		}
+		if ps, _ := st.Peer(active); ps != "partitioned" {
+			return fmt.Errorf("%s sees %s %s", standby, active, ps)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Three dead times more: the standby never starts anything.
+	st, _ := s.Status(standby)
+	hold := time.Now().Add(3 * st.Cluster.Timing.Dead)
+	for time.Now().Before(hold) {
+		st, err := s.Status(standby)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Group.State != "stopped" {
+			t.Fatalf("%s's group is %s during a partition: a takeover from a live node", standby, st.Group.State)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err := c.WaitCommits(ctx, 10, hold, 30*time.Second); err != nil {
+		t.Fatalf("the active node stopped serving during the partition: %v", err)
+	}
+	if !logHas(t, s, standby, cut, "ALARM", "network partition") {
+		t.Fatalf("%s raised no partition alarm", standby)
+	}
+	heal()
+	if err := s.WaitStandby(ctx, standby, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if a, err := s.Active(ctx); err != nil || a != active {
+		t.Fatalf("after the partition healed the group runs on %q (%v), want %s", a, err, active)
+	}
+}
+
+// killPostgres kills PostgreSQL's postmaster and its children on node id
+// (kill -9).
+func killPostgres(t *testing.T, l *halab.Lab, s *hamirror.System, id string) {
+	t.Helper()
+	pid := filepath.Join(s.PGData(), "postmaster.pid")
+	if out, err := l.Node(id).Sh(context.Background(), fmt.Sprintf("P=$(head -1 %s); kill -9 $P $(pgrep -P $P)", pid)); err != nil {
+		t.Fatalf("killing PostgreSQL on %s: %v: %s", id, err, out)
+	}
+}
+
+// TestFailoverDatabaseRestartsThenMoves (case 4): PostgreSQL killed is
+// restarted on its node; killed migration_threshold times, the group
+// moves to the peer. cleanup makes the node a standby again.
+func TestFailoverDatabaseRestartsThenMoves(t *testing.T) {
+	l, s := failoverPair(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	active, err := s.Active(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	threshold := s.MigrationThreshold()
+	for kill := 1; kill < threshold; kill++ {
+		killPostgres(t, l, s, active)
+		err := s.Wait(ctx, time.Minute, func() error {
+			st, err := s.Status(active)
+			if err != nil {
+				return err
+			}
+			if state, failures := st.Resource("db"); state != "running" || failures != kill || st.Group.State != "running" {
+				return fmt.Errorf("%s: db %s after %d failures, group %s", active, state, failures, st.Group.State)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatalf("kill %d: PostgreSQL was not restarted on %s: %v", kill, active, err)
+		}
+		if _, err := s.WaitRunning(ctx, time.Minute); err != nil {
+			t.Fatal(err)
+		}
+	}
+	killPostgres(t, l, s, active)
+	peer := halab.Peer(active)
+	err = s.Wait(ctx, time.Minute, func() error {
+		a, err := s.Active(ctx)
+		if err != nil {
+			return err
+		}
+		if a != peer {
+			return fmt.Errorf("the group runs on %s", a)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("after %d kills the group did not move to %s: %v", threshold, peer, err)
+	}
+	if _, err := s.WaitRunning(ctx, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.CallNode(active, "cleanup", nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.WaitStandby(ctx, active, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// moveTo runs op on node from and waits until to runs the group; the
+// takeover must not fence (a clean hand-over).
+func moveTo(t *testing.T, l *halab.Lab, s *hamirror.System, from, to, op string, args any) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	since := time.Now()
+	c := l.StartClient(halab.ClientOptions{})
+	defer c.Stop()
+	if op != "" {
+		if err := s.CallNode(from, op, args, nil); err != nil {
+			t.Fatalf("%s on %s: %v", op, from, err)
+		}
+	}
+	err := s.Wait(ctx, time.Minute, func() error {
+		a, err := s.Active(ctx)
+		if err != nil {
+			return err
+		}
+		if a != to {
+			return fmt.Errorf("the group runs on %s", a)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("%s on %s: the group did not move to %s: %v", op, from, to, err)
+	}
+	if err := c.WaitCommits(ctx, 5, time.Now(), time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	c.Stop()
+	if lost, err := l.Missing(ctx, net.JoinHostPort(halab.VIP, "5432"), c.Committed()); err != nil || len(lost) > 0 {
+		t.Fatalf("committed rows missing after the move: %v (%v)", lost, err)
+	}
+	if logHas(t, s, to, since, "msg=fencing") {
+		t.Fatalf("%s fenced %s on a clean hand-over", to, from)
+	}
+}
+
+// TestFailoverMoveStandbyAndSIGTERM (case 5): move and standby, each both
+// ways, through the control socket, and SIGTERM of the active mirrord:
+// each hands the group over without fencing and without losing a
+// committed row.
+func TestFailoverMoveStandbyAndSIGTERM(t *testing.T) {
+	l, s := failoverPair(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	a, err := s.Active(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := halab.Peer(a)
+	moveTo(t, l, s, a, b, "move", nil)
+	moveTo(t, l, s, b, a, "move", nil)
+	moveTo(t, l, s, a, b, "standby", map[string]bool{"on": true})
+	if err := s.CallNode(a, "standby", map[string]bool{"on": false}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.WaitStandby(ctx, a, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	moveTo(t, l, s, b, a, "standby", map[string]bool{"on": true})
+	if err := s.CallNode(b, "standby", map[string]bool{"on": false}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.WaitStandby(ctx, b, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Signal(a, syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	moveTo(t, l, s, a, b, "", nil)
+	select {
+	case <-s.Daemon(a).Done():
+	case <-time.After(time.Minute):
+		t.Fatalf("%s's mirrord did not exit after handing the group over", a)
+	}
+	if err := s.StartNode(ctx, a); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.WaitStandby(ctx, a, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestFailoverStartTogetherAndAlone (case 7): both nodes started together:
+// the preferred one (n1) runs the group; one node started alone runs it
+// once initdead has passed.
+func TestFailoverStartTogetherAndAlone(t *testing.T) {
+	_, s := failoverPair(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	if err := s.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{"n1", "n2"} {
+		if err := s.StartNode(ctx, id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if a, err := s.WaitRunning(ctx, time.Minute); err != nil || a != "n1" {
+		t.Fatalf("started together, the group runs on %q (%v), want the preferred node n1", a, err)
+	}
+	if err := s.WaitStandby(ctx, "n2", time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	if err := s.StartNode(ctx, "n2"); err != nil {
+		t.Fatal(err)
+	}
+	if a, err := s.WaitRunning(ctx, time.Minute); err != nil || a != "n2" {
+		t.Fatalf("started alone, n2 does not run the group: %q (%v)", a, err)
+	}
+	if initdead := s.InitDead(); time.Since(start) < initdead {
+		t.Fatalf("n2 alone ran the group %v after its start, before initdead (%v)", time.Since(start), initdead)
+	}
+	if err := s.StartNode(ctx, "n1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.WaitStandby(ctx, "n1", time.Minute); err != nil {
+		t.Fatal(err)
 	}
 }

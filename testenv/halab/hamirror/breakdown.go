@@ -37,19 +37,8 @@ func takeoverPhases(victim string) []phase {
 // after fault: detect (the peer declared dead), fence, assemble (the
 // volume started), mount, VIP, database ready.
 func (s *System) Breakdown(_ context.Context, fault time.Time, survivor string) ([]halab.Phase, error) {
-	path := filepath.Join(s.Lab.Node(survivor).Dir(), "log", "mirrord.log")
-	f, err := os.Open(path)
+	lines, err := readLines(filepath.Join(s.Lab.Node(survivor).Dir(), "log", "mirrord.log"))
 	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	var lines []string
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		lines = append(lines, sc.Text())
-	}
-	if err := sc.Err(); err != nil {
 		return nil, err
 	}
 	return findPhases(lines, takeoverPhases(halab.Peer(survivor)), fault)
@@ -93,4 +82,19 @@ func logTime(line string) (time.Time, bool) {
 	v, _, _ = strings.Cut(v, " ")
 	t, err := time.Parse(time.RFC3339Nano, v)
 	return t, err == nil
+}
+
+func readLines(path string) ([]string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	var lines []string
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		lines = append(lines, sc.Text())
+	}
+	return lines, sc.Err()
 }

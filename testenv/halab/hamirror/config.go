@@ -97,6 +97,10 @@ func clusterFile(l *halab.Lab, p paths, pr Profile) string {
 	b.WriteString("resources:\n")
 	fmt.Fprintf(&b, "  - {name: fs, type: filesystem, device: %s, directory: %s, fstype: ext4}\n", devLink, p.srv)
 	fmt.Fprintf(&b, "  - {name: vip, type: vip, address: %s/24, interface: %s%s}\n", halab.VIP, halab.PublicNIC, mon)
-	fmt.Fprintf(&b, "  - {name: db, type: postgresql, datadir: %s, port: %d%s}\n", p.pgdata, halab.PGPort, mon)
+	// syncfs: crash recovery starts by syncing the data directory; file
+	// by file (the default) that is a flush of the volume per file, about
+	// a thousand for an empty cluster, seconds of a takeover.
+	fmt.Fprintf(&b, "  - {name: db, type: postgresql, datadir: %s, port: %d, options: \"-c recovery_init_sync_method=syncfs\"%s}\n",
+		p.pgdata, halab.PGPort, mon)
 	return b.String()
 }

@@ -14,8 +14,11 @@ import (
 type Status struct {
 	Node    string `json:"node"`
 	Cluster struct {
-		Role  string `json:"role"`
-		Term  uint64 `json:"term"`
+		Role   string `json:"role"`
+		Term   uint64 `json:"term"`
+		Timing struct {
+			Keepalive, Warn, Dead, InitDead time.Duration
+		} `json:"timing"`
 		Nodes []struct {
 			ID       string `json:"id"`
 			Self     bool   `json:"self"`
@@ -44,6 +47,15 @@ type Status struct {
 		} `json:"resources"`
 	} `json:"group"`
 	Volume *VolumeStatus `json:"volume"`
+	// PeerVolume is what this node holds of the peer's volume knowledge.
+	PeerVolume *struct {
+		From      string `json:"from"`
+		Seq       uint64 `json:"seq"`
+		Trusted   bool   `json:"trusted"`
+		Knowledge struct {
+			LegStates [2]string `json:"leg_states"`
+		} `json:"knowledge"`
+	} `json:"peer_volume"`
 }
 
 // VolumeStatus is the running volume's part of Status.

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/hamirror/hamirror/heartbeat"
+	"github.com/hamirror/hamirror/resources"
 	"github.com/hamirror/hamirror/resources/node"
 	"github.com/hamirror/hamirror/testenv/halab"
 )
@@ -504,4 +505,40 @@ func (s *System) Signal(id string, sig syscall.Signal) error {
 		return errors.New("no mirrord on " + id)
 	}
 	return d.Signal(sig)
+}
+
+// LogSince returns the lines node id's mirrord logged at or after t.
+func (s *System) LogSince(id string, t time.Time) ([]string, error) {
+	lines, err := readLines(filepath.Join(s.Lab.Node(id).Dir(), "log", "mirrord.log"))
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, l := range lines {
+		if at, ok := logTime(l); ok && !at.Before(t) {
+			out = append(out, l)
+		}
+	}
+	return out, nil
+}
+
+// PGData is the database's data directory (on the filesystem, mounted in
+// the active node).
+func (s *System) PGData() string { return s.p.pgdata }
+
+// MigrationThreshold is the group's migration threshold in the lab's
+// cluster file.
+func (s *System) MigrationThreshold() int {
+	if t := s.profile().MigrationThreshold; t != 0 {
+		return t
+	}
+	return resources.DefaultConfig().MigrationThreshold
+}
+
+// InitDead is the lab's initdead.
+func (s *System) InitDead() time.Duration {
+	if d := s.profile().InitDead; d != 0 {
+		return d
+	}
+	return heartbeat.DefaultConfig().Timing.InitDead
 }
