@@ -535,3 +535,98 @@ func TestFailoverStartTogetherAndAlone(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestFailoverArrayDeadDuringTakeover (case 6): array b dies under load:
+// the active node runs on leg a and the standby holds (persisted,
+// acknowledged) that leg b failed. The active node then crashes: the
+// standby fences it on array a (b is unreachable), assembles leg a alone
+// because it knows that leg is current, and serves every committed row.
+// Array b returns: it is fenced, its leg re-added and resynced.
+func TestFailoverArrayDeadDuringTakeover(t *testing.T) {
+	l, s := failoverPair(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	victim, err := s.Active(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	survivor := halab.Peer(victim)
+	c := l.StartClient(halab.ClientOptions{})
+	defer c.Stop()
+	if err := c.WaitCommits(ctx, 20, time.Now(), 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	b := l.Arrays()[1]
+	if err := b.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	down := true
+	defer func() {
+		if down {
+			b.Restart()
+		}
+	}()
+	err = s.Wait(ctx, time.Minute, func() error {
+		st, err := s.Status(victim)
+		if err != nil {
+			return err
+		}
+		if st.Volume == nil || st.Volume.Legs[1].State != "failed" {
+			return fmt.Errorf("%s: volume %+v", victim, st.Volume)
+		}
+		pst, err := s.Status(survivor)
+		if err != nil {
+			return err
+		}
+		if pv := pst.PeerVolume; pv == nil || !pv.Trusted || pv.Knowledge.LegStates != [2]string{"in_sync", "failed"} {
+			return fmt.Errorf("%s holds %+v of %s's volume", survivor, pst.PeerVolume, victim)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("leg b's failure: %v", err)
+	}
+	if err := c.WaitCommits(ctx, 10, time.Now(), 30*time.Second); err != nil {
+		t.Fatalf("degraded on leg a: %v", err)
+	}
+	fault := time.Now()
+	if err := s.Kill(ctx, victim); err != nil {
+		t.Fatal(err)
+	}
+	o, err := c.WaitOutage(ctx, fault, time.Now(), time.Minute)
+	if err != nil {
+		t.Fatalf("no takeover with array b dead: %v", err)
+	}
+	t.Logf("outage %v with array b dead", o.Duration)
+	if err := c.WaitCommits(ctx, 10, time.Now(), 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	c.Stop()
+	if lost, err := l.Missing(ctx, net.JoinHostPort(halab.VIP, "5432"), c.Committed()); err != nil || len(lost) > 0 {
+		t.Fatalf("committed rows missing on %s: %v (%v)", survivor, lost, err)
+	}
+	if !logHas(t, s, survivor, fault, "msg=fenced", "array-b: unreachable") {
+		t.Errorf("%s's takeover does not show array b unreachable at the fence", survivor)
+	}
+	if err := b.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	down = false
+	err = s.Wait(ctx, 2*time.Minute, func() error {
+		st, err := s.Status(survivor)
+		if err != nil {
+			return err
+		}
+		if !st.Volume.InSync() {
+			return fmt.Errorf("%s: volume %+v", survivor, st.Volume)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("array b came back but its leg did not rejoin: %v", err)
+	}
+	verifyLegs(t, s, survivor)
+	if err := s.Recover(ctx, victim); err != nil {
+		t.Fatal(err)
+	}
+}
