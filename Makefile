@@ -69,5 +69,19 @@ deps:
 	DEBIAN_FRONTEND=noninteractive apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES)
 
+# The OCF resource agent ocf:hamirror:volume, for Pacemaker (resources/ocf,
+# docs/PACEMAKER.md). `make install` installs it too; Pacemaker looks for it
+# under OCF_ROOT whatever PREFIX is.
+OCF_ROOT ?= /usr/lib/ocf
+.PHONY: install-ocf
+install: install-ocf
+install-ocf:
+	install -d $(DESTDIR)$(OCF_ROOT)/resource.d/hamirror
+	install -m 0755 resources/ocf/hamirror/volume $(DESTDIR)$(OCF_ROOT)/resource.d/hamirror/volume
+
+# xmllint: ocf-tester (resource-agents) checks the agent's meta-data with it;
+# shellcheck keeps the agent POSIX sh.
+APT_PACKAGES += libxml2-utils shellcheck
+
 clean:
 	rm -rf $(BIN)

@@ -43,13 +43,13 @@ func (v *Volume) AddLegWith(slot int, leg Leg, o AddOptions) error {
 
 // add performs an add; explicit is an operator's (AddLeg), otherwise
 // AutoReAdd's (it leaves parked slots alone).
-func (v *Volume) add(slot int, leg Leg, o AddOptions, explicit bool) error {
+func (v *Volume) add(slot int, leg Leg, o AddOptions, explicit bool) (err error) {
 	v.mu.Lock()
 	if v.closing {
 		v.mu.Unlock()
 		return ErrClosed
 	}
-	err := v.m.beginAdd(slot, v.outstanding[slot].Load(), explicit)
+	err = v.m.beginAdd(slot, v.outstanding[slot].Load(), explicit)
 	old, spec, other := v.legs[slot], v.specs[slot], v.tmpl[1-slot]
 	v.mu.Unlock()
 	if err != nil {
@@ -57,6 +57,11 @@ func (v *Volume) add(slot int, leg Leg, o AddOptions, explicit bool) error {
 	}
 	attached := false
 	opened := leg == nil // we open it: we close it unless it joins
+	// own: the slot's own leg (its object, or reopened from its spec). A
+	// reservation conflict from it means another node fenced this one off
+	// its array: the volume stops (machine rule 9). A replacement the
+	// operator names may be a LUN someone else reserved: only refused.
+	own := opened || (leg == old && old != nil)
 	defer func() {
 		if attached {
 			return
@@ -66,6 +71,9 @@ func (v *Volume) add(slot int, leg Leg, o AddOptions, explicit bool) error {
 		}
 		v.mu.Lock()
 		v.m.abortAdd(slot)
+		if own && isFencing(err) {
+			v.m.fence(err)
+		}
 		v.notify()
 		v.mu.Unlock()
 	}()
@@ -140,6 +148,10 @@ func (v *Volume) add(slot int, leg Leg, o AddOptions, explicit bool) error {
 		HBOff: lay.HBOff, HBSlotSize: hbSlotBytes, HBCount: other.HBCount,
 	}
 	v.mu.Lock()
+	if v.closing {
+		v.mu.Unlock()
+		return ErrClosed // the volume closed while the leg was opened or read
+	}
 	if err := v.m.attach(slot, plan, extra, v.outstanding[slot].Load(), v.clock.Now()); err != nil {
 		v.mu.Unlock()
 		return fmt.Errorf("add leg %s: %w", leg.Name(), err)
@@ -245,6 +257,9 @@ func (v *Volume) FailLeg(slot int) error {
 		v.log.Warn("could not record the failure on the failed leg itself", "slot", slot, "err", werr)
 	}
 	v.mu.Lock()
+	if isFencing(werr) {
+		v.m.fence(werr) // fenced off that leg's array by another node (rule 9)
+	}
 	v.m.endRecord(slot)
 	v.notify()
 	v.mu.Unlock()

@@ -43,6 +43,9 @@ func (v *Volume) clearIdle(all bool) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	if errs[0] != nil || errs[1] != nil {
+		if v.m.epochs() != ep {
+			return // the error belongs to a leg object that was replaced meanwhile
+		}
 		_ = v.settle(sel, errs, "flush before clearing bits")
 		return
 	}

@@ -151,6 +151,40 @@ func (v *Volume) holdIfAbandoned(calls [2]*legCall, sel [2]bool, off, n int64, e
 	v.m.holdWrite(off, n)
 }
 
+// copyWrite writes a copier's data (resync, read repair, verify repair;
+// the chunk is locked, mu not held) to leg slot under the I/O timeout.
+// When the leg does not answer, its call keeps running with p: the leg is
+// failed here, and when it cannot be (the last working leg) the range
+// stays held until the call returns (machine rule 8), so the copy never
+// lands over a write acknowledged after the copier let go of the chunk.
+func (v *Volume) copyWrite(slot int, leg Leg, p []byte, off int64, op string) error {
+	var sel [2]bool
+	var legs [2]Leg
+	sel[slot], legs[slot] = true, leg
+	c := v.getCall()
+	v.startLegs(c, sel, legs, 0, func(l Leg) error { return l.WriteAt(p, off, false) })
+	<-c.done
+	errs, held := v.callResult(c, sel, legs, op)
+	if !held {
+		return errs[slot]
+	}
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.m.active(slot) {
+		if _, err := v.m.fail(slot, errs[slot]); err == nil {
+			v.log.Warn("leg failed; volume continues degraded", "slot", slot, "op", op, "err", errs[slot])
+		}
+	}
+	if e := &c.ent[slot]; !e.returned && v.m.active(slot) {
+		n := int64(len(p))
+		e.hold = &heldWrite{off: off, n: n, calls: 1}
+		v.m.holdCopy(off, n)
+		v.log.Warn("a copy's write did not return in time on the last working leg: its range is held until it returns", "off", off, "bytes", n)
+	}
+	v.notify()
+	return errs[slot]
+}
+
 // watchdog times out the leg calls of one slot. Its goroutine starts with
 // the first call and sleeps until the oldest deadline; with no call in
 // flight it idles until add wakes it, and it exits once the volume closed

@@ -280,6 +280,16 @@ func (m *machine) holdWrite(off, n int64) {
 	}
 }
 
+// holdCopy: a copier's write of n bytes at off did not return and its
+// leg still gets I/O (the last working leg): the range is held like a
+// failed write's until releaseHeld (rule 8).
+func (m *machine) holdCopy(off, n int64) {
+	m.writing = append(m.writing, span{off: off, end: off + n, held: true})
+	for c := off / m.chunk; c <= (off+n-1)/m.chunk; c++ {
+		m.inflight[c]++
+	}
+}
+
 // releaseHeld: the abandoned call into a held write returned.
 func (m *machine) releaseHeld(off, n int64, now time.Time) {
 	if m.dropSpan(off, n, true) {

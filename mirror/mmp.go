@@ -36,10 +36,12 @@ import (
 // (max(2 x Interval, IOTimeout)), the leg is failed like a leg that missed
 // a write (the volume continues on the other; the last working leg stops
 // the volume). The owner records in every block its grace, failWindow +
-// Interval + IOTimeout: no write of it lands on the leg later than that
-// after the last update it made visible (the leg is failed within
-// failWindow plus one tick; calls already running end within the I/O
-// timeout), and a starter waits at least that long.
+// Interval + 2 x IOTimeout: no write of it lands on the leg later than
+// that after the last update it made visible (an MMP write counts as
+// succeeded when its answer comes, up to an I/O timeout after it landed;
+// the leg is failed within failWindow plus one tick of that; calls
+// already running end within the I/O timeout), and a starter waits at
+// least that long.
 
 // MMPOptions configure multi-mount protection. The zero value turns it off.
 type MMPOptions struct {
@@ -89,6 +91,7 @@ type mmpOwner struct {
 	base     mmpBlock // State, Volume, Nonce, Interval, Grace, PID, Node
 	interval time.Duration
 	fail     time.Duration // failWindow
+	timeout  time.Duration // the I/O timeout
 
 	mu      sync.Mutex
 	seq     uint64
@@ -133,9 +136,9 @@ func acquireMMP(legs [2]Leg, sbs [2]*superblock, opts Options, volume [16]byte) 
 		mo.PID = os.Getpid()
 	}
 	o := &mmpOwner{log: opts.Logger, clock: opts.Clock, interval: mo.Interval,
-		fail: max(2*mo.Interval, opts.IOTimeout), stop: make(chan struct{}), done: make(chan struct{})}
+		fail: max(2*mo.Interval, opts.IOTimeout), timeout: opts.IOTimeout, stop: make(chan struct{}), done: make(chan struct{})}
 	o.base = mmpBlock{State: mmpActive, Volume: volume, Nonce: newGenID(), Interval: mo.Interval,
-		Grace: o.fail + mo.Interval + opts.IOTimeout, PID: mo.PID, Node: opts.NodeID}
+		Grace: o.fail + mo.Interval + 2*opts.IOTimeout, PID: mo.PID, Node: opts.NodeID}
 	var seen [2][]byte
 	var wait time.Duration
 	var last *mmpBlock
@@ -145,8 +148,8 @@ func acquireMMP(legs [2]Leg, sbs [2]*superblock, opts Options, volume [16]byte) 
 			continue
 		}
 		o.legs[i].leg, o.legs[i].off = legs[i], off
-		buf := alignedBuf(blockBytes)
-		if err := legs[i].ReadAt(buf, off); err != nil {
+		buf := alignedBuf(blockBytes) // an abandoned read may still fill it: used only on success
+		if err := timed(o.clock, opts.IOTimeout, func() error { return legs[i].ReadAt(buf, off) }); err != nil {
 			return nil, fmt.Errorf("reading the multi-mount protection block of %s: %w", legs[i].Name(), err)
 		}
 		seen[i] = buf
@@ -188,7 +191,13 @@ func acquireMMP(legs [2]Leg, sbs [2]*superblock, opts Options, volume [16]byte) 
 			continue
 		}
 		b := o.blockLocked(now)
-		if err := l.leg.WriteAt(b, l.off, true); err != nil {
+		leg := l.leg
+		if err := timed(o.clock, opts.IOTimeout, func() error { return leg.WriteAt(b, l.off, true) }); err != nil {
+			if errors.Is(err, ErrTimeout) {
+				// Still running, it may land at any time: a start on a
+				// leg that hangs is refused.
+				return nil, fmt.Errorf("writing the multi-mount protection block of %s: %w", leg.Name(), err)
+			}
 			opts.Logger.Warn("multi-mount protection: first write failed; retrying every interval", "leg", l.leg.Name(), "err", err)
 			l.failed = true
 		} else {
@@ -207,7 +216,7 @@ func (o *mmpOwner) watch(legs [2]Leg, seen [2][]byte, d time.Duration) error {
 			continue
 		}
 		buf := alignedBuf(blockBytes)
-		if err := legs[i].ReadAt(buf, o.legs[i].off); err != nil {
+		if err := timed(o.clock, o.timeout, func() error { return legs[i].ReadAt(buf, o.legs[i].off) }); err != nil {
 			return fmt.Errorf("reading the multi-mount protection block of %s again: %w", legs[i].Name(), err)
 		}
 		if bytes.Equal(buf, seen[i]) {
@@ -325,6 +334,12 @@ func (o *mmpOwner) beat(slot int, leg Leg, off int64, expect, block []byte) {
 		}
 		o.calls.Add(1)
 		go o.v.mmpConflict(&o.calls, fmt.Errorf("multi-mount protection: another writer took the volume: the MMP block on %s was overwritten by %s; this mirrord stops writing (two writers corrupt the volume): %w", leg.Name(), who, ErrInUse))
+	case err != nil && isFencing(err):
+		// Another node fenced this one off the array (machine rule 9):
+		// stop at once, failing no leg.
+		o.stopped = true
+		o.calls.Add(1)
+		go o.v.mmpFenced(&o.calls, err)
 	case !mine:
 	case err != nil:
 		l.last = nil // unknown now: do not compare next time
@@ -416,6 +431,16 @@ func (v *Volume) mmpLost(slot int, leg Leg, reason error) {
 	} else {
 		v.log.Warn("leg failed; volume continues degraded", "slot", slot, "err", reason)
 	}
+	v.notify()
+}
+
+// mmpFenced fences the volume: an MMP write met a reservation conflict
+// (engine hook; machine rule 9).
+func (v *Volume) mmpFenced(wg *sync.WaitGroup, err error) {
+	defer wg.Done()
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.m.fence(err)
 	v.notify()
 }
 

@@ -103,7 +103,7 @@ func TestMMPStartAfterCrashWaitsThenStarts(t *testing.T) {
 		if err != nil {
 			t.Fatalf("start after the owner crashed: %v", err)
 		}
-		grace := max(2*o1.MMP.Interval, o1.IOTimeout) + o1.MMP.Interval + o1.IOTimeout
+		grace := max(2*o1.MMP.Interval, o1.IOTimeout) + o1.MMP.Interval + 2*o1.IOTimeout
 		if d := time.Since(t0); d != grace+o1.MMP.Margin {
 			t.Fatalf("waited %v, want the owner's grace %v plus the margin %v", d, grace, o1.MMP.Margin)
 		}

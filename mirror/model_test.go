@@ -11,11 +11,18 @@ package mirror
 // start and says why. Never older data, never two legs reported in sync
 // that differ.
 //
+// Some steps run several operations at once (writes and reads of disjoint
+// blocks beside the operator's fail, a re-add, a verify, a flush), so the
+// leg lifecycle races with I/O; a verify of two legs in sync must find no
+// difference. Goroutines interleave as the scheduler lets them, so a seed
+// with concurrent steps may not replay exactly.
+//
 // CI runs a fixed set of seeds; HAMIRROR_MODEL_SEEDS=N runs N seeds
 // (HAMIRROR_MODEL_FIRST=K starts at seed K), -v prints each seed's story.
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -71,6 +78,7 @@ func TestModelCampaign(t *testing.T) {
 type modelStats struct {
 	ops, reads, acked, failedIO, refused, restarts int
 	cuts, readds, lone, splits                     int
+	concurrent, verifies                           int
 }
 
 func (s *modelStats) add(o modelStats) {
@@ -84,11 +92,13 @@ func (s *modelStats) add(o modelStats) {
 	s.readds += o.readds
 	s.lone += o.lone
 	s.splits += o.splits
+	s.concurrent += o.concurrent
+	s.verifies += o.verifies
 }
 
 func (s *modelStats) String() string {
-	return fmt.Sprintf("%d ops, %d block reads checked, %d writes acknowledged, %d I/Os failed, %d restarts (%d after a power cut, %d on a lone leg), %d refused to start (%d split brains after a late metadata write), %d re-adds",
-		s.ops, s.reads, s.acked, s.failedIO, s.restarts, s.cuts, s.lone, s.refused+s.splits, s.splits, s.readds)
+	return fmt.Sprintf("%d ops (%d concurrent steps), %d block reads checked, %d writes acknowledged, %d I/Os failed, %d restarts (%d after a power cut, %d on a lone leg), %d refused to start (%d split brains after a late metadata write), %d re-adds, %d verifies",
+		s.ops, s.concurrent, s.reads, s.acked, s.failedIO, s.restarts, s.cuts, s.lone, s.refused+s.splits, s.splits, s.readds, s.verifies)
 }
 
 // version is one write's content of one block: id 0 is zeros (the initial
@@ -134,6 +144,8 @@ type modelRun struct {
 
 	mu    sync.Mutex
 	known *KnownState // the newest Publish: the peer's knowledge
+	logMu sync.Mutex  // log (concurrent steps)
+	ackMu sync.Mutex  // versions' acked and durable (concurrent steps)
 
 	blocks []modelBlock
 	nextID uint64
@@ -185,7 +197,9 @@ func newModelRun(t *testing.T, seed uint64) *modelRun {
 }
 
 func (r *modelRun) logf(format string, args ...any) {
+	r.logMu.Lock()
 	r.log = append(r.log, fmt.Sprintf(format, args...))
+	r.logMu.Unlock()
 }
 
 // fail prints the story of a failed seed.
@@ -326,7 +340,14 @@ func (r *modelRun) run() {
 
 // step runs one random operation.
 func (r *modelRun) step() {
-	switch p := r.r.IntN(100); {
+	switch p := r.r.IntN(108); {
+	case p >= 103:
+		r.concurrent()
+	case p >= 100:
+		r.stats.verifies++
+		rep, err := r.v.Verify(context.Background(), r.r.IntN(2) == 0)
+		r.logf("verify: %+v: %v", rep, err)
+		r.checkVerify(rep, err)
 	case p < 30:
 		r.write(r.r.IntN(5) == 0, false)
 	case p < 35:
@@ -382,6 +403,13 @@ func (r *modelRun) write(fua, zero bool) {
 	if r.r.IntN(8) == 0 {
 		blk = r.r.Int64N(int64(len(r.blocks)) - n + 1)
 	}
+	r.planWrite(blk, n, fua, zero)()
+}
+
+// planWrite enters a write of n blocks at blk in the model (its random
+// choices made now) and returns the I/O, which marks it acknowledged.
+func (r *modelRun) planWrite(blk, n int64, fua, zero bool) func() {
+	fua = fua && !zero // Zero has no FUA: durable after the next flush
 	r.nextID++
 	id := r.nextID
 	if zero {
@@ -393,49 +421,71 @@ func (r *modelRun) write(fua, zero bool) {
 		b := &r.blocks[blk+int64(k)]
 		b.vers = append(b.vers, vers[k])
 	}
-	p := make([]byte, n*modelBlk)
-	var err error
-	how := "write"
-	switch {
-	case zero:
-		how = "zero"
-		err = r.v.Zero(blk*modelBlk, n*modelBlk, r.r.IntN(2) == 0)
-	case r.r.IntN(2) == 0:
-		modelContent(p, id, blk)
-		err = r.v.WriteAt(p, blk*modelBlk, fua)
-	default:
-		how = "started write"
-		modelContent(p, id, blk)
-		ch := make(chan error, 1)
-		go r.v.StartWriteAt(p, blk*modelBlk, fua, func(err error, _, _ bool) { ch <- err })
-		err = <-ch
+	how, unmap := 0, r.r.IntN(2) == 0
+	if !zero {
+		how = 1 + r.r.IntN(2)
 	}
-	if fua {
-		how += " FUA"
-	}
-	r.logf("%s %d at block %d+%d: %v", how, id, blk, n, err)
-	if err != nil {
-		r.stats.failedIO++
-		return
-	}
-	r.stats.acked++
-	for _, v := range vers {
-		v.acked, v.durable = true, fua
+	return func() {
+		p := make([]byte, n*modelBlk)
+		var err error
+		what := "write"
+		switch how {
+		case 0:
+			what = "zero"
+			err = r.v.Zero(blk*modelBlk, n*modelBlk, unmap)
+		case 1:
+			modelContent(p, id, blk)
+			err = r.v.WriteAt(p, blk*modelBlk, fua)
+		default:
+			what = "started write"
+			modelContent(p, id, blk)
+			ch := make(chan error, 1)
+			go r.v.StartWriteAt(p, blk*modelBlk, fua, func(err error, _, _ bool) { ch <- err })
+			err = <-ch
+		}
+		if fua {
+			what += " FUA"
+		}
+		r.logf("%s %d at block %d+%d: %v", what, id, blk, n, err)
+		r.ackMu.Lock()
+		defer r.ackMu.Unlock()
+		if err != nil {
+			r.stats.failedIO++
+			return
+		}
+		r.stats.acked++
+		for _, v := range vers {
+			v.acked, v.durable = true, fua
+		}
 	}
 }
 
-func (r *modelRun) flush() {
-	err := r.v.Flush()
-	r.logf("flush: %v", err)
-	if err != nil {
-		r.stats.failedIO++
-		return
-	}
-	for i := range r.blocks {
-		for _, v := range r.blocks[i].vers {
-			if v.acked {
-				v.durable = true
+func (r *modelRun) flush() { r.planFlush()() }
+
+// planFlush returns a flush, which makes durable the writes acknowledged
+// when it starts.
+func (r *modelRun) planFlush() func() {
+	return func() {
+		r.ackMu.Lock()
+		var acked []*version
+		for i := range r.blocks {
+			for _, v := range r.blocks[i].vers {
+				if v.acked && !v.durable {
+					acked = append(acked, v)
+				}
 			}
+		}
+		r.ackMu.Unlock()
+		err := r.v.Flush()
+		r.logf("flush: %v", err)
+		r.ackMu.Lock()
+		defer r.ackMu.Unlock()
+		if err != nil {
+			r.stats.failedIO++
+			return
+		}
+		for _, v := range acked {
+			v.durable = true
 		}
 	}
 }
@@ -446,15 +496,110 @@ func (r *modelRun) read() {
 	if r.r.IntN(4) == 0 {
 		blk = r.r.Int64N(int64(len(r.blocks)) - n + 1)
 	}
-	p := make([]byte, n*modelBlk)
-	err := r.v.ReadAt(p, blk*modelBlk)
-	r.logf("read block %d+%d: %v", blk, n, err)
-	if err != nil {
-		r.stats.failedIO++
-		return
+	r.planRead(blk, n)()
+}
+
+// planRead returns a read of n blocks at blk, checked against the model
+// (no write to these blocks may run meanwhile).
+func (r *modelRun) planRead(blk, n int64) func() {
+	return func() {
+		p := make([]byte, n*modelBlk)
+		err := r.v.ReadAt(p, blk*modelBlk)
+		r.logf("read block %d+%d: %v", blk, n, err)
+		r.ackMu.Lock()
+		defer r.ackMu.Unlock()
+		if err != nil {
+			r.stats.failedIO++
+			return
+		}
+		for k := int64(0); k < n; k++ {
+			r.checkBlock(blk+k, p[k*modelBlk:(k+1)*modelBlk], "read")
+		}
 	}
-	for k := int64(0); k < n; k++ {
-		r.checkBlock(blk+k, p[k*modelBlk:(k+1)*modelBlk], "read")
+}
+
+// concurrent runs two to four operations at once: writes and reads of
+// disjoint blocks, the operator's fail, a re-add (same object or by
+// name), a verify, a flush.
+func (r *modelRun) concurrent() {
+	r.stats.concurrent++
+	used := make([]bool, len(r.blocks))
+	span := func() (int64, int64, bool) {
+		n := int64(1 + r.r.IntN(4))
+		for range 8 {
+			blk := r.r.Int64N(modelHotBytes/modelBlk - n + 1)
+			free := true
+			for k := blk; k < blk+n; k++ {
+				free = free && !used[k]
+			}
+			if free {
+				for k := blk; k < blk+n; k++ {
+					used[k] = true
+				}
+				return blk, n, true
+			}
+		}
+		return 0, 0, false
+	}
+	var ops []func()
+	var names []string
+	for range 2 + r.r.IntN(3) {
+		switch k := r.r.IntN(8); k {
+		case 0, 1, 2:
+			if blk, n, ok := span(); ok {
+				ops = append(ops, r.planWrite(blk, n, r.r.IntN(3) == 0, r.r.IntN(6) == 0))
+				names = append(names, "write")
+			}
+		case 3:
+			if blk, n, ok := span(); ok {
+				ops = append(ops, r.planRead(blk, n))
+				names = append(names, "read")
+			}
+		case 4:
+			slot := r.r.IntN(2)
+			ops = append(ops, func() { r.logf("leg fail %d: %v", slot, r.v.FailLeg(slot)) })
+			names = append(names, "leg fail")
+		case 5:
+			slot, byName := r.r.IntN(2), r.r.IntN(2) == 0
+			ops = append(ops, func() {
+				var leg Leg
+				if !byName {
+					leg = r.getObj(slot)
+				}
+				err := r.v.AddLeg(slot, leg)
+				r.logf("leg add %d (by name %v): %v", slot, byName, err)
+			})
+			names = append(names, "leg add")
+		case 6:
+			repair := r.r.IntN(2) == 0
+			ops = append(ops, func() {
+				rep, err := r.v.Verify(context.Background(), repair)
+				r.logf("verify: %+v: %v", rep, err)
+				r.checkVerify(rep, err)
+			})
+			names = append(names, "verify")
+		default:
+			ops = append(ops, r.planFlush())
+			names = append(names, "flush")
+		}
+	}
+	r.logf("at once: %v", names)
+	var wg sync.WaitGroup
+	for _, op := range ops {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			op()
+		}()
+	}
+	wg.Wait()
+}
+
+// checkVerify: a verify that ran to its end (both legs in sync
+// throughout) found the legs equal.
+func (r *modelRun) checkVerify(rep VerifyReport, err error) {
+	if err == nil && rep.Mismatches > 0 {
+		r.fatalf("verify of two legs in sync found %d chunks that differ (at %v)", rep.Mismatches, rep.Offsets)
 	}
 }
 

@@ -172,6 +172,12 @@ func (v *Volume) commitBatch(batch []int64, stamps []uint64, checkpoint int64, e
 	}
 	v.mu.Lock()
 	legs := v.legs
+	if v.m.epochs() != ep || v.m.source() < 0 {
+		// A leg failed (or is being added) since the copies: the batch
+		// will not count, and a failed slot gets no I/O.
+		v.mu.Unlock()
+		return errStaleCopy
+	}
 	v.mu.Unlock()
 	sel := [2]bool{true, true}
 	errs, _ := v.both(sel, legs, "flush", 0, Leg.Flush)
@@ -204,7 +210,7 @@ func (v *Volume) failFromCopy(err error, ep [2]uint64) {
 	}
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	if v.m.epochs() != ep {
+	if v.m.epochs() != ep || !v.m.active(le.Slot) {
 		return
 	}
 	if _, ferr := v.m.fail(le.Slot, err); ferr == nil {
@@ -340,7 +346,7 @@ func (v *Volume) copyChunk(c int64, from, to int, mark bool, buf []byte, ep *[2]
 		v.mu.Unlock()
 	}
 	if err == nil {
-		err = v.legIO(to, lt, "write", func(l Leg) error { return l.WriteAt(buf[:n], off, false) })
+		err = v.copyWrite(to, lt, buf[:n], off, "write")
 	}
 	v.mu.Lock()
 	stamp := v.m.unlockChunk(c)

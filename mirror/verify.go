@@ -157,7 +157,7 @@ func (v *Volume) verifyChunk(c int64, repair bool, bufs [2][]byte) error {
 		v.outstanding[1].Add(1) // a call into slot 1 from now (see copyChunk)
 		v.mu.Unlock()
 		if err == nil {
-			err = v.legIO(1, legs[1], "repair write", func(l Leg) error { return l.WriteAt(bufs[0][:n], off, false) })
+			err = v.copyWrite(1, legs[1], bufs[0][:n], off, "repair write")
 		}
 		v.outstanding[1].Add(-1)
 		if errors.Is(err, errStaleCopy) {

@@ -9,21 +9,31 @@ import (
 	"time"
 
 	"github.com/hamirror/hamirror/heartbeat"
+	"github.com/hamirror/hamirror/resources"
 )
 
-// renderCluster prints the "cluster" part of mirrord's status reply: this
-// node's role, then one line per node with its state, role and the state
-// of every medium towards it. mirrorctl status calls it when the reply has
+// renderCluster prints the "cluster" part of mirrord's status reply (see
+// printCluster). mirrorctl status calls it when a membership-only reply has
 // a "cluster" key; mirrorctl nodes adds the index table.
 func renderCluster(w io.Writer, raw json.RawMessage) error {
 	var st heartbeat.Status
 	if err := json.Unmarshal(raw, &st); err != nil {
 		return fmt.Errorf("decoding mirrord's cluster status: %w", err)
 	}
-	fmt.Fprintf(w, "cluster %s: this node %s is %s; coordinator %s; up %s\n",
-		st.Cluster, st.Self, st.Role, st.Coordinator, st.Uptime.Truncate(time.Second))
+	return printCluster(w, st)
+}
+
+// printCluster prints this node's role and term, then one line per node
+// with its state, role, takeover term, what its resource group does (from
+// the app state in its heartbeats, when nodes carry one) and the state of
+// every medium towards it, then the alarms.
+func printCluster(w io.Writer, st heartbeat.Status) error {
+	fmt.Fprintf(w, "cluster %s: this node %s is %s (term %d); coordinator %s; up %s\n",
+		st.Cluster, st.Self, st.Role, st.Term, st.Coordinator, st.Uptime.Truncate(time.Second))
 	var media []string
+	withApp := false
 	for _, n := range st.Nodes {
+		withApp = withApp || len(n.App) > 0
 		for _, m := range n.Media {
 			if !contains(media, m.Name) {
 				media = append(media, m.Name)
@@ -31,7 +41,11 @@ func renderCluster(w io.Writer, raw json.RawMessage) error {
 		}
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintf(tw, "NODE\tSTATE\tROLE\tPING")
+	fmt.Fprintf(tw, "NODE\tSTATE\tROLE\tTERM")
+	if withApp {
+		fmt.Fprintf(tw, "\tGROUP")
+	}
+	fmt.Fprintf(tw, "\tPING")
 	for _, m := range media {
 		fmt.Fprintf(tw, "\t%s", strings.ToUpper(m))
 	}
@@ -44,7 +58,11 @@ func renderCluster(w io.Writer, raw json.RawMessage) error {
 		if n.Ping != nil {
 			ping = fmt.Sprint(*n.Ping)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s", n.ID, state, n.Role, ping)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d", n.ID, state, n.Role, n.Term)
+		if withApp {
+			fmt.Fprintf(tw, "\t%s", groupCell(n))
+		}
+		fmt.Fprintf(tw, "\t%s", ping)
 		for _, name := range media {
 			cell := "-"
 			for _, m := range n.Media {
@@ -75,7 +93,37 @@ func renderCluster(w io.Writer, raw json.RawMessage) error {
 	if r.Unconfirmed > 0 {
 		fmt.Fprintf(w, "unconfirmed frames: %d (authentic, but not echoing this node's run nonce: no beats; many of them while a peer is dead mean it cannot hear this node, or a replay)\n", r.Unconfirmed)
 	}
+	if st.Stalls > 0 {
+		fmt.Fprintf(w, "loop stalls: %d, longest %s (the box is overloaded or mirrord was stopped; the peer may have seen this node silent)\n", st.Stalls, st.LongestStall.Truncate(time.Millisecond))
+	}
 	return nil
+}
+
+// groupCell says what node n's resource group does, from its app state:
+// the group state, the resource in hand, and the flags that keep it out.
+func groupCell(n heartbeat.NodeStatus) string {
+	if len(n.App) == 0 {
+		return "-"
+	}
+	a, err := resources.UnmarshalAppState(n.App)
+	if err != nil {
+		return "(unreadable app state)"
+	}
+	cell := groupState(a.State, a.Current)
+	var flags []string
+	if a.Standby {
+		flags = append(flags, "standby")
+	}
+	if a.Maintenance {
+		flags = append(flags, "maintenance")
+	}
+	if !a.Eligible && !a.Standby {
+		flags = append(flags, "ineligible")
+	}
+	if len(flags) > 0 {
+		cell += " (" + strings.Join(flags, ", ") + ")"
+	}
+	return cell
 }
 
 func contains(xs []string, x string) bool {

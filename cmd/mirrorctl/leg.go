@@ -5,8 +5,6 @@ import (
 	"strconv"
 
 	"github.com/spf13/cobra"
-
-	"github.com/hamirror/hamirror/cmd/internal/control"
 )
 
 // slotArgs are the arguments of the leg-fail and leg-add control ops.
@@ -39,8 +37,12 @@ func newLegCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var st volumeStatus
-			if err := control.Call(g.control, "leg-fail", slotArgs{Slot: slot}, &st); err != nil {
+			r, err := call(g, "leg-fail", slotArgs{Slot: slot})
+			if err != nil {
+				return err
+			}
+			st, err := r.volumeHere()
+			if err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "leg %d failed; the volume continues on leg %d\n", slot, 1-slot)
@@ -71,8 +73,12 @@ of another hamirror volume is always refused.`,
 			if err != nil {
 				return err
 			}
-			var st volumeStatus
-			if err := control.Call(g.control, "leg-add", slotArgs{Slot: slot, Path: path, Force: force}, &st); err != nil {
+			r, err := call(g, "leg-add", slotArgs{Slot: slot, Path: path, Force: force})
+			if err != nil {
+				return err
+			}
+			st, err := r.volumeHere()
+			if err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "leg %d added; resync started\n", slot)

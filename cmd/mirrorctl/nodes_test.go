@@ -41,7 +41,7 @@ func TestRenderCluster(t *testing.T) {
 	}
 	out := b.String()
 	for _, want := range []string{
-		"cluster pair1: this node n1 is active; coordinator n1; up 1m30s",
+		"cluster pair1: this node n1 is active (term 0); coordinator n1; up 1m30s",
 		"NIC1", "DISK-A",
 		"n2    dead",
 		"down (5s)",

@@ -9,8 +9,6 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
-
-	"github.com/hamirror/hamirror/cmd/internal/control"
 )
 
 // newResyncCmd: `mirrorctl resync [--wait]`.
@@ -25,8 +23,12 @@ assembly). With --wait it returns when both legs are in sync, with a
 progress bar on a terminal; it fails if a leg fails meanwhile.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			var st volumeStatus
-			if err := control.Call(g.control, "resync", nil, &st); err != nil {
+			r, err := call(g, "resync", nil)
+			if err != nil {
+				return err
+			}
+			st, err := r.volumeHere()
+			if err != nil {
 				return err
 			}
 			out := cmd.OutOrStdout()
@@ -42,8 +44,12 @@ progress bar on a terminal; it fails if a leg fails meanwhile.`,
 			defer stop()
 			bar := &progressBar{w: out, label: "resync", tty: isTerminal(out)}
 			start := time.Now()
-			err := poll(ctx, 200*time.Millisecond, func() (bool, error) {
-				st, err := getStatus(g)
+			err = poll(ctx, 200*time.Millisecond, func() (bool, error) {
+				r, err := getStatus(g)
+				if err != nil {
+					return false, err
+				}
+				st, err := r.volumeHere()
 				if err != nil {
 					return false, err
 				}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -8,7 +9,6 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/hamirror/hamirror/cmd/internal/control"
 	"github.com/hamirror/hamirror/mirror"
 )
 
@@ -29,42 +29,64 @@ type volumeStatus struct {
 // cluster membership alone).
 func (st volumeStatus) hasVolume() bool { return st.State != "" }
 
-func getStatus(g *globals) (volumeStatus, error) {
-	var st volumeStatus
-	err := control.Call(g.control, "status", nil, &st)
-	return st, err
-}
-
 // newStatusCmd: `mirrorctl status [--json]`.
 func newStatusCmd(g *globals) *cobra.Command {
 	var asJSON bool
 	c := &cobra.Command{
 		Use:   "status [--json]",
-		Short: "Show the volume's state: is the data safe on both legs?",
-		Long: `status shows the mirrored volume like 'drbdadm status': the volume state
-(clean, degraded, resyncing, split-brain, waiting, fenced, failed), each leg's state, resync
-and verify progress, and a one-line verdict on data safety.
+		Short: "Show the node, its resource group and the volume: is the service up, is the data safe?",
+		Long: `status shows what this node's mirrord knows, for a person, like crm_mon and
+'drbdadm status' together:
 
-Exit status: 0 when the volume is clean (two in-sync copies), 2 when it is
-degraded, resyncing, split or failed, 1 when mirrord cannot be reached.`,
+  - the cluster: every node with its state, role, takeover term, what its
+    resource group does (from its heartbeats) and each heartbeat medium;
+  - the resource group on this node: its state (stopped, starting, running,
+    stopping, blocked, fenced, failed), why it waits or is blocked and what
+    to do, every resource with its state, failure count and last error;
+  - the volume where it runs here (clean, degraded, resyncing, split-brain,
+    waiting, fenced, failed), each leg, resync and verify progress, and a
+    one-line verdict on data safety;
+  - the peer's volume knowledge this node holds, and whether a takeover
+    could use it to run on one array.
+
+Against 'mirrord volume' (a volume without the cluster) it shows the volume.
+--json prints mirrord's answer as it is (resources/node.Status for the
+cluster node, mirror.Status plus nbd for 'mirrord volume').
+
+Exit status: 0 when all is well; 2 when something needs attention (the
+group runs on no node, or is blocked, fenced or failed here, or the volume
+served here is not clean: degraded, resyncing, split, failed); 1 when
+mirrord cannot be reached.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			st, err := getStatus(g)
+			r, err := getStatus(g)
 			if err != nil {
 				return err
 			}
+			out := cmd.OutOrStdout()
 			if asJSON {
-				enc := json.NewEncoder(cmd.OutOrStdout())
-				enc.SetIndent("", "  ")
-				if err := enc.Encode(st); err != nil {
+				if err := printJSON(out, r.Raw); err != nil {
 					return err
 				}
-			} else {
+			}
+			if r.Node != nil {
+				if !asJSON {
+					if err := renderNode(out, *r.Node); err != nil {
+						return err
+					}
+				}
+				if nodeNeedsAttention(*r.Node) {
+					return exitCode(2)
+				}
+				return nil
+			}
+			st := r.Volume
+			if !asJSON {
 				if st.hasVolume() || len(st.Cluster) == 0 {
-					printStatus(cmd.OutOrStdout(), st)
+					printStatus(out, st)
 				}
 				if len(st.Cluster) > 0 {
-					if err := renderCluster(cmd.OutOrStdout(), st.Cluster); err != nil {
+					if err := renderCluster(out, st.Cluster); err != nil {
 						return err
 					}
 				}
@@ -78,8 +100,19 @@ degraded, resyncing, split or failed, 1 when mirrord cannot be reached.`,
 			return nil
 		},
 	}
-	c.Flags().BoolVar(&asJSON, "json", false, "print mirror.Status as JSON")
+	c.Flags().BoolVar(&asJSON, "json", false, "print mirrord's answer as JSON, as it sent it")
 	return c
+}
+
+// printJSON writes a JSON answer indented.
+func printJSON(w io.Writer, raw json.RawMessage) error {
+	var b bytes.Buffer
+	if err := json.Indent(&b, raw, "", "  "); err != nil {
+		return fmt.Errorf("mirrord's answer is not JSON: %w", err)
+	}
+	b.WriteByte('\n')
+	_, err := b.WriteTo(w)
+	return err
 }
 
 // printStatus writes the human form: the volume line, one line per leg,

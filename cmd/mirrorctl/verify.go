@@ -9,8 +9,6 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
-
-	"github.com/hamirror/hamirror/cmd/internal/control"
 )
 
 // newVerifyCmd: `mirrorctl verify [--wait] [--repair]`.
@@ -26,8 +24,11 @@ exit status 0 when the legs are identical (or every mismatch was repaired),
 3 when mismatches remain.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			var st volumeStatus
-			if err := control.Call(g.control, "verify", map[string]bool{"repair": repair}, &st); err != nil {
+			r, err := call(g, "verify", map[string]bool{"repair": repair})
+			if err != nil {
+				return err
+			}
+			if _, err := r.volumeHere(); err != nil {
 				return err
 			}
 			out := cmd.OutOrStdout()
@@ -39,8 +40,12 @@ exit status 0 when the legs are identical (or every mismatch was repaired),
 			defer stop()
 			bar := &progressBar{w: out, label: "verify", tty: isTerminal(out)}
 			var final volumeStatus
-			err := poll(ctx, 200*time.Millisecond, func() (bool, error) {
-				st, err := getStatus(g)
+			err = poll(ctx, 200*time.Millisecond, func() (bool, error) {
+				r, err := getStatus(g)
+				if err != nil {
+					return false, err
+				}
+				st, err := r.volumeHere()
 				if err != nil {
 					return false, err
 				}

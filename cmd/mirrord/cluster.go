@@ -36,7 +36,8 @@ func addClusterMode(root *cobra.Command) {
 	root.Flags().StringVar(&f.node, "node", "", "this node's ID in the cluster file (default: the short host name)")
 	root.RunE = func(cmd *cobra.Command, args []string) error {
 		f.controlSet = cmd.Flags().Changed("control")
-		log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+		// Debug here: the node's log.level (reloadable) decides what is logged.
+		log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 		ctx, cancel := context.WithCancel(cmd.Context())
 		defer cancel()
 		sig := make(chan os.Signal, 2)
@@ -96,7 +97,7 @@ func loadCluster(f *clusterFlags) (*viper.Viper, heartbeat.Config, error) {
 // the cluster services, and the resource group with fencing, the volume
 // and the other resources the file configures. A first SIGTERM hands
 // the group to a healthy peer (or stops it here), a second one exits at
-// once; SIGHUP reloads what can change live.
+// once; SIGHUP re-reads the file and says what differs (reload.go).
 func runCluster(ctx context.Context, f *clusterFlags, log *slog.Logger) error {
 	self, err := localNode(f.node)
 	if err != nil {
@@ -106,13 +107,20 @@ func runCluster(ctx context.Context, f *clusterFlags, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	if f.controlSet {
-		cfg.Control = f.control
+	override := func(c *node.Config) { // the flags over the file, at start and at each reload
+		if f.controlSet {
+			c.Control = f.control
+		}
 	}
-	n, err := node.New(cfg, node.Options{Logger: log, Notify: func(state string) { sdnotify.SdNotify(false, state) }})
+	override(cfg)
+	n, err := node.New(cfg, node.Options{Logger: log, Notify: func(state string) { sdnotify.SdNotify(false, state) }, Override: override})
 	if err != nil {
 		return err
 	}
+	hup := make(chan os.Signal, 1) // SIGHUP: reload the cluster file (resources/node/reload.go)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	go n.ReloadOn(ctx, hup)
 	if _, path, err := control.ParseAddr(cfg.Control); err == nil {
 		os.MkdirAll(filepath.Dir(path), 0o755)
 	}

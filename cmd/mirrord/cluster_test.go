@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/hamirror/hamirror/cmd/internal/control"
+	"github.com/hamirror/hamirror/resources/node"
 )
 
 func writeCluster(t *testing.T, dir string, keyMode os.FileMode, port int) string {
@@ -161,29 +162,58 @@ func TestClusterModeNotifiesSystemd(t *testing.T) {
 }
 
 // TestUnitFileMatchesFlags keeps systemd/mirrord.service honest: Type=notify
-// with a watchdog, and an ExecStart whose flags mirrord accepts.
+// with a watchdog, an ExecStart whose flags mirrord accepts, a reload that
+// sends SIGHUP (which mirrord answers by reloading: TestSIGHUPReloadsTheClusterFile), a
+// stop that signals mirrord alone, and a stop timeout longer than the
+// hand-over mirrord allows itself with the shipped example's resources.
 func TestUnitFileMatchesFlags(t *testing.T) {
 	unit, err := os.ReadFile("../../systemd/mirrord.service")
 	if err != nil {
 		t.Fatal(err)
 	}
-	var exec []string
+	keys := map[string][]string{}
 	for _, line := range strings.Split(string(unit), "\n") {
-		if v, ok := strings.CutPrefix(line, "ExecStart="); ok {
-			exec = strings.Fields(v)
+		if k, v, ok := strings.Cut(line, "="); ok && !strings.HasPrefix(line, "#") {
+			keys[k] = append(keys[k], v)
 		}
 	}
-	for _, want := range []string{"Type=notify", "WatchdogSec=", "RuntimeDirectory=hamirror"} {
-		if !strings.Contains(string(unit), want) {
-			t.Errorf("unit lacks %s", want)
+	for k, want := range map[string]string{"Type": "notify", "KillMode": "mixed", "RuntimeDirectory": "hamirror", "StateDirectory": "hamirror"} {
+		if got := keys[k]; len(got) != 1 || got[0] != want {
+			t.Errorf("unit has %s=%v, want %s", k, got, want)
 		}
 	}
-	if len(exec) < 2 || filepath.Base(exec[0]) != "mirrord" {
+	if len(keys["WatchdogSec"]) != 1 {
+		t.Errorf("unit has no WatchdogSec")
+	}
+	if len(keys["ExecStart"]) != 1 {
+		t.Fatalf("ExecStart %v", keys["ExecStart"])
+	}
+	exec := strings.Fields(keys["ExecStart"][0])
+	if len(exec) < 3 || filepath.Base(exec[0]) != "mirrord" {
 		t.Fatalf("ExecStart %v", exec)
 	}
 	root := newRootCmd()
 	if err := root.ParseFlags(exec[1:]); err != nil {
 		t.Errorf("mirrord rejects the unit's flags %v: %v", exec[1:], err)
+	}
+	if cfg := root.Flags().Lookup("config").Value.String(); cfg != node.DefaultConfigPath {
+		t.Errorf("the unit runs --config %s, want %s (what the example and the docs name)", cfg, node.DefaultConfigPath)
+	}
+	reload := keys["ExecReload"]
+	if len(reload) == 0 || reload[len(reload)-1] != "/bin/kill -HUP $MAINPID" {
+		t.Errorf("ExecReload %q: want the last one to send SIGHUP to mirrord", reload)
+	}
+	// systemd writes minutes as "min"; Go as "m".
+	stop, err := time.ParseDuration(strings.Replace(keys["TimeoutStopSec"][0], "min", "m", 1))
+	if err != nil {
+		t.Fatalf("TimeoutStopSec %v: %v", keys["TimeoutStopSec"], err)
+	}
+	example, err := node.LoadConfig("../../docs/cluster.example.yaml", "n1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bound := example.ShutdownTimeout(); stop <= bound {
+		t.Errorf("TimeoutStopSec %v: the example's hand-over may take %v; systemd would kill the group in the middle of it", stop, bound)
 	}
 }
 

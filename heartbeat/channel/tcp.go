@@ -149,7 +149,11 @@ func (t *tcpTransport) Accept() (net.Conn, error) {
 	}
 }
 
-// Dial tries the link that worked last, then the others in order.
+// Dial tries the link that worked last, then the others in order. Each
+// attempt gets at most DialTimeout and at most its share of what is left
+// of ctx's deadline, so that a silent link (a cut cable swallows the SYN)
+// never uses up the time of the links after it; a link that failed is
+// tried last next time.
 func (t *tcpTransport) Dial(ctx context.Context, to heartbeat.NodeID) (net.Conn, error) {
 	links := t.cfg.Peers[to]
 	if len(links) == 0 {
@@ -162,7 +166,11 @@ func (t *tcpTransport) Dial(ctx context.Context, to heartbeat.NodeID) (net.Conn,
 	for k := range links {
 		i := (first + k) % len(links)
 		l := links[i]
-		d := net.Dialer{Timeout: t.cfg.DialTimeout, Control: t.control, KeepAliveConfig: t.keepalive()}
+		timeout := t.cfg.DialTimeout
+		if dl, ok := ctx.Deadline(); ok {
+			timeout = min(timeout, time.Until(dl)/time.Duration(len(links)-k))
+		}
+		d := net.Dialer{Timeout: timeout, Control: t.control, KeepAliveConfig: t.keepalive()}
 		if l.Local != "" {
 			d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(l.Local)}
 		}
@@ -174,6 +182,13 @@ func (t *tcpTransport) Dial(ctx context.Context, to heartbeat.NodeID) (net.Conn,
 			return c, nil
 		}
 		errs = append(errs, fmt.Errorf("%s: %w", l.Medium, err))
+		if k == 0 && len(links) > 1 {
+			t.mu.Lock()
+			if t.good[to] == i {
+				t.good[to] = (i + 1) % len(links)
+			}
+			t.mu.Unlock()
+		}
 		if ctx.Err() != nil {
 			break
 		}

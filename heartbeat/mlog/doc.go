@@ -11,7 +11,9 @@
 // the two nodes exchange: the local spool is appended to the peer's log and
 // removed, the peer's spool is appended to the local log and removed, and
 // each side sends the entries the other lacks (see exchangeLocked). Every
-// append skips an entry (node, sequence) already held, and a spool is
+// append skips an entry (node, sequence) already held; a spool is taken
+// only up to a hole (a crash between the log and the spool skips an
+// entry there), the sender's log bringing the rest in order; a spool is
 // removed only after the other side reported holding its entries, so an
 // exchange cut at any point, by a cable or a SIGKILL, is simply run again
 // and the logs end with the same entries. A background loop (Run) does the
@@ -27,7 +29,9 @@
 // them.
 //
 // Files (Options.Dir, default /var/lib/hamirror/mlog): mlog-G.log
-// segments (rotated past MaxSize, Keep kept) and spool-PEER.log. Records
+// segments (rotated past MaxSize, Keep kept), spool-PEER.log, and
+// high.json (every node's highest sequence when a segment was last
+// removed, so that numbers are never reused after rotation). Records
 // are length-prefixed and CRC-32C checksummed (record.go); a torn last
 // record is cut at open, never parsed.
 //

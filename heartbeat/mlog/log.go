@@ -44,8 +44,7 @@ type Log struct {
 	opt   Options
 	store *store
 
-	wmu  sync.Mutex // serialises writes: sequence order is delivery order
-	next uint64
+	wmu sync.Mutex // serialises writes: sequence order is delivery order
 
 	pmu   sync.RWMutex
 	peers map[heartbeat.NodeID]*peer
@@ -62,7 +61,8 @@ type peer struct {
 }
 
 // Open opens (or creates) the log in opt.Dir: a torn last record is cut,
-// the next sequence number follows the highest this node wrote.
+// the next sequence number follows the highest this log holds of this
+// node (high.json keeps it past rotation).
 func Open(opt Options) (*Log, error) {
 	if opt.Self == "" || opt.Dir == "" {
 		return nil, errors.New("mlog: Self and Dir are required")
@@ -90,7 +90,6 @@ func Open(opt Options) (*Log, error) {
 		return nil, err
 	}
 	l := &Log{opt: opt, store: st, peers: map[heartbeat.NodeID]*peer{}}
-	l.next = st.vector()[opt.Self] + 1
 	l.SetPeers(opt.Peers)
 	if opt.Net != nil {
 		opt.Net.Handle(opAppend, l.handleAppend)
@@ -158,11 +157,11 @@ func (l *Log) Write(ctx context.Context, level slog.Level, component, msg string
 	}
 	l.wmu.Lock()
 	defer l.wmu.Unlock()
-	e.Time, e.Seq = l.opt.Clock(), l.next
-	if _, err := l.store.append([]Entry{e}, true); err != nil {
+	e.Time = l.opt.Clock()
+	e, err := l.store.appendOwn(e)
+	if err != nil {
 		return e, err
 	}
-	l.next++
 	ps := l.peerList()
 	errs := make([]error, len(ps))
 	var wg sync.WaitGroup
@@ -230,9 +229,36 @@ type exchangeReq struct {
 }
 
 type exchangeReply struct {
-	Entries [][]byte                    `json:"entries"` // what the callee holds that the caller lacks
+	Entries [][]byte                    `json:"entries"` // what the callee holds that the caller lacks (one page)
 	Have    map[heartbeat.NodeID]uint64 `json:"have"`
-	Spool   bool                        `json:"spool"` // the callee holds a spool for the caller
+	Spool   bool                        `json:"spool"`          // the callee holds a spool for the caller
+	More    bool                        `json:"more,omitempty"` // Entries is not all of it: ask again
+}
+
+// pageBytes bounds the records of one message, well under the channel's
+// limit (channel.MaxMessage) once base64 and JSON are added, and small
+// enough to travel and be fsynced within a short services.log_timeout:
+// what piled up during a long cut travels in as many messages as it
+// needs, and an exchange cut half way keeps the pages it got.
+const pageBytes = 256 << 10
+
+// page returns the records of the first entries of es that fit pageBytes
+// (at least one) and how many entries that is.
+func page(es []Entry) ([][]byte, int, error) {
+	var out [][]byte
+	size := 0
+	for i, e := range es {
+		b, err := AppendRecord(nil, e)
+		if err != nil {
+			return nil, 0, err
+		}
+		if i > 0 && size+len(b) > pageBytes {
+			return out, i, nil
+		}
+		size += len(b)
+		out = append(out, b)
+	}
+	return out, len(es), nil
 }
 
 type doneReq struct {
@@ -285,7 +311,8 @@ func (l *Log) sendLive(ctx context.Context, p *peer, e Entry) error {
 // exchangeLocked runs the exchange with p (p.mu held): this node's spool
 // for p goes to p's log, p's spool for this node comes to the local log,
 // and both sides get what the other holds and they lack (entries of
-// nodes that are down now, relayed). Each side removes a spool only after
+// nodes that are down now, relayed), a page (pageBytes) per message, as
+// many messages as it takes. Each side removes a spool only after
 // the other reported holding its entries, and every append skips entries
 // held already, so an exchange cut at any point (a crash, a cut cable) is
 // simply run again.
@@ -293,40 +320,66 @@ func (l *Log) exchangeLocked(ctx context.Context, p *peer) error {
 	if l.opt.Net == nil {
 		return errors.New("no channel")
 	}
-	sp, err := p.spool.entries()
-	if err != nil {
-		return err
-	}
-	rs, err := records(sp)
-	if err != nil {
-		return err
-	}
 	var rep exchangeReply
-	if err := l.call(ctx, p.id, opExchange, exchangeReq{Spool: rs, Have: l.store.vector()}, &rep); err != nil {
-		return err
-	}
-	got, err := decodeRecords(rep.Entries)
-	if err != nil {
-		return err
-	}
-	if _, err := l.store.append(got, false); err != nil {
-		return err
-	}
-	if err := p.spool.trim(rep.Have[l.opt.Self]); err != nil {
-		return err
+	for {
+		// One page of the spool out, one page of what p holds and this
+		// log lacks in, until both are through.
+		sp, err := p.spool.entries()
+		if err != nil {
+			return err
+		}
+		rs, n, err := page(sp)
+		if err != nil {
+			return err
+		}
+		rep = exchangeReply{}
+		if err := l.call(ctx, p.id, opExchange, exchangeReq{Spool: rs, Have: l.store.vector()}, &rep); err != nil {
+			return err
+		}
+		got, err := decodeRecords(rep.Entries)
+		if err != nil {
+			return err
+		}
+		if _, err := l.store.append(got, appendGaps); err != nil {
+			return err
+		}
+		if err := p.spool.trim(rep.Have[l.opt.Self]); err != nil {
+			return err
+		}
+		// More of the spool only if p took this page whole: past a hole
+		// (see appendPrefix) the push below brings the rest.
+		spoolMore := n < len(sp) && rep.Have[l.opt.Self] >= sp[n-1].Seq
+		if !spoolMore && !rep.More {
+			break
+		}
+		if !spoolMore && len(got) == 0 {
+			return fmt.Errorf("exchange with %s makes no progress", p.id)
+		}
 	}
 	push, err := l.store.missing(rep.Have)
 	if err != nil {
 		return err
 	}
-	if len(push) > 0 || rep.Spool {
-		prs, err := records(push)
+	held := rep.Have[l.opt.Self] // of this node's entries, what p holds once the push is through
+	for _, e := range push {
+		if e.Node == l.opt.Self {
+			held = max(held, e.Seq)
+		}
+	}
+	for first := true; len(push) > 0 || (first && rep.Spool); first = false {
+		prs, n, err := page(push)
 		if err != nil {
 			return err
 		}
 		if err := l.call(ctx, p.id, opDone, doneReq{Push: prs, Have: l.store.vector()}, nil); err != nil {
 			return err
 		}
+		push = push[n:]
+	}
+	// p took only the part of the spool before a hole (see appendPrefix); the
+	// push brought the rest from this log.
+	if err := p.spool.trim(held); err != nil {
+		return err
 	}
 	if p.spool.exists() {
 		return errors.New("spool still holds entries the peer lacks")
@@ -350,7 +403,7 @@ func (l *Log) handleAppend(from heartbeat.NodeID, body []byte) ([]byte, error) {
 			return nil, fmt.Errorf("mlog: %s sent an entry of %s as its own", from, e.Node)
 		}
 	}
-	_, err = l.store.append(es, true)
+	_, err = l.store.append(es, appendStrict)
 	return nil, err
 }
 
@@ -363,18 +416,18 @@ func (l *Log) handleExchange(from heartbeat.NodeID, body []byte) ([]byte, error)
 	if err != nil {
 		return nil, err
 	}
-	if _, err := l.store.append(es, false); err != nil {
+	if _, err := l.store.append(es, appendPrefix); err != nil {
 		return nil, err
 	}
 	missing, err := l.store.missing(req.Have)
 	if err != nil {
 		return nil, err
 	}
-	rs, err := records(missing)
+	rs, n, err := page(missing)
 	if err != nil {
 		return nil, err
 	}
-	rep := exchangeReply{Entries: rs, Have: l.store.vector()}
+	rep := exchangeReply{Entries: rs, Have: l.store.vector(), More: n < len(missing)}
 	l.pmu.RLock()
 	p := l.peers[from]
 	l.pmu.RUnlock()
@@ -391,7 +444,7 @@ func (l *Log) handleDone(from heartbeat.NodeID, body []byte) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	if _, err := l.store.append(es, false); err != nil {
+	if _, err := l.store.append(es, appendGaps); err != nil {
 		return nil, err
 	}
 	l.pmu.RLock()

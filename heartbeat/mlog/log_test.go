@@ -27,6 +27,8 @@ type cluster struct {
 	// drop, if set, loses the answers of chosen calls (a cut in the middle of an exchange).
 	mu   sync.Mutex
 	drop func(from, to heartbeat.NodeID, op string) bool
+	// tune, if set, adjusts every node's Options before Open.
+	tune func(*Options)
 }
 
 // faultNet wraps a channel so a test can fail chosen calls.
@@ -49,9 +51,12 @@ func (f faultNet) Call(ctx context.Context, to heartbeat.NodeID, op string, body
 	return out, err
 }
 
-func newCluster(t *testing.T, n int) *cluster {
+func newCluster(t *testing.T, n int, tune ...func(*Options)) *cluster {
 	c := &cluster{t: t, net: channel.NewMemNetwork(), dirs: map[heartbeat.NodeID]string{},
 		logs: map[heartbeat.NodeID]*Log{}, stop: map[heartbeat.NodeID]func(){}}
+	if len(tune) > 0 {
+		c.tune = tune[0]
+	}
 	for i := 1; i <= n; i++ {
 		id := heartbeat.NodeID(fmt.Sprintf("n%d", i))
 		c.ids = append(c.ids, id)
@@ -79,8 +84,12 @@ func (c *cluster) start(id heartbeat.NodeID) *Log {
 			peers = append(peers, p)
 		}
 	}
-	l, err := Open(Options{Dir: c.dirs[id], Self: id, Peers: peers, Net: faultNet{ch, c, id},
-		Timeout: time.Second, SyncInterval: time.Hour, MaxSize: 1 << 20, Logf: c.t.Logf})
+	opt := Options{Dir: c.dirs[id], Self: id, Peers: peers, Net: faultNet{ch, c, id},
+		Timeout: time.Second, SyncInterval: time.Hour, MaxSize: 1 << 20, Logf: c.t.Logf}
+	if c.tune != nil {
+		c.tune(&opt)
+	}
+	l, err := Open(opt)
 	if err != nil {
 		c.t.Fatal(err)
 	}

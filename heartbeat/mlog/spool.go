@@ -40,13 +40,14 @@ func (s *spool) add(e Entry) error {
 	}
 	defer f.Close()
 	fi, _ := f.Stat()
-	if _, err := f.Write(b); err != nil {
-		if fi != nil {
-			f.Truncate(fi.Size())
-		}
-		return fmt.Errorf("mlog: spool: %w", err)
+	_, err = f.Write(b)
+	if err == nil {
+		err = f.Sync()
 	}
-	if err := f.Sync(); err != nil {
+	if err != nil {
+		if fi != nil {
+			f.Truncate(fi.Size()) // take back what may not be durable
+		}
 		return fmt.Errorf("mlog: spool: %w", err)
 	}
 	if statErr != nil {

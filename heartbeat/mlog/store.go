@@ -1,6 +1,7 @@
 package mlog
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -30,6 +31,9 @@ type store struct {
 	size int64
 	high map[heartbeat.NodeID]uint64 // per origin, the highest sequence held
 	gaps uint64                      // entries accepted past a hole (only after rotation dropped old ones)
+	// broken is set when a failed append could not be taken back: the
+	// file no longer matches size, and nothing is appended until reopened.
+	broken error
 }
 
 // Cursor is a position in the local log: a segment and an offset in it.
@@ -103,6 +107,9 @@ func openStore(dir string, maxSize int64, keep int, logf func(string, ...any)) (
 	if len(s.gens) == 0 {
 		s.gens = []uint64{1}
 	}
+	if err := s.loadHigh(); err != nil {
+		return nil, err
+	}
 	for i, g := range s.gens {
 		last := i == len(s.gens)-1
 		path := filepath.Join(dir, segName(g))
@@ -162,14 +169,99 @@ func (s *store) vector() map[heartbeat.NodeID]uint64 {
 	return v
 }
 
+// highName holds the per-origin highest sequences as of the last segment
+// removal (JSON), written before any segment is removed.
+const highName = "high.json"
+
+func (s *store) loadHigh() error {
+	b, err := os.ReadFile(filepath.Join(s.dir, highName))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("mlog: %w", err)
+	}
+	var h map[heartbeat.NodeID]uint64
+	if err := json.Unmarshal(b, &h); err != nil {
+		return fmt.Errorf("mlog: %s is damaged (%v): restore it, or move it away only if no node's entries were ever rotated out of this log", filepath.Join(s.dir, highName), err)
+	}
+	for n, x := range h {
+		s.high[n] = max(s.high[n], x)
+	}
+	return nil
+}
+
+// saveHigh writes the high vector atomically (temp file, fsync, rename,
+// fsync of the folder).
+func (s *store) saveHigh() error {
+	b, err := json.Marshal(s.high)
+	if err != nil {
+		return err
+	}
+	path := filepath.Join(s.dir, highName)
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o640)
+	if err != nil {
+		return fmt.Errorf("mlog: %w", err)
+	}
+	_, err = f.Write(b)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err == nil {
+		err = syncDir(s.dir)
+	}
+	if err != nil {
+		return fmt.Errorf("mlog: saving %s: %w", path, err)
+	}
+	return nil
+}
+
+// appendOwn gives e the sequence after the highest this log holds of
+// e.Node (whatever way it arrived: written here, or relayed back by a
+// peer that holds more of this node's entries than its own files) and
+// appends it.
+func (s *store) appendOwn(e Entry) (Entry, error) {
+	s.mu.Lock()
+	e.Seq = s.high[e.Node] + 1
+	s.mu.Unlock()
+	added, err := s.append([]Entry{e}, appendStrict)
+	if err == nil && len(added) != 1 {
+		err = fmt.Errorf("mlog: entry %s/%d was not appended", e.Node, e.Seq)
+	}
+	return e, err
+}
+
 // errGap refuses an entry that would leave a hole in its node's sequence.
 var errGap = errors.New("mlog: entry past a hole in its node's sequence")
 
+// appendMode says what append does with an entry that does not follow
+// the highest held of its node exactly.
+type appendMode int
+
+const (
+	// appendStrict refuses it with errGap (live writes).
+	appendStrict appendMode = iota
+	// appendPrefix skips it: only what follows on without a hole is taken.
+	// For spools, which can skip an entry that is in the sender's log (a
+	// crash between the log and the spool): taking what comes after the
+	// hole would make the skipped entry count as held, for good. The
+	// sender's log brings the rest, in order.
+	appendPrefix
+	// appendGaps takes it and counts the hole: entries from another node's log,
+	// whose oldest were rotated away there.
+	appendGaps
+)
+
 // append writes the entries this log does not hold yet, in order, and
-// makes them durable. With contiguous set, an entry must follow the
-// highest held of its node exactly (live writes); otherwise a hole is
-// accepted and counted (exchanges after rotation dropped old entries).
-func (s *store) append(es []Entry, contiguous bool) ([]Entry, error) {
+// makes them durable; mode says what to do with one past a hole.
+func (s *store) append(es []Entry, mode appendMode) ([]Entry, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.f == nil {
@@ -184,17 +276,20 @@ func (s *store) append(es []Entry, contiguous bool) ([]Entry, error) {
 		}
 		return s.high[n]
 	}
-	gaps := uint64(0)
+	holes := uint64(0)
 	for _, e := range es {
 		h := get(e.Node)
 		if e.Seq <= h {
 			continue // held already: (node, seq) never twice
 		}
 		if e.Seq != h+1 {
-			if contiguous {
+			switch mode {
+			case appendStrict:
 				return nil, fmt.Errorf("%w: %s's entry %d, this log holds up to %d", errGap, e.Node, e.Seq, h)
+			case appendPrefix:
+				continue
 			}
-			gaps++
+			holes++
 		}
 		var err error
 		if b, err = AppendRecord(b, e); err != nil {
@@ -206,18 +301,27 @@ func (s *store) append(es []Entry, contiguous bool) ([]Entry, error) {
 	if len(added) == 0 {
 		return nil, nil
 	}
-	if _, err := s.f.Write(b); err != nil {
-		s.f.Truncate(s.size) // take back a partial write
-		return nil, fmt.Errorf("mlog: writing the log: %w", err)
+	if s.broken != nil {
+		return nil, s.broken
 	}
-	if err := s.f.Sync(); err != nil {
-		return nil, fmt.Errorf("mlog: syncing the log: %w", err)
+	_, err := s.f.Write(b)
+	if err == nil {
+		err = s.f.Sync()
+	}
+	if err != nil {
+		// Take the records back: a write or fsync that failed (a full
+		// disk or thin pool) may have left them in the page cache, and a
+		// later append would put the same (node, sequence) after them.
+		if terr := s.f.Truncate(s.size); terr != nil {
+			s.broken = fmt.Errorf("mlog: the log file may hold records that are not durable (%v, then %v): restart mirrord once the disk is fixed", err, terr)
+		}
+		return nil, fmt.Errorf("mlog: writing the log: %w", err)
 	}
 	s.size += int64(len(b))
 	for n, h := range high {
 		s.high[n] = h
 	}
-	s.gaps += gaps
+	s.gaps += holes
 	if s.size >= s.maxSize {
 		if err := s.rotate(); err != nil {
 			s.logf("mlog: rotating: %v", err)
@@ -236,6 +340,14 @@ func (s *store) rotate() error {
 	}
 	old.Close()
 	s.size = 0
+	if len(s.gens) > s.keep {
+		// The segments about to go may hold the only record of a node's
+		// highest sequence: keep it, or that node reuses numbers after
+		// a restart and its peers skip the new entries as held.
+		if err := s.saveHigh(); err != nil {
+			return err
+		}
+	}
 	for len(s.gens) > s.keep {
 		if err := os.Remove(filepath.Join(s.dir, segName(s.gens[0]))); err != nil && !os.IsNotExist(err) {
 			return err

@@ -44,7 +44,7 @@ var ErrNotCoordinator = errors.New("registry: not the coordinator")
 //     term, and marks the old one Failed (R13).
 //   - The coordinator marks dead nodes Failed and re-assigns their
 //     dependants (R9); a node reported by another as a failed backup
-//     target is marked Failed too. A Failed node is Normal again only when
+//     target is marked Failed too, unless the reporter is Failed itself. A Failed node is Normal again only when
 //     it registers while live (a node that sees itself Failed registers),
 //     and, if it was reported, not before Config.RejoinHold has passed
 //     unless it restarted since (a new run).
@@ -164,13 +164,26 @@ func (m *Machine) Register(r Registration, now time.Time) error {
 }
 
 // TargetFailed takes node's report that its backup target failed (R9).
-func (m *Machine) TargetFailed(node, target heartbeat.NodeID, now time.Time) error {
+// targetRun is the target's run in the reporter's table (0: unknown): a
+// report about a run the target has since left behind (it restarted and
+// registered again) is stale.
+func (m *Machine) TargetFailed(node, target heartbeat.NodeID, targetRun uint64, now time.Time) error {
 	if !m.IsCoordinator() {
 		return fmt.Errorf("%w: ask %s", ErrNotCoordinator, m.table.Coordinator)
 	}
 	row, ok := m.table.Row(node)
 	if !ok || row.BackupTarget != target {
 		return nil // stale: the table has moved on
+	}
+	if t, _ := m.table.Row(target); targetRun != 0 && t.Run != 0 && t.Run != targetRun {
+		return nil // about the target's previous run: it restarted since
+	}
+	if row.State == heartbeat.Failed {
+		// The reporter is the suspect itself (another node could not
+		// reach it): its failed send says nothing about its target, whose
+		// own death the coordinator sees anyway.
+		m.note("%s, itself Failed, reports its backup target %s failed: not acted on", node, target)
+		return nil
 	}
 	if target == m.cfg.Self {
 		return fmt.Errorf("registry: %s reports this node, the coordinator, as its failed backup target; it answers here: check the traffic data folder's disk", node)

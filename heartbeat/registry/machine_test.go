@@ -76,7 +76,7 @@ func TestTargetFailedReassignsToTheTargetsTarget(t *testing.T) {
 	step(m, view{"n2": alive, "n3": alive})
 	m.Register(Registration{ID: "n3", Run: 7}, t0)
 	// n1 -> n2 -> n3 -> n1; n2 reports n3 failed.
-	if err := m.TargetFailed("n2", "n3", t0); err != nil {
+	if err := m.TargetFailed("n2", "n3", 0, t0); err != nil {
 		t.Fatal(err)
 	}
 	tb := m.Table()
@@ -102,13 +102,13 @@ func TestTargetFailedReassignsToTheTargetsTarget(t *testing.T) {
 		t.Fatalf("after the hold: %+v", tb.Nodes)
 	}
 	// Reported again; n3 restarts (a new run) within the hold: Normal at once.
-	m.TargetFailed("n2", "n3", t0.Add(61*time.Second))
+	m.TargetFailed("n2", "n3", 0, t0.Add(61*time.Second))
 	m.Register(Registration{ID: "n3", Run: 8}, t0.Add(62*time.Second))
 	if r3, _ := m.Table().Row("n3"); r3.State != heartbeat.Normal {
 		t.Fatal("a restarted node waited for the hold")
 	}
 	// Reported, then dead: no hold after its restart either.
-	m.TargetFailed("n2", "n3", t0.Add(63*time.Second))
+	m.TargetFailed("n2", "n3", 0, t0.Add(63*time.Second))
 	step(m, view{"n2": alive, "n3": dead})
 	m.SetView(view{"n2": alive, "n3": alive})
 	m.Register(Registration{ID: "n3", Run: 8}, t0.Add(64*time.Second))
@@ -117,7 +117,7 @@ func TestTargetFailedReassignsToTheTargetsTarget(t *testing.T) {
 	}
 	// A stale report (the table moved on) changes nothing.
 	v := m.Table().Version
-	m.TargetFailed("n2", "n1", t0)
+	m.TargetFailed("n2", "n1", 0, t0)
 	if m.Table().Version != v {
 		t.Error("a stale report changed the table")
 	}
@@ -227,5 +227,24 @@ func TestSplitTablesConverge(t *testing.T) {
 	}
 	if !(Table{Term: 3, Version: 1}).Newer(a, m.Before) {
 		t.Fatal("a newer term must win over a higher version")
+	}
+}
+
+// TestFailedReporterIsNotActedOn: n1 cannot send to n2, so n2 is Failed;
+// n2's own sends fail too (its links are the suspect: a cut on n2's side
+// heals a moment later and its queued report arrives). Its report must
+// not mark its healthy target n3 Failed for the whole hold.
+func TestFailedReporterIsNotActedOn(t *testing.T) {
+	m := machine("n1", false, Table{})
+	m.cfg.RejoinHold = time.Minute
+	step(m, view{"n2": alive, "n3": alive})
+	if err := m.TargetFailed("n1", "n2", 0, t0); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.TargetFailed("n2", "n3", 0, t0); err != nil {
+		t.Fatal(err)
+	}
+	if r3, _ := m.Table().Row("n3"); r3.State != heartbeat.Normal {
+		t.Fatalf("n3 marked %s on the report of n2, itself Failed", r3.State)
 	}
 }

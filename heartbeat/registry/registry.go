@@ -194,6 +194,8 @@ func (r *Registry) handleRegister(from heartbeat.NodeID, body []byte) ([]byte, e
 type failedReq struct {
 	Node   heartbeat.NodeID `json:"node"`
 	Target heartbeat.NodeID `json:"target"`
+	// TargetRun is the target's run in the reporter's table (0: unknown).
+	TargetRun uint64 `json:"target_run,omitempty"`
 }
 
 func (r *Registry) handleFailed(from heartbeat.NodeID, body []byte) ([]byte, error) {
@@ -205,7 +207,7 @@ func (r *Registry) handleFailed(from heartbeat.NodeID, body []byte) ([]byte, err
 		return nil, fmt.Errorf("registry: %s reported for %s", from, req.Node)
 	}
 	now := r.opt.Clock()
-	return nil, r.apply(func(m *Machine) error { return m.TargetFailed(req.Node, req.Target, now) })
+	return nil, r.apply(func(m *Machine) error { return m.TargetFailed(req.Node, req.Target, req.TargetRun, now) })
 }
 
 type removeReq struct {
@@ -240,8 +242,9 @@ func (r *Registry) toCoordinator(ctx context.Context, op string, req any, local 
 // failed (R9).
 func (r *Registry) ReportTargetFailed(ctx context.Context, target heartbeat.NodeID) error {
 	now := r.opt.Clock()
-	req := failedReq{Node: r.opt.Self, Target: target}
-	return r.toCoordinator(ctx, opFailed, req, func(m *Machine) error { return m.TargetFailed(r.opt.Self, target, now) })
+	row, _ := r.Table().Row(target)
+	req := failedReq{Node: r.opt.Self, Target: target, TargetRun: row.Run}
+	return r.toCoordinator(ctx, opFailed, req, func(m *Machine) error { return m.TargetFailed(r.opt.Self, target, row.Run, now) })
 }
 
 // Remove removes node id for good (R14), through the coordinator.

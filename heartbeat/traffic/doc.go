@@ -5,7 +5,8 @@
 // target named by the index table (heartbeat/registry).
 //
 // A send that fails twice is reported to the coordinator (R9's message,
-// registry.ReportTargetFailed), once per table version; the coordinator
+// registry.ReportTargetFailed), once per table version, unless this node
+// is Failed itself (its own links are then the suspect); the coordinator
 // marks the target Failed, gives this node the failed target's own target
 // and sends the new table to every node; Push then sends that new target
 // everything it does not hold yet (all of it, for a target that never had

@@ -19,6 +19,9 @@ type file struct {
 	mu   sync.Mutex
 	high uint64 // the highest sequence held
 	size int64
+	// broken: a failed append could not be taken back; nothing more is
+	// appended until the file is opened again.
+	broken error
 }
 
 func openFile(dir string, node heartbeat.NodeID, logf func(string, ...any)) (*file, error) {
@@ -64,18 +67,27 @@ func (f *file) append(ss []Sample) (uint64, error) {
 	if len(b) == 0 {
 		return f.high, nil
 	}
+	if f.broken != nil {
+		return f.high, f.broken
+	}
 	_, statErr := os.Stat(f.path)
 	fd, err := os.OpenFile(f.path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o640)
 	if err != nil {
 		return f.high, fmt.Errorf("traffic: %w", err)
 	}
 	defer fd.Close()
-	if _, err := fd.Write(b); err != nil {
-		fd.Truncate(f.size)
-		return f.high, fmt.Errorf("traffic: writing %s: %w", f.path, err)
+	_, err = fd.Write(b)
+	if err == nil {
+		err = fd.Sync()
 	}
-	if err := fd.Sync(); err != nil {
-		return f.high, fmt.Errorf("traffic: syncing %s: %w", f.path, err)
+	if err != nil {
+		// A failed write or fsync (a full disk or thin pool) may leave
+		// the records in the page cache: take them back, or the sender's
+		// retry appends them a second time.
+		if terr := fd.Truncate(f.size); terr != nil {
+			f.broken = fmt.Errorf("traffic: %s may hold samples that are not durable (%v, then %v): restart mirrord once the disk is fixed", f.path, err, terr)
+		}
+		return f.high, fmt.Errorf("traffic: writing %s: %w", f.path, err)
 	}
 	if statErr != nil {
 		if d, err := os.Open(filepath.Dir(f.path)); err == nil {

@@ -327,7 +327,10 @@ func (s *Service) Push(ctx context.Context) {
 			delete(s.sent, target)
 		}
 		key := fmt.Sprintf("%s|%d|%d", target, t.Term, t.Version)
-		report := err != nil && !s.reported[key]
+		// A node that is Failed itself does not report: another node could
+		// not reach it, so its own links are the suspect (it registers
+		// again first, and sends to the same target meanwhile).
+		report := err != nil && !s.reported[key] && row.State != heartbeat.Failed
 		if report {
 			s.reported[key] = true
 		}

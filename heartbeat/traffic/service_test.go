@@ -203,3 +203,21 @@ func TestTornTailCutAndSequenceGoesOn(t *testing.T) {
 		t.Fatalf("next sample %d %v", s.Seq, err)
 	}
 }
+
+// TestFailedNodeDoesNotReportItsTarget: n2 sees itself Failed (another
+// node could not reach it: its own links are the suspect) and cannot send
+// to n3 either, as while its cable is pulled. It must not report n3: the
+// report, delivered once n2's link heals, would hold the healthy n3
+// Failed (the services lab's "n1 sees n3 Failed" flake).
+func TestFailedNodeDoesNotReportItsTarget(t *testing.T) {
+	tr := newTrio(t)
+	ctx := context.Background()
+	tr.setTable(func(t *registry.Table) { t.Fail("n2") }) // n1 reported n2; n2 keeps its target n3
+	tr.net.Isolate("n2", true, ids)
+	tr.sample("n2", 2)
+	tr.svc["n2"].Push(ctx)
+	tr.svc["n2"].Push(ctx)
+	if len(tr.reports) != 0 {
+		t.Fatalf("a Failed node reported its target: %v", tr.reports)
+	}
+}

@@ -10,7 +10,6 @@ import (
 	"github.com/hamirror/hamirror/heartbeat"
 	"github.com/hamirror/hamirror/iscsi"
 	"github.com/hamirror/hamirror/mirror"
-	"github.com/hamirror/hamirror/resources"
 	"github.com/hamirror/hamirror/resources/fence"
 )
 
@@ -151,35 +150,6 @@ func (as *arrays) register(ctx context.Context) fence.Result {
 	as.log.Info("fencing key registered", "result", res.String())
 	return res
 }
-
-// fenceRes is the group's fence resource over the node's arrays. Its
-// Start makes the arrays usable for the volume: after a takeover's fence
-// (EffectFence, which recorded the victims) it runs the same Takeover
-// again, idempotent on the arrays already done, so an array that answers
-// only now is fenced too before its leg may join; otherwise (a clean
-// start or hand-over) Acquire. Stop releases and forgets which arrays
-// were usable: the next start decides again.
-type fenceRes struct{ as *arrays }
-
-var _ resources.Agent = fenceRes{}
-
-func (f fenceRes) Start(ctx context.Context) error {
-	f.as.mu.Lock()
-	victims := f.as.victims
-	f.as.mu.Unlock()
-	if victims != nil {
-		return f.as.takeover(ctx, victims)
-	}
-	return f.as.acquire(ctx)
-}
-
-func (f fenceRes) Stop(ctx context.Context) error {
-	err := f.as.fence.Stop(ctx)
-	f.as.forget()
-	return err
-}
-
-func (f fenceRes) Monitor(ctx context.Context) error { return f.as.fence.Monitor(ctx) }
 
 // forget drops what the last takeover or acquire made usable.
 func (as *arrays) forget() {

@@ -38,6 +38,7 @@ type Config struct {
 	// Services is the services section (the cluster services).
 	Services services.Config
 	Metrics  MetricsConfig
+	Log      LogConfig // loglevel.go
 	// Control is the control socket mirrorctl talks to.
 	Control string
 }
@@ -100,7 +101,7 @@ type MetricsConfig struct {
 // sections are the top-level keys a cluster file may hold. Other
 // packages' sections (group, resources, services) are decoded by them.
 var sections = []string{"cluster", "timing", "nodes", "disks", "ping", "iscsi", "volume", "fencing",
-	"metrics", "control", "group", "resources", "services"}
+	"metrics", "log", "control", "group", "resources", "services"}
 
 // KeyError is a configuration error naming the YAML key to fix.
 type KeyError = heartbeat.KeyError
@@ -165,6 +166,12 @@ func FromViper(v *viper.Viper, self heartbeat.NodeID) (*Config, error) {
 		return nil, err
 	}
 	if err := decodeSection(v, "metrics", &c.Metrics); err != nil {
+		return nil, err
+	}
+	if err := validateMetrics(c.Metrics); err != nil {
+		return nil, err
+	}
+	if c.Log, err = decodeLog(v); err != nil {
 		return nil, err
 	}
 	if c.Group, err = resources.FromViper(v); err != nil {

@@ -26,10 +26,12 @@ func New(cfg *Config, opt Options) (_ *Node, err error) {
 	if opt.Logger == nil {
 		opt.Logger = slog.New(slog.NewTextHandler(os.Stderr, nil))
 	}
+	o, logger := newOps(cfg, opt.Logger) // log.level, metrics, reload (ops.go)
+	opt.Logger = logger
 	self := cfg.Heartbeat.Self
 	n := &Node{cfg: cfg, self: self, opt: opt, log: opt.Logger.With("node", string(self)),
 		agents: map[string]resources.Agent{}, locks: map[string]*sync.Mutex{},
-		peers: peerIDs(cfg.Heartbeat), inbox: make(chan func(time.Time), 256)}
+		peers: peerIDs(cfg.Heartbeat), inbox: make(chan func(time.Time), 256), ops: o}
 	defer func() {
 		if err != nil {
 			for i := len(n.closers) - 1; i >= 0; i-- {
@@ -37,6 +39,9 @@ func New(cfg *Config, opt Options) (_ *Node, err error) {
 			}
 		}
 	}()
+	if err := o.metrics.register(newCollector(n.metricsSnapshot)); err != nil {
+		return nil, err
+	}
 	key, err := heartbeat.LoadKey(cfg.Heartbeat.KeyFile)
 	if err != nil {
 		return nil, err
@@ -194,7 +199,7 @@ func (n *Node) buildAgents() error {
 			if n.arrays == nil {
 				return keyErr(r.Key, "a fence resource needs the volume section's iSCSI arrays")
 			}
-			a = fenceRes{n.arrays}
+			a = fenceResource{n.arrays}
 		case resources.TypeVolume:
 			if n.cfg.Volume == nil {
 				return keyErr(r.Key, "a volume resource needs the volume section")

@@ -10,4 +10,12 @@
 //	n, err := node.New(cfg, node.Options{})
 //	go n.Run(ctx)
 //	for op, h := range n.Handlers() { ctl.Handle(op, h) }
+//	go n.ReloadOn(ctx, sighup)              // also the "reload" control op
+//	n.MetricsAddr()                         // Prometheus on metrics.listen, a registry per node
+//
+// A reload re-reads and validates the whole file, applies what can change
+// live (group thresholds, resource timeouts and monitor intervals,
+// log.level, metrics.listen) and names every other changed key as needing
+// a restart (reload.go). The metrics collector reads one Status snapshot
+// per scrape (metrics.go); starts.go records group starts and takeovers.
 package node

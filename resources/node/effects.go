@@ -92,6 +92,7 @@ func (n *Node) runOp(e resources.Effect, what string, f func(context.Context) er
 		t0 := time.Now()
 		err := f(ctx)
 		cancel()
+		n.ops.starts.opDone(e, t0, time.Since(t0), err)
 		if err != nil && e.Kind != resources.EffectMonitor {
 			n.log.Warn("operation failed", "op", e.String(), "after", time.Since(t0).Round(time.Millisecond), "err", err)
 		} else if e.Kind != resources.EffectMonitor {

@@ -144,17 +144,28 @@ func (n *Node) Handlers() map[string]HandlerFunc {
 	for op, f := range n.svc.Handlers() {
 		h[op] = HandlerFunc(f)
 	}
+	h["reload"] = n.reloadHandler // reload.go
 	return h
 }
 
-// loopCommand runs an operator command on the loop and answers the status.
+// loopCommand runs an operator command on the loop and answers the status,
+// with the group as the command left it (the loop publishes its status
+// only after it has carried out the command's effects).
 func (n *Node) loopCommand(f func(now time.Time) error) (any, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if _, err := n.call(ctx, func(now time.Time) (any, error) { return nil, f(now) }); err != nil {
+	g, err := n.call(ctx, func(now time.Time) (any, error) {
+		if err := f(now); err != nil {
+			return nil, err
+		}
+		return n.group.Status(), nil
+	})
+	if err != nil {
 		return nil, err
 	}
-	return n.Status(), nil
+	st := n.Status()
+	st.Group = g.(resources.Status)
+	return st, nil
 }
 
 // volumeOp runs f on the running volume.

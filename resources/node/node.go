@@ -22,6 +22,9 @@ type Options struct {
 	// "STOPPING=1", "STATUS=..."); default none (cmd/mirrord passes
 	// sd_notify).
 	Notify func(state string)
+	// Override re-applies the command line's overrides to the file at
+	// each reload (reload.go), as the caller did before New.
+	Override func(*Config)
 }
 
 // Node is one running mirrord: membership, the resource group and its
@@ -52,6 +55,7 @@ type Node struct {
 	mu       sync.Mutex
 	status   resources.Status // the group's status after the last step
 	closers  []func() error
+	ops      *ops // log level, metrics, reload (ops.go)
 }
 
 // post runs f on the loop goroutine. It never blocks the caller for long:
@@ -107,6 +111,8 @@ func (n *Node) Run(ctx context.Context) error {
 	}
 	n.svc.Start(mctx)
 	defer n.svc.Stop()
+	n.startMetrics()
+	defer n.ops.metrics.close()
 	defer n.wit.close()
 	n.notify("READY=1")
 	tick := time.NewTicker(n.tickEvery())
@@ -212,15 +218,8 @@ func (n *Node) tickEvery() time.Duration {
 	return max(n.cfg.Heartbeat.Timing.Keepalive/4, 10*time.Millisecond)
 }
 
-// shutdownTimeout bounds the hand-over at SIGTERM: every resource's stop
-// timeout, plus time for the peer to take over.
-func (n *Node) shutdownTimeout() time.Duration {
-	var d time.Duration
-	for _, r := range n.groupConfig().Resources {
-		d += r.StopTimeout
-	}
-	return d + n.cfg.Heartbeat.Timing.Dead + 5*time.Second
-}
+// shutdownTimeout bounds the hand-over at SIGTERM (Config.ShutdownTimeout).
+func (n *Node) shutdownTimeout() time.Duration { return n.cfg.ShutdownTimeout() }
 
 // view is membership's view translated for the group; the peers' volume
 // knowledge in it is persisted and acknowledged on the way.
@@ -245,6 +244,7 @@ func (n *Node) step(now time.Time) {
 		n.effect(now, e)
 	}
 	st := n.group.Status()
+	n.ops.starts.observe(now, st)
 	n.mu.Lock()
 	n.status, n.loopStep = st, now
 	n.mu.Unlock()
@@ -277,9 +277,6 @@ func (n *Node) notify(state string) {
 		n.opt.Notify(state)
 	}
 }
-
-// groupConfig is the group's configuration (resources included).
-func (n *Node) groupConfig() resources.Config { return n.cfg.Group }
 
 // peerIDs is every other configured node.
 func peerIDs(c heartbeat.Config) []heartbeat.NodeID {
