@@ -366,8 +366,9 @@ func (s *System) Thaw(id string) error {
 // Recover brings node id back as a standby after a fault: a crashed node
 // boots and starts mirrord; a frozen mirrord is continued (it finds
 // itself fenced and stops everything) and restarted; a cut public cable
-// is plugged back. It returns once the node is a live standby and the
-// active node's volume is back in sync.
+// is plugged back; a node whose mirrord exited starts it again. It
+// returns once the node is a live standby and the active node's volume
+// is back in sync.
 func (s *System) Recover(ctx context.Context, id string) error {
 	n := s.Lab.Node(id)
 	if err := s.Lab.CutLink(id, halab.LinkPublic, false); err != nil {
@@ -381,15 +382,27 @@ func (s *System) Recover(ctx context.Context, id string) error {
 		if err := s.StartNode(ctx, id); err != nil {
 			return err
 		}
-	} else if d := s.Daemon(id); d != nil {
+	} else if d := s.Daemon(id); d != nil && !exited(d) {
 		if err := s.Thaw(id); err != nil {
 			return err
 		}
 		if err := s.RestartNode(ctx, id); err != nil {
 			return err
 		}
+	} else if err := s.StartNode(ctx, id); err != nil {
+		return err
 	}
 	return s.WaitStandby(ctx, id, 90*time.Second)
+}
+
+// exited reports whether d has exited.
+func exited(d *halab.Daemon) bool {
+	select {
+	case <-d.Done():
+		return true
+	default:
+		return false
+	}
 }
 
 // RestartNode stops node id's mirrord (SIGTERM, then SIGKILL after a
