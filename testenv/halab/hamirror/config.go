@@ -25,6 +25,11 @@ type Profile struct {
 	MonitorInterval time.Duration
 	// MigrationThreshold of the group (0: the default, 3).
 	MigrationThreshold int
+	// Ping makes the lab's client (halab.ClientAddr) the nodes' public
+	// ping target, probed every PingInterval (0: the default, 1 s): a
+	// node whose public cable is pulled hands the group to its peer.
+	Ping         bool
+	PingInterval time.Duration
 }
 
 // DefaultProfile is the product's default timing.
@@ -72,6 +77,13 @@ func clusterFile(l *halab.Lab, p paths, pr Profile) string {
 	b.WriteString("}\n")
 	if pr.Keepalive != 0 {
 		fmt.Fprintf(&b, "timing: {keepalive: %v, warn: %v, dead: %v, initdead: %v}\n", pr.Keepalive, pr.Warn, pr.Dead, pr.InitDead)
+	}
+	if pr.Ping {
+		fmt.Fprintf(&b, "ping: {targets: [%s]", halab.ClientAddr)
+		if pr.PingInterval != 0 {
+			fmt.Fprintf(&b, ", interval: %v", pr.PingInterval)
+		}
+		b.WriteString("}\n")
 	}
 	b.WriteString("nodes:\n")
 	for _, n := range l.Nodes() {
