@@ -531,7 +531,7 @@ func (s *System) detachLoop(id string) {
 	}
 	for range 50 {
 		out, err := exec.Command("losetup", "-n", "-O", "BACK-FILE", dev).Output()
-		if err != nil || !strings.Contains(string(out), fuseDir) {
+		if err != nil || !strings.Contains(string(out), s.p.fuse) {
 			return // gone, or no longer the volume's
 		}
 		if exec.Command("losetup", "-d", dev).Run() == nil {
