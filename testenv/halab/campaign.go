@@ -63,10 +63,14 @@ func (c Campaign) Run(ctx context.Context) (*Result, error) {
 			return res, fmt.Errorf("%s, %s, run %d: %w", res.System, c.Fault, i+1, err)
 		}
 		res.Runs = append(res.Runs, r)
-		if r.Recovered {
+		switch {
+		case r.Recovered && c.Fault.Moves():
 			c.Logf("%s, %s, run %d/%d: %s on %s, outage %v (VIP on %s after %v), %d lost", res.System, c.Fault, i+1, c.Runs,
 				c.Fault, r.Victim, r.Outage.Duration.Round(time.Millisecond), r.Survivor, r.VIP.Round(time.Millisecond), len(r.Lost))
-		} else {
+		case r.Recovered:
+			c.Logf("%s, %s, run %d/%d: %s under %s, outage %v, %d lost", res.System, c.Fault, i+1, c.Runs,
+				c.Fault, r.Victim, r.Outage.Duration.Round(time.Millisecond), len(r.Lost))
+		default:
 			c.Logf("%s, %s, run %d/%d: no service within %v", res.System, c.Fault, i+1, c.Runs, c.GiveUp)
 		}
 	}

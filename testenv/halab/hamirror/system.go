@@ -432,7 +432,14 @@ func (s *System) Recover(ctx context.Context, id string) error {
 		}
 	} else if d := s.Daemon(id); d != nil && !exited(d) {
 		if fault == halab.FaultPublicDown {
-			// It handed the group over and stays a standby.
+			// It handed the group over and stays a standby; if its VIP
+			// failed first (no carrier) the operator's cleanup clears the
+			// failure count, as after any failed resource.
+			if st, err := s.Status(id); err == nil && st.Group.State == "failed" {
+				if err := s.CallNode(id, "cleanup", nil, nil); err != nil {
+					return fmt.Errorf("cleanup on %s: %w", id, err)
+				}
+			}
 			return s.WaitStandby(ctx, id, 90*time.Second)
 		}
 		if err := s.Thaw(id); err != nil {
