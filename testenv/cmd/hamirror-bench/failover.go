@@ -225,5 +225,9 @@ func printFailover(results []*halab.Result, skipped []string) {
   node runs its own PostgreSQL, so the rows the dead node acknowledged are lost by design. Pacemaker fences
   with fence_halab (the lab's power switch): fence_scsi needs the kernel's SCSI layer, which this host lacks.
   Documented defaults: keepalived 3 x advert_int (1 s) + skew to declare the master dead; Corosync token
-  3 s + consensus 3.6 s before membership changes, then Pacemaker fences and starts the group.`)
+  3 s + consensus 3.6 s before membership changes, then Pacemaker fences and starts the group.
+  hamirror fences through SCSI-3 reservations on the lab's two tgtd arrays (PREEMPT, then an ordered
+  barrier), assembles the mirror, mounts ext4 (nbdfuse + loop), adds the VIP and starts PostgreSQL; its
+  freeze stops mirrord alone; public-down hands over on the ping target (the client); array-kill kills
+  one array under the active node, which runs on (no move).`)
 }
