@@ -20,7 +20,7 @@ func TestFindPhases(t *testing.T) {
 		logLine(at(-500), `msg=done node=n2 op="start volume" after=1ms`), // before the fault: not this takeover
 		"garbage without a time",
 		logLine(at(100), `msg="node n1: alive -> suspect" node=n2`),
-		logLine(at(2000), `msg="node n1: suspect -> dead" node=n2`),
+		logLine(at(2000), `msg="fencing n1 before starting the group here" node=n2`),
 		logLine(at(2010), `msg=done node=n2 op="fence n1" after=8ms`),
 		logLine(at(2060), `msg=done node=n2 op="start volume" after=50ms`),
 		logLine(at(2100), `msg=done node=n2 op="start fs" after=40ms`),
