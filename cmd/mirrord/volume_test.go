@@ -27,6 +27,7 @@ var (
 
 func TestMain(m *testing.M) {
 	code := m.Run()
+	closeFailoverLab()
 	if binDir != "" {
 		os.RemoveAll(binDir)
 	}

@@ -106,22 +106,57 @@ func (as *arrays) bySpec(spec string) *array {
 	return nil
 }
 
-// start registers this node's key on every array (the sessions register
-// again at their first login when the array is down now).
-func (as *arrays) start(ctx context.Context) {
-	go as.register(ctx)
+// loginWait bounds how long the start-up registration waits for the
+// sessions' first logins: they take milliseconds when the arrays answer;
+// an array down at start joins when it answers (join's late).
+const loginWait = 5 * time.Second
+
+// join is the start-up registration (a clean join): it waits up to
+// loginWait for every session's first login, registers this node's key
+// on every array that answers, and calls late with each array that was
+// unreachable once its session logs in: the caller registers there too
+// if that is still safe (nothing of the group runs here).
+func (as *arrays) join(ctx context.Context, late func(array string)) {
+	wctx, cancel := context.WithTimeout(ctx, loginWait)
+	for _, a := range as.list {
+		a.vol.WaitReady(wctx)
+	}
+	cancel()
+	res := as.register(ctx)
+	for _, a := range as.list {
+		if !contains(res.Unreachable(), a.name) && a.vol.Ready() {
+			continue
+		}
+		go func() {
+			for ctx.Err() == nil {
+				if a.vol.WaitReady(ctx) == nil {
+					late(a.name)
+					return
+				}
+			}
+		}()
+	}
 }
 
 // register is the clean (re)join: this node's key on every array.
-func (as *arrays) register(ctx context.Context) {
+func (as *arrays) register(ctx context.Context) fence.Result {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	res, err := as.fence.Register(ctx)
 	if err != nil {
 		as.log.Warn("registering the fencing key", "result", res.String(), "err", err)
-		return
+		return res
 	}
 	as.log.Info("fencing key registered", "result", res.String())
+	return res
+}
+
+// forget drops what the last takeover or acquire made usable.
+func (as *arrays) forget() {
+	as.mu.Lock()
+	defer as.mu.Unlock()
+	clear(as.usable)
+	as.victims = nil
 }
 
 // takeover fences victims off every reachable array and records which
@@ -167,44 +202,61 @@ func (as *arrays) record(res fence.Result, err error, victims []uint64) {
 
 // openLeg is the engine's Options.OpenLeg: the node's own volume session,
 // only once it logged in and only on an array fenced for this takeover.
+// An array that was unreachable at the takeover's fence and answers now
+// is fenced first (the engine opens a leg missing at assembly this way
+// before re-adding it, and reads its superblock before BeforeReAdd).
 func (as *arrays) openLeg(spec string) (mirror.Leg, error) {
 	a := as.bySpec(spec)
 	if a == nil {
 		return nil, fmt.Errorf("%s is not a leg of this cluster's volume", spec)
 	}
-	as.mu.Lock()
-	ok := as.usable[a.name]
-	as.mu.Unlock()
-	switch {
-	case !a.vol.Ready():
+	if !a.vol.Ready() {
 		return nil, fmt.Errorf("%s (%s) has not answered yet: %w", a.name, spec, iscsi.ErrNotConnected)
-	case !ok:
-		return nil, fmt.Errorf("%s (%s) was not fenced for this takeover (it was unreachable): its leg joins once it is", a.name, spec)
+	}
+	if !as.isUsable(a) {
+		if err := as.refence(); err != nil {
+			return nil, fmt.Errorf("%s (%s) was unreachable at this takeover's fence and could not be fenced now: %w", a.name, spec, err)
+		}
+		if !as.isUsable(a) {
+			return nil, fmt.Errorf("%s (%s) was not fenced for this takeover (it was unreachable): its leg joins once it is", a.name, spec)
+		}
 	}
 	return sharedLeg{a.vol}, nil
 }
 
-// beforeReAdd is the engine's Options.BeforeReAdd: an array that comes
-// back is fenced (again) before its leg joins the volume.
-func (as *arrays) beforeReAdd(slot int, leg mirror.Leg) error {
+func (as *arrays) isUsable(a *array) bool {
+	as.mu.Lock()
+	defer as.mu.Unlock()
+	return as.usable[a.name]
+}
+
+// refence repeats the running group's fence step on every reachable
+// array: the last takeover's victims preempted again, or (a clean
+// hand-over) the reservation acquired again.
+func (as *arrays) refence() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	as.mu.Lock()
 	victims := as.victims
 	as.mu.Unlock()
-	var err error
 	if victims != nil {
-		err = as.takeover(ctx, victims)
-	} else {
-		err = as.acquire(ctx)
+		return as.takeover(ctx, victims)
 	}
-	if err != nil {
+	return as.acquire(ctx)
+}
+
+// beforeReAdd is the engine's Options.BeforeReAdd: an array that comes
+// back is fenced (again) before its leg joins the volume.
+func (as *arrays) beforeReAdd(slot int, leg mirror.Leg) error {
+	if err := as.refence(); err != nil {
 		return err
 	}
 	for _, a := range as.list {
 		if sl, ok := leg.(sharedLeg); ok && sl.Disk == a.vol {
-			_, err := as.openLeg(a.spec)
-			return err
+			if !as.isUsable(a) {
+				return fmt.Errorf("%s (%s) could not be fenced: its leg stays out", a.name, a.spec)
+			}
+			return nil
 		}
 	}
 	return fmt.Errorf("leg %s is not one of this node's sessions", leg.Name())

@@ -43,10 +43,7 @@ func (f fenceResource) Start(ctx context.Context) error {
 
 func (f fenceResource) Stop(ctx context.Context) error {
 	err := f.as.fence.Stop(ctx)
-	f.as.mu.Lock()
-	clear(f.as.usable)
-	f.as.victims = nil
-	f.as.mu.Unlock()
+	f.as.forget()
 	return err
 }
 

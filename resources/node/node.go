@@ -105,7 +105,9 @@ func (n *Node) Run(ctx context.Context) error {
 			}
 		}()
 		defer close(n.fenceQ)
-		n.fenceQ <- func() { n.arrays.register(mctx) }
+		n.fenceQ <- func() {
+			n.arrays.join(mctx, func(array string) { n.post(func(time.Time) { n.lateArray(mctx, array) }) })
+		}
 	}
 	n.svc.Start(mctx)
 	defer n.svc.Stop()
@@ -117,6 +119,7 @@ func (n *Node) Run(ctx context.Context) error {
 	defer tick.Stop()
 	shutdown := ctx.Done()
 	var deadline <-chan time.Time
+	var exitBy time.Time // after a shutdown, when to stop waiting for a peer to take over
 	for {
 		select {
 		case f := <-n.inbox:
@@ -139,8 +142,18 @@ func (n *Node) Run(ctx context.Context) error {
 			return fmt.Errorf("mirrord: the group did not stop within %v; resources may still run here (mirrorctl status on the peer)", n.shutdownTimeout())
 		}
 		if shutdown == nil && n.group.Idle() {
-			n.log.Info("group stopped here; exiting")
-			return nil
+			now := time.Now()
+			if exitBy.IsZero() {
+				exitBy = now.Add(n.handOverWait())
+			}
+			if taker, ok := n.handedOver(); ok {
+				n.log.Info("group stopped here; exiting", "taken_over_by", taker)
+				return nil
+			}
+			if now.After(exitBy) {
+				n.log.Warn("group stopped here; exiting, though no peer has taken it over (standby, or not eligible)")
+				return nil
+			}
 		}
 		select {
 		case err := <-memberDone:
@@ -151,6 +164,51 @@ func (n *Node) Run(ctx context.Context) error {
 		default:
 		}
 	}
+}
+
+// lateArray (on the loop) registers this node's key on an array whose
+// session logged in only after the start-up registration, as long as
+// nothing of the group runs here: a node that runs it, or was fenced,
+// must not rejoin on its own (a takeover or hand-over registers it where
+// needed, and BeforeReAdd fences a returning array first).
+func (n *Node) lateArray(ctx context.Context, array string) {
+	if st := n.group.Status().State; st != resources.GroupStopped {
+		n.log.Warn("array answered after start-up; not registering there while the group is "+st.String(), "array", array)
+		return
+	}
+	n.log.Info("array answered after start-up: registering there", "array", array)
+	n.fenceQ <- func() { n.arrays.register(ctx) }
+}
+
+// handOverWait bounds how long a node whose group stopped at SIGTERM
+// waits for a live peer to take the group over before it exits: the
+// peer must hear the final "stopped" state (the next beats carry it)
+// before this node falls silent, or it would count this node dead and
+// fence it instead of taking over cleanly.
+func (n *Node) handOverWait() time.Duration {
+	t := n.cfg.Heartbeat.Timing
+	return t.Dead + 2*t.Keepalive
+}
+
+// handedOver reports whether no peer needs this node any more: a live
+// peer started the group (taker), or none is live.
+func (n *Node) handedOver() (taker string, ok bool) {
+	live := false
+	for _, p := range n.member.View().Peers {
+		switch p.State {
+		case heartbeat.NodeAlive, heartbeat.NodeSuspect, heartbeat.NodePartitioned:
+		default:
+			continue
+		}
+		live = true
+		// Its group starting, not just its active role: the gate let it
+		// start only once it heard this node's group stopped.
+		if a, err := resources.UnmarshalAppState(p.App); err == nil && p.HasApp &&
+			(a.State == resources.GroupStarting || a.State == resources.GroupRunning) {
+			return string(p.ID), true
+		}
+	}
+	return "", !live
 }
 
 // tickEvery is how often the loop feeds membership's view and the clock

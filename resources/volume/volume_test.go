@@ -1,0 +1,66 @@
+package volume
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+
+	"github.com/hamirror/hamirror/iscsi"
+	"github.com/hamirror/hamirror/mirror"
+	"github.com/hamirror/hamirror/mirror/legtest"
+	"github.com/hamirror/hamirror/resources"
+)
+
+// memVolume is a volume resource over two in-memory legs behind fault
+// injectors, served on a unix socket only.
+func memVolume(t *testing.T) (*Volume, [2]*legtest.FaultLeg) {
+	t.Helper()
+	var legs [2]*legtest.FaultLeg
+	var ml [2]mirror.Leg
+	for i := range legs {
+		legs[i] = legtest.NewFaultLeg(legtest.NewMemLeg(fmt.Sprintf("mem%d", i), 8<<20))
+		ml[i] = legs[i]
+	}
+	if _, err := mirror.Create(ml, mirror.CreateOptions{ChunkSize: 64 << 10}); err != nil {
+		t.Fatal(err)
+	}
+	open := func(spec string) (mirror.Leg, error) {
+		for i, l := range legs {
+			if spec == fmt.Sprintf("mem%d", i) {
+				return l, nil
+			}
+		}
+		return nil, fmt.Errorf("no leg %s", spec)
+	}
+	v := New(Options{Legs: [2]string{"mem0", "mem1"}, OpenLeg: open, Mirror: mirror.DefaultOptions(),
+		Listen: []string{"unix:" + t.TempDir() + "/nbd.sock"}})
+	return v, legs
+}
+
+// A volume whose node was fenced cannot write its clean superblocks: its
+// stop must still succeed (nothing of it is left running), or the group
+// blocks instead of standing aside after a fence.
+func TestStopOfAFencedVolumeSucceeds(t *testing.T) {
+	v, legs := memVolume(t)
+	ctx := context.Background()
+	if err := v.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range legs {
+		l.FailFrom(legtest.OpWrite, 0, iscsi.ErrReservationConflict)
+	}
+	vol := v.Mirror()
+	if err := vol.WriteAt(make([]byte, 4096), 0, true); !errors.Is(err, mirror.ErrFenced) {
+		t.Fatalf("write after the fence: %v, want ErrFenced", err)
+	}
+	if err := v.Monitor(ctx); err == nil {
+		t.Fatal("monitor of a fenced volume reports it running")
+	}
+	if err := v.Stop(ctx); err != nil {
+		t.Fatalf("stop of a fenced volume: %v", err)
+	}
+	if err := v.Monitor(ctx); !errors.Is(err, resources.ErrNotRunning) {
+		t.Fatalf("monitor after the stop: %v, want ErrNotRunning", err)
+	}
+}
