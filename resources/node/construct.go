@@ -85,16 +85,9 @@ func New(cfg *Config, opt Options) (_ *Node, err error) {
 	if serr != nil {
 		n.log.Error("standby flag", "err", serr)
 	}
-	if n.know, err = openKnowledge(cfg.Heartbeat.StateDir); err != nil {
-		n.log.Warn("peer volume knowledge", "err", err)
-		err = nil
-	}
-	if n.seq, err = openSeq(cfg.Heartbeat.StateDir); err != nil {
+	if err := n.openVolumeState(cfg.Heartbeat.StateDir); err != nil {
 		return nil, err
 	}
-	n.wit = newWitness(n.seq, func(k resources.VolumeKnowledge) {
-		n.post(func(now time.Time) { n.group.SetVolume(now, k) })
-	})
 	if err := n.buildAgents(); err != nil {
 		return nil, err
 	}
@@ -102,6 +95,23 @@ func New(cfg *Config, opt Options) (_ *Node, err error) {
 		return nil, err
 	}
 	return n, nil
+}
+
+// openVolumeState opens what the node keeps of the volume in dir: the
+// peer's knowledge, this node's knowledge sequence, and the witness that
+// hands this node's knowledge to the group (witness.go).
+func (n *Node) openVolumeState(dir string) error {
+	var err error
+	if n.know, err = openKnowledge(dir); err != nil {
+		n.log.Warn("peer volume knowledge", "err", err)
+	}
+	if n.seq, err = openSeq(dir); err != nil {
+		return err
+	}
+	n.wit = newWitness(n.seq, func(k resources.VolumeKnowledge) {
+		n.post(func(now time.Time) { n.group.SetVolume(now, k) })
+	})
+	return nil
 }
 
 // fenceKeys is every node's reservation key: configured, or derived.
