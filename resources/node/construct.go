@@ -111,6 +111,11 @@ func (n *Node) openVolumeState(dir string) error {
 	n.wit = newWitness(n.seq, func(k resources.VolumeKnowledge) {
 		n.post(func(now time.Time) { n.group.SetVolume(now, k) })
 	})
+	n.wit.supersede = func() {
+		if err := n.know.supersede(); err != nil {
+			n.log.Error("peer volume knowledge", "err", err)
+		}
+	}
 	return nil
 }
 

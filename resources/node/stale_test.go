@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -168,4 +170,60 @@ func TestPeerKnowledgeOlderThanThisNodesRunProvesNoLoneLeg(t *testing.T) {
 		t.Fatal(err)
 	}
 	check("after a restart of mirrord")
+}
+
+// Knowledge the peer publishes after this node ran the volume (it ran the
+// volume again since) is trusted again; the floor survives a restart, and
+// a damaged floor trusts nothing rather than everything.
+func TestPeerKnowledgeFloor(t *testing.T) {
+	dir := t.TempDir()
+	k := resources.VolumeKnowledge{Seq: 7, VolumeUUID: [16]byte{1}, Generation: 5, Events: 9, Witnessing: true}
+	last := func(k resources.VolumeKnowledge) resources.AppState { return resources.AppState{Volume: k} }
+	s, err := openKnowledge(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.receive("b", k); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := s.trusted("b", last(k)); !ok {
+		t.Fatal("fresh knowledge not trusted")
+	}
+	if err := s.supersede(); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := s.trusted("b", last(k)); ok {
+		t.Fatal("knowledge trusted after this node published its own")
+	}
+	s, err = openKnowledge(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.receive("b", k); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := s.trusted("b", last(k)); ok {
+		t.Fatal("superseded knowledge trusted again after a restart")
+	}
+	k.Seq, k.Generation = 8, 6
+	if _, err := s.receive("b", k); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := s.trusted("b", last(k)); !ok {
+		t.Fatal("knowledge the peer published later is not trusted")
+	}
+	if err := os.WriteFile(filepath.Join(dir, knowledgeFloorFile), []byte("garbage\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s, err = openKnowledge(dir)
+	if err == nil || s == nil {
+		t.Fatalf("damaged floor: store %v, err %v; want a store and an error", s, err)
+	}
+	k.Seq, k.Generation = 9, 7
+	if _, err := s.receive("b", k); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := s.trusted("b", last(k)); ok {
+		t.Fatal("knowledge trusted with a damaged floor")
+	}
 }

@@ -73,7 +73,11 @@ func (n *Node) takeKnowledge(now time.Time, view heartbeat.View) {
 		}
 		ps := &PeerVolumeStatus{From: p.ID, Knowledge: fromKnowledge(a.Volume), Seq: a.Volume.Seq, Confirmed: n.know.confirmed}
 		_, ps.Trusted = n.know.trusted(p.ID, a)
-		if !ps.Trusted {
+		switch {
+		case ps.Trusted:
+		case n.know.superseded(a.Volume.Seq):
+			ps.Note = "not usable for a lone-leg takeover: this node has run the volume since the peer published it"
+		default:
 			ps.Note = "not usable for a lone-leg takeover: the peer is not waiting for this node's acknowledgements (it does not see it live)"
 		}
 		n.mu.Lock()

@@ -40,6 +40,9 @@ type witness struct {
 	live    map[heartbeat.NodeID]bool
 	closed  bool
 	publish func(k resources.VolumeKnowledge) // posts to the group (loop)
+	// supersede runs before each publication: this node runs the volume,
+	// so the peer's knowledge it held is superseded (knowledgeStore).
+	supersede func()
 }
 
 func newWitness(seqs *seqStore, publish func(resources.VolumeKnowledge)) *witness {
@@ -92,6 +95,9 @@ func (w *witness) observe(v heartbeat.View) {
 // waits for a strictly newer acknowledgement, which the peer gives only
 // for this publication.
 func (w *witness) Publish(ks mirror.KnownState) {
+	if w.supersede != nil {
+		w.supersede()
+	}
 	seq, err := w.seqs.next()
 	w.mu.Lock()
 	if err != nil {
@@ -146,6 +152,9 @@ type peerKnowledge struct {
 // receive persists a peer's newer knowledge (on the loop goroutine) and
 // returns the sequence to acknowledge (0: nothing new).
 func (s *knowledgeStore) receive(from heartbeat.NodeID, k resources.VolumeKnowledge) (uint64, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.seen = max(s.seen, k.Seq)
 	rec := encodeKnowledge(from, k)
 	if s.confirmed && bytes.Equal(rec, s.rec) {
 		return 0, nil
@@ -158,14 +167,18 @@ func (s *knowledgeStore) receive(from heartbeat.NodeID, k resources.VolumeKnowle
 
 // trusted returns the knowledge a takeover may use: received in this run
 // from publisher, matching its last advertised state, which said it was
-// witnessing. last is the publisher's last app state (kept by membership
-// after its death).
+// witnessing, and published after this node last ran the volume (above
+// the floor, knowledge.go). last is the publisher's last app state (kept
+// by membership after its death).
 func (s *knowledgeStore) trusted(publisher heartbeat.NodeID, last resources.AppState) (*mirror.KnownState, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	if !s.confirmed || s.rec == nil {
 		return nil, false
 	}
 	from, k, err := decodeKnowledge(s.rec)
-	if err != nil || from != publisher || !last.Volume.Witnessing || last.Volume.Seq != k.Seq || last.Volume.Generation != k.Generation {
+	if err != nil || from != publisher || !last.Volume.Witnessing || last.Volume.Seq != k.Seq || last.Volume.Generation != k.Generation ||
+		k.Seq <= s.floor {
 		return nil, false
 	}
 	ks := fromKnowledge(k)
