@@ -219,6 +219,20 @@ func (as *arrays) openLeg(spec string) (mirror.Leg, error) {
 	return sharedLeg{a.vol}, nil
 }
 
+// reopenLeg is the engine's Options.OpenLeg, for re-adds only (AutoReAdd,
+// `leg add`): the node's session once it logged in, fenced or not; the
+// engine calls beforeReAdd, which fences its array, before the leg joins.
+func (as *arrays) reopenLeg(spec string) (mirror.Leg, error) {
+	a := as.bySpec(spec)
+	if a == nil {
+		return nil, fmt.Errorf("%s is not a leg of this cluster's volume", spec)
+	}
+	if !a.vol.Ready() {
+		return nil, fmt.Errorf("%s (%s) has not answered yet: %w", a.name, spec, iscsi.ErrNotConnected)
+	}
+	return sharedLeg{a.vol}, nil
+}
+
 // beforeReAdd is the engine's Options.BeforeReAdd: an array that comes
 // back is fenced (again) before its leg joins the volume.
 func (as *arrays) beforeReAdd(slot int, leg mirror.Leg) error {
