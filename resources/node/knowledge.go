@@ -149,7 +149,7 @@ func (s *knowledgeStore) superseded(seq uint64) bool {
 }
 
 // save persists rec durably (temporary file, fsync, rename, fsync of the
-// directory) and marks it confirmed.
+// directory).
 func (s *knowledgeStore) save(rec []byte) error {
 	b := make([]byte, 0, len(knowledgeMagic)+8+len(rec))
 	b = append(b, knowledgeMagic...)
@@ -159,8 +159,6 @@ func (s *knowledgeStore) save(rec []byte) error {
 	if err := writeFileDurably(s.path, b); err != nil {
 		return fmt.Errorf("persisting the peer's volume knowledge: %w", err)
 	}
-	s.rec = append(s.rec[:0], rec...)
-	s.confirmed = true
 	return nil
 }
 

@@ -65,8 +65,7 @@ func (n *Node) takeKnowledge(now time.Time, view heartbeat.View) {
 		}
 		seq, err := n.know.receive(p.ID, a.Volume)
 		if err != nil {
-			n.log.Error("cannot persist the peer's volume knowledge: not acknowledging it (the peer waits)", "err", err)
-			continue
+			n.log.Error("cannot persist the peer's volume knowledge: holding it in memory (it is used in this run only anyway); check state_dir", "err", err)
 		}
 		if seq != 0 {
 			n.group.SetAck(now, seq)

@@ -26,7 +26,8 @@ import (
 // cannot use what it knows.
 //
 // Peer side: a peer's knowledge received in this run is persisted
-// (fsynced) before it is acknowledged, and is trusted at a takeover only
+// (fsynced; if that fails, it is still held and acknowledged, see
+// receive) before it is acknowledged, and is trusted at a takeover only
 // when the publisher's last app state carried that very sequence with
 // Witnessing set. Knowledge loaded from disk after a restart is never
 // trusted: while this node was down the publisher did not wait for it.
@@ -149,8 +150,12 @@ type peerKnowledge struct {
 	k    resources.VolumeKnowledge
 }
 
-// receive persists a peer's newer knowledge (on the loop goroutine) and
-// returns the sequence to acknowledge (0: nothing new).
+// receive takes a peer's newer knowledge (on the loop goroutine), persists
+// it where it can, and returns the sequence to acknowledge (0: nothing
+// new). What it holds is acknowledged even when the file cannot be
+// written (the error says so): only knowledge received in this run is
+// trusted, so the file only shows the last knowledge after a restart,
+// and a withheld ack would stall the publisher's metadata writes.
 func (s *knowledgeStore) receive(from heartbeat.NodeID, k resources.VolumeKnowledge) (uint64, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -159,10 +164,9 @@ func (s *knowledgeStore) receive(from heartbeat.NodeID, k resources.VolumeKnowle
 	if s.confirmed && bytes.Equal(rec, s.rec) {
 		return 0, nil
 	}
-	if err := s.save(rec); err != nil {
-		return 0, err
-	}
-	return k.Seq, nil
+	err := s.save(rec)
+	s.rec, s.confirmed = append(s.rec[:0], rec...), true
+	return k.Seq, err
 }
 
 // trusted returns the knowledge a takeover may use: received in this run
