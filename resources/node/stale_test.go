@@ -227,3 +227,25 @@ func TestPeerKnowledgeFloor(t *testing.T) {
 		t.Fatal("knowledge trusted with a damaged floor")
 	}
 }
+
+// A peer-volume file that cannot be read (here a directory; EIO alike)
+// is no knowledge: the node runs, takes the peer's knowledge as it comes
+// and trusts none from before. It must not crash the loop.
+func TestUnreadablePeerKnowledgeFileIsNoKnowledge(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.Mkdir(filepath.Join(dir, knowledgeFile), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	n := &Node{self: "a", log: slog.New(slog.DiscardHandler), inbox: make(chan func(time.Time), 256)}
+	if err := n.openVolumeState(dir); err != nil {
+		t.Fatal(err)
+	}
+	k := resources.VolumeKnowledge{Seq: 3, VolumeUUID: [16]byte{1}, Generation: 5, Witnessing: true}
+	seq, _ := n.know.receive("b", k)
+	if seq != 3 {
+		t.Fatalf("receive acknowledges %d, want 3", seq)
+	}
+	if _, ok := n.know.trusted("b", resources.AppState{Volume: k}); !ok {
+		t.Fatal("knowledge received in this run is not trusted")
+	}
+}
