@@ -59,7 +59,8 @@ type knowledgeStore struct {
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
-// openKnowledge loads what an earlier run persisted (unconfirmed).
+// openKnowledge loads what an earlier run persisted (unconfirmed). It
+// always returns a store; an error says what was ignored.
 func openKnowledge(dir string) (*knowledgeStore, error) {
 	s := &knowledgeStore{path: filepath.Join(dir, knowledgeFile)}
 	floor, ferr := readFloor(filepath.Join(dir, knowledgeFloorFile))
@@ -74,7 +75,9 @@ func openKnowledge(dir string) (*knowledgeStore, error) {
 	case errors.Is(err, fs.ErrNotExist):
 		return s, ferr
 	case err != nil:
-		return nil, fmt.Errorf("peer volume knowledge: %w", err)
+		// No knowledge, not no store: the node runs and takes the peer's
+		// knowledge as it comes.
+		return s, errors.Join(ferr, fmt.Errorf("peer volume knowledge (ignored): %w", err))
 	}
 	rec, err := decodeKnowledgeFile(b)
 	if err != nil {
