@@ -249,3 +249,25 @@ func TestUnreadablePeerKnowledgeFileIsNoKnowledge(t *testing.T) {
 		t.Fatal("knowledge received in this run is not trusted")
 	}
 }
+
+// Knowledge a peer advertises that the engine cannot use (no volume UUID
+// or generation: a garbled or hostile blob that decodes) is no
+// knowledge: the takeover assembles as without it, both legs here, and
+// does not fail the volume's start over it.
+func TestUnusablePeerKnowledgeIsIgnored(t *testing.T) {
+	arr := newMemArrays(t)
+	n := volumeNode(t, "a", t.TempDir(), arr)
+	k := resources.VolumeKnowledge{Seq: 4, Witnessing: true}
+	if _, err := n.know.receive("b", k); err != nil {
+		t.Fatal(err)
+	}
+	app, err := resources.AppState{State: resources.GroupRunning, Volume: k}.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.prepareVolume(heartbeat.View{Peers: []heartbeat.PeerView{{ID: "b", State: heartbeat.NodeDead, HasApp: true, App: app}}})
+	if err := n.vol.agent.Start(context.Background()); err != nil {
+		t.Fatalf("start with both legs and the peer's unusable knowledge: %v", err)
+	}
+	n.vol.agent.Stop(context.Background())
+}
