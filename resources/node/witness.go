@@ -186,6 +186,9 @@ func (s *knowledgeStore) trusted(publisher heartbeat.NodeID, last resources.AppS
 		return nil, false
 	}
 	ks := fromKnowledge(k)
+	if ks.Validate() != nil {
+		return nil, false // the engine could not use it: no knowledge
+	}
 	return &ks, true
 }
 
