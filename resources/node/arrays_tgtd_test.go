@@ -2,15 +2,19 @@ package node
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
 	"log/slog"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/hamirror/hamirror/heartbeat"
 	"github.com/hamirror/hamirror/iscsi"
 	"github.com/hamirror/hamirror/mirror"
+	"github.com/hamirror/hamirror/resources"
 	"github.com/hamirror/hamirror/resources/fence"
 	"github.com/hamirror/hamirror/testenv/iscsitarget"
 )
@@ -133,5 +137,141 @@ func TestArrayUnreachableAtTakeoverIsFencedThenReAdded(t *testing.T) {
 	}
 	if slices.Contains(keysB, keys["b"]) || !slices.Contains(keysB, keys["a"]) {
 		t.Fatalf("after the re-add B holds keys %x: want a's and not b's (fenced before the re-add)", keysB)
+	}
+}
+
+// volumeLab is two tgtd arrays holding a volume whose leg 1 is recorded
+// failed on leg 0 (peer b ran it and lost leg 1), with b's key
+// registered on both (b then died), and node a's cluster file over them.
+type volumeLab struct {
+	arrA, arrB *iscsitarget.Array
+	keys       map[heartbeat.NodeID]uint64
+	pair       *testPair
+	path       string // a's cluster file
+}
+
+func newVolumeLab(t *testing.T, ctx context.Context) *volumeLab {
+	t.Helper()
+	if err := iscsitarget.TgtdAvailable(); err != nil {
+		t.Skipf("SKIPPED LOUDLY: needs tgtd: %v", err)
+	}
+	dir := t.TempDir()
+	l := &volumeLab{arrA: iscsitarget.StartArray(t, dir, "vl-a", 16<<20), arrB: iscsitarget.StartArray(t, dir, "vl-b", 16<<20),
+		keys: map[heartbeat.NodeID]uint64{"a": fence.DeriveKey("opstest", "a"), "b": fence.DeriveKey("opstest", "b")}}
+	var legs [2]mirror.Leg
+	for i, url := range []string{l.arrA.URL, l.arrB.URL} {
+		d, err := iscsi.OpenLeg(ctx, url, iscsi.Config{InitiatorName: "iqn.2026-01.org.hamirror.test:vl-b", Timeout: time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { d.Close() })
+		if err := d.RegisterAndIgnore(l.keys["b"]); err != nil {
+			t.Fatal(err)
+		}
+		legs[i] = d
+	}
+	if _, err := mirror.Create(legs, mirror.CreateOptions{ChunkSize: 64 << 10, NodeID: "b"}); err != nil {
+		t.Fatal(err)
+	}
+	mo := mirror.DefaultOptions()
+	mo.NodeID = "b"
+	vb, err := mirror.Assemble(legs, mo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := vb.FailLeg(1); err != nil {
+		t.Fatal(err)
+	}
+	if err := vb.Close(); err != nil {
+		t.Fatal(err)
+	}
+	l.pair = newTestPair(t)
+	s := defaultSettings()
+	s.extra = fmt.Sprintf(`iscsi: {initiator_name: "iqn.2026-01.org.hamirror.test:vl-a", timeout: 1s}
+volume:
+  legs: [%s, %s]
+  listen: [unix:%s/a-nbd.sock]
+  link: %s/a-volume
+  io_timeout: 2s
+  mmp_interval: 200ms
+`, l.arrA.URL, l.arrB.URL, l.pair.dir, l.pair.dir)
+	l.path = l.pair.write(t, "a", s)
+	return l
+}
+
+// keysOnB are the keys registered on array B, read through a session
+// of a third initiator.
+func (l *volumeLab) keysOnB(t *testing.T, ctx context.Context) []uint64 {
+	t.Helper()
+	d, err := iscsi.OpenLeg(ctx, l.arrB.URL, iscsi.Config{InitiatorName: "iqn.2026-01.org.hamirror.test:vl-reader", Timeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	_, keys, err := d.ReadKeys()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return keys
+}
+
+// waitStatus polls a's status until ok.
+func waitStatus(t *testing.T, n *runningNode, what string, timeout time.Duration, ok func(Status) bool) Status {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		st := n.Status()
+		if ok(st) {
+			return st
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %v; group %s (%s), volume %+v", what, timeout, st.Group.State, st.Group.Waiting, st.Volume)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// Node a takes over from dead b while array B does not answer: A is
+// fenced, the volume runs on leg 0. The fence resource is then restarted
+// (its monitor failed, or `mirrorctl resource restart fence`) while B is
+// still away. When B answers, b's key is still registered there: B's leg
+// must not join before b is preempted on B (an old owner that wakes would
+// write beside the new one, on a leg counted in sync).
+func TestRestartOfTheFenceKeepsTheTakeoverFencing(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	l := newVolumeLab(t, ctx)
+	if err := l.arrB.Pause(); err != nil {
+		t.Fatal(err)
+	}
+	paused := true
+	defer func() {
+		if paused {
+			l.arrB.Resume()
+		}
+	}()
+	a := l.pair.start(t, "a", l.path)
+	running := func(st Status) bool {
+		return st.Group.State == resources.GroupRunning && st.Volume != nil
+	}
+	st := waitStatus(t, a, "a takes over on leg 0", time.Minute, running)
+	if st.Volume.Legs[1].State != "failed" {
+		t.Fatalf("leg 1 of the unanswering array is %s", st.Volume.Legs[1].State)
+	}
+	if _, err := a.Handlers()["resource-restart"](json.RawMessage(`{"name":"fence"}`)); err != nil {
+		t.Fatal(err)
+	}
+	waitStatus(t, a, "the fence restarted", time.Minute, func(st Status) bool {
+		return running(st) && st.Group.Resources[0].State == resources.ResRunning && strings.Contains(a.log.String(), "restarting fence")
+	})
+	if err := l.arrB.Resume(); err != nil {
+		t.Fatal(err)
+	}
+	paused = false
+	waitStatus(t, a, "leg 1 rejoins", time.Minute, func(st Status) bool {
+		return running(st) && st.Volume.Legs[1].State != "failed"
+	})
+	if keys := l.keysOnB(t, ctx); slices.Contains(keys, l.keys["b"]) {
+		t.Fatalf("leg 1 joined the volume while dead b's key is still registered on array B (keys %x)", keys)
 	}
 }
