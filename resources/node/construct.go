@@ -54,6 +54,7 @@ func New(cfg *Config, opt Options) (_ *Node, err error) {
 			return nil, err
 		}
 		n.closers = append(n.closers, func() error { n.arrays.close(); return nil })
+		n.arrays.mayWrite = n.mayWrite
 	}
 	links, err := n.openLinks()
 	if err != nil {
@@ -117,6 +118,26 @@ func (n *Node) openVolumeState(dir string) error {
 		}
 	}
 	return nil
+}
+
+// mayWrite returns the fencing keys of the peers that may still write:
+// every peer but those membership sees alive with a clean group state
+// (the gate's rule: a clean, live peer is handed the group over, not
+// fenced). Safe from any goroutine.
+func (n *Node) mayWrite() []uint64 {
+	clean := map[heartbeat.NodeID]bool{}
+	for _, p := range n.member.View().Peers {
+		if a, err := resources.UnmarshalAppState(p.App); err == nil && p.HasApp && p.State == heartbeat.NodeAlive && a.State.Clean() {
+			clean[p.ID] = true
+		}
+	}
+	var keys []uint64
+	for _, id := range n.peers {
+		if !clean[id] {
+			keys = append(keys, n.keys[id])
+		}
+	}
+	return keys
 }
 
 // fenceKeys is every node's reservation key: configured, or derived.
