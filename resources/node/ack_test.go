@@ -99,3 +99,32 @@ func TestStandbyThatCannotPersistStillAcknowledges(t *testing.T) {
 		t.Fatal("b does not trust the knowledge it acknowledged in this run")
 	}
 }
+
+// A live peer whose app state this node cannot decode (a newer mirrord
+// during a rolling upgrade, or a garbled blob) can never be seen to
+// acknowledge: the witness must not wait for it (the engine's metadata
+// writes would stop), and must not claim to be witnessing.
+func TestUndecodablePeerIsNotWaitedFor(t *testing.T) {
+	seqs, err := openSeq(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	published := make(chan resources.VolumeKnowledge, 4)
+	w := newWitness(seqs, func(k resources.VolumeKnowledge) { published <- k })
+	newer := []byte("HG\x02 a state of a newer version")
+	w.observe(heartbeat.View{Peers: []heartbeat.PeerView{{ID: "b", State: heartbeat.NodeAlive, HasApp: true, App: newer}}})
+	done := make(chan struct{})
+	go func() {
+		w.Publish(mirror.KnownState{VolumeUUID: [16]byte{7}, Generation: 3, LegStates: [2]string{"in_sync", "failed"}})
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(2 * time.Second):
+		w.close()
+		t.Fatal("the engine's metadata write waits for a peer whose acknowledgements cannot be read")
+	}
+	if vk := <-published; vk.Witnessing {
+		t.Fatalf("published %+v as witnessing, with the only peer unreadable", vk)
+	}
+}
