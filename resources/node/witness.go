@@ -68,11 +68,12 @@ func (w *witness) observe(v heartbeat.View) {
 	w.mu.Lock()
 	was := w.witnessing()
 	for _, p := range v.Peers {
-		w.live[p.ID] = p.HasApp && (p.State == heartbeat.NodeAlive || p.State == heartbeat.NodeSuspect || p.State == heartbeat.NodePartitioned)
-		if !p.HasApp {
-			continue
-		}
-		if a, err := resources.UnmarshalAppState(p.App); err == nil {
+		// A peer whose app state cannot be read (a newer version, a
+		// garbled blob) cannot be seen to acknowledge: not waited for.
+		a, err := resources.UnmarshalAppState(p.App)
+		readable := p.HasApp && err == nil
+		w.live[p.ID] = readable && (p.State == heartbeat.NodeAlive || p.State == heartbeat.NodeSuspect || p.State == heartbeat.NodePartitioned)
+		if readable {
 			w.acks[p.ID] = a.Ack
 		}
 	}
