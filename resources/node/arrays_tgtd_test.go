@@ -275,3 +275,61 @@ func TestRestartOfTheFenceKeepsTheTakeoverFencing(t *testing.T) {
 		t.Fatalf("leg 1 joined the volume while dead b's key is still registered on array B (keys %x)", keys)
 	}
 }
+
+// A standby whose key the peer preempted while it ran nothing (the peer
+// fenced it as suspect or partitioned at a takeover; nothing told it) is
+// handed the group over cleanly later (move, SIGTERM of the active
+// node): its fence start must rejoin the arrays and take the
+// reservation, not find itself "fenced" and fail the hand-over (the
+// group would then run nowhere).
+func TestCleanStartAfterBeingPreemptedAsAStandby(t *testing.T) {
+	if err := iscsitarget.TgtdAvailable(); err != nil {
+		t.Skipf("SKIPPED LOUDLY: needs tgtd: %v", err)
+	}
+	dir := t.TempDir()
+	arrA := iscsitarget.StartArray(t, dir, "cs-a", 16<<20)
+	arrB := iscsitarget.StartArray(t, dir, "cs-b", 16<<20)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	log := slog.New(slog.DiscardHandler)
+	keys := map[heartbeat.NodeID]uint64{"a": fence.DeriveKey("cs", "a"), "b": fence.DeriveKey("cs", "b")}
+	arrays := map[heartbeat.NodeID]*arrays{}
+	for _, id := range []heartbeat.NodeID{"a", "b"} {
+		cfg := &Config{
+			Heartbeat: heartbeat.Config{Self: id, Cluster: "cs"},
+			ISCSI:     ISCSIConfig{InitiatorName: "iqn.2026-01.org.hamirror.test:cs-" + string(id), Timeout: time.Second},
+			Volume:    &VolumeConfig{Legs: [2]string{arrA.URL, arrB.URL}, IOTimeout: 2 * time.Second},
+		}
+		as, err := openArrays(cfg, keys, log)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer as.close()
+		for _, a := range as.list {
+			if err := a.vol.WaitReady(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
+		as.register(ctx)
+		arrays[id] = as
+	}
+	// b takes over, fencing a, which ran nothing; b later stops cleanly
+	// (keeping the reservation where a is not registered).
+	b := fenceResource{arrays["b"]}
+	arrays["b"].mayWrite = func() []uint64 { return []uint64{keys["a"]} }
+	if err := b.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// The group is handed to a: b is alive and clean.
+	a := fenceResource{arrays["a"]}
+	arrays["a"].mayWrite = func() []uint64 { return nil }
+	if err := a.Start(ctx); err != nil {
+		t.Fatalf("a's clean start after b's hand-over: %v", err)
+	}
+	if _, err := arrays["a"].openLeg(arrB.URL); err != nil {
+		t.Fatalf("a's leg on B after its clean start: %v", err)
+	}
+}
