@@ -36,6 +36,12 @@ func (f fenceResource) Start(ctx context.Context) error {
 	if victims := f.as.victimsNow(); len(victims) > 0 {
 		return f.as.takeover(ctx, victims)
 	}
+	// A clean start: nothing of the group runs here (the group starts the
+	// fence first, and never while this node is fenced). Rejoin first, as
+	// the gate does before a fence: a peer may have preempted this node's
+	// key while it was a clean standby, and acquire would then find it
+	// fenced and the hand-over would fail.
+	f.as.register(ctx)
 	return f.as.acquire(ctx)
 }
 
