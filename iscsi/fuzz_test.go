@@ -59,6 +59,7 @@ func FuzzDecoders(f *testing.F) {
 	f.Add(fixedSense(5, 0x24, 0))
 	f.Add([]byte{0, 0x83, 0, 8, 1, 3, 0, 4, 1, 2, 3, 4})
 	f.Add([]byte{0, 0, 0, 16, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0})
+	f.Add([]byte{15, 0, 0, 0, 0x0a, 10, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		decodeText(b)
 		parseSendTargets(b)
@@ -75,6 +76,7 @@ func FuzzDecoders(f *testing.F) {
 		decodeReadKeys(b)
 		decodeReadReservation(b)
 		decodeReportCapabilities(b)
+		decodeControlTST(b)
 		if pairs, err := decodeText(b); err == nil {
 			n := newNegotiator(Params{MaxRecvDataSegmentLength: 8192, MaxBurstLength: 65536, FirstBurstLength: 8192, MaxOutstandingR2T: 1, HeaderDigest: true}, false)
 			n.offer()

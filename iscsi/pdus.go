@@ -51,9 +51,13 @@ func decodeLUN(b []byte) uint64 {
 
 // scsiCommand is a SCSI Command PDU (opcode 0x01).
 type scsiCommand struct {
-	Immediate      bool
-	Final          bool
-	Read, Write    bool
+	Immediate   bool
+	Final       bool
+	Read, Write bool
+	// Ordered is the ORDERED task attribute (SAM-5): the target starts
+	// the command only once every command it admitted before it ended.
+	// Default SIMPLE.
+	Ordered        bool
 	LUN            uint64
 	ITT            uint32
 	ExpectedLength uint32
@@ -83,6 +87,9 @@ func (c *scsiCommand) encodeInto(p *PDU) error {
 		p.BHS[0] |= 0x40
 	}
 	flags := byte(1) // task attribute SIMPLE
+	if c.Ordered {
+		flags = 2 // ORDERED
+	}
 	if c.Final {
 		flags |= 0x80
 	}

@@ -68,6 +68,8 @@ type command struct {
 	CDB   []byte
 	Read  []byte // Data-In destination (its length is the expected length)
 	Write []byte // Data-Out source
+	// Ordered sends the command with the ORDERED task attribute.
+	Ordered bool
 }
 
 // result is how a command ended at the target.
@@ -321,7 +323,7 @@ func (s *session) enqueueCommand(t *task, cmdSN, expStatSN uint32) (bool, error)
 	cmd := scsiCommand{
 		Final: unsolicited == imm, Read: len(c.Read) > 0, Write: len(c.Write) > 0,
 		LUN: c.LUN, ITT: t.itt, ExpectedLength: total, CmdSN: cmdSN, ExpStatSN: expStatSN,
-		CDB: c.CDB, Data: c.Write[:imm],
+		CDB: c.CDB, Data: c.Write[:imm], Ordered: c.Ordered,
 	}
 	if err := cmd.encodeInto(&t.pdu); err != nil {
 		return false, err

@@ -76,8 +76,22 @@ func failoverPair(t *testing.T) (*halab.Lab, *hamirror.System) {
 	s.Logf = t.Logf
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	if _, err := s.WaitRunning(ctx, time.Minute); err != nil {
+	active, err := s.WaitRunning(ctx, time.Minute)
+	if err != nil {
 		t.Fatalf("the pair is not running at the start of the case: %v", err)
+	}
+	// A case that failed half-way may have left the other node down,
+	// fenced or failed: bring it back so that this case starts from a
+	// pair (that case has already failed for it).
+	standby := halab.Peer(active)
+	if err := s.WaitStandby(ctx, standby, 5*time.Second); err != nil {
+		t.Logf("%s is not a healthy standby at the start of the case (%v): recovering it", standby, err)
+		if err := s.CallNode(standby, "cleanup", nil, nil); err != nil {
+			t.Logf("cleanup on %s: %v", standby, err)
+		}
+		if err := s.Recover(ctx, standby); err != nil {
+			t.Fatalf("the pair is not whole at the start of the case: %v", err)
+		}
 	}
 	return failover.lab, s
 }
@@ -227,15 +241,29 @@ func TestFailoverFrozenActiveIsFenced(t *testing.T) {
 	}
 }
 
-// verifyLegs runs a verify of the volume on node id and fails t on any
-// difference between the legs.
+// verifyLegs waits for the volume on node id to be in sync (a takeover
+// resyncs the chunks the old owner's bitmap marked), runs a verify and
+// fails t on any difference between the legs.
 func verifyLegs(t *testing.T, s *hamirror.System, id string) {
 	t.Helper()
+	var st *hamirror.Status
+	err := s.Wait(context.Background(), 2*time.Minute, func() error {
+		var err error
+		if st, err = s.Status(id); err != nil {
+			return err
+		}
+		if !st.Volume.InSync() {
+			return fmt.Errorf("%s: volume %+v", id, st.Volume)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("before the verify: %v", err)
+	}
 	if err := s.CallNode(id, "verify", map[string]bool{"repair": false}, nil); err != nil {
 		t.Fatalf("verify: %v", err)
 	}
-	var st *hamirror.Status
-	err := s.Wait(context.Background(), 2*time.Minute, func() error {
+	err = s.Wait(context.Background(), 2*time.Minute, func() error {
 		var err error
 		if st, err = s.Status(id); err != nil {
 			return err

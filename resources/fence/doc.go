@@ -79,11 +79,16 @@
 //     conflicts. Measured with 120 FUA writes of 64 KiB in flight: in
 //     about half the rounds writes landed after Takeover returned, the
 //     latest 68 ms after (drain_tgtd_test.go, a shared box). So after a
-//     plain PREEMPT, Takeover waits Config.PreemptDrain (default
-//     DefaultPreemptDrain, 500 ms; Result.Drained) before it returns, and
-//     the new owner reads superblocks and bitmaps after they landed. It
-//     is a measured margin, not a proof: an array with deeper queues or
-//     slower media may need a longer PreemptDrain.
+//     plain PREEMPT, Takeover sends an ordered barrier to that array
+//     (iscsi.Disk.Barrier: TEST UNIT READY with the ORDERED task
+//     attribute, where the Control mode page says one task set is shared
+//     by every initiator, as tgtd's does): it starts only once every
+//     command admitted before it ended, so when it returns the victim's
+//     writes have landed (Result.Barrier; a few ms). Where the array
+//     offers no barrier (or Config.NoBarrier), Takeover waits
+//     Config.PreemptDrain instead (default DefaultPreemptDrain, 500 ms;
+//     Result.Drained): a measured margin, not a proof; an array with
+//     deeper queues or slower media may need a longer PreemptDrain.
 //   - A registration belongs to the session, not to the I_T nexus (name +
 //     ISID): a reconnect after a network blip leaves the new session
 //     unregistered and the old registration listed under our key. Each

@@ -169,7 +169,8 @@ func takeoverUnderLoad(t *testing.T, a *iscsitarget.Array, round int, tweak func
 // it, not when its backing-store thread writes it). By the time Takeover
 // returns, every write admitted before the PREEMPT must have landed, so
 // the new owner reads final superblocks and bitmaps: after a plain
-// PREEMPT, Takeover waits Config.PreemptDrain.
+// PREEMPT, Takeover sends an ordered barrier (tgtd keeps one task set for
+// every initiator), or waits Config.PreemptDrain (NoBarrier).
 //
 // On tgtd 1.0.85 without the drain, most rounds showed writes landing
 // after Takeover returned (20 to 104 of the 120 regions); three rounds
@@ -196,7 +197,20 @@ func TestNoVictimWriteLandsAfterTakeoverReturns(t *testing.T) {
 	t.Logf("without the wait: writes landed after Takeover returned in %d of %d rounds (%d regions in all, the latest %v after it returned)",
 		landedRounds, measured, landed, latest.Round(time.Millisecond))
 	for round := range rounds {
-		r := takeoverUnderLoad(t, a, measured+round, nil)
+		r := takeoverUnderLoad(t, a, measured+rounds+round, nil)
+		logRound(t, "with the barrier", round, r)
+		if r.good == 0 || r.refused == 0 {
+			t.Fatalf("the race did not happen: %d GOOD, %d refused", r.good, r.refused)
+		}
+		if !r.res.Barrier || r.res.Drained != 0 {
+			t.Fatalf("round %d: Takeover after tgtd's plain PREEMPT: barrier %v, waited %v; want the ordered barrier and no wait", round, r.res.Barrier, r.res.Drained)
+		}
+		if r.landedAfter > 0 {
+			t.Fatalf("round %d: %d of node1's regions changed after node2's Takeover returned, after its ordered barrier: writes admitted before the PREEMPT landed after it", round, r.landedAfter)
+		}
+	}
+	for round := range rounds {
+		r := takeoverUnderLoad(t, a, measured+round, func(c *fence.Config) { c.NoBarrier = true })
 		logRound(t, "with the wait", round, r)
 		if r.good == 0 || r.refused == 0 {
 			t.Fatalf("the race did not happen: %d GOOD, %d refused", r.good, r.refused)

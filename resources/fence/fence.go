@@ -45,8 +45,14 @@ type Config struct {
 	// array admitted before the PREEMPT (which still complete: tgtd checks
 	// a command's reservation when it admits it) have landed before the
 	// new owner reads the arrays. 0: DefaultPreemptDrain; negative: no
-	// wait (an array that completes nothing admitted late).
+	// wait (an array that completes nothing admitted late). Where every
+	// such array offers an ordered barrier (iscsi.Disk.Barrier: one task
+	// set for all initiators), the barrier proves those writes ended and
+	// Takeover does not wait.
 	PreemptDrain time.Duration
+	// NoBarrier waits PreemptDrain even where the arrays offer an ordered
+	// barrier.
+	NoBarrier bool
 }
 
 // DefaultPreemptDrain is Config.PreemptDrain's default. On tgtd 1.0.85 the
@@ -139,6 +145,10 @@ type Result struct {
 	// plain PREEMPT, for the victim's writes admitted before it
 	// (Config.PreemptDrain).
 	Drained time.Duration
+	// Barrier: after a plain PREEMPT, an ordered barrier on every array
+	// concerned proved the victim's writes admitted before it ended
+	// (no timed wait).
+	Barrier bool
 }
 
 // ArrayResult is one array's part of a Result.
@@ -224,6 +234,9 @@ func (r Result) String() string {
 		}
 		b.WriteString("\n")
 	}
+	if r.Barrier {
+		fmt.Fprintf(&b, "%s: the victims' writes admitted before the PREEMPT ended (ordered barrier)\n", r.Op)
+	}
 	if r.Drained > 0 {
 		fmt.Fprintf(&b, "%s: waited %v for the victims' writes admitted before the PREEMPT\n", r.Op, r.Drained)
 	}
@@ -265,10 +278,11 @@ func (f *Fence) Register(ctx context.Context) (Result, error) {
 //
 // Where an array refused PREEMPT AND ABORT and plain PREEMPT removed a
 // victim, the victim's commands the array admitted before may still
-// complete: Takeover then waits Config.PreemptDrain before it returns
-// (Result.Drained), so they have landed before this node reads the
-// arrays. If ctx ends during that wait, Takeover fails, and the next
-// Takeover or Acquire waits it out in full.
+// complete: Takeover then sends an ordered barrier there (Result.Barrier:
+// it ended, so did they) or, where the array offers none, waits
+// Config.PreemptDrain before it returns (Result.Drained), so they have
+// landed before this node reads the arrays. If ctx ends during that wait,
+// Takeover fails, and the next Takeover or Acquire waits it out in full.
 func (f *Fence) Takeover(ctx context.Context, victims ...uint64) (Result, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -281,10 +295,36 @@ func (f *Fence) Takeover(ctx context.Context, victims ...uint64) (Result, error)
 	r, err := f.activate(ctx, goal{op: opTakeover, me: f.cfg.Key, victims: victims})
 	if plainPreempt(r) && f.cfg.PreemptDrain > 0 {
 		f.owed = f.cfg.PreemptDrain
+		if err == nil && !f.cfg.NoBarrier && f.barrier(r) {
+			f.owed, r.Barrier = 0, true
+		}
 	}
 	var derr error
 	r.Drained, derr = f.drain(ctx)
 	return r, errors.Join(err, derr)
+}
+
+// barrier sends an ordered barrier to every array where r removed a
+// victim by plain PREEMPT; true if each one proved the victim's commands
+// admitted before the PREEMPT ended (else the timed drain stays owed).
+func (f *Fence) barrier(r Result) bool {
+	for _, ar := range r.Arrays {
+		if len(ar.Preempted) == 0 || ar.Aborted {
+			continue
+		}
+		i := slices.IndexFunc(f.arrays, func(a *array) bool { return a.Name == ar.Array })
+		if i < 0 {
+			return false
+		}
+		start := time.Now()
+		if err := f.arrays[i].Volume.Barrier(); err != nil {
+			f.log.Info("fence: no ordered barrier after the plain PREEMPT; waiting instead", "array", ar.Array, "err", err)
+			return false
+		}
+		f.log.Info("fence: the victims' writes admitted before the plain PREEMPT ended (ordered barrier)", "array", ar.Array,
+			"after", time.Since(start))
+	}
+	return true
 }
 
 // plainPreempt says whether r removed a victim by plain PREEMPT on some

@@ -217,27 +217,10 @@ func (as *arrays) record(res fence.Result, err error, victims []uint64) {
 
 // openLeg is the engine's Options.OpenLeg: the node's own volume session,
 // only once it logged in and only on an array fenced for this takeover.
+// An array that was unreachable at the takeover's fence and answers now
+// is fenced first (the engine opens a leg missing at assembly this way
+// before re-adding it, and reads its superblock before BeforeReAdd).
 func (as *arrays) openLeg(spec string) (mirror.Leg, error) {
-	a := as.bySpec(spec)
-	if a == nil {
-		return nil, fmt.Errorf("%s is not a leg of this cluster's volume", spec)
-	}
-	as.mu.Lock()
-	ok := as.usable[a.name]
-	as.mu.Unlock()
-	switch {
-	case !a.vol.Ready():
-		return nil, fmt.Errorf("%s (%s) has not answered yet: %w", a.name, spec, iscsi.ErrNotConnected)
-	case !ok:
-		return nil, fmt.Errorf("%s (%s) was not fenced for this takeover (it was unreachable): its leg joins once it is", a.name, spec)
-	}
-	return sharedLeg{a.vol}, nil
-}
-
-// reopenLeg is the engine's Options.OpenLeg, for re-adds only (AutoReAdd,
-// `leg add`): the node's session once it logged in, fenced or not; the
-// engine calls beforeReAdd, which fences its array, before the leg joins.
-func (as *arrays) reopenLeg(spec string) (mirror.Leg, error) {
 	a := as.bySpec(spec)
 	if a == nil {
 		return nil, fmt.Errorf("%s is not a leg of this cluster's volume", spec)
@@ -245,28 +228,47 @@ func (as *arrays) reopenLeg(spec string) (mirror.Leg, error) {
 	if !a.vol.Ready() {
 		return nil, fmt.Errorf("%s (%s) has not answered yet: %w", a.name, spec, iscsi.ErrNotConnected)
 	}
+	if !as.isUsable(a) {
+		if err := as.refence(); err != nil {
+			return nil, fmt.Errorf("%s (%s) was unreachable at this takeover's fence and could not be fenced now: %w", a.name, spec, err)
+		}
+		if !as.isUsable(a) {
+			return nil, fmt.Errorf("%s (%s) was not fenced for this takeover (it was unreachable): its leg joins once it is", a.name, spec)
+		}
+	}
 	return sharedLeg{a.vol}, nil
+}
+
+func (as *arrays) isUsable(a *array) bool {
+	as.mu.Lock()
+	defer as.mu.Unlock()
+	return as.usable[a.name]
+}
+
+// refence repeats the running group's fence step on every reachable
+// array: every peer that may still write preempted again (victimsNow),
+// or (none: a clean hand-over) the reservation acquired again.
+func (as *arrays) refence() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if victims := as.victimsNow(); len(victims) > 0 {
+		return as.takeover(ctx, victims)
+	}
+	return as.acquire(ctx)
 }
 
 // beforeReAdd is the engine's Options.BeforeReAdd: an array that comes
 // back is fenced (again) before its leg joins the volume.
 func (as *arrays) beforeReAdd(slot int, leg mirror.Leg) error {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	victims := as.victimsNow()
-	var err error
-	if len(victims) > 0 {
-		err = as.takeover(ctx, victims)
-	} else {
-		err = as.acquire(ctx)
-	}
-	if err != nil {
+	if err := as.refence(); err != nil {
 		return err
 	}
 	for _, a := range as.list {
 		if sl, ok := leg.(sharedLeg); ok && sl.Disk == a.vol {
-			_, err := as.openLeg(a.spec)
-			return err
+			if !as.isUsable(a) {
+				return fmt.Errorf("%s (%s) could not be fenced: its leg stays out", a.name, a.spec)
+			}
+			return nil
 		}
 	}
 	return fmt.Errorf("leg %s is not one of this node's sessions", leg.Name())

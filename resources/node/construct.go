@@ -266,9 +266,6 @@ func (n *Node) newVolume(name string) *volumeRes {
 	mo.Logger = n.log.With("part", "volume")
 	mo.Publish = n.wit.Publish
 	mo.BeforeReAdd = n.arrays.beforeReAdd
-	// The assembly opens only fenced arrays (openLeg); a re-add may open
-	// any that answers, as beforeReAdd fences it before it joins.
-	mo.OpenLeg = n.arrays.reopenLeg
 	mo.OnFenced = func() {
 		n.post(func(now time.Time) {
 			n.group.Fenced(now, "the volume got RESERVATION CONFLICT: another node fenced this one")

@@ -23,6 +23,7 @@ type fuseAttach struct {
 	dir  string // the FUSE mount point
 	file string // the export as a file
 	loop string // /dev/loopN
+	back string // the loop device's backing file as the kernel names it
 	cmd  *exec.Cmd
 	done chan error
 	log  *slog.Logger
@@ -75,6 +76,7 @@ func attachFuse(ctx context.Context, base, sock string, log *slog.Logger) (*fuse
 		return nil, fmt.Errorf("losetup over %s: %w", f.file, exitDetail(err))
 	}
 	f.loop = strings.TrimSpace(string(out))
+	f.back, _ = loopBackFile(f.loop)
 	log.Info("volume attached through nbdfuse", "loop", f.loop, "file", f.file)
 	return f, nil
 }
@@ -95,11 +97,11 @@ func (f *fuseAttach) check() error {
 func (f *fuseAttach) detach() error {
 	var errs []error
 	if f.loop != "" {
-		if out, err := exec.Command("losetup", "-d", f.loop).CombinedOutput(); err != nil {
-			errs = append(errs, fmt.Errorf("losetup -d %s: %v: %s", f.loop, err, strings.TrimSpace(string(out))))
+		if err := f.detachLoop(); err != nil {
+			errs = append(errs, err)
 		}
 	}
-	if out, err := exec.Command("umount", f.dir).CombinedOutput(); err != nil {
+	if out, err := exec.Command("umount", f.dir).CombinedOutput(); err != nil && mounted(f.dir) {
 		if lerr := exec.Command("umount", "-l", f.dir).Run(); lerr != nil {
 			errs = append(errs, fmt.Errorf("umount %s: %v: %s", f.dir, err, strings.TrimSpace(string(out))))
 		}
@@ -111,6 +113,44 @@ func (f *fuseAttach) detach() error {
 		<-f.done
 	}
 	return errors.Join(errs...)
+}
+
+// detachLoop detaches the loop device if it still serves the export. One
+// that no longer does is done: loop devices are the host's, and another
+// tool (or a lab's clean-up) may have detached it, after which its number
+// may serve someone else's file, which must not be detached.
+func (f *fuseAttach) detachLoop() error {
+	ours := func() bool {
+		back, ok := loopBackFile(f.loop)
+		return f.back == "" || ok && back == f.back // unknown at attach: assume ours
+	}
+	if !ours() {
+		f.log.Warn("the volume's loop device was detached already", "loop", f.loop)
+		return nil
+	}
+	out, err := exec.Command("losetup", "-d", f.loop).CombinedOutput()
+	if err == nil || !ours() {
+		return nil
+	}
+	return fmt.Errorf("losetup -d %s: %v: %s", f.loop, err, strings.TrimSpace(string(out)))
+}
+
+// mounted reports whether dir is a mount point (true when unsure).
+func mounted(dir string) bool {
+	if _, err := os.Lstat(dir); errors.Is(err, os.ErrNotExist) {
+		return false
+	}
+	err := exec.Command("mountpoint", "-q", dir).Run()
+	var ee *exec.ExitError
+	return err == nil || !errors.As(err, &ee) || ee.ExitCode() != 32
+}
+
+// loopBackFile is the file loop device dev serves (false: none, or dev
+// cannot be read).
+func loopBackFile(dev string) (string, bool) {
+	out, err := exec.Command("losetup", "--noheadings", "--output", "BACK-FILE", dev).Output()
+	back := strings.TrimSpace(string(out))
+	return back, err == nil && back != ""
 }
 
 func exitDetail(err error) error {

@@ -19,9 +19,8 @@ import (
 type Options struct {
 	// Legs are the two leg specs (iscsi:// URLs or paths).
 	Legs [2]string
-	// OpenLeg opens a leg by spec for the assembly; default mirror.OpenLeg
-	// with Mirror.LegOptions. The node hands out its own iSCSI sessions
-	// here. Re-adds use Mirror.OpenLeg when set, else OpenLeg.
+	// OpenLeg opens a leg by spec; default mirror.OpenLeg with
+	// Mirror.LegOptions. The node hands out its own iSCSI sessions here.
 	OpenLeg func(spec string) (mirror.Leg, error)
 	// Mirror are the engine's options (timeouts, rates, hooks). Known and
 	// the MMP fencing flag are set per start (Start's arguments).
@@ -131,9 +130,7 @@ func (v *Volume) start(ctx context.Context) (*running, error) {
 	}
 	mo := v.opts.Mirror
 	mo.Specs = v.opts.Legs
-	if mo.OpenLeg == nil { // re-adds (Mirror.OpenLeg) may open differently
-		mo.OpenLeg = open
-	}
+	mo.OpenLeg = open
 	mo.Known = v.known
 	mo.MMP.Fenced = v.fence
 	if mo.Logger == nil {

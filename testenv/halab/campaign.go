@@ -63,10 +63,14 @@ func (c Campaign) Run(ctx context.Context) (*Result, error) {
 			return res, fmt.Errorf("%s, %s, run %d: %w", res.System, c.Fault, i+1, err)
 		}
 		res.Runs = append(res.Runs, r)
-		if r.Recovered {
+		switch {
+		case r.Recovered && c.Fault.Moves():
 			c.Logf("%s, %s, run %d/%d: %s on %s, outage %v (VIP on %s after %v), %d lost", res.System, c.Fault, i+1, c.Runs,
 				c.Fault, r.Victim, r.Outage.Duration.Round(time.Millisecond), r.Survivor, r.VIP.Round(time.Millisecond), len(r.Lost))
-		} else {
+		case r.Recovered:
+			c.Logf("%s, %s, run %d/%d: %s under %s, outage %v, %d lost", res.System, c.Fault, i+1, c.Runs,
+				c.Fault, r.Victim, r.Outage.Duration.Round(time.Millisecond), len(r.Lost))
+		default:
 			c.Logf("%s, %s, run %d/%d: no service within %v", res.System, c.Fault, i+1, c.Runs, c.GiveUp)
 		}
 	}
@@ -80,6 +84,9 @@ func (c Campaign) one(ctx context.Context) (RunResult, error) {
 		return r, err
 	}
 	r.Survivor = Peer(r.Victim)
+	if !c.Fault.Moves() {
+		r.Survivor = r.Victim
+	}
 	cl := c.Lab.StartClient(c.Client)
 	defer cl.Stop()
 	if err := cl.WaitCommits(ctx, 20, time.Now(), 30*time.Second); err != nil {
@@ -87,7 +94,11 @@ func (c Campaign) one(ctx context.Context) (RunResult, error) {
 	}
 	// A random phase against the system's timers.
 	time.Sleep(rand.N(500 * time.Millisecond))
-	vip := c.watchVIP(r.Survivor)
+	// The VIP's move (none where the service stays on its node).
+	var vip *vipWatch
+	if c.Fault.Moves() {
+		vip = c.watchVIP(r.Survivor)
+	}
 	fault := time.Now()
 	if err := Inject(ctx, c.System, c.Fault, r.Victim); err != nil {
 		vip.stop()
@@ -151,8 +162,12 @@ func (c Campaign) watchVIP(node string) *vipWatch {
 	return w
 }
 
-// stop ends the watch and returns when the VIP was seen (zero if not).
+// stop ends the watch and returns when the VIP was seen (zero if not, or
+// no watch).
 func (w *vipWatch) stop() time.Time {
+	if w == nil {
+		return time.Time{}
+	}
 	close(w.stopc)
 	w.wg.Wait()
 	return w.at

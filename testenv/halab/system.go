@@ -62,12 +62,35 @@ func (f Faults) PublicDown(_ context.Context, node string) error {
 // Fault names a fault a campaign injects into the active node.
 type Fault string
 
-// The faults of issue 13's figures (one array killed is hamirror's own).
+// The faults of issue 13's figures. FaultArrayKill (one array killed
+// under the active node) is for systems that use the lab's arrays
+// (ArrayFaults): the service stays where it is, and the outage is the
+// stall until the volume runs on without that array.
 const (
 	FaultKill       Fault = "kill"
 	FaultFreeze     Fault = "freeze"
 	FaultPublicDown Fault = "public-down"
+	FaultArrayKill  Fault = "array-kill"
 )
+
+// Moves reports whether fault f moves the service to the other node.
+func (f Fault) Moves() bool { return f != FaultArrayKill }
+
+// ArrayFaults is a System whose service lives on the lab's arrays: its
+// KillArray kills one array under the active node, and its Recover
+// restarts it and waits until the service uses it again.
+type ArrayFaults interface {
+	KillArray(ctx context.Context, node string) error
+}
+
+// Supports reports whether s can take fault f.
+func Supports(s System, f Fault) bool {
+	if f == FaultArrayKill {
+		_, ok := s.(ArrayFaults)
+		return ok
+	}
+	return true
+}
 
 // Inject applies fault f to node through s.
 func Inject(ctx context.Context, s System, f Fault, node string) error {
@@ -78,6 +101,11 @@ func Inject(ctx context.Context, s System, f Fault, node string) error {
 		return s.Freeze(ctx, node)
 	case FaultPublicDown:
 		return s.PublicDown(ctx, node)
+	case FaultArrayKill:
+		if a, ok := s.(ArrayFaults); ok {
+			return a.KillArray(ctx, node)
+		}
+		return fmt.Errorf("halab: %s does not use the lab's arrays (no %s)", s.Name(), f)
 	}
-	return fmt.Errorf("halab: unknown fault %q (kill, freeze, public-down)", f)
+	return fmt.Errorf("halab: unknown fault %q (kill, freeze, public-down, array-kill)", f)
 }

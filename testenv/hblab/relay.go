@@ -4,6 +4,7 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // relay is the serial cable: it copies bytes between two pty masters and
@@ -48,8 +49,17 @@ func (r *relay) copy(from, to *os.File, dst int) {
 	}
 }
 
+// stop closes the masters and waits for the copies to end, at most 2 s:
+// a copy blocked writing into a pty whose reader stopped reading (its
+// input queue full) is not woken by any close (pty masters are in
+// blocking mode), and is left behind rather than hang the lab's Close.
 func (r *relay) stop() {
 	r.a.Close()
 	r.b.Close()
-	r.wg.Wait()
+	done := make(chan struct{})
+	go func() { r.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(2 * time.Second):
+	}
 }

@@ -6,44 +6,83 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/hamirror/hamirror/testenv/halab"
+	"github.com/hamirror/hamirror/testenv/halab/hamirror"
 	"github.com/hamirror/hamirror/testenv/halab/peers"
 )
 
-// failoverRuns is the default number of faults per setting; the default
-// total stays under about ten minutes. HAMIRROR_BENCH_RUNS changes it.
-const failoverRuns = 10
+// failoverRuns is the default number of faults per setting and fault;
+// HAMIRROR_BENCH_RUNS changes it (p99 needs many more runs than this).
+const failoverRuns = 5
+
+// defaultFaults are the faults measured unless HAMIRROR_BENCH_FAULTS
+// says otherwise.
+const defaultFaults = "kill freeze public-down array-kill"
 
 // failoverSystem is one row of the failover section: a system and setting
-// on the failover lab. hamirror's own node joins this list as one more
-// halab.System once it exists.
+// on the failover lab; arrays: it runs on the lab's two tgtd arrays.
 type failoverSystem struct {
-	new   func() halab.System
-	avail func() error
+	new    func() halab.System
+	avail  func() error
+	arrays bool
 }
 
 func failoverSystems() []failoverSystem {
-	return []failoverSystem{
-		{func() halab.System { return &peers.Keepalived{} }, peers.KeepalivedAvailable},
-		{func() halab.System { return &peers.Keepalived{AdvertInt: "0.01"} }, peers.KeepalivedAvailable},
-		{func() halab.System { return &peers.Pacemaker{} }, peers.PacemakerAvailable},
-		{func() halab.System { return &peers.Pacemaker{Token: 1000} }, peers.PacemakerAvailable},
+	bin := hamirrorBin()
+	hm := func(p hamirror.Profile) func() halab.System {
+		p.Ping = true
+		return func() halab.System { return &hamirror.System{Bin: bin, Profile: p} }
 	}
+	fast := hamirror.FastProfile()
+	fast.PingInterval = 200 * time.Millisecond
+	hmAvail := func() error {
+		if bin == "" {
+			return errors.New("no bin/mirrord: run make build (make bench does)")
+		}
+		return hamirror.Available()
+	}
+	return []failoverSystem{
+		{new: hm(hamirror.DefaultProfile()), avail: hmAvail, arrays: true},
+		{new: hm(fast), avail: hmAvail, arrays: true},
+		{new: func() halab.System { return &peers.Keepalived{} }, avail: peers.KeepalivedAvailable},
+		{new: func() halab.System { return &peers.Keepalived{AdvertInt: "0.01"} }, avail: peers.KeepalivedAvailable},
+		{new: func() halab.System { return &peers.Pacemaker{} }, avail: peers.PacemakerAvailable},
+		{new: func() halab.System { return &peers.Pacemaker{Token: 1000} }, avail: peers.PacemakerAvailable},
+	}
+}
+
+// hamirrorBin is the folder of the mirrord and mirrorctl that make build
+// left in bin/ ("" if absent).
+func hamirrorBin() string {
+	dir, err := filepath.Abs("bin")
+	if err != nil {
+		return ""
+	}
+	for _, b := range []string{"mirrord", "mirrorctl"} {
+		if _, err := os.Stat(filepath.Join(dir, b)); err != nil {
+			return ""
+		}
+	}
+	return dir
 }
 
 // benchFailover measures the client-visible outage when the active node
 // fails, for every system on the same network-namespace lab with the same
 // client loop (a fresh connection to the VIP and one committed INSERT per
 // attempt; connect timeout 100 ms, 1 s per attempt, 10 ms between
-// attempts). HAMIRROR_BENCH_FAULTS lists the faults (default "kill"; also
-// "freeze", "public-down"); HAMIRROR_BENCH_SYSTEMS keeps only the systems
-// whose name holds one of its words ("keepalived", "pacemaker", "token");
-// HAMIRROR_BENCH_KEEP=1 keeps each lab's folder (the daemons' logs).
+// attempts). HAMIRROR_BENCH_RUNS is the number of runs per system and
+// fault (default 5); HAMIRROR_BENCH_FAULTS lists the faults (default
+// every one: "kill freeze public-down array-kill"; array-kill only for
+// the systems on the lab's arrays, hamirror's); HAMIRROR_BENCH_SYSTEMS
+// keeps only the systems whose name holds one of its words ("hamirror",
+// "fast", "keepalived", "pacemaker", "token"); HAMIRROR_BENCH_KEEP=1
+// keeps each lab's folder (the daemons' logs).
 func benchFailover() error {
 	if err := halab.Available(); err != nil {
 		fmt.Printf("failover section skipped: %v\n", err)
@@ -57,12 +96,13 @@ func benchFailover() error {
 		}
 		runs = n
 	}
-	faults := []halab.Fault{halab.FaultKill}
-	if s := os.Getenv("HAMIRROR_BENCH_FAULTS"); s != "" {
-		faults = nil
-		for _, f := range strings.Fields(s) {
-			faults = append(faults, halab.Fault(f))
-		}
+	var faults []halab.Fault
+	fs := os.Getenv("HAMIRROR_BENCH_FAULTS")
+	if fs == "" {
+		fs = defaultFaults
+	}
+	for _, f := range strings.Fields(fs) {
+		faults = append(faults, halab.Fault(f))
 	}
 	// Ctrl-C ends the runs; every lab is still closed.
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -72,7 +112,7 @@ func benchFailover() error {
 	for _, fault := range faults {
 		for _, fs := range failoverSystems() {
 			s := fs.new()
-			if !wanted(s.Name()) {
+			if !wanted(s.Name()) || !halab.Supports(s, fault) {
 				continue
 			}
 			if err := fs.avail(); err != nil {
@@ -80,7 +120,7 @@ func benchFailover() error {
 				continue
 			}
 			fmt.Printf("%s, fault %s, %d runs ...\n", s.Name(), fault, runs)
-			res, err := failoverCampaign(ctx, s, fault, runs)
+			res, err := failoverCampaign(ctx, s, fs.arrays, fault, runs)
 			if res != nil && len(res.Runs) > 0 {
 				results = append(results, res)
 			}
@@ -112,9 +152,13 @@ func wanted(name string) bool {
 }
 
 // failoverCampaign runs one system on a lab of its own.
-func failoverCampaign(ctx context.Context, s halab.System, fault halab.Fault, runs int) (*halab.Result, error) {
-	l, err := halab.New(ctx, halab.Options{Name: "bench", Arrays: -1, Keep: os.Getenv("HAMIRROR_BENCH_KEEP") != "",
-		Private: append(peers.PacemakerPrivate(), "/etc/keepalived"), Overlay: peers.PacemakerOverlay()})
+func failoverCampaign(ctx context.Context, s halab.System, arrays bool, fault halab.Fault, runs int) (*halab.Result, error) {
+	opt := halab.Options{Name: "bench", Arrays: -1, Keep: os.Getenv("HAMIRROR_BENCH_KEEP") != "",
+		Private: append(peers.PacemakerPrivate(), "/etc/keepalived"), Overlay: peers.PacemakerOverlay()}
+	if arrays {
+		opt.Arrays, opt.LUNSize = 2, 160<<20
+	}
+	l, err := halab.New(ctx, opt)
 	if err != nil {
 		return nil, err
 	}
@@ -181,5 +225,9 @@ func printFailover(results []*halab.Result, skipped []string) {
   node runs its own PostgreSQL, so the rows the dead node acknowledged are lost by design. Pacemaker fences
   with fence_halab (the lab's power switch): fence_scsi needs the kernel's SCSI layer, which this host lacks.
   Documented defaults: keepalived 3 x advert_int (1 s) + skew to declare the master dead; Corosync token
-  3 s + consensus 3.6 s before membership changes, then Pacemaker fences and starts the group.`)
+  3 s + consensus 3.6 s before membership changes, then Pacemaker fences and starts the group.
+  hamirror fences through SCSI-3 reservations on the lab's two tgtd arrays (PREEMPT, then an ordered
+  barrier), assembles the mirror, mounts ext4 (nbdfuse + loop), adds the VIP and starts PostgreSQL; its
+  freeze stops mirrord alone; public-down hands over on the ping target (the client); array-kill kills
+  one array under the active node, which runs on (no move).`)
 }

@@ -12,47 +12,92 @@ import (
 	"github.com/hamirror/hamirror/testenv/halab"
 )
 
-// phase is one step of a takeover as the survivor's mirrord logs it: the
-// first line after the fault holding every one of match.
+// phase is one step of a takeover as a node's mirrord logs it: the first
+// line after the fault holding every one of match, in the survivor's log
+// (or the victim's, onVictim).
 type phase struct {
-	name  string
-	match []string
+	name     string
+	onVictim bool
+	match    []string
 }
+
+func done(op string) []string { return []string{"msg=done", `op="` + op + `"`} }
 
 // takeoverPhases are the steps of survivor's takeover from victim, in
 // order: the dead verdict, the fence, then each resource's start.
 func takeoverPhases(victim string) []phase {
-	done := func(op string) []string { return []string{"msg=done", `op="` + op + `"`} }
 	return []phase{
-		{"detect", []string{"node " + victim + ": ", "-> dead"}},
-		{"fence", done("fence " + victim)},
-		{"assemble", done("start volume")},
-		{"mount", done("start fs")},
-		{"VIP", done("start vip")},
-		{"database ready", done("start db")},
+		// The group acting on the dead verdict (membership's own log line
+		// of it may be written after the fence).
+		{"detect", false, []string{"fencing " + victim + " before starting the group"}},
+		{"fence", false, done("fence " + victim)},
+		{"assemble", false, done("start volume")},
+		{"mount", false, done("start fs")},
+		{"VIP", false, done("start vip")},
+		{"database ready", false, done("start db")},
 	}
 }
 
-// Breakdown reads survivor's mirrord log for the steps of its takeover
-// after fault: detect (the peer declared dead), fence, assemble (the
-// volume started), mount, VIP, database ready.
+// handoverPhases are the steps of a hand-over after the victim lost the
+// public network: it sees the peer reach more ping targets and hands the
+// active role over, stops the group, and the survivor starts it (no
+// fence: the victim stopped cleanly).
+func handoverPhases() []phase {
+	return []phase{
+		{"detect", true, []string{"public ping targets", "handing over the active role"}},
+		{"stopped", true, done("stop fence")},
+		{"assemble", false, done("start volume")},
+		{"mount", false, done("start fs")},
+		{"VIP", false, done("start vip")},
+		{"database ready", false, done("start db")},
+	}
+}
+
+// arrayPhases: the active node fails the dead array's leg and runs on.
+var arrayPhases = []phase{{"leg failed", false, []string{"leg failed; volume continues degraded"}}}
+
+// Breakdown reads the nodes' mirrord logs for the steps after the fault
+// at fault: for a node killed or frozen, survivor's takeover (detect: the
+// peer declared dead, fence, assemble: the volume started, mount, VIP,
+// database ready); for a public cable pulled, the hand-over (detect: the
+// victim yields for the ping targets, stopped, then the survivor's
+// starts); for an array killed, when the active node failed its leg.
 func (s *System) Breakdown(_ context.Context, fault time.Time, survivor string) ([]halab.Phase, error) {
-	lines, err := readLines(filepath.Join(s.Lab.Node(survivor).Dir(), "log", "mirrord.log"))
-	if err != nil {
-		return nil, err
+	s.mu.Lock()
+	f := s.fault
+	s.mu.Unlock()
+	victim := halab.Peer(survivor)
+	phases := takeoverPhases(victim)
+	switch f {
+	case halab.FaultPublicDown:
+		phases = handoverPhases()
+	case halab.FaultArrayKill:
+		phases, victim = arrayPhases, survivor
 	}
-	return findPhases(lines, takeoverPhases(halab.Peer(survivor)), fault)
+	logs := map[bool][]string{}
+	for _, onVictim := range []bool{false, true} {
+		id := survivor
+		if onVictim {
+			id = victim
+		}
+		lines, err := readLines(filepath.Join(s.Lab.Node(id).Dir(), "log", "mirrord.log"))
+		if err != nil {
+			return nil, err
+		}
+		logs[onVictim] = lines
+	}
+	return findPhases(logs, phases, fault)
 }
 
-// findPhases returns, for each phase found in lines (slog text records)
-// after fault, its time since the fault. A phase found before the one
+// findPhases returns, for each phase found in its log (slog text
+// records; logs by onVictim) after fault, its time since the fault. A phase found before the one
 // ahead of it in the order is an error: the takeover went out of order.
-func findPhases(lines []string, phases []phase, fault time.Time) ([]halab.Phase, error) {
+func findPhases(logs map[bool][]string, phases []phase, fault time.Time) ([]halab.Phase, error) {
 	var out []halab.Phase
 	var last time.Time
 	for _, ph := range phases {
 	lines:
-		for _, line := range lines {
+		for _, line := range logs[ph.onVictim] {
 			t, ok := logTime(line)
 			if !ok || t.Before(fault) {
 				continue

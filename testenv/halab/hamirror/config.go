@@ -25,6 +25,11 @@ type Profile struct {
 	MonitorInterval time.Duration
 	// MigrationThreshold of the group (0: the default, 3).
 	MigrationThreshold int
+	// Ping makes the lab's client (halab.ClientAddr) the nodes' public
+	// ping target, probed every PingInterval (0: the default, 1 s): a
+	// node whose public cable is pulled hands the group to its peer.
+	Ping         bool
+	PingInterval time.Duration
 }
 
 // DefaultProfile is the product's default timing.
@@ -45,20 +50,24 @@ func FastProfile() Profile {
 // node's crashes as a disk would.
 const (
 	stateLink = "/run/hamirror-state"
-	fuseDir   = "/run/hamirror/fuse"
 	devLink   = "/run/hamirror/volume"
 )
 
 // paths are the host paths of one lab.
 type paths struct {
 	cfg, key string
-	srv      string // the filesystem's mount point (mounted in the active node only)
-	pgdata   string
+	// fuse is the volume's nbdfuse folder, named after the lab: loop
+	// devices are the host's and show this path as their backing file,
+	// so a lab tells its own from another lab's.
+	fuse   string
+	srv    string // the filesystem's mount point (mounted in the active node only)
+	pgdata string
 }
 
 func labPaths(l *halab.Lab) paths {
 	return paths{cfg: filepath.Join(l.Dir, "cluster.yaml"), key: filepath.Join(l.Dir, "cluster.key"),
-		srv: filepath.Join(l.Dir, "srv"), pgdata: filepath.Join(l.Dir, "srv", "pg")}
+		fuse: "/run/hamirror/fuse-" + filepath.Base(l.Dir),
+		srv:  filepath.Join(l.Dir, "srv"), pgdata: filepath.Join(l.Dir, "srv", "pg")}
 }
 
 // clusterFile is the lab's cluster file.
@@ -73,6 +82,13 @@ func clusterFile(l *halab.Lab, p paths, pr Profile) string {
 	if pr.Keepalive != 0 {
 		fmt.Fprintf(&b, "timing: {keepalive: %v, warn: %v, dead: %v, initdead: %v}\n", pr.Keepalive, pr.Warn, pr.Dead, pr.InitDead)
 	}
+	if pr.Ping {
+		fmt.Fprintf(&b, "ping: {targets: [%s]", halab.ClientAddr)
+		if pr.PingInterval != 0 {
+			fmt.Fprintf(&b, ", interval: %v", pr.PingInterval)
+		}
+		b.WriteString("}\n")
+	}
 	b.WriteString("nodes:\n")
 	for _, n := range l.Nodes() {
 		fmt.Fprintf(&b, "  - id: %s\n    address: %s\n    links:\n", n.ID, n.Addr())
@@ -86,7 +102,7 @@ func clusterFile(l *halab.Lab, p paths, pr Profile) string {
 	for _, a := range arrays {
 		fmt.Fprintf(&b, "  - {name: disk-%s, leg: %q}\n", a.Name, a.URL())
 	}
-	fmt.Fprintf(&b, "volume:\n  legs: [%q, %q]\n  fuse: %s\n  link: %s\n", arrays[0].URL(), arrays[1].URL(), fuseDir, devLink)
+	fmt.Fprintf(&b, "volume:\n  legs: [%q, %q]\n  fuse: %s\n  link: %s\n", arrays[0].URL(), arrays[1].URL(), p.fuse, devLink)
 	if pr.MigrationThreshold != 0 {
 		fmt.Fprintf(&b, "group: {migration_threshold: %d}\n", pr.MigrationThreshold)
 	}

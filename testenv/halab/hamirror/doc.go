@@ -17,8 +17,14 @@
 //	err := s.Setup(ctx, l)
 //	err = s.Start(ctx)                   // both nodes; the preferred one (n1) runs the group
 //	st, err := s.Status("n1")            // the node's control socket, "status"
-//	err = s.Call("n1", "move", nil, nil) // any control operation
+//	err = s.CallNode("n1", "move", nil, nil) // any control operation
 //	phases, err := s.Breakdown(ctx, fault, "n2") // detect, fence, assemble, mount, VIP, database ready
+//
+// Faults: Kill (a power cut), Freeze (mirrord alone SIGSTOPped),
+// PublicDown (with Profile.Ping the lab's client is the ping target and
+// the node hands the group over), KillArray (halab.FaultArrayKill: one
+// array dies under the active node, which runs on degraded); Recover
+// undoes each and waits for a whole pair again.
 //
 // Each node's state_dir (takeover term, peer knowledge, standby flag)
 // lives in the node's folder and survives its crashes; its control socket

@@ -37,6 +37,9 @@ type System struct {
 	p paths
 
 	mu      sync.Mutex
+	fault   halab.Fault  // the last fault injected (Breakdown reads it)
+	killed  *halab.Array // the array KillArray killed, until Recover
+	kills   int          // arrays killed so far (they alternate)
 	daemons map[string]*halab.Daemon
 	loops   map[string]string // node -> the loop device its volume last used
 	frozen  map[string]bool   // nodes whose mirrord is stopped (not asked)
@@ -336,6 +339,37 @@ func (s *System) Active(ctx context.Context) (string, error) {
 	return running[0], nil
 }
 
+func (s *System) setFault(f halab.Fault) {
+	s.mu.Lock()
+	s.fault = f
+	s.mu.Unlock()
+}
+
+// Kill crashes node id (halab.Faults.Kill).
+func (s *System) Kill(ctx context.Context, id string) error {
+	s.setFault(halab.FaultKill)
+	return s.Faults.Kill(ctx, id)
+}
+
+// PublicDown pulls node id's public cable (halab.Faults.PublicDown):
+// with Profile.Ping, the node hands the group over.
+func (s *System) PublicDown(ctx context.Context, id string) error {
+	s.setFault(halab.FaultPublicDown)
+	return s.Faults.PublicDown(ctx, id)
+}
+
+// KillArray kills one of the lab's arrays (a and b in turn) under the
+// active node id: its volume fails that leg and runs on the other.
+func (s *System) KillArray(_ context.Context, id string) error {
+	arrays := s.Lab.Arrays()
+	s.mu.Lock()
+	a := arrays[s.kills%len(arrays)]
+	s.kills++
+	s.fault, s.killed = halab.FaultArrayKill, a
+	s.mu.Unlock()
+	return a.Kill()
+}
+
 // Freeze stops node id's mirrord (SIGSTOP), and nothing else: the
 // database and the filesystem go on above a volume that no longer
 // answers, as with a hung daemon.
@@ -346,6 +380,7 @@ func (s *System) Freeze(_ context.Context, id string) error {
 	}
 	s.mu.Lock()
 	s.frozen[id] = true
+	s.fault = halab.FaultFreeze
 	s.mu.Unlock()
 	return s.Lab.Node(id).Freeze(d.Pid())
 }
@@ -366,9 +401,23 @@ func (s *System) Thaw(id string) error {
 // Recover brings node id back as a standby after a fault: a crashed node
 // boots and starts mirrord; a frozen mirrord is continued (it finds
 // itself fenced and stops everything) and restarted; a cut public cable
-// is plugged back. It returns once the node is a live standby and the
-// active node's volume is back in sync.
+// is plugged back; a node whose mirrord exited starts it again; an
+// array KillArray killed is restarted (id stays the active node). It
+// returns once the node is a live standby (its peer, after KillArray)
+// and the active node's volume is back in sync.
 func (s *System) Recover(ctx context.Context, id string) error {
+	s.mu.Lock()
+	killed, fault := s.killed, s.fault
+	s.killed = nil
+	s.mu.Unlock()
+	if killed != nil {
+		// An array killed under id: restart it; id's volume re-adds its
+		// leg and resyncs, the peer stays the standby.
+		if err := killed.Restart(); err != nil {
+			return fmt.Errorf("restarting array %s: %w", killed.Name, err)
+		}
+		return s.WaitStandby(ctx, halab.Peer(id), 90*time.Second)
+	}
 	n := s.Lab.Node(id)
 	if err := s.Lab.CutLink(id, halab.LinkPublic, false); err != nil {
 		return err
@@ -381,15 +430,38 @@ func (s *System) Recover(ctx context.Context, id string) error {
 		if err := s.StartNode(ctx, id); err != nil {
 			return err
 		}
-	} else if d := s.Daemon(id); d != nil {
+	} else if d := s.Daemon(id); d != nil && !exited(d) {
+		if fault == halab.FaultPublicDown {
+			// It handed the group over and stays a standby; if its VIP
+			// failed first (no carrier) the operator's cleanup clears the
+			// failure count, as after any failed resource.
+			if st, err := s.Status(id); err == nil && st.Group.State == "failed" {
+				if err := s.CallNode(id, "cleanup", nil, nil); err != nil {
+					return fmt.Errorf("cleanup on %s: %w", id, err)
+				}
+			}
+			return s.WaitStandby(ctx, id, 90*time.Second)
+		}
 		if err := s.Thaw(id); err != nil {
 			return err
 		}
 		if err := s.RestartNode(ctx, id); err != nil {
 			return err
 		}
+	} else if err := s.StartNode(ctx, id); err != nil {
+		return err
 	}
 	return s.WaitStandby(ctx, id, 90*time.Second)
+}
+
+// exited reports whether d has exited.
+func exited(d *halab.Daemon) bool {
+	select {
+	case <-d.Done():
+		return true
+	default:
+		return false
+	}
 }
 
 // RestartNode stops node id's mirrord (SIGTERM, then SIGKILL after a
@@ -466,7 +538,7 @@ func (s *System) detachLoop(id string) {
 	}
 	for range 50 {
 		out, err := exec.Command("losetup", "-n", "-O", "BACK-FILE", dev).Output()
-		if err != nil || !strings.Contains(string(out), fuseDir) {
+		if err != nil || !strings.Contains(string(out), s.p.fuse) {
 			return // gone, or no longer the volume's
 		}
 		if exec.Command("losetup", "-d", dev).Run() == nil {
