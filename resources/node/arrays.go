@@ -44,6 +44,21 @@ type arrays struct {
 	usable map[string]bool
 	// victims of the last takeover (nil: a clean hand-over).
 	victims []uint64
+	// mayWrite, set by the node, returns the keys of the peers that may
+	// still write now (not alive with a clean group): the fence start and
+	// a re-add fence them, whatever the last takeover recorded (a restart
+	// of the fence resource forgets it). nil: the recorded victims.
+	mayWrite func() []uint64
+}
+
+// victimsNow are the peers to fence off an array before its leg is used.
+func (as *arrays) victimsNow() []uint64 {
+	if as.mayWrite != nil {
+		return as.mayWrite()
+	}
+	as.mu.Lock()
+	defer as.mu.Unlock()
+	return as.victims
 }
 
 // iscsiConfig is the initiator configuration for purpose p.
@@ -231,15 +246,12 @@ func (as *arrays) isUsable(a *array) bool {
 }
 
 // refence repeats the running group's fence step on every reachable
-// array: the last takeover's victims preempted again, or (a clean
-// hand-over) the reservation acquired again.
+// array: every peer that may still write preempted again (victimsNow),
+// or (none: a clean hand-over) the reservation acquired again.
 func (as *arrays) refence() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	as.mu.Lock()
-	victims := as.victims
-	as.mu.Unlock()
-	if victims != nil {
+	if victims := as.victimsNow(); len(victims) > 0 {
 		return as.takeover(ctx, victims)
 	}
 	return as.acquire(ctx)

@@ -161,6 +161,11 @@ func FromViper(v *viper.Viper, self heartbeat.NodeID) (*Config, error) {
 		if c.Volume, err = decodeVolume(v); err != nil {
 			return nil, err
 		}
+		if len(hb.Nodes) != 2 {
+			// The peer knowledge that proves a lone leg current (witness.go)
+			// is one record and one acknowledgement: one peer.
+			return nil, keyErr("volume", "a mirrored volume fails over between exactly two nodes; the nodes section lists %d: list the two nodes that reach the arrays", len(hb.Nodes))
+		}
 	}
 	if c.Fencing, err = decodeFencing(v, hb); err != nil {
 		return nil, err

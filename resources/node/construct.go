@@ -54,6 +54,7 @@ func New(cfg *Config, opt Options) (_ *Node, err error) {
 			return nil, err
 		}
 		n.closers = append(n.closers, func() error { n.arrays.close(); return nil })
+		n.arrays.mayWrite = n.mayWrite
 	}
 	links, err := n.openLinks()
 	if err != nil {
@@ -85,16 +86,9 @@ func New(cfg *Config, opt Options) (_ *Node, err error) {
 	if serr != nil {
 		n.log.Error("standby flag", "err", serr)
 	}
-	if n.know, err = openKnowledge(cfg.Heartbeat.StateDir); err != nil {
-		n.log.Warn("peer volume knowledge", "err", err)
-		err = nil
-	}
-	if n.seq, err = openSeq(cfg.Heartbeat.StateDir); err != nil {
+	if err := n.openVolumeState(cfg.Heartbeat.StateDir); err != nil {
 		return nil, err
 	}
-	n.wit = newWitness(n.seq, func(k resources.VolumeKnowledge) {
-		n.post(func(now time.Time) { n.group.SetVolume(now, k) })
-	})
 	if err := n.buildAgents(); err != nil {
 		return nil, err
 	}
@@ -102,6 +96,48 @@ func New(cfg *Config, opt Options) (_ *Node, err error) {
 		return nil, err
 	}
 	return n, nil
+}
+
+// openVolumeState opens what the node keeps of the volume in dir: the
+// peer's knowledge, this node's knowledge sequence, and the witness that
+// hands this node's knowledge to the group (witness.go).
+func (n *Node) openVolumeState(dir string) error {
+	var err error
+	if n.know, err = openKnowledge(dir); err != nil {
+		n.log.Warn("peer volume knowledge", "err", err)
+	}
+	if n.seq, err = openSeq(dir); err != nil {
+		return err
+	}
+	n.wit = newWitness(n.seq, func(k resources.VolumeKnowledge) {
+		n.post(func(now time.Time) { n.group.SetVolume(now, k) })
+	})
+	n.wit.supersede = func() {
+		if err := n.know.supersede(); err != nil {
+			n.log.Error("peer volume knowledge", "err", err)
+		}
+	}
+	return nil
+}
+
+// mayWrite returns the fencing keys of the peers that may still write:
+// every peer but those membership sees alive with a clean group state
+// (the gate's rule: a clean, live peer is handed the group over, not
+// fenced). Safe from any goroutine.
+func (n *Node) mayWrite() []uint64 {
+	clean := map[heartbeat.NodeID]bool{}
+	for _, p := range n.member.View().Peers {
+		if a, err := resources.UnmarshalAppState(p.App); err == nil && p.HasApp && p.State == heartbeat.NodeAlive && a.State.Clean() {
+			clean[p.ID] = true
+		}
+	}
+	var keys []uint64
+	for _, id := range n.peers {
+		if !clean[id] {
+			keys = append(keys, n.keys[id])
+		}
+	}
+	return keys
 }
 
 // fenceKeys is every node's reservation key: configured, or derived.

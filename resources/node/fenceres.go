@@ -11,11 +11,12 @@ import (
 // Start records which arrays may carry the volume (arrays.usable), as the
 // takeover's fence step does: a clean start (the peer stopped the group
 // and is alive) acquires the reservation and marks the arrays it reached;
-// a start that follows a takeover fences the same victims again
-// (idempotent on the arrays already done), so an array that became
+// a start while a peer may still write (not alive with a clean group:
+// after a takeover, also when the fence alone is restarted) fences it
+// again (idempotent on the arrays already done), so an array that became
 // reachable since is fenced before its leg is used, never merely
 // acquired while the dead peer's key is still registered there. Stop
-// releases and forgets both, so the next run starts from its own fence.
+// releases and forgets which arrays are usable.
 type fenceResource struct{ as *arrays }
 
 // sessionGrace bounds how long Start waits for the arrays' sessions to
@@ -32,12 +33,15 @@ func (f fenceResource) Start(ctx context.Context) error {
 		}
 	}
 	cancel()
-	f.as.mu.Lock()
-	victims := f.as.victims
-	f.as.mu.Unlock()
-	if victims != nil {
+	if victims := f.as.victimsNow(); len(victims) > 0 {
 		return f.as.takeover(ctx, victims)
 	}
+	// A clean start: nothing of the group runs here (the group starts the
+	// fence first, and never while this node is fenced). Rejoin first, as
+	// the gate does before a fence: a peer may have preempted this node's
+	// key while it was a clean standby, and acquire would then find it
+	// fenced and the hand-over would fail.
+	f.as.register(ctx)
 	return f.as.acquire(ctx)
 }
 

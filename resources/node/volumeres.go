@@ -65,15 +65,18 @@ func (n *Node) takeKnowledge(now time.Time, view heartbeat.View) {
 		}
 		seq, err := n.know.receive(p.ID, a.Volume)
 		if err != nil {
-			n.log.Error("cannot persist the peer's volume knowledge: not acknowledging it (the peer waits)", "err", err)
-			continue
+			n.log.Error("cannot persist the peer's volume knowledge: holding it in memory (it is used in this run only anyway); check state_dir", "err", err)
 		}
 		if seq != 0 {
 			n.group.SetAck(now, seq)
 		}
 		ps := &PeerVolumeStatus{From: p.ID, Knowledge: fromKnowledge(a.Volume), Seq: a.Volume.Seq, Confirmed: n.know.confirmed}
 		_, ps.Trusted = n.know.trusted(p.ID, a)
-		if !ps.Trusted {
+		switch {
+		case ps.Trusted:
+		case n.know.superseded(a.Volume.Seq):
+			ps.Note = "not usable for a lone-leg takeover: this node has run the volume since the peer published it"
+		default:
 			ps.Note = "not usable for a lone-leg takeover: the peer is not waiting for this node's acknowledgements (it does not see it live)"
 		}
 		n.mu.Lock()

@@ -26,7 +26,8 @@ import (
 // cannot use what it knows.
 //
 // Peer side: a peer's knowledge received in this run is persisted
-// (fsynced) before it is acknowledged, and is trusted at a takeover only
+// (fsynced; if that fails, it is still held and acknowledged, see
+// receive) before it is acknowledged, and is trusted at a takeover only
 // when the publisher's last app state carried that very sequence with
 // Witnessing set. Knowledge loaded from disk after a restart is never
 // trusted: while this node was down the publisher did not wait for it.
@@ -40,6 +41,9 @@ type witness struct {
 	live    map[heartbeat.NodeID]bool
 	closed  bool
 	publish func(k resources.VolumeKnowledge) // posts to the group (loop)
+	// supersede runs before each publication: this node runs the volume,
+	// so the peer's knowledge it held is superseded (knowledgeStore).
+	supersede func()
 }
 
 func newWitness(seqs *seqStore, publish func(resources.VolumeKnowledge)) *witness {
@@ -64,11 +68,12 @@ func (w *witness) observe(v heartbeat.View) {
 	w.mu.Lock()
 	was := w.witnessing()
 	for _, p := range v.Peers {
-		w.live[p.ID] = p.HasApp && (p.State == heartbeat.NodeAlive || p.State == heartbeat.NodeSuspect || p.State == heartbeat.NodePartitioned)
-		if !p.HasApp {
-			continue
-		}
-		if a, err := resources.UnmarshalAppState(p.App); err == nil {
+		// A peer whose app state cannot be read (a newer version, a
+		// garbled blob) cannot be seen to acknowledge: not waited for.
+		a, err := resources.UnmarshalAppState(p.App)
+		readable := p.HasApp && err == nil
+		w.live[p.ID] = readable && (p.State == heartbeat.NodeAlive || p.State == heartbeat.NodeSuspect || p.State == heartbeat.NodePartitioned)
+		if readable {
 			w.acks[p.ID] = a.Ack
 		}
 	}
@@ -92,6 +97,9 @@ func (w *witness) observe(v heartbeat.View) {
 // waits for a strictly newer acknowledgement, which the peer gives only
 // for this publication.
 func (w *witness) Publish(ks mirror.KnownState) {
+	if w.supersede != nil {
+		w.supersede()
+	}
 	seq, err := w.seqs.next()
 	w.mu.Lock()
 	if err != nil {
@@ -143,32 +151,45 @@ type peerKnowledge struct {
 	k    resources.VolumeKnowledge
 }
 
-// receive persists a peer's newer knowledge (on the loop goroutine) and
-// returns the sequence to acknowledge (0: nothing new).
+// receive takes a peer's newer knowledge (on the loop goroutine), persists
+// it where it can, and returns the sequence to acknowledge (0: nothing
+// new). What it holds is acknowledged even when the file cannot be
+// written (the error says so): only knowledge received in this run is
+// trusted, so the file only shows the last knowledge after a restart,
+// and a withheld ack would stall the publisher's metadata writes.
 func (s *knowledgeStore) receive(from heartbeat.NodeID, k resources.VolumeKnowledge) (uint64, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.seen = max(s.seen, k.Seq)
 	rec := encodeKnowledge(from, k)
 	if s.confirmed && bytes.Equal(rec, s.rec) {
 		return 0, nil
 	}
-	if err := s.save(rec); err != nil {
-		return 0, err
-	}
-	return k.Seq, nil
+	err := s.save(rec)
+	s.rec, s.confirmed = append(s.rec[:0], rec...), true
+	return k.Seq, err
 }
 
 // trusted returns the knowledge a takeover may use: received in this run
 // from publisher, matching its last advertised state, which said it was
-// witnessing. last is the publisher's last app state (kept by membership
-// after its death).
+// witnessing, and published after this node last ran the volume (above
+// the floor, knowledge.go). last is the publisher's last app state (kept
+// by membership after its death).
 func (s *knowledgeStore) trusted(publisher heartbeat.NodeID, last resources.AppState) (*mirror.KnownState, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	if !s.confirmed || s.rec == nil {
 		return nil, false
 	}
 	from, k, err := decodeKnowledge(s.rec)
-	if err != nil || from != publisher || !last.Volume.Witnessing || last.Volume.Seq != k.Seq || last.Volume.Generation != k.Generation {
+	if err != nil || from != publisher || !last.Volume.Witnessing || last.Volume.Seq != k.Seq || last.Volume.Generation != k.Generation ||
+		k.Seq <= s.floor {
 		return nil, false
 	}
 	ks := fromKnowledge(k)
+	if ks.Validate() != nil {
+		return nil, false // the engine could not use it: no knowledge
+	}
 	return &ks, true
 }
 

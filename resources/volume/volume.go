@@ -241,10 +241,11 @@ func (v *Volume) stopRunning(r *running) error {
 	r.wg.Wait()
 	switch err := r.vol.Close(); {
 	case err == nil, errors.Is(err, mirror.ErrClosed):
-	case errors.Is(err, mirror.ErrFenced):
-		// A fenced node cannot mark the volume clean, and must not: the
-		// new owner runs it. Nothing of it runs here any more.
-		v.log.Warn("volume closed without marking it clean: this node was fenced", "err", err)
+	case errors.Is(err, mirror.ErrFenced), errors.Is(err, mirror.ErrInUse):
+		// A fenced node, or one whose multi-mount protection found another
+		// owner, cannot mark the volume clean, and must not: the new owner
+		// runs it. Nothing of it runs here any more.
+		v.log.Warn("volume closed without marking it clean: another node owns it now", "err", err)
 	default:
 		errs = append(errs, fmt.Errorf("closing the volume: %w", err))
 	}

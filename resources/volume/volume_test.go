@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/hamirror/hamirror/iscsi"
 	"github.com/hamirror/hamirror/mirror"
@@ -62,5 +63,39 @@ func TestStopOfAFencedVolumeSucceeds(t *testing.T) {
 	}
 	if err := v.Monitor(ctx); !errors.Is(err, resources.ErrNotRunning) {
 		t.Fatalf("monitor after the stop: %v, want ErrNotRunning", err)
+	}
+}
+
+// A frozen old owner wakes after another node took the volume over: its
+// multi-mount protection finds the block overwritten and the volume
+// stops writing (ErrInUse). Its stop must then succeed, like a fenced
+// volume's (nothing of it runs; it must not mark the volume clean), or
+// the old owner's group blocks and waits for an operator instead of
+// standing aside.
+func TestStopAfterAnotherOwnerTookTheVolumeSucceeds(t *testing.T) {
+	v, legs := memVolume(t)
+	v.opts.Mirror.MMP.Interval = 100 * time.Millisecond
+	v.opts.Mirror.NodeID = "n2"
+	ctx := context.Background()
+	if err := v.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// n1 fenced n2 and assembles the same legs.
+	mo := mirror.DefaultOptions()
+	mo.NodeID, mo.MMP = "n1", mirror.MMPOptions{Interval: 100 * time.Millisecond, Fenced: true, PID: 1}
+	other, err := mirror.Assemble([2]mirror.Leg{legtest.NewFaultLeg(legs[0]), legtest.NewFaultLeg(legs[1])}, mo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	deadline := time.Now().Add(5 * time.Second)
+	for v.Monitor(ctx) == nil {
+		if time.Now().After(deadline) {
+			t.Fatal("the old owner's volume did not notice the new owner")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err := v.Stop(ctx); err != nil {
+		t.Fatalf("stop of the volume another owner took: %v", err)
 	}
 }
