@@ -114,8 +114,8 @@ func Run(ctx context.Context, opt Options) (*Report, error) {
 		} else {
 			s.p.Say("FAILED: %v", err)
 		}
-		if s.lab != nil {
-			s.p.Say("the nodes' logs: %s (kept with -keep)", filepath.Join(s.lab.Dir, "n1", "log")+", "+filepath.Join(s.lab.Dir, "n2", "log"))
+		if s.lab != nil && ctx.Err() == nil {
+			s.showLogs()
 		}
 	}
 	if terr := s.teardown(); terr != nil {
@@ -380,6 +380,7 @@ func (s *story) arrayReturns(ctx context.Context) error {
 	if err := b.Restart(); err != nil {
 		return err
 	}
+	s.p.Say("waiting for %s to log in to array b again ...", active)
 	s.p.ResetProgress()
 	// Progress is what leg b lacked when it came back less what it lacks
 	// now: a resync may run more than once (a write during the copy
@@ -461,6 +462,25 @@ func (s *story) mirrorctl(ctx context.Context, id string, args ...string) (strin
 		return string(out), fmt.Errorf("mirrorctl %s on %s: %w", strings.Join(args, " "), id, err)
 	}
 	return string(out), nil
+}
+
+// showLogs prints the end of each node's mirrord log, for a failed step.
+func (s *story) showLogs() {
+	for _, n := range s.lab.Nodes() {
+		path := filepath.Join(n.Dir(), "log", "mirrord.log")
+		b, err := os.ReadFile(path)
+		if err != nil {
+			continue
+		}
+		lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+		s.p.Say("the last lines of %s's mirrord log (%s):", n.ID, path)
+		s.p.Raw(strings.Join(lines[max(0, len(lines)-15):], "\n"))
+	}
+	if s.opt.Keep {
+		s.p.Say("the lab's folder is kept: %s", s.lab.Dir)
+	} else {
+		s.p.Say("run with --keep to keep the lab's folder (every node's logs, the cluster file)")
+	}
 }
 
 // teardown stops everything the story started, whatever step it reached,
