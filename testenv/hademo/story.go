@@ -498,16 +498,17 @@ func (s *story) teardown() error {
 	defer cancel()
 	var errs []error
 	if s.sys != nil && s.sys.Lab != nil {
-		s.p.Say("mirrord stopped on both nodes (SIGTERM: the group stops in order, the volume closes clean)")
+		s.p.Say("SIGTERM to mirrord on both nodes: the group stops in order (db, vip, fs, volume, fence)")
 		if err := s.sys.Stop(ctx); err != nil {
 			errs = append(errs, err)
 		}
 	}
 	if err := s.lab.Close(); err != nil {
 		errs = append(errs, err)
+	} else {
+		s.p.Say("nodes, tgtd arrays, serial line, networks and the lab's folder removed")
 	}
 	s.fp.DetachLoops(false)
-	s.p.Say("nodes, tgtd arrays, serial line, networks and the lab's folder removed")
 	if s.opt.Keep {
 		s.p.Say("lab folder kept: %s", s.lab.Dir)
 		s.fp.Dir = ""

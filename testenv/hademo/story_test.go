@@ -194,10 +194,26 @@ func (w *lineWriter) Write(p []byte) (int, error) {
 	}
 }
 
-// TestDemoInterruptedTearsDown: SIGINT to the command while the standby
-// takes over from the killed node (a crashed node's loop device, a fresh
-// mount on the other) stops the story and tears everything down.
+// TestDemoInterruptedTearsDown: a signal to the command in the middle of
+// the story stops it and tears everything down: SIGINT (Ctrl-C) while the
+// standby takes over from the killed node (a crashed node's loop device,
+// a fresh mount on the other), SIGTERM while the returned array's leg is
+// being re-added.
 func TestDemoInterruptedTearsDown(t *testing.T) {
+	for _, c := range []struct {
+		sig syscall.Signal
+		at  string
+	}{
+		{syscall.SIGINT, "waiting for the client to commit again"},
+		{syscall.SIGTERM, "to log in to array b again"},
+	} {
+		t.Run(c.sig.String(), func(t *testing.T) { interrupt(t, c.sig, c.at) })
+	}
+}
+
+// interrupt runs the command and sends it sig at the first line holding
+// at.
+func interrupt(t *testing.T, sig syscall.Signal, at string) {
 	bin := binaries(t)
 	cmd := exec.Command(filepath.Join(bin, "hamirror-hademo"), "--bin", bin)
 	stdout, err := cmd.StdoutPipe()
@@ -228,7 +244,7 @@ func TestDemoInterruptedTearsDown(t *testing.T) {
 		select {
 		case line, ok := <-lines:
 			if !ok {
-				t.Fatalf("the demo ended before the takeover:\n%s\n%s", transcript.String(), stderr.String())
+				t.Fatalf("the demo ended before %q:\n%s\n%s", at, transcript.String(), stderr.String())
 			}
 			transcript.WriteString(line + "\n")
 			if m := labLine.FindStringSubmatch(line); m != nil {
@@ -237,18 +253,18 @@ func TestDemoInterruptedTearsDown(t *testing.T) {
 			if strings.HasPrefix(line, "== 3.") && fp != nil {
 				fp.Record() // both nodes up, the volume attached on one
 			}
-			if strings.Contains(line, "waiting for the client to commit again") {
+			if strings.Contains(line, at) {
 				if fp == nil {
 					t.Fatalf("the demo did not name its lab:\n%s", transcript.String())
 				}
 				fp.Record()
-				if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
+				if err := cmd.Process.Signal(sig); err != nil {
 					t.Fatal(err)
 				}
 				interrupted = true
 			}
 		case <-timeout:
-			t.Fatalf("the takeover step never came:\n%s", transcript.String())
+			t.Fatalf("%q never came:\n%s", at, transcript.String())
 		}
 	}
 	rest, _ := io.ReadAll(chanReader(lines))
@@ -257,14 +273,14 @@ func TestDemoInterruptedTearsDown(t *testing.T) {
 	select {
 	case exitErr = <-done:
 	case <-time.After(3 * time.Minute):
-		t.Fatalf("the demo did not exit within 3 minutes of SIGINT:\n%s", transcript.String())
+		t.Fatalf("the demo did not exit within 3 minutes of %v:\n%s", sig, transcript.String())
 	}
 	t.Logf("transcript:\n%s\nstderr:\n%s", transcript.String(), stderr.String())
 	var ee *exec.ExitError
-	if !errors.As(exitErr, &ee) || ee.ExitCode() != 130 {
-		t.Errorf("exit: %v, want status 130 (interrupted)", exitErr)
+	if !errors.As(exitErr, &ee) || ee.ExitCode() != 128+int(sig) {
+		t.Errorf("exit: %v, want status %d (ended by %v)", exitErr, 128+int(sig), sig)
 	}
-	for _, want := range []string{"interrupted:", "== 5. Tear down", "nothing left:"} {
+	for _, want := range []string{"interrupted:", ". Tear down", "nothing left:"} {
 		if !strings.Contains(transcript.String(), want) {
 			t.Errorf("the transcript lacks %q", want)
 		}

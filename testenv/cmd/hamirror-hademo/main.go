@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"sync/atomic"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -37,12 +38,18 @@ func main() {
 	if *check {
 		return
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	var got atomic.Int32
 	go func() {
-		<-ctx.Done()
+		sig := <-sigs
+		got.Store(int32(sig.(syscall.Signal)))
 		// The next signal is the default one: it ends the program at once.
-		stop()
-		fmt.Fprintln(os.Stderr, "\nhamirror-hademo: stopping and tearing the lab down (a second Ctrl-C exits at once and leaves it to the next run's sweep)")
+		signal.Reset(syscall.SIGINT, syscall.SIGTERM)
+		fmt.Fprintf(os.Stderr, "\nhamirror-hademo: %v: stopping and tearing the lab down (a second signal exits at once and leaves it to the next run's sweep)\n", sig)
+		cancel()
 	}()
 	opt := hademo.Options{Bin: *bin, Out: os.Stdout, TTY: isTerminal(os.Stdout), Keep: *keep}
 	if *verbose {
@@ -50,8 +57,8 @@ func main() {
 	}
 	if _, err := hademo.Run(ctx, opt); err != nil {
 		fmt.Fprintln(os.Stderr, "hamirror-hademo:", err)
-		if ctx.Err() != nil {
-			os.Exit(130)
+		if sig := got.Load(); sig != 0 {
+			os.Exit(128 + int(sig)) // as a shell reports a program a signal ended
 		}
 		os.Exit(1)
 	}
