@@ -497,7 +497,7 @@ func (s *story) teardown() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	var errs []error
-	if s.sys != nil && s.sys.Lab != nil {
+	if s.sys != nil && s.sys.Lab != nil && (s.sys.Daemon("n1") != nil || s.sys.Daemon("n2") != nil) {
 		s.p.Say("SIGTERM to mirrord on both nodes: the group stops in order (db, vip, fs, volume, fence)")
 		if err := s.sys.Stop(ctx); err != nil {
 			errs = append(errs, err)
