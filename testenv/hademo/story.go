@@ -74,7 +74,7 @@ type story struct {
 }
 
 // vipAddr is PostgreSQL behind the virtual IP.
-var vipAddr = net.JoinHostPort(halab.VIP, strconv.Itoa(halab.PGPort))
+func vipAddr() string { return net.JoinHostPort(halab.VIP, strconv.Itoa(halab.PGPort)) }
 
 // Run tells the story (see the package doc) and always tears the lab down,
 // also when ctx is cancelled (Ctrl-C) or a step fails; the error names the
@@ -106,6 +106,13 @@ func Run(ctx context.Context, opt Options) (*Report, error) {
 	}
 	start := time.Now()
 	s := &story{opt: opt, p: &printer{w: opt.Out, tty: opt.TTY, start: start, lastQ: -1}, rep: &Report{}}
+	defer func() {
+		// A bug in a step must not leave the lab on the host either.
+		if r := recover(); r != nil {
+			s.teardown()
+			panic(r)
+		}
+	}()
 	err := s.tell(ctx)
 	if err != nil {
 		s.p.Say("")
@@ -194,14 +201,18 @@ func (s *story) start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	s.p.Say("%s (the preferred node) runs the group: fence -> volume -> fs -> vip -> db", active)
+	pref := ""
+	if active == "n1" {
+		pref = " (the preferred node)"
+	}
+	s.p.Say("%s%s runs the group: fence -> volume -> fs -> vip -> db", active, pref)
 	s.p.Say("%s is the standby, watching %s over every heartbeat medium", halab.Peer(active), active)
 	return nil
 }
 
 func (s *story) write(ctx context.Context) error {
 	s.cl = s.lab.StartClient(halab.ClientOptions{})
-	s.p.Say("client %s: a fresh connection to %s and one committed INSERT each time, nonstop from here on", halab.ClientAddr, vipAddr)
+	s.p.Say("client %s: a fresh connection to %s and one committed INSERT each time, nonstop from here on", halab.ClientAddr, vipAddr())
 	if err := s.cl.WaitCommits(ctx, 50, time.Now(), 30*time.Second); err != nil {
 		return err
 	}
@@ -216,7 +227,7 @@ func (s *story) kill(ctx context.Context) error {
 	}
 	survivor := halab.Peer(victim)
 	s.rep.Victim, s.rep.Survivor = victim, survivor
-	s.p.Say("%s: every cable pulled, every process SIGKILLed at once (mirrord, PostgreSQL, the mounts)", victim)
+	s.p.Say("%s: every cable pulled, every process SIGKILLed at once (mirrord, nbdfuse, PostgreSQL)", victim)
 	fault := time.Now()
 	if err := s.sys.Kill(ctx, victim); err != nil {
 		return err
@@ -261,7 +272,7 @@ func (s *story) kill(ctx context.Context) error {
 // lostSoFar looks up every row committed so far through the VIP.
 func (s *story) lostSoFar(ctx context.Context) error {
 	ids := s.cl.Committed()
-	lost, err := s.lab.Missing(ctx, vipAddr, ids)
+	lost, err := s.lab.Missing(ctx, vipAddr(), ids)
 	if err != nil {
 		return fmt.Errorf("reading the ledger back: %w", err)
 	}
@@ -363,7 +374,7 @@ func (s *story) arrayDies(ctx context.Context) error {
 // query runs sql through the VIP with a long deadline (pgwire's own is
 // 10 s per statement).
 func (s *story) query(ctx context.Context, sql string) (string, error) {
-	c, err := s.lab.DialClient(ctx, vipAddr, 2*time.Second)
+	c, err := s.lab.DialClient(ctx, vipAddr(), 2*time.Second)
 	if err != nil {
 		return "", err
 	}
@@ -420,7 +431,7 @@ func (s *story) checkRows(ctx context.Context) error {
 	s.rep.Committed = len(ids)
 	failed := len(s.cl.Attempts()) - len(ids)
 	s.p.Say("the client stopped: %d rows committed (%d attempts failed during the outage)", len(ids), failed)
-	lost, err := s.lab.Missing(ctx, vipAddr, ids)
+	lost, err := s.lab.Missing(ctx, vipAddr(), ids)
 	if err != nil {
 		return fmt.Errorf("reading the ledger back: %w", err)
 	}
