@@ -29,23 +29,23 @@ type Footprint struct {
 
 	mu    sync.Mutex
 	netns map[uint64]string // inode -> name
-	fuse  map[string]bool   // MAJ:MIN of the nodes' FUSE mounts
-	// loops are the loop devices seen on those mounts, with their size
-	// in sectors. Once a node's mount namespace is gone, the kernel shows
-	// its loop device's file as "/volume" with no MAJ:MIN: the name and
-	// the size still tell it apart from other labs' devices.
+	// loops are the loop devices seen on the nodes' FUSE mounts, with
+	// their size in sectors. Once a node's mount namespace is gone, the
+	// kernel shows its loop device's file as "/volume" with no MAJ:MIN:
+	// the name and the size still tell it apart from other labs' devices.
+	// A MAJ:MIN alone never does: the kernel gives a dead mount's number
+	// to the next FUSE mount, maybe another lab's.
 	loops map[string]int64
 }
 
 // NewFootprint returns an empty footprint of the lab whose namespaces are
 // named prefix-ROLE and whose folder is dir.
 func NewFootprint(prefix, dir string) *Footprint {
-	return &Footprint{Prefix: prefix, Dir: dir, netns: map[uint64]string{}, fuse: map[string]bool{},
-		loops: map[string]int64{}}
+	return &Footprint{Prefix: prefix, Dir: dir, netns: map[uint64]string{}, loops: map[string]int64{}}
 }
 
-// Record adds what the lab holds now: its namespaces and the FUSE mounts
-// seen by any process inside them. Call it whenever the lab has changed
+// Record adds what the lab holds now: its namespaces and the loop devices
+// on the FUSE mounts seen by any process inside them. Call it whenever the lab has changed
 // (nodes booted, volume attached) and once more right before teardown.
 func (f *Footprint) Record() {
 	names, _ := filepath.Glob("/var/run/netns/" + f.Prefix + "-*")
@@ -56,6 +56,20 @@ func (f *Footprint) Record() {
 		}
 	}
 	f.mu.Unlock()
+	live := f.liveFuse()
+	for _, l := range loops() {
+		f.mu.Lock()
+		if live[l.dev] && l.sectors > 0 {
+			f.loops[l.name] = l.sectors
+		}
+		f.mu.Unlock()
+	}
+}
+
+// liveFuse returns the MAJ:MIN of the FUSE mounts that processes inside
+// the lab's namespaces see now.
+func (f *Footprint) liveFuse() map[string]bool {
+	live := map[string]bool{}
 	seenMnt := map[string]bool{}
 	for _, p := range f.processes() {
 		mnt, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/mnt", p.pid))
@@ -68,18 +82,10 @@ func (f *Footprint) Record() {
 			continue
 		}
 		for _, dev := range fuseDevices(string(b)) {
-			f.mu.Lock()
-			f.fuse[dev] = true
-			f.mu.Unlock()
+			live[dev] = true
 		}
 	}
-	for _, l := range loops() {
-		f.mu.Lock()
-		if f.fuse[l.dev] && l.sectors > 0 {
-			f.loops[l.name] = l.sectors
-		}
-		f.mu.Unlock()
-	}
+	return live
 }
 
 // fuseDevices returns the MAJ:MIN of every FUSE mount in a mountinfo file.
@@ -170,13 +176,13 @@ func loops() []loop {
 	return ls
 }
 
-// ours reports whether loop device l is the lab's: on its folder, on one
-// of its nodes' FUSE mounts, or recorded on one and now on a file whose
-// mount is gone (dead is then true).
-func (f *Footprint) ours(l loop) (ours, dead bool) {
+// ours reports whether loop device l is the lab's: on its folder, on a
+// FUSE mount live in one of its nodes (live, from liveFuse), or recorded
+// on one and now on a file whose mount is gone (dead is then true).
+func (f *Footprint) ours(l loop, live map[string]bool) (ours, dead bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if f.fuse[l.dev] || (f.Dir != "" && strings.HasPrefix(l.file, f.Dir+"/")) {
+	if (l.dev != "" && live[l.dev]) || (f.Dir != "" && strings.HasPrefix(l.file, f.Dir+"/")) {
 		return true, false
 	}
 	if size, ok := f.loops[l.name]; ok && size == l.sectors && l.dev == "" {
@@ -194,8 +200,9 @@ func (f *Footprint) DetachLoops(deadOnly bool) {
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		busy := false
+		live := f.liveFuse()
 		for _, l := range loops() {
-			ours, dead := f.ours(l)
+			ours, dead := f.ours(l, live)
 			if ours && (dead || !deadOnly) && exec.Command("losetup", "-d", l.name).Run() != nil {
 				busy = true
 			}
@@ -232,8 +239,9 @@ func (f *Footprint) Leftovers() []string {
 			left = append(left, "folder "+f.Dir)
 		}
 	}
+	live := f.liveFuse()
 	for _, l := range loops() {
-		if ours, _ := f.ours(l); ours {
+		if ours, _ := f.ours(l, live); ours {
 			left = append(left, fmt.Sprintf("loop device %s on %s", l.name, l.file))
 		}
 	}
