@@ -20,9 +20,10 @@ import (
 // its nodes (the volume's nbdfuse file), whose loop devices are the host's
 // and outlive a node that was killed.
 //
-// It looks only at what carries the lab's own names or lives in its own
-// namespaces, so the labs of other tests running beside it on the host are
-// never counted, nor touched.
+// It looks only at what carries the lab's own names, lives in its own
+// namespaces, or is a loop device recorded while it was the lab's (same
+// name and size, its file's mount gone since), so the labs of other tests
+// running beside it on the host are neither counted nor touched.
 type Footprint struct {
 	Prefix string // every namespace of the lab is named Prefix-ROLE
 	Dir    string // the lab's folder
@@ -45,8 +46,9 @@ func NewFootprint(prefix, dir string) *Footprint {
 }
 
 // Record adds what the lab holds now: its namespaces and the loop devices
-// on the FUSE mounts seen by any process inside them. Call it whenever the lab has changed
-// (nodes booted, volume attached) and once more right before teardown.
+// on the FUSE mounts seen by any process inside them. Call it whenever the
+// lab has changed (nodes booted, volume attached) and once more right
+// before teardown.
 func (f *Footprint) Record() {
 	names, _ := filepath.Glob("/var/run/netns/" + f.Prefix + "-*")
 	f.mu.Lock()
