@@ -1,8 +1,10 @@
 package hademo
 
 import (
+	"cmp"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -154,6 +156,9 @@ func breakdown(o halab.Outage, phases []halab.Phase, victim, survivor string) []
 		rows = append(rows, row{ph.Name, what, ph.At})
 	}
 	rows = append(rows, row{"client", "first commit through the VIP", o.FaultToService})
+	// In time order: PostgreSQL may serve the client a moment before
+	// mirrord has logged its start done.
+	slices.SortStableFunc(rows, func(a, b row) int { return cmp.Compare(a.at, b.at) })
 	scale := time.Duration(0)
 	for _, r := range rows {
 		scale = max(scale, r.at)

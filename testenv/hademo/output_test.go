@@ -36,6 +36,16 @@ func TestBreakdownShowsEveryStepInOrder(t *testing.T) {
 	if strings.Contains(got, "%!") || strings.Contains(got, "{") {
 		t.Errorf("unformatted text in the breakdown:\n%s", got)
 	}
+
+	// The client served before mirrord logged the database's start.
+	o.FaultToService = 3 * time.Second
+	got = strings.Join(breakdown(o, phases, "n1", "n2"), "\n")
+	if i, j := strings.Index(got, "client "), strings.Index(got, "database "); i < 0 || j < 0 || i > j {
+		t.Errorf("the client's first commit is not listed before the database's later start:\n%s", got)
+	}
+	if strings.Contains(got, "+-") {
+		t.Errorf("a negative step in the breakdown:\n%s", got)
+	}
 }
 
 func TestProgressWithoutTerminalPrintsQuarters(t *testing.T) {
