@@ -150,7 +150,7 @@ func TestDemoStory(t *testing.T) {
 	for _, want := range []*regexp.Regexp{
 		regexp.MustCompile(`client-visible outage: \d+\.\d\d s`),
 		regexp.MustCompile(`takeover by ` + rep.Survivor + `, counted from the power cut of ` + rep.Victim),
-		regexp.MustCompile(`(?m)^\s+detect .*\n\s+fence .*\n\s+assemble .*\n\s+mount .*\n\s+vip .*\n\s+database .*\n\s+client `),
+		regexp.MustCompile(`(?m)^\s+detect .*\n\s+fence .*\n\s+assemble .*\n\s+mount .*\n\s+vip .*\n\s+(database .*\n\s+client|client .*\n\s+database) `),
 		regexp.MustCompile(`volume degraded`),
 		regexp.MustCompile(`resync \[#+\] 100\.0%`),
 		regexp.MustCompile(`both legs in sync`),
