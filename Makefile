@@ -1,6 +1,8 @@
 # hamirror — build, test, benchmark and demo.
 #
-#   make demo    run the main job on an embedded default lab
+#   make demo    the HA pair's story on a network-namespace lab (root; installs
+#                what it needs with make deps): a node killed, an array lost
+#   make demo-volume  the volume alone: two file legs, a leg failed and resynced
 #   make test    go vet + every test (root, netns and QEMU tests included)
 #   make bench   the benchmarks, peers side by side, ratios printed
 #   make lab     start the QEMU lab interactively
@@ -16,7 +18,7 @@ export CGO_ENABLED ?= 0
 
 CMDS := mirrord mirrorctl
 
-.PHONY: all build test vet unit bench demo install uninstall deb lab fuzz clean deps
+.PHONY: all build test vet unit bench demo demo-volume install uninstall deb lab fuzz clean deps
 
 all: build
 
@@ -48,7 +50,19 @@ fuzz:
 bench: build
 	$(GO) run ./testenv/cmd/hamirror-bench $(SECTIONS)
 
+# The HA pair's story (testenv/hademo): two nodes and two tgtd arrays in
+# network namespaces, PostgreSQL behind the VIP, the active node killed, an
+# array lost and resynced, then everything torn down (also on Ctrl-C).
+# It runs make deps first when a package it needs is missing.
 demo: build
+	@[ "$$(id -u)" = 0 ] || { echo "make demo needs root (network namespaces, tgtd, loop devices, mounts)"; exit 1; }
+	$(GO) build $(GOFLAGS) -o $(BIN)/ ./testenv/cmd/hamirror-hademo
+	@$(BIN)/hamirror-hademo --check 2>/dev/null || { echo "installing what the demo needs (make deps) ..."; $(MAKE) --no-print-directory deps; }
+	$(BIN)/hamirror-hademo --bin $(BIN)
+
+# The volume alone: two file legs mirrored by `mirrord volume`, served over
+# NBD, a leg failed, re-added and resynced, verified.
+demo-volume: build
 	$(GO) run ./testenv/cmd/hamirror-demo
 
 lab: build

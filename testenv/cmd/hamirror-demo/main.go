@@ -1,11 +1,11 @@
-// Command hamirror-demo runs hamirror's main job on an embedded default lab
-// (make demo): two file legs in a temporary directory are mirrored by
+// Command hamirror-demo shows the mirror volume alone, without the cluster
+// (make demo-volume): two file legs in a temporary directory are mirrored by
 // mirrord and served over NBD; the demo writes data with nbdcopy, fails a
 // leg, keeps writing, re-adds it, resyncs, verifies, and stops mirrord with
 // SIGTERM, showing `mirrorctl status` at each step and that both legs end up
 // byte-identical to what was written.
 //
-//	make demo                       # uses bin/mirrord and bin/mirrorctl
+//	make demo-volume                # uses bin/mirrord and bin/mirrorctl
 //	go run ./testenv/cmd/hamirror-demo -keep   # keep the lab directory
 package main
 
