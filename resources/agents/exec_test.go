@@ -74,13 +74,13 @@ func TestExecFailures(t *testing.T) {
 	// A start that succeeds while monitor never says running fails at
 	// the deadline, saying so.
 	b := newExecAgent(t, map[string]any{"start": "true", "stop": "true", "monitor": "exit 7"})
-	sctx := ctxFor(t, 400*time.Millisecond)
+	sctx := ctxFor(t, 3*time.Second) // room for a loaded machine: the monitor must run at least once
 	if err := b.Start(sctx); err == nil || !strings.Contains(err.Error(), "monitor does not say running") {
 		t.Fatalf("start without the resource running: %v", err)
 	}
 	// A stop that leaves it running.
 	c := newExecAgent(t, map[string]any{"start": "true", "stop": "true", "monitor": "exit 0"})
-	sctx = ctxFor(t, 400*time.Millisecond)
+	sctx = ctxFor(t, 3*time.Second)
 	if err := c.Stop(sctx); err == nil || !strings.Contains(err.Error(), "does not say stopped") {
 		t.Fatalf("stop that leaves it running: %v", err)
 	}
