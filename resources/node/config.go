@@ -2,6 +2,7 @@ package node
 
 import (
 	"fmt"
+	"maps"
 	"slices"
 	"sort"
 	"strconv"
@@ -325,7 +326,9 @@ func decodeFencing(v *viper.Viper, hb heartbeat.Config) (FencingConfig, error) {
 	}
 	c := FencingConfig{Keys: map[heartbeat.NodeID]uint64{}}
 	seen := map[uint64]string{}
-	for id, s := range f.Keys {
+	// In sorted order, so that an error names the same key every time.
+	for _, id := range slices.Sorted(maps.Keys(f.Keys)) {
+		s := f.Keys[id]
 		if _, ok := hb.NodeByID(heartbeat.NodeID(id)); !ok {
 			return c, keyErr("fencing.keys."+id, "names no node of the nodes section")
 		}
