@@ -128,6 +128,10 @@ func (l *Log) Error(component, msg string, args ...any) {
 	l.Log(context.Background(), slog.LevelError, component, msg, args...)
 }
 
+// Fields turns slog-style arguments (key, value pairs and slog.Attr) into
+// entry fields, as Log does.
+func Fields(args ...any) []Field { return kvFields(args) }
+
 func kvFields(args []any) []Field {
 	var fs []Field
 	for len(args) > 0 {

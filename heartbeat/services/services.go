@@ -63,6 +63,7 @@ type note struct {
 	component string
 	msg       string
 	args      []any
+	direct    bool // already in slog (Handler): write to the log alone
 }
 
 // New opens the services' files and prepares the channel; Start runs them.
@@ -173,10 +174,15 @@ func (s *Services) storage() registry.Storage {
 // note queues a management log entry (written by one goroutine, so a
 // slow peer never holds up the registry or the traffic loops).
 func (s *Services) note(level slog.Level, component, msg string, args ...any) {
+	s.queue(note{level: level, component: component, msg: msg, args: args})
+}
+
+// queue hands n to writeNotes without blocking; a full queue drops it.
+func (s *Services) queue(n note) {
 	select {
-	case s.notes <- note{level, component, msg, args}:
+	case s.notes <- n:
 	default:
-		s.opt.Logf("services: management log queue full; dropped: %s: %s", component, msg)
+		s.opt.Logf("services: management log queue full; dropped: %s: %s", n.component, n.msg)
 	}
 }
 
@@ -256,7 +262,11 @@ func (s *Services) writeNotes(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case n := <-s.notes:
-			s.log.Log(ctx, n.level, n.component, n.msg, n.args...)
+			if !n.direct {
+				s.log.Log(ctx, n.level, n.component, n.msg, n.args...)
+			} else if _, err := s.log.Write(ctx, n.level, n.component, n.msg, mlog.Fields(n.args...)...); err != nil {
+				s.opt.Logf("services: management log: %v", err)
+			}
 		}
 	}
 }

@@ -27,7 +27,10 @@ func New(cfg *Config, opt Options) (_ *Node, err error) {
 		opt.Logger = slog.New(slog.NewTextHandler(os.Stderr, nil))
 	}
 	o, logger := newOps(cfg, opt.Logger) // log.level, metrics, reload (ops.go)
-	opt.Logger = logger
+	// What the node's parts log at info or above also goes to the
+	// management log, once the services run (mlogbridge.go).
+	toLog := newLateHandler()
+	opt.Logger = slog.New(services.TeeHandler{logger.Handler(), toLog})
 	self := cfg.Heartbeat.Self
 	n := &Node{cfg: cfg, self: self, opt: opt, log: opt.Logger.With("node", string(self)),
 		agents: map[string]resources.Agent{}, locks: map[string]*sync.Mutex{},
@@ -82,6 +85,7 @@ func New(cfg *Config, opt Options) (_ *Node, err error) {
 		Membership: n.member, Slog: n.log.With("part", "services")}); err != nil {
 		return nil, err
 	}
+	toLog.set(n.svc.Handler(slog.LevelInfo))
 	standby, serr := loadStandby(cfg.Heartbeat.StateDir)
 	if serr != nil {
 		n.log.Error("standby flag", "err", serr)
