@@ -170,8 +170,13 @@ func readSuperblockRetry(l Leg, o *Options) (*superblock, error) {
 
 // metaLoop performs the machine's metadata writes one at a time (group
 // commit: each write carries every change made since the previous one).
-// A write that changed a leg state or started a generation counts as
-// durable only after Options.Publish returned.
+// A write that changes a leg state or starts a generation is handed to
+// Options.Publish before it is written, and counts as durable only once
+// Publish returned and the write succeeded: a write abandoned on a hung
+// leg may land later, and the peer must already know every state that may
+// be on a leg, or its knowledge could start the other leg alone while this
+// one's own late record starts it alone too (two lone starts, each losing
+// what the other acknowledged).
 func (v *Volume) metaLoop() {
 	defer close(v.metaExit)
 	v.mu.Lock()
@@ -186,6 +191,9 @@ func (v *Volume) metaLoop() {
 		snap := v.m.snapshot(v.clock.Now())
 		legs, tmpl := v.legs, v.tmpl
 		v.mu.Unlock()
+		if snap.publish && v.opts.Publish != nil {
+			v.opts.Publish(snap.known)
+		}
 		var res [2]error
 		var wg sync.WaitGroup
 		for i := range 2 {
@@ -201,9 +209,6 @@ func (v *Volume) metaLoop() {
 			}()
 		}
 		wg.Wait()
-		if snap.publish && res[0] == nil && res[1] == nil && v.opts.Publish != nil {
-			v.opts.Publish(snap.known)
-		}
 		v.mu.Lock()
 		v.m.metaDone(snap, res)
 		if res[0] != nil || res[1] != nil {

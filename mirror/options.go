@@ -61,13 +61,18 @@ type Options struct {
 	// names the leg's newest generation with the leg in sync; a leg that
 	// lacks Known's generation is stale and refused. nil: no knowledge.
 	Known *KnownState
-	// Publish, when set, is called (without locks held) after every
-	// metadata write that changed a leg state or started a generation,
-	// with the state now on disk; that write counts as durable, and the
-	// I/O waiting for it is acknowledged, only once Publish returns. It may
-	// block (the failover node waits until the peer persisted it or is
-	// dead), which holds back writes that missed a leg meanwhile. It is
-	// never called on the data path otherwise.
+	// Publish, when set, is called (without locks held) before every
+	// metadata write that changes a leg state or starts a generation,
+	// with the state that write puts on disk; that write counts as
+	// durable, and the I/O waiting for it is acknowledged, only once
+	// Publish returned and the write succeeded. Publishing first means
+	// the peer knows every state that may land on a leg, even from a
+	// write abandoned on a hung leg that lands after the volume stopped;
+	// a state published but never written makes a lone leg refuse to
+	// start (safe; --keep-leg forces it). It may block (the failover
+	// node waits until the peer persisted it or is dead), which holds
+	// back writes that missed a leg meanwhile. It is never called on the
+	// data path otherwise.
 	Publish func(KnownState)
 	// OpenLeg (re)opens a leg by name wherever the engine does so
 	// (AutoReAdd, AddLeg(slot, nil)). Default: mirror.OpenLeg with

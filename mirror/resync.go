@@ -309,16 +309,16 @@ func (v *Volume) copyChunk(c int64, from, to int, mark bool, buf []byte, ep *[2]
 	off := c * v.chunk
 	n := min(v.chunk, v.size-off)
 	v.mu.Lock()
+	var err error
 	if !v.m.lockChunk(c) {
 		// Writes in flight drain; a held one (rule 8) may take long: Close
-		// does not wait for it.
-		for !v.m.chunkIdle(c) && !v.closing {
-			v.cond.Wait()
-		}
-	}
-	var err error
-	if !v.m.chunkIdle(c) {
-		err = ErrClosed
+		// does not wait for it, nor does a copy that no longer counts.
+		err = v.waitChunkIdle(c, func() error {
+			if ep != nil && (v.m.epochs() != *ep || !v.m.active(from) || !v.m.active(to)) {
+				return errStaleCopy
+			}
+			return nil
+		})
 	}
 	if ep != nil && err == nil && (v.m.epochs() != *ep || !v.m.active(from) || !v.m.active(to)) {
 		err = errStaleCopy
@@ -353,4 +353,24 @@ func (v *Volume) copyChunk(c int64, from, to int, mark bool, buf []byte, ep *[2]
 	v.notify()
 	v.mu.Unlock()
 	return stamp, err
+}
+
+// waitChunkIdle (mu held) waits until the writes in flight in chunk c,
+// which a copier has locked, drain. A write whose leg call was abandoned
+// on the last working leg stays in flight (held, rule 8) until that call
+// returns, maybe never: the wait ends early with ErrClosed when the
+// volume closes, or with gone's error once the copy no longer counts (a
+// leg failed or was re-attached: the failure that made the write held
+// ends a copier's wait here, so its caller never hangs on the hold).
+func (v *Volume) waitChunkIdle(c int64, gone func() error) error {
+	for !v.m.chunkIdle(c) {
+		if v.closing {
+			return ErrClosed
+		}
+		if err := gone(); err != nil {
+			return err
+		}
+		v.cond.Wait()
+	}
+	return nil
 }

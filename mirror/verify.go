@@ -110,15 +110,20 @@ func (v *Volume) verifyChunk(c int64, repair bool, bufs [2][]byte) error {
 		return fmt.Errorf("a leg left sync during verify: %w", ErrNoLeg)
 	}
 	if !v.m.lockChunk(c) {
-		for !v.m.chunkIdle(c) && !v.closing {
-			v.cond.Wait()
+		// A leg failing under the verify ends the wait: a write held in
+		// the chunk (rule 8) may never drain.
+		err := v.waitChunkIdle(c, func() error {
+			if !v.m.bothInSync() {
+				return fmt.Errorf("a leg left sync during verify: %w", ErrNoLeg)
+			}
+			return nil
+		})
+		if err != nil {
+			v.m.unlockChunk(c)
+			v.notify()
+			v.mu.Unlock()
+			return err
 		}
-	}
-	if !v.m.chunkIdle(c) {
-		v.m.unlockChunk(c)
-		v.notify()
-		v.mu.Unlock()
-		return ErrClosed
 	}
 	legs, ep := v.legs, v.m.epochs()
 	v.mu.Unlock()
