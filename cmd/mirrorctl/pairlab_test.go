@@ -29,6 +29,7 @@ type pairLab struct {
 	dir    string
 	ctl    map[string]string // control address per node
 	marks  map[string]string // the app resource's file per node
+	legs   [2]string         // the arrays' LUN URLs
 	cancel map[string]context.CancelFunc
 	done   map[string]chan error
 }
@@ -55,7 +56,7 @@ func newPairLab(t *testing.T) *pairLab {
 	}
 	hbPort, svcPort := freeUDPPort(t), freeTCPPort(t)
 	l := &pairLab{t: t, dir: dir, ctl: map[string]string{}, marks: map[string]string{},
-		cancel: map[string]context.CancelFunc{}, done: map[string]chan error{}}
+		cancel: map[string]context.CancelFunc{}, done: map[string]chan error{}, legs: [2]string{arrA.URL, arrB.URL}}
 	for _, id := range []string{"a", "b"} {
 		l.ctl[id] = "unix:" + filepath.Join(dir, id+".sock")
 		l.marks[id] = filepath.Join(dir, id+"-app")
