@@ -22,8 +22,7 @@ import (
 // the volume's stop failed with "another writer took the volume", and
 // cleanup then did not register its key again). The documented way back
 // (docs/OPERATIONS.md, "fenced node") is mirrorctl cleanup: the node
-// registers its key again and runs the group once the other writer is
-// gone.
+// registers its key again and may run the group again.
 //
 // In-process nodes cannot be frozen: the test plays the peer's takeover
 // itself, with b's key on sessions of its own, while node b stays a
@@ -86,11 +85,18 @@ func TestPairOtherWriterAfterSilenceIsFenced(t *testing.T) {
 		t.Errorf("status on the fenced node does not say so:\n%s", out)
 	}
 
-	// The way back: the other writer goes away cleanly, the operator runs
-	// cleanup on a; a registers its key again and runs the group.
+	// The way back: the other writer goes away cleanly; b, a live standby
+	// that sees a fenced (stopped), runs the group; the operator runs
+	// cleanup on a, which registers its key again: a move brings the group
+	// back to a, whose volume then writes on both arrays.
 	if err := vol.Close(); err != nil {
 		t.Fatalf("closing the peer's volume: %v", err)
 	}
+	l.waitFor("b", "running the group after a was fenced", runsHere)
 	mustCtl(t, l, "a", "cleanup")
-	l.waitFor("a", "running the group again after the cleanup", runsHere)
+	l.waitFor("a", "eligible again after the cleanup", func(st node.Status) bool {
+		return st.Group.State.String() == "stopped" && st.Group.Eligible
+	})
+	mustCtl(t, l, "b", "move", "a")
+	l.waitFor("a", "running the group again after the cleanup and the move", runsHere)
 }
