@@ -36,7 +36,11 @@ type pairLab struct {
 
 // newPairLab starts the arrays, creates the volume on them with
 // mirrorctl create, and starts both nodes; a is preferred.
-func newPairLab(t *testing.T) *pairLab {
+func newPairLab(t *testing.T) *pairLab { return newPairLabWith(t, nil) }
+
+// newPairLabWith is newPairLab calling beforeStart (if not nil) with the
+// arrays once the volume is made, just before the nodes start.
+func newPairLabWith(t *testing.T, beforeStart func(a, b *iscsitarget.Array)) *pairLab {
 	if err := iscsitarget.TgtdAvailable(); err != nil {
 		t.Skipf("SKIPPED LOUDLY: the pair lab needs tgtd: %v", err)
 	}
@@ -53,6 +57,9 @@ func newPairLab(t *testing.T) *pairLab {
 	key := filepath.Join(dir, "cluster.key")
 	if err := os.WriteFile(key, []byte("a-test-cluster-key-of-enough-bytes"), 0o600); err != nil {
 		t.Fatal(err)
+	}
+	if beforeStart != nil {
+		beforeStart(arrA, arrB)
 	}
 	hbPort, svcPort := freeUDPPort(t), freeTCPPort(t)
 	l := &pairLab{t: t, dir: dir, ctl: map[string]string{}, marks: map[string]string{},
