@@ -4,6 +4,9 @@
 #   make test    go vet + every test (root, netns and QEMU tests included)
 #   make bench   the benchmarks, peers side by side, ratios printed
 #   make lab     start the QEMU lab interactively
+#   make install binaries, systemd unit, example config, man pages, bash completion
+#                (DESTDIR, PREFIX=/usr/local; make uninstall removes them)
+#   make deb     a .deb in bin/ built with dpkg-deb (DEB_VERSION, DEB_ARCH, DEB_COMPRESS)
 
 GO      ?= go
 PREFIX  ?= /usr/local
@@ -13,7 +16,7 @@ export CGO_ENABLED ?= 0
 
 CMDS := mirrord mirrorctl
 
-.PHONY: all build test vet unit bench demo install lab fuzz clean deps
+.PHONY: all build test vet unit bench demo install uninstall deb lab fuzz clean deps
 
 all: build
 
@@ -51,10 +54,68 @@ demo: build
 lab: build
 	$(GO) run ./testenv/cmd/hamirror-lab
 
+# Where `make install` puts things. The units and the example config keep
+# their system paths whatever PREFIX is (systemd and mirrord look there);
+# an existing /etc/hamirror/cluster.yaml is never touched.
+SBINDIR     ?= $(PREFIX)/sbin
+MANDIR      ?= $(PREFIX)/share/man
+BASHCOMPDIR ?= $(PREFIX)/share/bash-completion/completions
+UNITDIR     ?= /lib/systemd/system
+SYSCONFDIR  ?= /etc
+UNITS       := $(notdir $(wildcard systemd/*))
+# Man pages carry the date of the last commit (reproducible builds).
+SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || date +%s)
+export SOURCE_DATE_EPOCH
+
 install: build
-	install -d $(DESTDIR)$(PREFIX)/sbin
-	install -m 0755 $(addprefix $(BIN)/,$(CMDS)) $(DESTDIR)$(PREFIX)/sbin/
-	if [ -d systemd ]; then install -d $(DESTDIR)/lib/systemd/system && install -m 0644 systemd/*.service $(DESTDIR)/lib/systemd/system/ 2>/dev/null || true; fi
+	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSCONFDIR)/hamirror \
+		$(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(BASHCOMPDIR)
+	install -m 0755 $(addprefix $(BIN)/,$(CMDS)) $(DESTDIR)$(SBINDIR)/
+	set -e; for u in $(UNITS); do \
+		sed -e 's|/usr/local/sbin/|$(SBINDIR)/|g' -e 's|/etc/hamirror/|$(SYSCONFDIR)/hamirror/|g' \
+			systemd/$$u > $(DESTDIR)$(UNITDIR)/$$u; chmod 0644 $(DESTDIR)$(UNITDIR)/$$u; done
+	install -m 0644 docs/cluster.example.yaml $(DESTDIR)$(SYSCONFDIR)/hamirror/cluster.yaml.example
+	set -e; for c in $(CMDS); do \
+		$(BIN)/$$c completion bash > $(DESTDIR)$(BASHCOMPDIR)/$$c; chmod 0644 $(DESTDIR)$(BASHCOMPDIR)/$$c; done
+	rm -rf $(BIN)/man
+	set -e; for c in $(CMDS); do $(BIN)/$$c man $(BIN)/man; done
+	set -e; for f in $(BIN)/man/*.8; do \
+		gzip -9n < $$f > $(DESTDIR)$(MANDIR)/man8/$${f##*/}.gz; chmod 0644 $(DESTDIR)$(MANDIR)/man8/$${f##*/}.gz; done
+
+# Removes what `make install` put there; cluster.yaml and the state in
+# /var/lib/hamirror stay.
+uninstall:
+	rm -f $(addprefix $(DESTDIR)$(SBINDIR)/,$(CMDS)) $(addprefix $(DESTDIR)$(BASHCOMPDIR)/,$(CMDS))
+	rm -f $(addprefix $(DESTDIR)$(UNITDIR)/,$(UNITS)) $(DESTDIR)$(SYSCONFDIR)/hamirror/cluster.yaml.example
+	rm -f $(addprefix $(DESTDIR)$(MANDIR)/man8/,$(addsuffix .8.gz,$(CMDS))) \
+		$(foreach c,$(CMDS),$(wildcard $(DESTDIR)$(MANDIR)/man8/$(c)-*.8.gz))
+	rm -f $(DESTDIR)$(OCF_ROOT)/resource.d/hamirror/volume
+	rmdir $(DESTDIR)$(OCF_ROOT)/resource.d/hamirror 2>/dev/null || true
+
+# A binary .deb of what `make install` installs with PREFIX=/usr, built by
+# dpkg-deb alone (packaging/deb holds its control file and maintainer
+# scripts; packaging's test installs it into a throwaway root). The
+# version comes from the last commit unless DEB_VERSION says.
+GIT_HASH    := $(shell git log -1 --format=%h 2>/dev/null)
+DEB_VERSION ?= $(if $(GIT_HASH),0.1~git$(shell git log -1 --format=%cd --date=format:%Y%m%d).$(GIT_HASH),0.1)
+DEB_ARCH    ?= $(shell dpkg --print-architecture 2>/dev/null || $(GO) env GOARCH)
+DEB_ROOT    := $(BIN)/deb-root
+DEB_FILE    := $(BIN)/hamirror_$(DEB_VERSION)_$(DEB_ARCH).deb
+# dpkg-deb's compression; the test uses a fast one (xz takes ~30 s here).
+DEB_COMPRESS ?= -Zxz
+
+deb:
+	rm -rf $(DEB_ROOT)
+	$(MAKE) install DESTDIR=$(abspath $(DEB_ROOT)) PREFIX=/usr
+	install -d $(DEB_ROOT)/DEBIAN $(DEB_ROOT)/usr/share/doc/hamirror
+	install -m 0644 NOTICE $(DEB_ROOT)/usr/share/doc/hamirror/copyright
+	sed -e 's|@VERSION@|$(DEB_VERSION)|' -e 's|@ARCH@|$(DEB_ARCH)|' \
+		-e "s|@SIZE@|$$(du -sk $(DEB_ROOT) | cut -f1)|" packaging/deb/control > $(DEB_ROOT)/DEBIAN/control
+	install -m 0755 packaging/deb/postinst packaging/deb/prerm packaging/deb/postrm $(DEB_ROOT)/DEBIAN/
+	echo $(SYSCONFDIR)/hamirror/cluster.yaml.example > $(DEB_ROOT)/DEBIAN/conffiles
+	cd $(DEB_ROOT) && find . -path ./DEBIAN -prune -o -type f -printf '%P\0' | sort -z | xargs -0 md5sum > DEBIAN/md5sums
+	dpkg-deb --root-owner-group $(DEB_COMPRESS) --build $(DEB_ROOT) $(DEB_FILE)
+	@echo "built $(DEB_FILE)"
 
 # Debian packages the tests and benchmarks use (CI runs this through .ci/run).
 APT_PACKAGES := tgt libnbd-bin python3-libnbd nbdkit qemu-utils qemu-system-x86 qemu-block-extra \

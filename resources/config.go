@@ -23,10 +23,6 @@ type Config struct {
 	// Pacemaker's start-failure-is-fatal). False: it counts as one
 	// failure, like a failed monitor.
 	StartFailureIsFatal bool
-	// Failback is group.failback: the node hands it to membership, which
-	// moves the active role back to the preferred node once it is alive
-	// and eligible. The group machine itself does not read it.
-	Failback bool
 	// Resources in start order (stopped in reverse). With a `volume:`
 	// section, the implicit "fence" and "volume" resources come first.
 	Resources []Resource

@@ -35,7 +35,6 @@ volume:
 group:
   migration_threshold: 5
   failure_timeout: 30m
-  failback: true
   start_failure_is_fatal: false
 resources:
   - {name: data, type: filesystem, mountpoint: /srv, fstype: ext4}
@@ -52,7 +51,7 @@ func TestFromViper(t *testing.T) {
 	if got := names(c); got != "fence volume data ip db app" {
 		t.Errorf("order = %s, want the implicit fence and volume first, then the list", got)
 	}
-	if c.MigrationThreshold != 5 || c.FailureTimeout != 30*time.Minute || !c.Failback || c.StartFailureIsFatal {
+	if c.MigrationThreshold != 5 || c.FailureTimeout != 30*time.Minute || c.StartFailureIsFatal {
 		t.Errorf("group = %+v", c)
 	}
 	ip := c.Resources[3]
@@ -78,7 +77,7 @@ func TestFromViperDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.MigrationThreshold != 3 || c.FailureTimeout != 10*time.Minute || c.Failback || !c.StartFailureIsFatal || len(c.Resources) != 0 {
+	if c.MigrationThreshold != 3 || c.FailureTimeout != 10*time.Minute || !c.StartFailureIsFatal || len(c.Resources) != 0 {
 		t.Errorf("defaults = %+v", c)
 	}
 	for _, typ := range Types() {
@@ -117,8 +116,8 @@ func TestFromViperNamesTheKey(t *testing.T) {
 		{"group.migration_threshold", strings.Replace(sampleGroup, "migration_threshold: 5", "migration_threshold: many", 1)},
 		{"group.failure_timeout", strings.Replace(sampleGroup, "failure_timeout: 30m", "failure_timeout: 600", 1)},
 		{"group.failure_timeout", strings.Replace(sampleGroup, "failure_timeout: 30m", "failure_timeout: -1m", 1)},
-		{"group.failback", strings.Replace(sampleGroup, "failback: true", "failback: sometimes", 1)},
-		{"group.stickiness", strings.Replace(sampleGroup, "failback: true", "stickiness: 100", 1)},
+		{"group.failback", strings.Replace(sampleGroup, "failure_timeout: 30m", "failure_timeout: 30m\n  failback: true", 1)},
+		{"group.stickiness", strings.Replace(sampleGroup, "failure_timeout: 30m", "failure_timeout: 30m\n  stickiness: 100", 1)},
 		{"group.start_failure_is_fatal", strings.Replace(sampleGroup, "start_failure_is_fatal: false", "start_failure_is_fatal: 1", 1)},
 		{"group.order", strings.Replace(sampleGroup, "group:\n", "group:\n  order: [data, db, ip]\n", 1)},
 		{"group.order[2]", strings.Replace(sampleGroup, "group:\n", "group:\n  order: [data, db, nope, ip, app]\n", 1)},

@@ -57,7 +57,6 @@
 //	group:
 //	  migration_threshold: 3       # failures of one resource within failure_timeout that move the group
 //	  failure_timeout: 10m         # 0: failures count until cleanup
-//	  failback: false              # handed to membership
 //	  start_failure_is_fatal: true # a failed or timed-out start moves the group at once (false: counts once)
 //	  order: [fs, ip, db, app]     # optional; default: the order of resources
 //	resources:

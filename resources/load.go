@@ -51,11 +51,12 @@ func FromViper(v *viper.Viper) (Config, error) {
 			case "failure_timeout":
 				c.FailureTimeout, err = duration(key, val)
 			case "failback":
-				c.Failback, err = boolean(key, val)
+				// Membership moves the active role; the group follows it.
+				return c, keyErr(key, "fail-back is cluster.failback (membership hands the active role back to the preferred node): move the key there")
 			case "start_failure_is_fatal":
 				c.StartFailureIsFatal, err = boolean(key, val)
 			default:
-				return c, keyErr(key, "unknown key (known: order, migration_threshold, failure_timeout, failback, start_failure_is_fatal)")
+				return c, keyErr(key, "unknown key (known: order, migration_threshold, failure_timeout, start_failure_is_fatal)")
 			}
 			if err != nil {
 				return c, err

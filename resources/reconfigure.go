@@ -23,8 +23,8 @@ import (
 //     monitor already scheduled.
 //
 // What the group is made of cannot change live: the resources (names,
-// types, order, parameters: the node built their agents from them) and
-// group.failback (membership's). If c differs there, Reconfigure refuses
+// types, order, parameters: the node built their agents from them). If c
+// differs there, Reconfigure refuses
 // c as a whole with a *heartbeat.KeyError naming the key, and changes
 // nothing. An invalid c is refused the same way (Validate).
 func (g *Group) Reconfigure(now time.Time, c Config) error {
@@ -76,9 +76,6 @@ func timingOf(r Resource) string {
 // sameMakeup reports, as a *heartbeat.KeyError naming the first key that
 // differs, whether c changes what cannot change live.
 func sameMakeup(old, c Config) error {
-	if old.Failback != c.Failback {
-		return keyErr("group.failback", "cannot change while mirrord runs (membership reads it at start): restart mirrord")
-	}
 	for i, r := range c.Resources {
 		key := r.Key
 		if key == "" {

@@ -139,7 +139,6 @@ func TestReconfigureRefusesMakeupChanges(t *testing.T) {
 			c.Resources = append(c.Resources, r)
 		}},
 		{"dropped", "resources", func(c *Config) { c.Resources = c.Resources[:4] }},
-		{"failback", "group.failback", func(c *Config) { c.Failback = true }},
 		{"invalid", "group.migration_threshold", func(c *Config) { c.MigrationThreshold = 0 }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

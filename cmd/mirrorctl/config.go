@@ -199,8 +199,8 @@ func describeGroup(w io.Writer, g resources.Config) error {
 	if g.FailureTimeout > 0 {
 		window = "within " + g.FailureTimeout.String()
 	}
-	fmt.Fprintf(w, "group: started in this order, stopped in reverse; %d failures %s move it; start failure fatal %v; failback %v\n",
-		g.MigrationThreshold, window, g.StartFailureIsFatal, g.Failback)
+	fmt.Fprintf(w, "group: started in this order, stopped in reverse; %d failures %s move it; start failure fatal %v\n",
+		g.MigrationThreshold, window, g.StartFailureIsFatal)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "  #\tRESOURCE\tTYPE\tSTART\tSTOP\tMONITOR\tMONITOR TIMEOUT\tFROM")
 	for i, r := range g.Resources {

@@ -168,6 +168,19 @@ func TestGroupCommandsOnARealPair(t *testing.T) {
 	l.waitFor("b", "out of standby", func(st node.Status) bool { return !st.Group.Standby && st.Group.Eligible })
 }
 
+// TestGroupCommandsNeedTheNode: against `mirrord volume` (no group), each
+// group command says which daemon runs the group.
+func TestGroupCommandsNeedTheNode(t *testing.T) {
+	f := newFakeDaemon(t)
+	f.statuses = []volumeStatus{st("clean", "in_sync", "in_sync")}
+	for _, args := range [][]string{{"move"}, {"standby"}, {"maintenance", "on"}, {"resource", "restart", "x"}, {"cleanup"}, {"standby", "n1"}} {
+		out, err := run(t, append([]string{"--control", f.addr}, args...)...)
+		if err == nil || !strings.Contains(err.Error(), "mirrord --config FILE") {
+			t.Errorf("%v against mirrord volume: %v\n%s", args, err, out)
+		}
+	}
+}
+
 func mustCtl(t *testing.T, l *pairLab, id string, args ...string) string {
 	t.Helper()
 	out, err := l.ctlOn(id, args...)

@@ -10,6 +10,8 @@ import (
 
 	"github.com/hamirror/hamirror/cmd/internal/control"
 	"github.com/hamirror/hamirror/heartbeat"
+	"github.com/hamirror/hamirror/heartbeat/registry"
+	"github.com/hamirror/hamirror/heartbeat/services"
 )
 
 func sampleStatus() heartbeat.Status {
@@ -132,5 +134,42 @@ func TestStatusShowsClusterMembership(t *testing.T) {
 	}
 	if strings.Contains(out.String(), "not assembled") {
 		t.Errorf("membership-only status talks about a volume:\n%s", out.String())
+	}
+}
+
+// TestNodesShowsTheRegistry: on a node that runs the cluster services,
+// `mirrorctl nodes` also shows every registered node with the storage it
+// reported (R11); a daemon without services answers without that table.
+func TestNodesShowsTheRegistry(t *testing.T) {
+	sock := "unix:" + filepath.Join(t.TempDir(), "m.sock")
+	srv, err := control.Listen(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	srv.Handle("nodes", func(json.RawMessage) (any, error) { return sampleStatus(), nil })
+	reg := registry.Table{Term: 2, Version: 7, Coordinator: "n1", Nodes: []registry.Node{
+		{Row: heartbeat.Row{ID: "n1", BackupTarget: "n2", State: heartbeat.Normal},
+			Storage:    registry.Storage{Location: "/var/lib/hamirror/services", Total: 100 << 30, Free: 40 << 30},
+			Registered: time.Date(2026, 12, 3, 10, 0, 0, 0, time.UTC)},
+		{Row: heartbeat.Row{ID: "n2", State: heartbeat.Failed}},
+	}}
+	srv.Handle("services", func(json.RawMessage) (any, error) { return services.Status{Self: "n1", Table: reg}, nil })
+	go srv.Serve()
+	root := newRootCmd()
+	var out bytes.Buffer
+	root.SetOut(&out)
+	root.SetArgs([]string{"--control", sock, "nodes"})
+	if err := root.Execute(); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"registered nodes (coordinator n1, term 2, table version 7)",
+		"n1    Normal  n2             /var/lib/hamirror/services  40.0GiB  100.0GiB  2026-12-03 10:00:00Z",
+		"n2    Failed  -              -                           0B       0B        -",
+	} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("nodes output lacks %q:\n%s", want, out.String())
+		}
 	}
 }

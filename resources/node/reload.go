@@ -36,7 +36,7 @@ import (
 //     sections: the sessions are logged in, the engine opened with those
 //     options and the reservation keys registered. The group's makeup
 //     (resources added, removed, reordered, retyped or with other
-//     parameters; group.order; group.failback): the agents were built from
+//     parameters; group.order): the agents were built from
 //     them. The services section: the channel listens and the log is open.
 //
 // The refused keys do not stop the live ones from applying: the answer

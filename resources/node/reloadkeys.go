@@ -188,7 +188,6 @@ func presence(b bool) string {
 
 // group lists the group's makeup changes (Group.Reconfigure refuses them).
 func (d *differ) group(old, nw resources.Config) {
-	d.value("group.failback", old.Failback, nw.Failback)
 	names := func(c resources.Config) []string {
 		out := make([]string, len(c.Resources))
 		for i, r := range c.Resources {

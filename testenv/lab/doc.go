@@ -33,6 +33,10 @@
 // namespace, so hamirror's initiator in the test process reaches it
 // (iscsi.Config{Dial: l.Dial}).
 //
+// Faults of a whole node: Node.Stop kills QEMU (a power cut), Node.Freeze
+// and Thaw pause and resume the VM (a hung server), Node.SetLink pulls and
+// plugs one NIC's cable.
+//
 // Each VM runs labagent (package labagent) on a virtio-serial port; Node.Run
 // sends it commands and returns output and exit code. Every VM's console is
 // logged to DIR/NAME.console.log and can be attached interactively on the

@@ -7,6 +7,7 @@
 //	labagent uart recv /dev/ttyS1 50 30s # receive and check them (exit 1 on loss)
 //	labagent write -path /dev/md0 -bs 4096 -random -size 67108864
 //	labagent iscsi probe iscsi://10.77.3.254:3260/iqn.2026-01.lab:a/1
+//	labagent seqd -listen :7000 -file /srv/data/seq   # the failover story's app: "N" in, fsync, "ok N" out
 //
 // Frames on the channel follow package agentproto.
 package main

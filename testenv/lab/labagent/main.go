@@ -7,7 +7,7 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: labagent serve | uart send|recv DEV COUNT [TIMEOUT] | write FLAGS | iscsi probe|write|read URL ...")
+		fmt.Fprintln(os.Stderr, "usage: labagent serve | uart send|recv DEV COUNT [TIMEOUT] | write FLAGS | iscsi probe|write|read URL ... | seqd -listen ADDR -file F")
 		os.Exit(2)
 	}
 	var err error
@@ -20,6 +20,8 @@ func main() {
 		err = writeMain(os.Args[2:])
 	case "iscsi":
 		err = iscsiMain(os.Args[2:])
+	case "seqd":
+		err = seqdMain(os.Args[2:])
 	default:
 		err = fmt.Errorf("unknown subcommand %q", os.Args[1])
 	}
