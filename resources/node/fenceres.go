@@ -32,7 +32,10 @@ func (f fenceResource) Start(ctx context.Context) error {
 	deadline := f.as.opened.Add(firstLoginWait)
 	wctx, cancel := context.WithDeadline(ctx, deadline)
 	for _, a := range f.as.list {
-		if !a.vol.Ready() && time.Now().Before(deadline) {
+		if a.vol.Ready() {
+			continue
+		}
+		if time.Now().Before(deadline) {
 			f.as.log.Info("waiting for the array's first login before fencing", "array", a.name, "at_most", time.Until(deadline).Round(time.Second))
 		}
 		if err := a.vol.WaitReady(wctx); err != nil {
