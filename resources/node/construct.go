@@ -238,6 +238,6 @@ func (n *Node) newVolume(name string) *volumeRes {
 		})
 	}
 	v := volume.New(volume.Options{Legs: vc.Legs, OpenLeg: n.arrays.openLeg, Mirror: mo, Listen: vc.Listen,
-		Device: vc.Device, Fuse: vc.Fuse, Link: vc.Link, ExportName: vc.ExportName, Logger: mo.Logger})
+		Device: vc.Device, Fuse: vc.Fuse, Link: vc.Link, ExportName: vc.ExportName, Logger: mo.Logger, ForceHint: forceHint})
 	return &volumeRes{name: name, agent: v}
 }
