@@ -16,7 +16,7 @@ func TestPairMoveLandsOnTheTarget(t *testing.T) {
 	l := newPairLab(t)
 	l.waitFor("a", "running the group with a clean volume", runsHere)
 	from, to := "a", "b"
-	for i := range 12 {
+	for i := range 6 {
 		l.waitFor(to, "standby with the peer's knowledge", func(st node.Status) bool {
 			return st.Group.State.String() == "stopped" && st.Group.Eligible && st.Peer != nil && st.Peer.Confirmed
 		})
