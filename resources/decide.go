@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 	"unicode/utf8"
 
 	"github.com/hamirror/hamirror/heartbeat"
@@ -100,6 +101,13 @@ func (g *Group) isEligible() bool {
 	return !g.standby && !g.moving && !g.shutdown && !g.fenced && !g.rejoin && g.yieldTo == "" && g.worst() < g.cfg.MigrationThreshold
 }
 
+// YieldGrace is how long a peer that gave up the active role while it
+// runs the group is given to publish that it stops, before this node,
+// proposed active, yields to it as to a runner that keeps the group. Its
+// "stopping" follows its role change by one heartbeat frame; a runner
+// that keeps the group (it fenced this node) keeps publishing running.
+const YieldGrace = 500 * time.Millisecond
+
 // yield turns this node ineligible while membership proposes it active,
 // nothing of the group runs or starts here, and a live, eligible peer
 // that does not claim the active role publishes a running or starting
@@ -130,7 +138,7 @@ func (g *Group) yield() {
 	}
 	for _, p := range g.peers {
 		if live(p.state) && p.hasApp && p.app.Eligible && p.role != heartbeat.RoleActive &&
-			(p.app.State == GroupRunning || p.app.State == GroupStarting) {
+			(p.app.State == GroupRunning || p.app.State == GroupStarting) && g.now.Sub(p.gaveUpActive) >= YieldGrace {
 			g.yieldTo = p.id
 			g.log("%s runs the group (%s) while membership proposes this node active and nothing runs here: yielding to it (ineligible until it is elected, stops or dies)", p.id, p.app.State)
 			return

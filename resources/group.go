@@ -82,7 +82,10 @@ type Options struct {
 //     once that peer claims the active role (stickiness keeps it there),
 //     or is clean, or is no longer live. A peer that is only stopping is
 //     waited for at the gate (its start-up cleanup must not cost the
-//     preferred node its role).
+//     preferred node its role), and so is one that gave up the active
+//     role less than YieldGrace ago: it is handing the group over (ipfail,
+//     a move) and its "stopping" is on its way; yielding to it would
+//     leave it the only candidate, and it would take the role back.
 //   - One action at a time (fence, start, stop, stop-all-now); start in
 //     config order, stop in reverse. At start every resource is unknown
 //     and is stopped (idempotent) unless the group should run: whatever a
@@ -214,6 +217,8 @@ type peer struct {
 	// restarted: its app state went away while membership still showed
 	// it (heartbeat drops a peer's app state when the peer restarts).
 	restarted bool
+	// gaveUpActive is when it last stopped proposing itself active.
+	gaveUpActive time.Time
 }
 
 // New returns the group machine of node self at now. Its first Ready
@@ -272,6 +277,9 @@ func (g *Group) Membership(now time.Time, v View) {
 			continue
 		}
 		pv := v.Peers[k]
+		if p.role == heartbeat.RoleActive && pv.Role != heartbeat.RoleActive {
+			p.gaveUpActive = now
+		}
 		p.state, p.role, p.term = pv.State, pv.Role, pv.Term
 		if bytes.Equal(p.raw, pv.App) && (p.raw == nil) == (pv.App == nil) {
 			continue

@@ -396,3 +396,34 @@ func TestStandbyWithAnOlderTermIsNotYielding(t *testing.T) {
 		t.Fatalf("did not start once the peer heard the claim:%s", listEffects(d.seen))
 	}
 }
+
+// A peer that runs the group and gives up the active role (ipfail moves
+// the role; it stays eligible) publishes "stopping" one heartbeat frame
+// after its standby. This node, proposed active in between, must not
+// yield to it as to a runner that keeps the group (it turned
+// ineligible, the runner was the only candidate left and took the role
+// back: in the lab the role and the group flapped every dead time). A
+// runner that still runs after YieldGrace is yielded to.
+func TestRunnerThatJustGaveUpTheRoleIsNotYieldedTo(t *testing.T) {
+	d := newDriver(t)
+	running, err := AppState{State: GroupRunning, Eligible: true}.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	view := func(self, peer heartbeat.Role, after time.Duration) {
+		d.now = d.now.Add(after)
+		d.g.Membership(d.now, View{Role: self, Term: 2,
+			Peers: []PeerView{{ID: "n2", State: heartbeat.NodeAlive, Role: peer, Term: 2, App: running}}})
+		d.g.Tick(d.now)
+		d.drain()
+	}
+	view(heartbeat.RoleStandby, heartbeat.RoleActive, 0)
+	view(heartbeat.RoleActive, heartbeat.RoleStandby, 100*time.Millisecond)
+	if d.saw("yielding to it") || !d.g.isEligible() {
+		t.Fatalf("yielded to a runner that gave up the role %v ago:%s", 100*time.Millisecond, listEffects(d.seen))
+	}
+	view(heartbeat.RoleActive, heartbeat.RoleStandby, YieldGrace)
+	if !d.saw("yielding to it") || d.g.isEligible() {
+		t.Fatalf("did not yield to a runner that still runs %v after giving up the role:%s", YieldGrace, listEffects(d.seen))
+	}
+}
