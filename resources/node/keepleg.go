@@ -10,8 +10,11 @@ import (
 	"github.com/hamirror/hamirror/resources"
 )
 
-// forceHint is added to an assembly the legs cannot settle (volume.Options.ForceHint).
-const forceHint = "in the cluster, force it with `mirrorctl volume keep-leg N` on the node that should run the group, once the group runs nowhere (not --keep-leg)"
+// ForceCommand is the cluster's forcing command that the refusals of an
+// assembly the legs cannot settle name (volume.Options.ForceHint).
+const ForceCommand = "mirrorctl volume keep-leg N"
+
+const forceHint = "in the cluster, force it with `" + ForceCommand + "` on the node that should run the group, once the group runs nowhere (not --keep-leg)"
 
 // keepLegHandler is the "keep-leg" control operation (`mirrorctl volume
 // keep-leg N`): the cluster's way to force a start the legs cannot settle
