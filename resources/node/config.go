@@ -2,6 +2,7 @@ package node
 
 import (
 	"fmt"
+	"maps"
 	"slices"
 	"sort"
 	"strconv"
@@ -320,7 +321,8 @@ func decodeFencing(v *viper.Viper, hb heartbeat.Config) (FencingConfig, error) {
 	}
 	c := FencingConfig{Keys: map[heartbeat.NodeID]uint64{}}
 	seen := map[uint64]string{}
-	for id, s := range f.Keys {
+	for _, id := range slices.Sorted(maps.Keys(f.Keys)) { // the same key named every time
+		s := f.Keys[id]
 		if _, ok := hb.NodeByID(heartbeat.NodeID(id)); !ok {
 			return c, keyErr("fencing.keys."+id, "names no node of the nodes section")
 		}
