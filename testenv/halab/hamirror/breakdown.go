@@ -27,7 +27,9 @@ func done(op string) []string { return []string{"msg=done", `op="` + op + `"`} }
 // order: the dead verdict, the fence, then each resource's start.
 func takeoverPhases(victim string) []phase {
 	return []phase{
-		{"detect", false, []string{"node " + victim + ": ", "-> dead"}},
+		// The group acting on the dead verdict (membership's own log line
+		// of it may be written after the fence).
+		{"detect", false, []string{"fencing " + victim + " before starting the group"}},
 		{"fence", false, done("fence " + victim)},
 		{"assemble", false, done("start volume")},
 		{"mount", false, done("start fs")},
