@@ -30,7 +30,7 @@
 //
 //	locks, err := mirror.LockLegs(mirror.DefaultLockDir, specA, specB) // refused: names the holder's pid
 //	defer locks.Unlock()
-//	opts.MMP = mirror.MMPOptions{Interval: time.Second} // Fenced: true after a takeover's PREEMPT
+//	opts.MMP = mirror.MMPOptions{Interval: time.Second} // Fenced: true after a takeover's PREEMPT; TakenIsFence in a fencing cluster
 //	v, err := mirror.Assemble(legs, opts)               // *MMPError (ErrInUse): another owner runs
 //
 // v.BlockSize() is the largest logical block size of the legs; misaligned

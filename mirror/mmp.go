@@ -55,6 +55,15 @@ type MMPOptions struct {
 	// so an active block proves nothing about who can write: Assemble
 	// does not wait for it. The failover node sets it after its PREEMPT.
 	Fenced bool
+	// TakenIsFence: the caller's cluster fences with reservations, so a
+	// block overwritten by another owner while this one runs means that
+	// owner declared this node dead (it went silent: SIGSTOP, a VM pause),
+	// fenced it and took the volume over. The volume is then fenced
+	// (ErrFenced, Options.OnFenced), not failed: the node must stop
+	// everything at once. The MMP tick reads the block before it writes,
+	// so it finds the new owner's block before its write would get
+	// RESERVATION CONFLICT. The failover node sets it.
+	TakenIsFence bool
 	// PID recorded in the block; default os.Getpid().
 	PID int
 }
@@ -444,11 +453,17 @@ func (v *Volume) mmpFenced(wg *sync.WaitGroup, err error) {
 	v.notify()
 }
 
-// mmpConflict stops the volume: another writer owns it (engine hook).
+// mmpConflict stops the volume: another writer owns it (engine hook);
+// with MMPOptions.TakenIsFence, that writer fenced this node.
 func (v *Volume) mmpConflict(wg *sync.WaitGroup, err error) {
 	defer wg.Done()
 	v.mu.Lock()
 	defer v.mu.Unlock()
+	if v.opts.MMP.TakenIsFence {
+		v.m.fence(err)
+		v.notify()
+		return
+	}
 	if v.m.dead == nil {
 		v.m.dead = err
 	}

@@ -161,6 +161,49 @@ func TestMMPOverwrittenBlockStopsTheOwner(t *testing.T) {
 	})
 }
 
+// In a cluster that fences (MMPOptions.TakenIsFence), a block overwritten
+// by another owner means that owner fenced this node after its silence:
+// the volume is fenced (OnFenced, ErrFenced), not failed, so the node
+// stops everything at once instead of failing a stop.
+func TestMMPOverwrittenBlockIsAFenceInACluster(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		a, b := mmpLegs(t)
+		o1 := mmpOptions(t, "node1", 1111)
+		o1.MMP.TakenIsFence = true
+		told := make(chan struct{})
+		o1.OnFenced = func() { close(told) }
+		v1, err := Assemble([2]Leg{a, b}, o1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		o2 := mmpOptions(t, "node2", 2222)
+		o2.MMP.Fenced = true
+		v2, err := Assemble([2]Leg{a, b}, o2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(1500 * time.Millisecond)
+		select {
+		case <-told:
+		default:
+			t.Fatal("OnFenced was not called")
+		}
+		if st := v1.Status(); st.State != "fenced" || !strings.Contains(st.Error, "another writer") {
+			t.Fatalf("displaced owner status %+v, want fenced", st)
+		}
+		if err := v1.WriteAt(make([]byte, 4096), 0, false); !errors.Is(err, ErrFenced) {
+			t.Fatalf("a write of the displaced owner: %v, want ErrFenced", err)
+		}
+		if err := v2.WriteAt(make([]byte, 4096), 0, false); err != nil {
+			t.Fatalf("the new owner: %v", err)
+		}
+		if err := v1.Close(); !errors.Is(err, ErrFenced) {
+			t.Fatalf("closing the displaced owner: %v, want ErrFenced", err)
+		}
+		v2.Close()
+	})
+}
+
 // A failed MMP write is not a leg failure; MMP writes failing for the
 // fail window are (another node could take the leg over by then), and on
 // the last working leg they stop the volume.

@@ -83,7 +83,8 @@ type Options struct {
 	// an error refuses the add. The failover node fences the array here.
 	BeforeReAdd func(slot int, leg Leg) error
 	// OnFenced, when set, is called once (in its own goroutine) when a leg
-	// reports a RESERVATION CONFLICT: the volume stopped serving (ErrFenced).
+	// reports a RESERVATION CONFLICT, or (MMPOptions.TakenIsFence) another
+	// owner took the volume over: the volume stopped serving (ErrFenced).
 	OnFenced func()
 }
 

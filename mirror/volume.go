@@ -60,7 +60,7 @@ func (v *Volume) notify() {
 	v.cond.Broadcast()
 	if v.m.fenced != nil && !v.fenceTold {
 		v.fenceTold = true
-		v.log.Error("FENCED: a leg reported a reservation conflict; the volume stops serving", "err", v.m.fenced)
+		v.log.Error("FENCED: another node fenced this one (a reservation conflict, or it took the volume over); the volume stops serving", "err", v.m.fenced)
 		if f := v.opts.OnFenced; f != nil {
 			go f()
 		}

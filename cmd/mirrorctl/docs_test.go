@@ -59,6 +59,23 @@ func TestDocsMirrorctlCommandsParse(t *testing.T) {
 	}
 }
 
+// The command the cluster's refusals name to force a start the legs
+// cannot settle (split brain, lone leg, blank leg) exists, and the
+// operations guide shows how to use it.
+func TestDocsForcingCommand(t *testing.T) {
+	cs := doccheck.Commands("hint", []byte("`"+node.ForceCommand+"`"), "mirrorctl")
+	if len(cs) != 1 {
+		t.Fatalf("found %v in %q", cs, node.ForceCommand)
+	}
+	if err := doccheck.Check(newRootCmd(), cs[0]); err != nil {
+		t.Errorf("the refusals name %q: %v", node.ForceCommand, err)
+	}
+	verb := strings.TrimSuffix(node.ForceCommand, " N")
+	if !strings.Contains(string(readDoc(t, "../../docs/OPERATIONS.md")), verb+" ") {
+		t.Errorf("docs/OPERATIONS.md does not show %q", verb)
+	}
+}
+
 // The checker itself refuses what a stale document would say, and passes
 // the shell forms the documents use.
 func TestDocsCheckerCatchesStaleCommands(t *testing.T) {

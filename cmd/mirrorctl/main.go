@@ -79,7 +79,7 @@ the legs differ. See mirrorctl COMMAND --help, and mirrord(8).`,
 	for group, cmds := range map[string][]*cobra.Command{
 		"cluster": {newStatusCmd(g), newMoveCmd(g), newStandbyCmd(g, true), newStandbyCmd(g, false),
 			newMaintenanceCmd(g), newResourceCmd(g), newCleanupCmd(g), newNodesCmd(g)},
-		"volume":   {newLegCmd(g), newResyncCmd(g), newVerifyCmd(g), newExamineCmd(g), newISCSICmd()},
+		"volume":   {newLegCmd(g), newVolumeCmd(g), newResyncCmd(g), newVerifyCmd(g), newExamineCmd(g), newISCSICmd()},
 		"services": {newLogCmd(g), newTrafficCmd(g), newNodeCmd(g)},
 		"setup":    {newCreateCmd(g), newConfigCmd()},
 	} {

@@ -29,13 +29,18 @@ type pairLab struct {
 	dir    string
 	ctl    map[string]string // control address per node
 	marks  map[string]string // the app resource's file per node
+	legs   [2]string         // the arrays' LUN URLs
 	cancel map[string]context.CancelFunc
 	done   map[string]chan error
 }
 
 // newPairLab starts the arrays, creates the volume on them with
 // mirrorctl create, and starts both nodes; a is preferred.
-func newPairLab(t *testing.T) *pairLab {
+func newPairLab(t *testing.T) *pairLab { return newPairLabWith(t, nil) }
+
+// newPairLabWith is newPairLab calling beforeStart (if not nil) with the
+// arrays once the volume is made, just before the nodes start.
+func newPairLabWith(t *testing.T, beforeStart func(a, b *iscsitarget.Array)) *pairLab {
 	if err := iscsitarget.TgtdAvailable(); err != nil {
 		t.Skipf("SKIPPED LOUDLY: the pair lab needs tgtd: %v", err)
 	}
@@ -53,9 +58,12 @@ func newPairLab(t *testing.T) *pairLab {
 	if err := os.WriteFile(key, []byte("a-test-cluster-key-of-enough-bytes"), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	if beforeStart != nil {
+		beforeStart(arrA, arrB)
+	}
 	hbPort, svcPort := freeUDPPort(t), freeTCPPort(t)
 	l := &pairLab{t: t, dir: dir, ctl: map[string]string{}, marks: map[string]string{},
-		cancel: map[string]context.CancelFunc{}, done: map[string]chan error{}}
+		cancel: map[string]context.CancelFunc{}, done: map[string]chan error{}, legs: [2]string{arrA.URL, arrB.URL}}
 	for _, id := range []string{"a", "b"} {
 		l.ctl[id] = "unix:" + filepath.Join(dir, id+".sock")
 		l.marks[id] = filepath.Join(dir, id+"-app")

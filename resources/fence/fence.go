@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/hamirror/hamirror/iscsi"
+	"github.com/hamirror/hamirror/resources"
 )
 
 var (
@@ -19,12 +20,23 @@ var (
 	// out until a clean rejoin (Register: a mirrord restart or mirrorctl
 	// cleanup). Its writes, data and disk slot alike, already get
 	// iscsi.ErrReservationConflict.
-	ErrFenced = errors.New("fence: this node has been fenced off the arrays (another node removed its reservation key); " +
-		"stop everything; it rejoins only after a clean restart or mirrorctl cleanup")
+	// It is also resources.ErrFenced (errors.Is), so the group takes a
+	// fence operation that finds it for a fence, not a failure.
+	ErrFenced error = fencedError{}
 	// ErrNoArray: no array answered, so nothing could be fenced; a takeover
 	// must not start.
 	ErrNoArray = errors.New("fence: no array is reachable, so nothing could be fenced")
 )
+
+// fencedError is ErrFenced.
+type fencedError struct{}
+
+func (fencedError) Error() string {
+	return "fence: this node has been fenced off the arrays (another node removed its reservation key); " +
+		"stop everything; it rejoins only after a clean restart or mirrorctl cleanup"
+}
+
+func (fencedError) Is(target error) bool { return target == resources.ErrFenced }
 
 // Config is what the fence agent needs. The node builds it from the
 // cluster file (nodes[].fence_key, default DeriveKey(cluster, node)) and

@@ -276,6 +276,10 @@ func TestFenceTwoNodesTwoArrays(t *testing.T) {
 	}
 	if err := n1.fence.Monitor(ctx(t)); !errors.Is(err, fence.ErrFenced) {
 		t.Fatalf("node1 monitor: %v", err)
+	} else if !errors.Is(err, resources.ErrFenced) {
+		// The group must stop everything at once, not restart the fence
+		// as after a monitor failure (stopping the volume in order).
+		t.Fatalf("node1 monitor: %v is not resources.ErrFenced: the group takes it for a failure", err)
 	}
 	if _, err := n1.fence.Takeover(ctx(t), n2.key); !errors.Is(err, fence.ErrFenced) {
 		t.Fatalf("fenced node1's takeover: %v, want ErrFenced", err)

@@ -42,6 +42,8 @@ type arrays struct {
 	// during the fence still has the old owner registered: its leg stays
 	// out until a later fence succeeds there (BeforeReAdd).
 	usable map[string]bool
+	// opened is when the sessions were opened (their first logins follow).
+	opened time.Time
 	// victims of the last takeover (nil: a clean hand-over).
 	victims []uint64
 	// mayWrite, set by the node, returns the keys of the peers that may
@@ -79,7 +81,7 @@ func (c *Config) iscsiConfig(p iscsi.Purpose) iscsi.Config {
 // openArrays opens (in the background) the sessions of every volume leg
 // and builds the fence agent over them.
 func openArrays(c *Config, keys map[heartbeat.NodeID]uint64, log *slog.Logger) (*arrays, error) {
-	as := &arrays{log: log, usable: map[string]bool{}}
+	as := &arrays{log: log, usable: map[string]bool{}, opened: time.Now()}
 	fail := func(err error) (*arrays, error) {
 		as.close()
 		return nil, err

@@ -267,15 +267,17 @@ func (n *Node) newVolume(name string) *volumeRes {
 	mo.AutoReAdd = vc.AutoReAdd
 	mo.ResyncMinRate, mo.ResyncMaxRate = vc.ResyncMinRate, vc.ResyncMaxRate
 	mo.MMP.Interval = vc.MMPInterval
+	// Another owner's block while this node runs: it fenced this node.
+	mo.MMP.TakenIsFence = true
 	mo.Logger = n.log.With("part", "volume")
 	mo.Publish = n.wit.Publish
 	mo.BeforeReAdd = n.arrays.beforeReAdd
 	mo.OnFenced = func() {
 		n.post(func(now time.Time) {
-			n.group.Fenced(now, "the volume got RESERVATION CONFLICT: another node fenced this one")
+			n.group.Fenced(now, "another node fenced this one and took the volume over (RESERVATION CONFLICT, or its multi-mount protection block on the legs)")
 		})
 	}
 	v := volume.New(volume.Options{Legs: vc.Legs, OpenLeg: n.arrays.openLeg, Mirror: mo, Listen: vc.Listen,
-		Device: vc.Device, Fuse: vc.Fuse, Link: vc.Link, ExportName: vc.ExportName, Logger: mo.Logger})
+		Device: vc.Device, Fuse: vc.Fuse, Link: vc.Link, ExportName: vc.ExportName, Logger: mo.Logger, ForceHint: forceHint})
 	return &volumeRes{name: name, agent: v}
 }

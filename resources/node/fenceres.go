@@ -19,16 +19,28 @@ import (
 // releases and forgets which arrays are usable.
 type fenceResource struct{ as *arrays }
 
-// sessionGrace bounds how long Start waits for the arrays' sessions to
-// log in (they are opened in the background at mirrord start): a group
-// started right after mirrord (both nodes up together) would otherwise
-// find no array reachable and fail its start.
-const sessionGrace = 5 * time.Second
+// firstLoginWait bounds, from the opening of the sessions at mirrord
+// start, how long Start waits for each array's first login (the sessions
+// log in in the background): a group started right after mirrord (both
+// nodes up together) would otherwise fence and assemble without an array
+// that is merely slow to answer, and refuse its lone leg as not provably
+// the newest (the group then went to the peer). An array that has not
+// answered by then is down: the start goes on without it. Within the
+// fence's start_timeout (30 s), leaving time for its commands.
+const firstLoginWait = 20 * time.Second
 
 func (f fenceResource) Start(ctx context.Context) error {
-	wctx, cancel := context.WithTimeout(ctx, sessionGrace)
+	deadline := f.as.opened.Add(firstLoginWait)
+	wctx, cancel := context.WithDeadline(ctx, deadline)
 	for _, a := range f.as.list {
-		if a.vol.WaitReady(wctx) != nil {
+		if a.vol.Ready() {
+			continue
+		}
+		if time.Now().Before(deadline) {
+			f.as.log.Info("waiting for the array's first login before fencing", "array", a.name, "at_most", time.Until(deadline).Round(time.Second))
+		}
+		if err := a.vol.WaitReady(wctx); err != nil {
+			f.as.log.Warn("going on without the array: no first login since mirrord started", "array", a.name, "err", err)
 			break // go on with the arrays that answered
 		}
 	}

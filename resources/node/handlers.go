@@ -144,7 +144,8 @@ func (n *Node) Handlers() map[string]HandlerFunc {
 	for op, f := range n.svc.Handlers() {
 		h[op] = HandlerFunc(f)
 	}
-	h["reload"] = n.reloadHandler // reload.go
+	h["reload"] = n.reloadHandler    // reload.go
+	h["keep-leg"] = n.keepLegHandler // keepleg.go
 	return h
 }
 

@@ -7,6 +7,7 @@
 //
 //	v := volume.New(volume.Options{Legs: [2]string{a, b}, Device: "/dev/nbd0", Mirror: mirror.DefaultOptions()})
 //	v.Prepare(known, fenced)  // what the next Start assembles with
+//	v.KeepLeg(0)              // the operator's forcing choice, for the next Start only
 //	err := v.Start(ctx)       // resources.Agent
 //	st, _ := v.Status()
 //	err = v.Stop(ctx)

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -38,6 +39,11 @@ type Options struct {
 	ExportName string
 	ReadOnly   bool
 	Logger     *slog.Logger
+	// ForceHint, when set, is added to an assembly refused because the
+	// legs do not prove which copy is newest (a split brain, a lone leg,
+	// an unreadable or blank leg: the engine's message names --keep-leg):
+	// how to force where --keep-leg is not the way (the cluster's node).
+	ForceHint string
 }
 
 // Volume is the volume resource: it assembles the mirror, serves it and
@@ -50,6 +56,7 @@ type Volume struct {
 	run   *running // nil while stopped
 	known *mirror.KnownState
 	fence bool
+	keep  int // the next start keeps leg keep-1 (0: decide from the legs)
 }
 
 // running is one started instance.
@@ -83,6 +90,15 @@ func (v *Volume) Prepare(known *mirror.KnownState, fenced bool) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	v.known, v.fence = known, fenced
+}
+
+// KeepLeg makes the next Start keep leg slot's data where the legs do
+// not prove which copy is newest (mirror.Options.KeepLeg): the operator's
+// forcing choice after a refusal, for that one start only.
+func (v *Volume) KeepLeg(slot int) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.keep = slot + 1
 }
 
 // Mirror returns the running volume (nil when stopped), for the leg,
@@ -133,6 +149,11 @@ func (v *Volume) start(ctx context.Context) (*running, error) {
 	mo.OpenLeg = open
 	mo.Known = v.known
 	mo.MMP.Fenced = v.fence
+	if v.keep > 0 {
+		mo.KeepLeg = v.keep - 1
+		v.keep = 0
+		v.log.Warn("forced by the operator: keeping this leg's data if the legs do not prove which copy is newest", "leg", mo.KeepLeg)
+	}
 	if mo.Logger == nil {
 		mo.Logger = v.log
 	}
@@ -142,6 +163,9 @@ func (v *Volume) start(ctx context.Context) (*running, error) {
 			if l != nil {
 				l.Close()
 			}
+		}
+		if v.opts.ForceHint != "" && strings.Contains(err.Error(), "--keep-leg") {
+			return nil, fmt.Errorf("volume: %w; %s", err, v.opts.ForceHint)
 		}
 		return nil, fmt.Errorf("volume: %w", err)
 	}
