@@ -145,8 +145,11 @@ func benchSoak() error {
 	lat := startLatencyMeter()
 	start := time.Now()
 	loadBefore := loadAvg()
+	cpu0, io0 := pressure()
 	events, polls := watchSoak(ctx, s, start.Add(dur))
+	cpu1, io1 := pressure()
 	loadAfter := loadAvg()
+	us := float64(time.Since(start).Microseconds())
 	latMax, latOver := lat.stop()
 	client.Stop()
 	loadLine := "no load"
@@ -158,7 +161,8 @@ func benchSoak() error {
 		return errors.New("interrupted; the lab was removed")
 	}
 	return reportSoak(s, start, time.Since(start), events, polls, client.Attempts(), soakHost{
-		load: loadLine, loadavg: loadBefore + " -> " + loadAfter, latMax: latMax, latOver: latOver})
+		load: loadLine, loadavg: loadBefore + " -> " + loadAfter, latMax: latMax, latOver: latOver,
+		psiCPU: float64(cpu1-cpu0) / us, psiIO: float64(io1-io0) / us})
 }
 
 func loadWords(on bool, niceness int) string {

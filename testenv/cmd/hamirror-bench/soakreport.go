@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -18,6 +19,8 @@ type soakHost struct {
 	loadavg string
 	latMax  time.Duration // the latency meter's worst wake-up delay
 	latOver int           // its wake-ups later than 50 ms
+	// psiCPU, psiIO: the share of the soak some task waited for a CPU, for I/O.
+	psiCPU, psiIO float64
 }
 
 // latencyMeter sleeps 10 ms again and again in this (unniced) process and
@@ -58,6 +61,22 @@ func (m *latencyMeter) stop() (time.Duration, int) {
 	close(m.done)
 	m.wg.Wait()
 	return m.max, m.over
+}
+
+// pressure returns the kernel's pressure-stall totals (µs) of cpu and io
+// ("some": at least one task waiting), zero when /proc/pressure is absent.
+func pressure() (cpu, io int64) {
+	read := func(name string) int64 {
+		b, err := os.ReadFile("/proc/pressure/" + name)
+		if err != nil {
+			return 0
+		}
+		line, _, _ := strings.Cut(string(b), "\n")
+		_, t, _ := strings.Cut(line, "total=")
+		n, _ := strconv.ParseInt(strings.TrimSpace(t), 10, 64)
+		return n
+	}
+	return read("cpu"), read("io")
 }
 
 func loadAvg() string {
@@ -110,6 +129,7 @@ func reportSoak(s *hamirror.System, start time.Time, el time.Duration, events []
 	falses := 0
 	fmt.Printf("\nSoak: %s, %v, %d status polls of each node (netns lab, shared host)\n", s.Name(), el.Round(time.Second), polls)
 	fmt.Printf("  host: %s; load average %s\n", host.load, host.loadavg)
+	fmt.Printf("  pressure stall (some task waiting): cpu %.0f%% of the time, io %.0f%%\n", host.psiCPU*100, host.psiIO*100)
 	fmt.Printf("  this process's 10 ms sleeps (unniced): worst %v late, %d more than 50 ms late\n",
 		host.latMax.Round(time.Millisecond), host.latOver)
 	fmt.Printf("\n  events seen in both nodes' status (false: a takeover or its start)\n")
