@@ -62,9 +62,10 @@ type soakEvent struct {
 // the failover bench's row: ping target every 200 ms) with the client
 // loop for HAMIRROR_SOAK (default 10m) while a load generator keeps every
 // core busy and writes with an fsync after every chunk on the lab's
-// filesystem, under nice -n HAMIRROR_SOAK_NICE (default 10; the lab runs
-// unniced and is what gets starved; HAMIRROR_SOAK_LOAD=0 runs without
-// the load). Nothing is injected: any change of the active node, role,
+// filesystem, under nice -n HAMIRROR_SOAK_NICE (default 10; the lab is
+// what gets starved; HAMIRROR_SOAK_LOAD=0 runs without the load). Both
+// mirrords run at HAMIRROR_SOAK_MIRRORD_NICE (default -10, as
+// systemd/mirrord.service runs it; the rest of the lab is unniced). Nothing is injected: any change of the active node, role,
 // group state or term, and any fence, is a false takeover, and the
 // section fails. It also reports the client's outages and attempt
 // latencies, membership's stalls, media that went down, the WARN and
@@ -99,6 +100,15 @@ func benchSoak() error {
 		}
 		niceness = n
 	}
+	// mirrord's niceness: systemd/mirrord.service's Nice=-10 by default.
+	mirrordNice := -10
+	if v := os.Getenv("HAMIRROR_SOAK_MIRRORD_NICE"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < -20 || n > 19 {
+			return fmt.Errorf("HAMIRROR_SOAK_MIRRORD_NICE=%q: want -20 to 19", v)
+		}
+		mirrordNice = n
+	}
 	withLoad := os.Getenv("HAMIRROR_SOAK_LOAD") != "0"
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -127,7 +137,12 @@ func benchSoak() error {
 	if err := s.WaitStandby(ctx, halab.Peer(active), 3*time.Minute); err != nil {
 		return fmt.Errorf("the pair did not settle: %w", err)
 	}
-	fmt.Printf("%s: %s active; soak of %v, load %s\n", s.Name(), active, dur, loadWords(withLoad, niceness))
+	for _, id := range []string{"n1", "n2"} {
+		if err := reniceTasks(s.Daemon(id).Pid(), mirrordNice); err != nil {
+			return fmt.Errorf("renicing %s's mirrord: %w", id, err)
+		}
+	}
+	fmt.Printf("%s: %s active; soak of %v, mirrord at nice %d, load %s\n", s.Name(), active, dur, mirrordNice, loadWords(withLoad, niceness))
 
 	client := l.StartClient(halab.ClientOptions{})
 	defer client.Stop()
@@ -163,6 +178,26 @@ func benchSoak() error {
 	return reportSoak(s, start, time.Since(start), events, polls, client.Attempts(), soakHost{
 		load: loadLine, loadavg: loadBefore + " -> " + loadAfter, latMax: latMax, latOver: latOver,
 		psiCPU: float64(cpu1-cpu0) / us, psiIO: float64(io1-io0) / us})
+}
+
+// reniceTasks sets the niceness of every thread of process pid (Linux
+// nices threads, not processes; threads made later inherit it from the
+// thread that makes them).
+func reniceTasks(pid, niceness int) error {
+	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	if err != nil {
+		return err
+	}
+	for _, t := range tasks {
+		tid, err := strconv.Atoi(t.Name())
+		if err != nil {
+			continue
+		}
+		if err := syscall.Setpriority(syscall.PRIO_PROCESS, tid, niceness); err != nil {
+			return fmt.Errorf("thread %d: %w", tid, err)
+		}
+	}
+	return nil
 }
 
 func loadWords(on bool, niceness int) string {
