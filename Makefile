@@ -47,6 +47,9 @@ fuzz:
 	  done; \
 	done
 
+# SECTIONS picks sections (nbd lab heartbeat engine iscsi failover); soak,
+# the fast profile for HAMIRROR_SOAK (10m) under full CPU and I/O load, runs
+# only when named: make bench SECTIONS=soak.
 bench: build
 	$(GO) run ./testenv/cmd/hamirror-bench $(SECTIONS)
 
