@@ -72,11 +72,11 @@ func requireAgents(t *testing.T) {
 	t.Helper()
 	for _, p := range []string{"/usr/lib/ocf/resource.d/heartbeat/MailTo", "/usr/lib/postgresql/15/bin/pg_ctl"} {
 		if _, err := os.Stat(p); err != nil {
-			t.Skipf("SKIPPED LOUDLY: the example's resources need %s: run make deps", p)
+			t.Fatalf("the example's resources need %s: run make deps", p)
 		}
 	}
 	if os.Geteuid() != 0 {
-		t.Skip("SKIPPED LOUDLY: the example's postgresql resource runs as user postgres, which needs root")
+		t.Fatal("the example's postgresql resource runs as user postgres, which needs root")
 	}
 }
 

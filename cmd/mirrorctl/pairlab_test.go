@@ -42,7 +42,7 @@ func newPairLab(t *testing.T) *pairLab { return newPairLabWith(t, nil) }
 // arrays once the volume is made, just before the nodes start.
 func newPairLabWith(t *testing.T, beforeStart func(a, b *iscsitarget.Array)) *pairLab {
 	if err := iscsitarget.TgtdAvailable(); err != nil {
-		t.Skipf("SKIPPED LOUDLY: the pair lab needs tgtd: %v", err)
+		t.Fatalf("the pair lab needs tgtd: %v", err)
 	}
 	dir, err := os.MkdirTemp("", "ctlpair") // short: unix socket paths are limited
 	if err != nil {

@@ -116,7 +116,7 @@ func TestArraysLegMissingAtTakeoverJoinsOnceFenced(t *testing.T) {
 // tgtd arrays, the node's own sessions, fence agent and volume wiring.
 func TestArrayUnreachableAtTakeoverIsFencedThenReAdded(t *testing.T) {
 	if err := iscsitarget.TgtdAvailable(); err != nil {
-		t.Skipf("SKIPPED LOUDLY: needs tgtd: %v", err)
+		t.Fatalf("needs tgtd: %v", err)
 	}
 	dir := t.TempDir()
 	arrA := iscsitarget.StartArray(t, dir, "rn-a", 16<<20)
@@ -243,7 +243,7 @@ type volumeLab struct {
 func newVolumeLab(t *testing.T, ctx context.Context) *volumeLab {
 	t.Helper()
 	if err := iscsitarget.TgtdAvailable(); err != nil {
-		t.Skipf("SKIPPED LOUDLY: needs tgtd: %v", err)
+		t.Fatalf("needs tgtd: %v", err)
 	}
 	dir := t.TempDir()
 	l := &volumeLab{arrA: iscsitarget.StartArray(t, dir, "vl-a", 16<<20), arrB: iscsitarget.StartArray(t, dir, "vl-b", 16<<20),
@@ -374,7 +374,7 @@ func TestRestartOfTheFenceKeepsTheTakeoverFencing(t *testing.T) {
 // group would then run nowhere).
 func TestCleanStartAfterBeingPreemptedAsAStandby(t *testing.T) {
 	if err := iscsitarget.TgtdAvailable(); err != nil {
-		t.Skipf("SKIPPED LOUDLY: needs tgtd: %v", err)
+		t.Fatalf("needs tgtd: %v", err)
 	}
 	dir := t.TempDir()
 	arrA := iscsitarget.StartArray(t, dir, "cs-a", 16<<20)

@@ -71,7 +71,7 @@ func requireTools(t *testing.T, tools ...string) {
 	t.Helper()
 	for _, tool := range tools {
 		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("SKIPPED LOUDLY: %s is not installed: run make deps", tool)
+			t.Fatalf("%s is not installed: run make deps", tool)
 		}
 	}
 }

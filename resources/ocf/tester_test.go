@@ -15,7 +15,7 @@ import (
 func TestOCFTester(t *testing.T) {
 	const tester = "/usr/sbin/ocf-tester"
 	if _, err := os.Stat(tester); err != nil {
-		t.Skipf("SKIPPED LOUDLY: %s is missing (package resource-agents): run make deps", tester)
+		t.Fatalf("%s is missing (package resource-agents): run make deps", tester)
 	}
 	requireTools(t, "xmllint") // ocf-tester lints the meta-data with it
 	r := newRig(t, withShellfuncs, 32<<20)

@@ -6,14 +6,14 @@ import (
 	"time"
 )
 
-// ForTest builds a lab for t, or skips t naming what is missing (Available
+// ForTest builds a lab for t, or fails t naming what is missing (Available
 // and each of needs, such as PGAvailable), and closes the lab when t ends;
 // a Close that leaves something behind fails t.
 func ForTest(t testing.TB, opt Options, needs ...func() error) *Lab {
 	t.Helper()
 	for _, need := range append([]func() error{Available}, needs...) {
 		if err := need(); err != nil {
-			t.Skipf("the failover lab cannot run here: %v", err)
+			t.Fatalf("the failover lab cannot run here: %v", err)
 		}
 	}
 	if opt.Logf == nil {

@@ -82,7 +82,7 @@ func TestLIOArray(t *testing.T) {
 		t.Fatal(err)
 	}
 	if res.Exit != 0 {
-		t.Skipf("SKIPPING LIO scenario: the lab kernel has no iscsi_target_mod, target_core_iblock or dm_delay module (%s)", l.Image.Kernel.Package)
+		t.Fatalf("LIO scenario: the lab kernel has no iscsi_target_mod, target_core_iblock or dm_delay module (%s)", l.Image.Kernel.Package)
 	}
 	start := time.Now()
 	lio, err := StartLIO(ctx, n2, LIOConfig{Disk: "scratch", ACLs: lioACLs(), LUNs: []LIOLUN{
@@ -107,7 +107,7 @@ func TestLIOArray(t *testing.T) {
 	tgt, err := l.StartArraysOn(ctx, ArrayPortalPort(3263), 16<<20, "mt", "ft")
 	if err != nil {
 		if strings.Contains(err.Error(), "not installed") {
-			t.Skipf("SKIPPING LIO scenario (it compares with tgtd): %v", err)
+			t.Fatalf("LIO scenario (it compares with tgtd): %v", err)
 		}
 		t.Fatal(err)
 	}
@@ -278,7 +278,7 @@ func testLIOMirror(t *testing.T, n *Node, lio *LIO, tgt *Arrays) {
 	defer cancel()
 	legA, legB := lio.URL(lioLeg), tgt.URL("mt")
 	if _, ok, why := HamirrorIfAvailable(ctx, n, legA, legB); !ok {
-		t.Skipf("SKIPPING LIO mirror leg: %s", why)
+		t.Fatalf("LIO mirror leg: %s", why)
 	}
 	const ctl = "mirrorctl --control unix:/run/c.sock "
 	defer func() {

@@ -107,10 +107,10 @@ func newStory(t *testing.T) *story {
 		t.Skip("QEMU lab skipped in -short mode")
 	}
 	if err := Prerequisites(); err != nil {
-		t.Skipf("SKIPPING QEMU FAILOVER STORY: %v", err)
+		t.Fatalf("QEMU failover story: %v", err)
 	}
 	if _, err := exec.LookPath("tgtd"); err != nil {
-		t.Skip("SKIPPING QEMU FAILOVER STORY: tgtd not installed (make deps: apt package tgt)")
+		t.Fatal("QEMU failover story: tgtd not installed (make deps: apt package tgt)")
 	}
 	dir, err := os.MkdirTemp("", "hmstory-") // short: QEMU's unix socket paths are limited
 	if err != nil {

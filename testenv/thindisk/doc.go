@@ -9,7 +9,7 @@
 // copies them and keeps them busy; the test reaches the file system
 // through /proc/PID/root. Needs root, unshare, losetup and mkfs.ext2.
 //
-//	d := thindisk.New(t)       // skips loudly if it cannot run
+//	d := thindisk.New(t)       // fails t, naming what is missing, if it cannot run
 //	l, _ := mlog.Open(mlog.Options{Dir: d.Dir, ...})
 //	d.Fill(t)                  // the pool is full: the next fsync fails
 //	d.Free(t)                  // space again

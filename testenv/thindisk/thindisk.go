@@ -32,15 +32,15 @@ exec sleep 100000
 func New(t testing.TB) *Disk {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		t.Skip("SKIPPED LOUDLY: thindisk needs root (loop device, mounts)")
+		t.Fatal("thindisk needs root (loop device, mounts)")
 	}
 	for _, tool := range []string{"unshare", "losetup", "mkfs.ext2", "truncate"} {
 		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("SKIPPED LOUDLY: thindisk needs %s: run make deps", tool)
+			t.Fatalf("thindisk needs %s: run make deps", tool)
 		}
 	}
 	if _, err := os.Stat("/dev/loop-control"); err != nil {
-		t.Skipf("SKIPPED LOUDLY: thindisk needs loop devices: %v", err)
+		t.Fatalf("thindisk needs loop devices: %v", err)
 	}
 	base := t.TempDir()
 	for _, d := range []string{"pool", "fs"} {
