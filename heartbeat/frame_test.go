@@ -183,6 +183,7 @@ func TestHeartbeatPayloadStrict(t *testing.T) {
 		"unknown flag":   mod(func(b []byte) []byte { b[17] |= 4; return b }),
 		"app over limit": big,
 		"app length":     mod(func(b []byte) []byte { b[28] = 2; return b }),
+		"term too large": Heartbeat{Term: maxTerm + 1}.MarshalBinary(), // a restart would refuse it as corrupt
 		"v2 payload":     {1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0},
 		// round, role, flags, ping, table version, app length, app "abc":
 		// the layout before the term

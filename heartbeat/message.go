@@ -107,6 +107,9 @@ func UnmarshalHeartbeat(p []byte) (Heartbeat, error) {
 		return h, fmt.Errorf("%w: heartbeat app state of %d bytes in a %d byte payload (at most %d)", ErrMalformed, n, len(p), MaxAppState)
 	}
 	h.Round, h.Term = binary.BigEndian.Uint64(p), binary.BigEndian.Uint64(p[8:])
+	if h.Term > maxTerm { // LoadTerm would refuse it as corrupt at the next start
+		return h, fmt.Errorf("%w: heartbeat term %d (at most %d)", ErrMalformed, h.Term, uint64(maxTerm))
+	}
 	h.Role, h.HasPing, h.Eligible, h.PingScore = Role(role), flags&flagPing != 0, flags&flagEligible != 0, p[18]
 	h.TableVersion = binary.BigEndian.Uint64(p[19:])
 	if n > 0 {
