@@ -53,7 +53,7 @@ func failoverSystems() []failoverSystem {
 		{new: func() halab.System { return &peers.Keepalived{} }, avail: peers.KeepalivedAvailable},
 		{new: func() halab.System { return &peers.Keepalived{AdvertInt: "0.01"} }, avail: peers.KeepalivedAvailable},
 		{new: func() halab.System { return &peers.Pacemaker{} }, avail: peers.PacemakerAvailable},
-		{new: func() halab.System { return &peers.Pacemaker{Token: 1000} }, avail: peers.PacemakerAvailable},
+		{new: func() halab.System { return &peers.Pacemaker{Token: 1000, Ping: time.Second} }, avail: peers.PacemakerAvailable},
 	}
 }
 

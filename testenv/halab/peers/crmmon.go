@@ -13,6 +13,7 @@ type crmStatus struct {
 	dc      string // the DC's name, "" when there is none
 	online  map[string]bool
 	pending map[string]bool // joining, not yet a full member
+	unclean map[string]bool // lost and not fenced yet
 	// where maps each group resource to the nodes it is started on.
 	where map[string][]string
 }
@@ -26,6 +27,7 @@ type crmMonXML struct {
 		Name    string `xml:"name,attr"`
 		Online  string `xml:"online,attr"`
 		Pending string `xml:"pending,attr"`
+		Unclean string `xml:"unclean,attr"`
 	} `xml:"nodes>node"`
 	Groups []struct {
 		ID        string        `xml:"id,attr"`
@@ -50,13 +52,14 @@ func parseCrmMon(b []byte) (*crmStatus, error) {
 	if err := xml.Unmarshal(b, &x); err != nil {
 		return nil, fmt.Errorf("crm_mon output: %w", err)
 	}
-	st := &crmStatus{online: map[string]bool{}, pending: map[string]bool{}, where: map[string][]string{}}
+	st := &crmStatus{online: map[string]bool{}, pending: map[string]bool{}, unclean: map[string]bool{}, where: map[string][]string{}}
 	if x.DC.Present == "true" {
 		st.dc = x.DC.Name
 	}
 	for _, n := range x.Nodes {
 		st.online[n.Name] = n.Online == "true"
 		st.pending[n.Name] = n.Pending == "true"
+		st.unclean[n.Name] = n.Unclean == "true"
 	}
 	for _, g := range x.Groups {
 		if g.ID != "g" {

@@ -40,6 +40,14 @@ func TestParseCrmMonFindsOnlineNodesAndWhereTheGroupRuns(t *testing.T) {
 	if st, err := parseCrmMon([]byte(offline)); err != nil || st.online["n2"] {
 		t.Fatalf("n2 offline read as online (%v)", err)
 	}
+	if st.unclean["n1"] || st.unclean["n2"] {
+		t.Fatalf("got %s: a clean node read as unclean", st)
+	}
+	lost := strings.Replace(offline, `<node name="n2" id="2" online="false" standby="false" standby_onfail="false" maintenance="false" pending="false" unclean="false"`,
+		`<node name="n2" id="2" online="false" standby="false" standby_onfail="false" maintenance="false" pending="false" unclean="true"`, 1)
+	if st, err := parseCrmMon([]byte(lost)); err != nil || !st.unclean["n2"] {
+		t.Fatalf("n2 lost and not fenced yet read as clean (%v)", err)
+	}
 	if _, err := parseCrmMon([]byte("<pacemaker-result><nodes>")); err == nil {
 		t.Fatal("truncated XML accepted")
 	}

@@ -34,7 +34,11 @@ func PacemakerOverlay() []string { return []string{"/usr/sbin"} }
 // links, two_node) and the group fs (ocf:heartbeat:Filesystem, ext4 on a
 // loop device both nodes see), vip (IPaddr2) and db (pgsql), started in
 // that order, stickiness 100 over a preference of 50 for n1 (no
-// fail-back). Fencing is enabled with stonith-action off and done by
+// fail-back). A clone of ocf:pacemaker:ping on both nodes pings the lab's
+// client (the public network's only other host) and a location rule keeps
+// the group off a node whose pingd is 0 or not defined: Pacemaker's
+// documented way to move a group off a node whose public cable is pulled
+// (Corosync runs on the private links and does not notice). Fencing is enabled with stonith-action off and done by
 // fence_halab, a small agent that asks the lab's power switch to cut the
 // node's power: fence_scsi cannot run here (it needs the kernel's SCSI
 // layer: sg_persist on a /dev/sdX, but this kernel has no iSCSI initiator,
@@ -46,6 +50,10 @@ func PacemakerOverlay() []string { return []string{"/usr/sbin"} }
 type Pacemaker struct {
 	halab.Faults
 	Token int // Corosync totem token in ms; 0 keeps Corosync's default (3000)
+	// Ping is the ping resource's monitor interval, with a dampen of 0 s
+	// and one attempt of 1 s; 0 keeps the agent's defaults (every 10 s,
+	// dampen 5 s, 3 attempts of 2 s each).
+	Ping time.Duration
 
 	dev string // the shared volume
 	mnt string // where the group mounts it
@@ -69,10 +77,14 @@ func PacemakerAvailable() error {
 
 // Name says which timing runs.
 func (p *Pacemaker) Name() string {
-	if p.Token == 0 {
-		return "Pacemaker+Corosync, defaults (token 3000)"
+	name := "Pacemaker+Corosync, defaults (token 3000)"
+	if p.Token != 0 {
+		name = fmt.Sprintf("Pacemaker+Corosync, token %d", p.Token)
 	}
-	return fmt.Sprintf("Pacemaker+Corosync, token %d", p.Token)
+	if p.Ping != 0 {
+		name += fmt.Sprintf(", ping every %v", p.Ping)
+	}
+	return name
 }
 
 // Setup makes the shared volume with a database on it and each node's
@@ -162,6 +174,11 @@ func (p *Pacemaker) cib() string {
 	nv := func(owner, name, value string) string {
 		return fmt.Sprintf(`<nvpair id="%s-%s" name="%s" value="%s"/>`, owner, name, name, value)
 	}
+	pingOpts, pingInterval := "", "10s"
+	if p.Ping != 0 {
+		pingInterval = fmt.Sprintf("%dms", p.Ping.Milliseconds())
+		pingOpts = nv("ping", "dampen", "0s") + nv("ping", "attempts", "1") + nv("ping", "timeout", "1")
+	}
 	return `<cib validate-with="pacemaker-3.9" epoch="1" num_updates="0" admin_epoch="0">
   <configuration>
     <crm_config>
@@ -211,9 +228,24 @@ func (p *Pacemaker) cib() string {
           <operations>` + op("db", "monitor", "10s", "30s") + op("db", "start", "0", "120s") + op("db", "stop", "0", "120s") + `</operations>
         </primitive>
       </group>
+      <clone id="ping-clone">
+        <primitive id="ping" class="ocf" provider="pacemaker" type="ping">
+          <instance_attributes id="ping-ia">
+            ` + nv("ping", "host_list", halab.ClientAddr) + `
+            ` + nv("ping", "multiplier", "1000") + pingOpts + `
+          </instance_attributes>
+          <operations>` + op("ping", "monitor", pingInterval, "60s") + `</operations>
+        </primitive>
+      </clone>
     </resources>
     <constraints>
       <rsc_location id="prefer-n1" rsc="g" node="n1" score="50"/>
+      <rsc_location id="g-needs-ping" rsc="g">
+        <rule id="g-needs-ping-rule" score="-INFINITY" boolean-op="or">
+          <expression id="g-needs-ping-undefined" attribute="pingd" operation="not_defined"/>
+          <expression id="g-needs-ping-zero" attribute="pingd" type="number" operation="lte" value="0"/>
+        </rule>
+      </rsc_location>
     </constraints>
     <rsc_defaults>
       <meta_attributes id="rsc-options">` + nv("rsc", "resource-stickiness", "100") + `</meta_attributes>
@@ -316,12 +348,15 @@ func (p *Pacemaker) waitGroup(ctx context.Context, want string, timeout time.Dur
 }
 
 // waitTakeover waits until crm_mon on node on shows node gone offline and
-// the group running on on (which Pacemaker does only after fencing gone).
+// fenced (not unclean) and the group running on on. After a kill the group
+// moves only after the fence; after a fault Pacemaker handled without one
+// (a public cable pulled: the group moved cleanly) the fence of the crash
+// comes later, and a node booted before it is switched off again.
 func (p *Pacemaker) waitTakeover(ctx context.Context, on, gone string, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	for {
 		st, err := p.status(ctx, on)
-		if err == nil && st.online[on] && !st.online[gone] && st.groupOn() == on {
+		if err == nil && st.online[on] && !st.online[gone] && !st.unclean[gone] && st.groupOn() == on {
 			return nil
 		}
 		if time.Now().After(deadline) {
