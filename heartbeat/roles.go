@@ -134,7 +134,7 @@ func (m *Machine) decideRole(now time.Time) {
 		if p == nil {
 			continue
 		}
-		if p.state.live() && p.hb.Role == RoleActive && !m.superseded(p) {
+		if p.state.live() && p.hb.Role == RoleActive {
 			active = append(active, id)
 		}
 		if p.state == NodeSuspect || p.state == NodeUnknown {
@@ -243,7 +243,7 @@ func (m *Machine) elect(now time.Time) NodeID {
 	}
 	for _, id := range m.cfg.Nodes {
 		p := m.peers[id]
-		if p != nil && p.state.live() && p.hb.Eligible && !m.superseded(p) && (winner == "" || m.better(id, winner, now)) {
+		if p != nil && p.state.live() && p.hb.Eligible && (winner == "" || m.better(id, winner, now)) {
 			winner = id
 		}
 	}
@@ -353,10 +353,4 @@ func (m *Machine) maintainTable(now time.Time) {
 		m.tableDue = true
 		m.emit(Event{At: now, Kind: EventTable, To: fmt.Sprintf("version %d built by %s", m.table.Version, m.cfg.Self)})
 	}
-}
-
-// superseded reports whether p proposes active in a term older than one
-// this node knows: a later takeover (which fenced p) superseded that claim.
-func (m *Machine) superseded(p *peer) bool {
-	return p.hb.Role == RoleActive && p.hb.Term < m.term
 }
