@@ -73,9 +73,9 @@ import (
 // the active role, even one whose claim is older than a term it knows (it
 // took over itself and restarted since, or heard of a later claim): the
 // term proves no fence landed (failed_claim_*.txt), and deferring costs
-// nothing where one did, since a node proposed active waits at its gate
-// for a live peer to be clean before it starts, and a fenced peer is
-// clean only once it found the fence and turned ineligible
+// at most one step where one did, since a node proposed active waits at
+// its gate for a live peer to be clean before it starts, and a fenced
+// peer is clean only once it found the fence and turned ineligible
 // (stale_claim_*.txt).
 //
 // The limit: a node takes over in a term later than the claims it has
