@@ -30,7 +30,10 @@
 // alarm. So a node that was stopped or paused while active (SIGSTOP, a
 // paused VM, even one whose clock stood still) and comes back still
 // claiming the role yields to the peer that found it dead, fenced it and
-// took over, instead of taking the service back. Two live nodes can still
+// took over, instead of taking the service back. A later claim is no
+// proof of a later fence (a claim's fence may fail, or land late): only
+// the arrays know, and the resources layer goes by them; a standby defers
+// to every live active peer, whatever its term. Two live nodes can still
 // both claim the role until their claims reach each other (after a
 // partition, or when both turn candidates while the news travels slower
 // than timing.warn): a claim is a proposal, not a lease. The resources

@@ -48,17 +48,44 @@ import (
 //     took over in a later term: the stale claim yields the moment it
 //     hears that, and the service does not go back to the fenced node
 //     (rank alone would give it back whenever the stale node ranks first);
-//   - after a partition in which each found the other dead, the node that
-//     took over last, and so fenced the other last, keeps the role;
+//   - after a partition in which each found the other dead, the claim
+//     made knowing the other's term wins; claims made without hearing of
+//     each other (a full cut) may be equal, and then rank decides;
 //   - nodes that elect themselves at the same moment knew the same terms,
 //     claim the same one, and rank decides, as every node computes alike.
+// A later claim is not a later fence. Claims made during a cut never
+// heard of each other, and a claim's fence may land long after it (a
+// failed fence is retried every resources.FenceRetry, the arrays are
+// fenced one by one) or never (no array reachable). Only the arrays know
+// whose fence landed last, and the resources layer goes by them: a node
+// that fenced a peer in this run keeps running the group while that peer
+// claims the role (a zombie: resources.Group), and a fenced node meets
+// RESERVATION CONFLICT, or the new owner's MMP block, within
+// volume.mmp_interval, stops at once and turns ineligible, which hands
+// the role to the other in a later term. So where a later term or rank
+// picks the fenced node, the role follows the writes one detection later,
+// never two writers (testdata/scenarios/equal_term_*.txt); where a
+// claim's fence never landed, its later term still takes the role from a
+// healthy active node: a move, and a move back if the claimant's start
+// fails too (failed_claim_meets_active.txt).
+//
+// For the same reason a standby defers to every live peer that claims
+// the active role, even one whose claim is older than a term it knows (it
+// took over itself and restarted since, or heard of a later claim): the
+// term proves no fence landed (failed_claim_*.txt), and deferring costs
+// at most one step where one did, since a node proposed active waits at
+// its gate for a live peer to be clean before it starts, and a fenced
+// peer is clean only once it found the fence and turned ineligible
+// (stale_claim_*.txt).
+//
 // The limit: a node takes over in a term later than the claims it has
 // heard of. One that was down while its peer took over, and comes back
 // while that peer is stopped or paused (or has lost its state_dir), knows
-// no later claim; the peer's stale claim then wins when it runs again.
-// The peer was fenced, so it finds itself fenced (RESERVATION CONFLICT),
-// stops and turns ineligible, and this node takes over again: an outage,
-// never two writers.
+// no later claim; the peer's stale claim may then win when it runs again.
+// That peer was fenced, so it finds itself fenced (RESERVATION CONFLICT),
+// stops and turns ineligible, while this node, which fenced it in this
+// run, keeps the group running and claims the role again: never two
+// writers.
 //
 // What the resources layer must assume. Two live nodes may both propose
 // active for a while: after a partition in which each found the other
