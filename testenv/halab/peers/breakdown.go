@@ -87,7 +87,23 @@ func (p *Pacemaker) Breakdown(_ context.Context, fault time.Time, survivor strin
 		}
 		logs[name] = lines
 	}
-	phases := findPhases(logs, pacemakerPhases(survivor, halab.Peer(survivor)), fault)
+	all := pacemakerPhases(survivor, halab.Peer(survivor))
+	if p.cleanMove {
+		// The ping rule moved the group: the victim stopped it and
+		// nobody fenced it; the membership steps and the fence in the
+		// logs are Recover's crash, after the move.
+		moved := all[:0]
+		for _, ph := range all {
+			if ph.log == "pacemaker" && strings.HasSuffix(ph.name, " started") {
+				moved = append(moved, ph)
+			}
+		}
+		all = moved
+	}
+	phases := findPhases(logs, all, fault)
+	if p.cleanMove {
+		return phases, nil
+	}
 	fenced, started := false, false
 	for _, ph := range phases {
 		fenced = fenced || ph.Name == "victim fenced"

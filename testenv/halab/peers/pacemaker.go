@@ -55,6 +55,11 @@ type Pacemaker struct {
 	// dampen 5 s, 3 attempts of 2 s each).
 	Ping time.Duration
 
+	// cleanMove: the last fault (a pulled public cable) moves the group
+	// by stopping it on the victim, without fencing; Recover's crash
+	// fences it later.
+	cleanMove bool
+
 	dev string // the shared volume
 	mnt string // where the group mounts it
 	pm  map[string][]*halab.Daemon
@@ -368,6 +373,23 @@ func (p *Pacemaker) waitTakeover(ctx context.Context, on, gone string, timeout t
 		case <-time.After(250 * time.Millisecond):
 		}
 	}
+}
+
+// Kill, Freeze and PublicDown are the lab's faults; PublicDown makes the
+// next Breakdown a clean move's.
+func (p *Pacemaker) Kill(ctx context.Context, node string) error {
+	p.cleanMove = false
+	return p.Faults.Kill(ctx, node)
+}
+
+func (p *Pacemaker) Freeze(ctx context.Context, node string) error {
+	p.cleanMove = false
+	return p.Faults.Freeze(ctx, node)
+}
+
+func (p *Pacemaker) PublicDown(ctx context.Context, node string) error {
+	p.cleanMove = true
+	return p.Faults.PublicDown(ctx, node)
 }
 
 // Active is the node holding the VIP.
