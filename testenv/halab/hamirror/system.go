@@ -581,7 +581,7 @@ func (s *System) Signal(id string, sig syscall.Signal) error {
 
 // LogSince returns the lines node id's mirrord logged at or after t.
 func (s *System) LogSince(id string, t time.Time) ([]string, error) {
-	lines, err := readLines(filepath.Join(s.Lab.Node(id).Dir(), "log", "mirrord.log"))
+	lines, err := halab.ReadLines(filepath.Join(s.Lab.Node(id).Dir(), "log", "mirrord.log"))
 	if err != nil {
 		return nil, err
 	}
