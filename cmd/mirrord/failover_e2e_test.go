@@ -96,14 +96,16 @@ func failoverPair(t *testing.T) (*halab.Lab, *hamirror.System) {
 	return failover.lab, s
 }
 
-// closeFailoverLab stops the shared lab (TestMain).
-func closeFailoverLab() {
+// closeFailoverLab stops the shared lab (TestMain) and says what its
+// Close could not remove (a loop device of a node, a namespace...).
+func closeFailoverLab() error {
 	if failover.sys != nil {
 		failover.sys.Stop(context.Background())
 	}
 	if failover.lab != nil {
-		failover.lab.Close()
+		return failover.lab.Close()
 	}
+	return nil
 }
 
 // testProfile is the product's default timing, with the database and
@@ -149,11 +151,28 @@ func TestFailoverKillActiveNode(t *testing.T) {
 	l, s := failoverPair(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
+	active, err := s.Active(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The volume's loop device, the host's: the killed node's reboot
+	// (Recover) finds it gone.
+	held, err := l.Node(active).Loops()
+	if err != nil || len(held) != 1 {
+		t.Fatalf("%s runs the volume on loop devices %v (%v), want one", active, held, err)
+	}
 	res, err := halab.Campaign{Lab: l, System: s, Fault: halab.FaultKill, Runs: 1, GiveUp: time.Minute, Logf: t.Logf}.Run(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
 	r := res.Runs[0]
+	if r.Victim != active {
+		t.Fatalf("the campaign killed %s, not the active node %s", r.Victim, active)
+	}
+	waitDetached(t, held[0])
+	if now, err := l.Node(r.Survivor).Loops(); err != nil || len(now) != 1 {
+		t.Errorf("%s runs the volume on loop devices %v (%v) after the takeover, want one", r.Survivor, now, err)
+	}
 	if !r.Recovered {
 		t.Fatalf("the client was not served again after %s crashed", r.Victim)
 	}
@@ -228,6 +247,9 @@ func TestFailoverFrozenActiveIsFenced(t *testing.T) {
 	if err != nil {
 		t.Fatalf("the continued node did not stop as fenced: %v", err)
 	}
+	if held, err := l.Node(victim).Loops(); err != nil || len(held) != 0 {
+		t.Errorf("%s stopped as fenced but holds loop devices %v (%v)", victim, held, err)
+	}
 	if err := c.WaitCommits(ctx, 10, time.Now(), 30*time.Second); err != nil {
 		t.Fatalf("the client after the old node stopped: %v", err)
 	}
@@ -238,6 +260,20 @@ func TestFailoverFrozenActiveIsFenced(t *testing.T) {
 	verifyLegs(t, s, survivor)
 	if err := s.Recover(ctx, victim); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// waitDetached fails t unless loop device l is detached within 10 s of
+// its node's processes being gone (the kernel lets go of the dead node's
+// filesystem on it a moment later).
+func waitDetached(t *testing.T, l halab.Loop) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for l.Attached() {
+		if time.Now().After(deadline) {
+			t.Fatalf("the killed node's loop device %v is still attached (losetup -a)", l)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
 

@@ -27,7 +27,10 @@ var (
 
 func TestMain(m *testing.M) {
 	code := m.Run()
-	closeFailoverLab()
+	if err := closeFailoverLab(); err != nil {
+		fmt.Fprintf(os.Stderr, "FAIL: closing the failover lab: %v\n", err)
+		code = max(code, 1)
+	}
 	if binDir != "" {
 		os.RemoveAll(binDir)
 	}

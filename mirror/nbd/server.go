@@ -127,7 +127,7 @@ func Listen(addr string) (net.Listener, error) {
 			}
 			os.Remove(path)
 		}
-		ln, err := listenUnix0600(path)
+		ln, err := ListenUnix0600(path)
 		if err != nil {
 			return nil, fmt.Errorf("nbd: listening on %s: %w", path, err)
 		}

@@ -10,7 +10,6 @@ import (
 	"strings"
 	"sync"
 	"syscall"
-	"time"
 )
 
 // Footprint is what one lab put on the host, recorded while it runs so that
@@ -31,18 +30,19 @@ type Footprint struct {
 	mu    sync.Mutex
 	netns map[uint64]string // inode -> name
 	// loops are the loop devices seen on the nodes' FUSE mounts, with
-	// their size in sectors. Once a node's mount namespace is gone, the
-	// kernel shows its loop device's file as "/volume" with no MAJ:MIN:
-	// the name and the size still tell it apart from other labs' devices.
-	// A MAJ:MIN alone never does: the kernel gives a dead mount's number
-	// to the next FUSE mount, maybe another lab's.
-	loops map[string]int64
+	// their disk sequence number (/sys/block/loopN/diskseq, new at each
+	// attachment). Once a node's mount namespace is gone, the kernel
+	// shows its loop device's file as "/volume" with no MAJ:MIN: the
+	// name and the sequence number still tell it from other labs'
+	// devices. A MAJ:MIN alone never does: the kernel gives a dead
+	// mount's number to the next FUSE mount, maybe another lab's.
+	loops map[string]uint64
 }
 
 // NewFootprint returns an empty footprint of the lab whose namespaces are
 // named prefix-ROLE and whose folder is dir.
 func NewFootprint(prefix, dir string) *Footprint {
-	return &Footprint{Prefix: prefix, Dir: dir, netns: map[uint64]string{}, loops: map[string]int64{}}
+	return &Footprint{Prefix: prefix, Dir: dir, netns: map[uint64]string{}, loops: map[string]uint64{}}
 }
 
 // Record adds what the lab holds now: its namespaces and the loop devices
@@ -61,8 +61,8 @@ func (f *Footprint) Record() {
 	live := f.liveFuse()
 	for _, l := range loops() {
 		f.mu.Lock()
-		if live[l.dev] && l.sectors > 0 {
-			f.loops[l.name] = l.sectors
+		if live[l.dev] && l.seq > 0 {
+			f.loops[l.name] = l.seq
 		}
 		f.mu.Unlock()
 	}
@@ -149,7 +149,7 @@ func (f *Footprint) processes() []proc {
 // loop is one attached loop device.
 type loop struct {
 	name, dev, file string
-	sectors         int64
+	seq             uint64
 }
 
 func loops() []loop {
@@ -170,8 +170,8 @@ func loops() []loop {
 	var ls []loop
 	for _, d := range list.Devices {
 		l := loop{name: d.Name, dev: strings.TrimSpace(d.Dev), file: strings.TrimSpace(d.File)}
-		if b, err := os.ReadFile("/sys/block/" + filepath.Base(d.Name) + "/size"); err == nil {
-			fmt.Sscan(string(b), &l.sectors)
+		if b, err := os.ReadFile("/sys/block/" + filepath.Base(d.Name) + "/diskseq"); err == nil {
+			fmt.Sscan(string(b), &l.seq)
 		}
 		ls = append(ls, l)
 	}
@@ -180,40 +180,15 @@ func loops() []loop {
 
 // ours reports whether loop device l is the lab's: on its folder, on a
 // FUSE mount live in one of its nodes (live, from liveFuse), or recorded
-// on one and now on a file whose mount is gone (dead is then true).
-func (f *Footprint) ours(l loop, live map[string]bool) (ours, dead bool) {
+// on one (the same attachment: name and sequence number).
+func (f *Footprint) ours(l loop, live map[string]bool) bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if (l.dev != "" && live[l.dev]) || (f.Dir != "" && strings.HasPrefix(l.file, f.Dir+"/")) {
-		return true, false
+		return true
 	}
-	if size, ok := f.loops[l.name]; ok && size == l.sectors && l.dev == "" {
-		return true, true
-	}
-	return false, false
-}
-
-// DetachLoops detaches the lab's loop devices that are still attached (a
-// node's reboot would have: the loop devices are the host's). With
-// deadOnly, only those whose node is gone (the volume a killed node
-// left); else all, at teardown. A device still busy (its filesystem not
-// yet released by the kernel) is retried for a few seconds.
-func (f *Footprint) DetachLoops(deadOnly bool) {
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		busy := false
-		live := f.liveFuse()
-		for _, l := range loops() {
-			ours, dead := f.ours(l, live)
-			if ours && (dead || !deadOnly) && exec.Command("losetup", "-d", l.name).Run() != nil {
-				busy = true
-			}
-		}
-		if !busy || time.Now().After(deadline) {
-			return
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	seq, ok := f.loops[l.name]
+	return ok && seq == l.seq
 }
 
 // Leftovers lists what of the lab is still on the host: namespaces,
@@ -243,7 +218,7 @@ func (f *Footprint) Leftovers() []string {
 	}
 	live := f.liveFuse()
 	for _, l := range loops() {
-		if ours, _ := f.ours(l, live); ours {
+		if f.ours(l, live) {
 			left = append(left, fmt.Sprintf("loop device %s on %s", l.name, l.file))
 		}
 	}

@@ -290,9 +290,9 @@ func (s *story) rejoin(ctx context.Context) error {
 	if err := s.sys.Recover(ctx, victim); err != nil {
 		return err
 	}
-	// The loop device of the volume the killed node had attached: its
-	// reboot would have released it (the lab's nodes share the host's).
-	s.fp.DetachLoops(true)
+	// The loop device of the volume the killed node had attached went
+	// with the node (halab releases it, as its reboot would): the
+	// teardown's Leftovers would list it otherwise.
 	s.fp.Record()
 	s.p.Say("%s: standby; %s: group running, volume in sync on both arrays", victim, s.rep.Survivor)
 	return nil
@@ -519,7 +519,6 @@ func (s *story) teardown() error {
 	} else {
 		s.p.Say("nodes, tgtd arrays, serial line, networks and the lab's folder removed")
 	}
-	s.fp.DetachLoops(false)
 	if s.opt.Keep {
 		s.p.Say("lab folder kept: %s", s.lab.Dir)
 		s.fp.Dir = ""

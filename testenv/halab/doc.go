@@ -40,7 +40,16 @@
 // survives a node's crash. No kernel iSCSI initiator or SCSI layer here:
 // nodes reach the tgtd arrays only through user-space initiators.
 //
+// Loop devices are the host's: one a node attached (hamirror's volume on
+// its nbdfuse file) outlives the node's processes, and once the node's
+// mounts are gone it no longer shows whose it is. So the lab lists a
+// node's loop devices (Node.Loops: those on its own filesystems, each
+// told apart by its diskseq) right before it kills the node or one of its
+// daemons, and releases them as the node's reboot would; it never touches
+// another loop device. Every process of a node starts with umask 022, as
+// after a boot, whatever the harness's.
+//
 // Needs root; Available says what is missing. Close removes namespaces,
-// node processes (reaped), tgtd, loop devices and the lab's folder; a lab
-// whose process died is swept by the next New.
+// node processes (reaped), tgtd, the nodes' and the lab's loop devices and
+// the lab's folder; a lab whose process died is swept by the next New.
 package halab

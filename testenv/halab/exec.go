@@ -14,7 +14,8 @@ import (
 )
 
 // Command returns a command that runs name inside the node (all its
-// namespaces). Cancelling ctx kills the command inside the node too.
+// namespaces), with the node's umask (022). Cancelling ctx kills the
+// command inside the node too.
 func (n *Node) Command(ctx context.Context, name string, args ...string) (*exec.Cmd, error) {
 	n.mu.Lock()
 	pid := n.initPid
@@ -22,7 +23,9 @@ func (n *Node) Command(ctx context.Context, name string, args ...string) (*exec.
 	if pid == 0 {
 		return nil, fmt.Errorf("%s is down", n.ID)
 	}
-	full := append([]string{"-t", strconv.Itoa(pid), "-n", "-m", "-i", "-u", "-p", "--wd=/", "--", name}, args...)
+	// The shell sets the umask and becomes name (exec: the same PID).
+	full := append([]string{"-t", strconv.Itoa(pid), "-n", "-m", "-i", "-u", "-p", "--wd=/", "--",
+		"sh", "-c", "umask " + bootUmask + ` && exec "$0" "$@"`, name}, args...)
 	cmd := exec.CommandContext(ctx, "nsenter", full...)
 	// Its own process group: a Ctrl-C at the terminal reaches the harness,
 	// which cleans up in order, not every command at once.
@@ -55,6 +58,7 @@ func (n *Node) Sh(ctx context.Context, script string) (string, error) {
 type Daemon struct {
 	Name string
 	Log  string
+	node *Node
 	cmd  *exec.Cmd
 	done chan struct{}
 	pid  int // host PID of the daemon itself (nsenter's child)
@@ -70,7 +74,7 @@ func (n *Node) StartDaemon(name string, args ...string) (*Daemon, error) {
 	if err != nil {
 		return nil, err
 	}
-	d := &Daemon{Name: name, Log: filepath.Join(n.dir, "log", name+".log"), cmd: cmd, done: make(chan struct{})}
+	d := &Daemon{Name: name, Log: filepath.Join(n.dir, "log", name+".log"), node: n, cmd: cmd, done: make(chan struct{})}
 	logf, err := os.OpenFile(d.Log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return nil, err
@@ -106,6 +110,7 @@ func (d *Daemon) Stop(grace time.Duration) {
 		return
 	case <-time.After(grace):
 	}
+	d.node.noteLoops()
 	killTree(d.cmd.Process.Pid)
 	<-d.done
 }

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/hamirror/hamirror/testenv/hblab"
 )
@@ -250,6 +251,11 @@ func (l *Lab) Close() error {
 	}
 	for _, dev := range l.loops {
 		if err := detachLoop(dev); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	for _, n := range l.nodes {
+		if err := n.loopsGone(10 * time.Second); err != nil {
 			errs = append(errs, err)
 		}
 	}

@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"os/user"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -33,6 +35,10 @@ type Node struct {
 	exited  chan struct{} // closed when the node's process tree is gone
 	dying   chan struct{} // after a crash, until waited for
 	filled  bool
+	// loops are the loop devices found on the node's own filesystems
+	// before its processes (or a daemon of it) were killed, until they
+	// are seen gone (see loops.go).
+	loops []Loop
 }
 
 func (l *Lab) newNode(i int, serial string) (*Node, error) {
@@ -169,13 +175,22 @@ func (n *Node) resetNetwork() error {
 	return nil
 }
 
-// initScript is the node's boot: private /run and /dev/shm, the private
-// and overlay directories, then a PID 1 that reaps every orphan.
+// bootUmask is the umask of every process of a node, as after a boot:
+// not the harness's, which any goroutine of it may have changed.
+const bootUmask = "022"
+
+// initScript is the node's boot: private /run and /dev/shm (with
+// PostgreSQL's socket folder, owned by user postgres where that user
+// exists), the private and overlay directories, then a PID 1 that reaps
+// every orphan. A step that fails fails the boot, its reason in init.log.
 func (n *Node) initScript() (string, error) {
 	var b strings.Builder
-	fmt.Fprintf(&b, "set -e\nhostname %s\n", n.ID)
+	fmt.Fprintf(&b, "set -e\numask %s\nhostname %s\n", bootUmask, n.ID)
 	b.WriteString("mount -t tmpfs -o mode=0755 tmpfs /run\nmkdir -p /run/lock /run/postgresql\n")
-	b.WriteString("chown postgres:postgres /run/postgresql 2>/dev/null || true\n")
+	if _, err := user.Lookup("postgres"); err == nil {
+		b.WriteString(`chown postgres:postgres /run/postgresql || { echo "halab: cannot give /run/postgresql to user postgres: PostgreSQL could not make its lock file there" >&2; exit 1; }` + "\n")
+		b.WriteString(`[ "$(stat -c %U:%a /run/postgresql)" = postgres:755 ] || { echo "halab: /run/postgresql is $(stat -c %U:%a /run/postgresql), want postgres:755" >&2; exit 1; }` + "\n")
+	}
 	b.WriteString("mount -t tmpfs -o mode=1777 tmpfs /dev/shm\n")
 	for _, p := range n.lab.opt.Private {
 		if _, err := os.Stat(p); err != nil {
@@ -251,10 +266,66 @@ func (n *Node) waitDownLocked() error {
 	select {
 	case <-n.dying:
 		n.dying = nil
-		return nil
 	case <-time.After(30 * time.Second):
 		return fmt.Errorf("%s: its processes did not die within 30s of SIGKILL", n.ID)
 	}
+	// Its loop devices were marked to go when their last user (the dead
+	// node's filesystems) let go; Close checks that they went.
+	n.loops, _ = releaseAll(n.loops, 0)
+	return nil
+}
+
+// Loops returns the loop devices attached on the node's own filesystems
+// (a file on its private /run, the volume's FUSE file): those the node
+// attached. Loop devices are the host's; the node's crash marks these to
+// be detached as its reboot would, and WaitDown returns once its
+// processes, the last users of them, are gone.
+func (n *Node) Loops() ([]Loop, error) {
+	n.mu.Lock()
+	pid := n.initPid
+	n.mu.Unlock()
+	if pid == 0 {
+		return nil, fmt.Errorf("%s is down", n.ID)
+	}
+	return loopsOf(pid)
+}
+
+// loopsGone waits up to wait for the loop devices of the node, which is
+// down, to be gone, and says which are not.
+func (n *Node) loopsGone(wait time.Duration) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	left, err := releaseAll(n.loops, wait)
+	n.loops = left
+	if len(left) > 0 {
+		err = errors.Join(err, fmt.Errorf("%s: its loop devices %v are still attached %v after it went down (busy: see losetup -a, and mounts of them)", n.ID, left, wait))
+	}
+	return err
+}
+
+// noteLoopsLocked adds the node's loop devices to n.loops.
+func (n *Node) noteLoopsLocked() {
+	if n.initPid == 0 {
+		return
+	}
+	found, err := loopsOf(n.initPid)
+	if err != nil {
+		n.lab.opt.Logf("%s: looking for its loop devices: %v", n.ID, err)
+	}
+	for _, l := range found {
+		if !slices.Contains(n.loops, l) {
+			n.loops = append(n.loops, l)
+		}
+	}
+}
+
+// noteLoops records the node's loop devices before one of its daemons is
+// killed: a successor may lazily unmount the dead one's FUSE mount, after
+// which its loop device no longer shows as the node's.
+func (n *Node) noteLoops() {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.noteLoopsLocked()
 }
 
 // halt kills the node's processes without touching its cables, and waits
@@ -272,6 +343,14 @@ func (n *Node) halt() error {
 
 func (n *Node) killLocked() error {
 	n.lab.serial.Powered(n.Index-1, false)
+	// Its loop devices, found while its mounts are there to tell them,
+	// go when the kernel has torn its filesystems down, as at a reboot.
+	n.noteLoopsLocked()
+	for _, l := range n.loops {
+		if err := l.release(); err != nil {
+			n.lab.opt.Logf("%s: %v", n.ID, err)
+		}
+	}
 	pids := pidsIn(n.pidNS)
 	err := syscall.Kill(n.initPid, syscall.SIGKILL)
 	if errors.Is(err, syscall.ESRCH) {

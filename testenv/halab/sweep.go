@@ -28,17 +28,33 @@ func detachLoop(dev string) error {
 }
 
 // sweepStale removes what labs whose process died before its cleanup ran
-// (a test binary killed by its timeout) left: the processes still running
-// in their namespaces (tgtd, node PID 1s: they outlive their parent), the
+// (a test binary killed by its timeout, a second Ctrl-C) left: the
+// processes still running in their namespaces (tgtd, node PID 1s: they
+// outlive their parent) and the loop devices on their nodes' own
+// filesystems (found before the kill, released as at a node's crash), the
 // namespaces, loop devices on their files and their folders. Only names
 // halab-NAME-PID-RAND-... of dead PIDs are touched.
 func sweepStale() {
 	for _, ns := range hblab.StaleNetns("halab") {
 		if out, err := exec.Command("ip", "netns", "pids", ns).Output(); err == nil {
+			var pids []int
+			seen := map[string]bool{}
 			for _, f := range strings.Fields(string(out)) {
-				if pid, err := strconv.Atoi(f); err == nil {
-					syscall.Kill(pid, syscall.SIGKILL)
+				pid, err := strconv.Atoi(f)
+				if err != nil {
+					continue
 				}
+				pids = append(pids, pid)
+				if mnt, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/mnt", pid)); err == nil && !seen[mnt] {
+					seen[mnt] = true
+					loops, _ := loopsOf(pid)
+					for _, l := range loops {
+						l.release()
+					}
+				}
+			}
+			for _, pid := range pids {
+				syscall.Kill(pid, syscall.SIGKILL)
 			}
 		}
 		run("ip", "netns", "del", ns)

@@ -27,6 +27,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/hamirror/hamirror/mirror/nbd"
 )
 
 // MaxMessage bounds one request or response line; longer input is refused.
@@ -88,14 +90,8 @@ func Listen(addr string) (*Server, error) {
 		}
 		os.Remove(path)
 	}
-	old := umask(0o177)
-	ln, err := net.Listen(network, path)
-	umask(old)
+	ln, err := nbd.ListenUnix0600(path)
 	if err != nil {
-		return nil, fmt.Errorf("control socket: %w", err)
-	}
-	if err := os.Chmod(path, 0o600); err != nil {
-		ln.Close()
 		return nil, fmt.Errorf("control socket: %w", err)
 	}
 	return &Server{ln: ln, handlers: map[string]HandlerFunc{}, closed: make(chan struct{})}, nil

@@ -1,10 +1,7 @@
 package hamirror
 
 import (
-	"bufio"
 	"context"
-	"fmt"
-	"os"
 	"path/filepath"
 	"strings"
 	"time"
@@ -12,29 +9,27 @@ import (
 	"github.com/hamirror/hamirror/testenv/halab"
 )
 
-// phase is one step of a takeover as a node's mirrord logs it: the first
-// line after the fault holding every one of match, in the survivor's log
-// (or the victim's, onVictim).
-type phase struct {
-	name     string
-	onVictim bool
-	match    []string
-}
+// The logs a breakdown reads: the survivor's mirrord log, and the
+// victim's (a hand-over's first steps are the victim's).
+const (
+	survivorLog = "survivor"
+	victimLog   = "victim"
+)
 
 func done(op string) []string { return []string{"msg=done", `op="` + op + `"`} }
 
 // takeoverPhases are the steps of survivor's takeover from victim, in
 // order: the dead verdict, the fence, then each resource's start.
-func takeoverPhases(victim string) []phase {
-	return []phase{
+func takeoverPhases(victim string) []halab.LogStep {
+	return []halab.LogStep{
 		// The group acting on the dead verdict (membership's own log line
 		// of it may be written after the fence).
-		{"detect", false, []string{"fencing " + victim + " before starting the group"}},
-		{"fence", false, done("fence " + victim)},
-		{"assemble", false, done("start volume")},
-		{"mount", false, done("start fs")},
-		{"VIP", false, done("start vip")},
-		{"database ready", false, done("start db")},
+		{Name: "detect", Log: survivorLog, Match: []string{"fencing " + victim + " before starting the group"}},
+		{Name: "fence", Log: survivorLog, Match: done("fence " + victim)},
+		{Name: "assemble", Log: survivorLog, Match: done("start volume")},
+		{Name: "mount", Log: survivorLog, Match: done("start fs")},
+		{Name: "VIP", Log: survivorLog, Match: done("start vip")},
+		{Name: "database ready", Log: survivorLog, Match: done("start db")},
 	}
 }
 
@@ -42,19 +37,19 @@ func takeoverPhases(victim string) []phase {
 // public network: it sees the peer reach more ping targets and hands the
 // active role over, stops the group, and the survivor starts it (no
 // fence: the victim stopped cleanly).
-func handoverPhases() []phase {
-	return []phase{
-		{"detect", true, []string{"public ping targets", "handing over the active role"}},
-		{"stopped", true, done("stop fence")},
-		{"assemble", false, done("start volume")},
-		{"mount", false, done("start fs")},
-		{"VIP", false, done("start vip")},
-		{"database ready", false, done("start db")},
+func handoverPhases() []halab.LogStep {
+	return []halab.LogStep{
+		{Name: "detect", Log: victimLog, Match: []string{"public ping targets", "handing over the active role"}},
+		{Name: "stopped", Log: victimLog, Match: done("stop fence")},
+		{Name: "assemble", Log: survivorLog, Match: done("start volume")},
+		{Name: "mount", Log: survivorLog, Match: done("start fs")},
+		{Name: "VIP", Log: survivorLog, Match: done("start vip")},
+		{Name: "database ready", Log: survivorLog, Match: done("start db")},
 	}
 }
 
 // arrayPhases: the active node fails the dead array's leg and runs on.
-var arrayPhases = []phase{{"leg failed", false, []string{"leg failed; volume continues degraded"}}}
+var arrayPhases = []halab.LogStep{{Name: "leg failed", Log: survivorLog, Match: []string{"leg failed; volume continues degraded"}}}
 
 // Breakdown reads the nodes' mirrord logs for the steps after the fault
 // at fault: for a node killed or frozen, survivor's takeover (detect: the
@@ -74,48 +69,23 @@ func (s *System) Breakdown(_ context.Context, fault time.Time, survivor string) 
 	case halab.FaultArrayKill:
 		phases, victim = arrayPhases, survivor
 	}
-	logs := map[bool][]string{}
-	for _, onVictim := range []bool{false, true} {
-		id := survivor
-		if onVictim {
-			id = victim
-		}
-		lines, err := readLines(filepath.Join(s.Lab.Node(id).Dir(), "log", "mirrord.log"))
+	logs := map[string][]string{}
+	for name, id := range map[string]string{survivorLog: survivor, victimLog: victim} {
+		lines, err := halab.ReadLines(filepath.Join(s.Lab.Node(id).Dir(), "log", "mirrord.log"))
 		if err != nil {
 			return nil, err
 		}
-		logs[onVictim] = lines
+		logs[name] = lines
 	}
 	return findPhases(logs, phases, fault)
 }
 
 // findPhases returns, for each phase found in its log (slog text
-// records; logs by onVictim) after fault, its time since the fault. A phase found before the one
-// ahead of it in the order is an error: the takeover went out of order.
-func findPhases(logs map[bool][]string, phases []phase, fault time.Time) ([]halab.Phase, error) {
-	var out []halab.Phase
-	var last time.Time
-	for _, ph := range phases {
-	lines:
-		for _, line := range logs[ph.onVictim] {
-			t, ok := logTime(line)
-			if !ok || t.Before(fault) {
-				continue
-			}
-			for _, m := range ph.match {
-				if !strings.Contains(line, m) {
-					continue lines
-				}
-			}
-			if t.Before(last) {
-				return out, fmt.Errorf("%s at %v came before the step ahead of it", ph.name, t.Sub(fault))
-			}
-			last = t
-			out = append(out, halab.Phase{Name: ph.name, At: t.Sub(fault)})
-			break
-		}
-	}
-	return out, nil
+// records) after fault, its time since the fault. A phase found before
+// the one ahead of it in the order is an error: the takeover went out of
+// order.
+func findPhases(logs map[string][]string, phases []halab.LogStep, fault time.Time) ([]halab.Phase, error) {
+	return halab.StepLogs{Logs: logs, Stamp: logTime, InOrder: true}.Find(phases, fault)
 }
 
 // logTime parses the time=... attribute that starts a slog text record.
@@ -127,19 +97,4 @@ func logTime(line string) (time.Time, bool) {
 	v, _, _ = strings.Cut(v, " ")
 	t, err := time.Parse(time.RFC3339Nano, v)
 	return t, err == nil
-}
-
-func readLines(path string) ([]string, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	var lines []string
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		lines = append(lines, sc.Text())
-	}
-	return lines, sc.Err()
 }

@@ -27,7 +27,7 @@ func TestFindPhases(t *testing.T) {
 		logLine(at(2101), `msg=done node=n2 op="start vip" after=1ms`),
 		logLine(at(2500), `msg=done node=n2 op="start db" after=399ms`),
 	}
-	got, err := findPhases(map[bool][]string{false: survivor}, takeoverPhases("n1"), fault)
+	got, err := findPhases(map[string][]string{survivorLog: survivor}, takeoverPhases("n1"), fault)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -45,7 +45,7 @@ func TestFindPhases(t *testing.T) {
 		logLine(at(3400), `msg=done node=n1 op="stop fence" after=2ms`),
 	}
 	survivor = []string{logLine(at(3500), `msg=done node=n2 op="start volume" after=50ms`)}
-	got, err = findPhases(map[bool][]string{false: survivor, true: victim}, handoverPhases(), fault)
+	got, err = findPhases(map[string][]string{survivorLog: survivor, victimLog: victim}, handoverPhases(), fault)
 	if err != nil || len(got) != 3 || got[0].Name != "detect" || got[1].Name != "stopped" || got[2].At != 3500*time.Millisecond {
 		t.Fatalf("hand-over: %v (%v)", got, err)
 	}
@@ -54,7 +54,7 @@ func TestFindPhases(t *testing.T) {
 		logLine(at(2060), `msg=done node=n2 op="start volume" after=50ms`),
 		logLine(at(2100), `msg=done node=n2 op="fence n1" after=8ms`),
 	}
-	if _, err := findPhases(map[bool][]string{false: survivor}, takeoverPhases("n1"), fault); err == nil {
+	if _, err := findPhases(map[string][]string{survivorLog: survivor}, takeoverPhases("n1"), fault); err == nil {
 		t.Fatal("a volume started before the fence was taken for a takeover in order")
 	}
 }

@@ -28,7 +28,8 @@
 //
 // Each node's state_dir (takeover term, peer knowledge, standby flag)
 // lives in the node's folder and survives its crashes; its control socket
-// is NODE_DIR/mirrord.sock, reachable from the host. A node's crash leaves
-// its loop device behind (the host's, shared by every namespace): Recover
-// detaches it, as the node's reboot would.
+// is NODE_DIR/mirrord.sock, reachable from the host. The volume's loop
+// device is the host's, shared by every namespace: the lab releases it
+// when the node that attached it crashes or its mirrord is killed, as the
+// node's reboot would (halab.Node.Loops).
 package hamirror

@@ -41,8 +41,7 @@ type System struct {
 	killed  *halab.Array // the array KillArray killed, until Recover
 	kills   int          // arrays killed so far (they alternate)
 	daemons map[string]*halab.Daemon
-	loops   map[string]string // node -> the loop device its volume last used
-	frozen  map[string]bool   // nodes whose mirrord is stopped (not asked)
+	frozen  map[string]bool // nodes whose mirrord is stopped (not asked)
 }
 
 // Available reports why the System cannot run here (nil: it can).
@@ -121,11 +120,6 @@ func (s *System) Status(id string) (*Status, error) {
 	if err := s.CallNode(id, "status", nil, &st); err != nil {
 		return nil, err
 	}
-	if st.Volume != nil && st.Volume.Device != "" {
-		s.mu.Lock()
-		s.loops[id] = st.Volume.Device
-		s.mu.Unlock()
-	}
 	return &st, nil
 }
 
@@ -142,7 +136,7 @@ func (s *System) Setup(ctx context.Context, l *halab.Lab) error {
 		return fmt.Errorf("hamirror: the lab has %d arrays; the volume needs 2", len(l.Arrays()))
 	}
 	s.Lab, s.p = l, labPaths(l)
-	s.daemons, s.loops, s.frozen = map[string]*halab.Daemon{}, map[string]string{}, map[string]bool{}
+	s.daemons, s.frozen = map[string]*halab.Daemon{}, map[string]bool{}
 	if err := os.WriteFile(s.p.key, []byte("halab-cluster-key-"+filepath.Base(l.Dir)), 0o600); err != nil {
 		return err
 	}
@@ -423,10 +417,11 @@ func (s *System) Recover(ctx context.Context, id string) error {
 		return err
 	}
 	if !n.Up() {
+		// WaitDown: the node's processes are gone, and with them its
+		// hold on the volume's loop device, which its crash released.
 		if err := n.WaitDown(); err != nil {
 			return err
 		}
-		s.detachLoop(id)
 		if err := s.StartNode(ctx, id); err != nil {
 			return err
 		}
@@ -521,36 +516,9 @@ func (s *System) WaitStandby(ctx context.Context, id string, timeout time.Durati
 	})
 }
 
-// detachLoop detaches the loop device node id's volume used before it
-// crashed (its reboot would have): the loop devices are the host's.
-func (s *System) detachLoop(id string) {
-	s.mu.Lock()
-	dev := s.loops[id]
-	delete(s.loops, id)
-	s.mu.Unlock()
-	if dev == "" {
-		return
-	}
-	for _, other := range s.loops {
-		if other == dev {
-			return // reused by the peer since
-		}
-	}
-	for range 50 {
-		out, err := exec.Command("losetup", "-n", "-O", "BACK-FILE", dev).Output()
-		if err != nil || !strings.Contains(string(out), s.p.fuse) {
-			return // gone, or no longer the volume's
-		}
-		if exec.Command("losetup", "-d", dev).Run() == nil {
-			return
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	s.logf("hamirror: could not detach %s, left by %s", dev, id)
-}
-
-// Stop stops mirrord on both nodes (the group stops where it runs) and
-// detaches what crashed nodes left.
+// Stop stops mirrord on both nodes (the group stops where it runs; the
+// loop devices of a mirrord that had to be killed go with its node, at
+// Lab.Close).
 func (s *System) Stop(ctx context.Context) error {
 	var wg sync.WaitGroup
 	for _, id := range []string{"n1", "n2"} {
@@ -564,9 +532,6 @@ func (s *System) Stop(ctx context.Context) error {
 		}()
 	}
 	wg.Wait()
-	for _, id := range []string{"n1", "n2"} {
-		s.detachLoop(id)
-	}
 	return nil
 }
 
@@ -581,7 +546,7 @@ func (s *System) Signal(id string, sig syscall.Signal) error {
 
 // LogSince returns the lines node id's mirrord logged at or after t.
 func (s *System) LogSince(id string, t time.Time) ([]string, error) {
-	lines, err := readLines(filepath.Join(s.Lab.Node(id).Dir(), "log", "mirrord.log"))
+	lines, err := halab.ReadLines(filepath.Join(s.Lab.Node(id).Dir(), "log", "mirrord.log"))
 	if err != nil {
 		return nil, err
 	}

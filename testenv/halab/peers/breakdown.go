@@ -1,35 +1,24 @@
 package peers
 
 import (
-	"bufio"
 	"context"
 	"fmt"
-	"os"
-	"strings"
 	"time"
 
 	"github.com/hamirror/hamirror/testenv/halab"
 )
 
-// logPhase is a takeover step Corosync or Pacemaker logs on the survivor:
-// the first line after the fault holding every one of match.
-type logPhase struct {
-	name  string
-	log   string // "corosync" or "pacemaker"
-	match []string
-}
-
 // pacemakerPhases are the steps of a takeover by survivor of victim's
 // group, in order.
-func pacemakerPhases(survivor, victim string) []logPhase {
+func pacemakerPhases(survivor, victim string) []halab.LogStep {
 	on := " on " + survivor + ": ok"
-	return []logPhase{
-		{"token lost", "corosync", []string{"A processor failed, forming new configuration"}},
-		{"membership without victim", "corosync", []string{"A new membership", "Members left"}},
-		{"victim fenced", "pacemaker", []string{"Peer " + victim + " was terminated", ": OK"}},
-		{"fs started", "pacemaker", []string{"Result of start operation for fs" + on}},
-		{"vip started", "pacemaker", []string{"Result of start operation for vip" + on}},
-		{"db started", "pacemaker", []string{"Result of start operation for db" + on}},
+	return []halab.LogStep{
+		{Name: "token lost", Log: "corosync", Match: []string{"A processor failed, forming new configuration"}},
+		{Name: "membership without victim", Log: "corosync", Match: []string{"A new membership", "Members left"}},
+		{Name: "victim fenced", Log: "pacemaker", Match: []string{"Peer " + victim + " was terminated", ": OK"}},
+		{Name: "fs started", Log: "pacemaker", Match: []string{"Result of start operation for fs" + on}},
+		{Name: "vip started", Log: "pacemaker", Match: []string{"Result of start operation for vip" + on}},
+		{Name: "db started", Log: "pacemaker", Match: []string{"Result of start operation for db" + on}},
 	}
 }
 
@@ -50,25 +39,9 @@ func logTime(line string, ref time.Time) (time.Time, bool) {
 // findPhases scans logs (name → lines) for phases after fault and returns
 // the ones found, each as its time since the fault. Log stamps have
 // millisecond resolution, so a line of the fault's own millisecond counts.
-func findPhases(logs map[string][]string, phases []logPhase, fault time.Time) []halab.Phase {
-	from := fault.Truncate(time.Millisecond)
-	var out []halab.Phase
-	for _, ph := range phases {
-	lines:
-		for _, line := range logs[ph.log] {
-			t, ok := logTime(line, fault)
-			if !ok || t.Before(from) {
-				continue
-			}
-			for _, m := range ph.match {
-				if !strings.Contains(line, m) {
-					continue lines
-				}
-			}
-			out = append(out, halab.Phase{Name: ph.name, At: max(t.Sub(fault), 0)})
-			break
-		}
-	}
+func findPhases(logs map[string][]string, phases []halab.LogStep, fault time.Time) []halab.Phase {
+	stamp := func(line string) (time.Time, bool) { return logTime(line, fault) }
+	out, _ := halab.StepLogs{Logs: logs, Stamp: stamp, Tick: time.Millisecond}.Find(phases, fault)
 	return out
 }
 
@@ -81,7 +54,7 @@ func (p *Pacemaker) Breakdown(_ context.Context, fault time.Time, survivor strin
 		"corosync":  n.Path("/var/log/corosync/corosync.log"),
 		"pacemaker": n.Path("/var/log/pacemaker/pacemaker.log"),
 	} {
-		lines, err := readLines(path)
+		lines, err := halab.ReadLines(path)
 		if err != nil {
 			return nil, fmt.Errorf("%s's %s log: %w", survivor, name, err)
 		}
@@ -113,19 +86,4 @@ func (p *Pacemaker) Breakdown(_ context.Context, fault time.Time, survivor strin
 		return phases, fmt.Errorf("%s started the group without fencing %s first; see %s", survivor, halab.Peer(survivor), n.Path("/var/log/pacemaker/pacemaker.log"))
 	}
 	return phases, nil
-}
-
-func readLines(path string) ([]string, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	var lines []string
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		lines = append(lines, sc.Text())
-	}
-	return lines, sc.Err()
 }
