@@ -3,6 +3,7 @@ package peers
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/hamirror/hamirror/testenv/halab"
@@ -67,7 +68,7 @@ func (p *Pacemaker) Breakdown(_ context.Context, fault time.Time, survivor strin
 		// logs are Recover's crash, after the move.
 		moved := all[:0]
 		for _, ph := range all {
-			if ph.log == "pacemaker" && strings.HasSuffix(ph.name, " started") {
+			if ph.Log == "pacemaker" && strings.HasSuffix(ph.Name, " started") {
 				moved = append(moved, ph)
 			}
 		}
