@@ -1,0 +1,128 @@
+package agents
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// A server that refuses its options exits before it writes
+// postmaster.pid: Start notices it died and says why from the server
+// log, without waiting out the start timeout.
+func TestPostgreSQLStartFailsWithLogTail(t *testing.T) {
+	c := newPGCluster(t)
+	a := c.agent(t, map[string]any{"options": "-c listen_addresses='' -c no_such_setting=1"})
+	ctx := ctxFor(t, 2*time.Minute)
+	err := a.Start(ctx)
+	if err == nil {
+		t.Fatal("Start succeeded with a bad option")
+	}
+	if !strings.Contains(err.Error(), "exited during start") || !strings.Contains(err.Error(), "no_such_setting") {
+		t.Fatalf("Start's error does not say the server died and why (the server log's tail): %v", err)
+	}
+	if ctx.Err() != nil {
+		t.Fatalf("Start waited out its deadline instead of seeing the server die: %v", err)
+	}
+	mustNotRunning(t, a.Monitor(ctx))
+}
+
+// The probe tells a server that is not accepting connections (a standby
+// with hot_standby off stays so) from one that is, as mirrord sees them:
+// as root, whom peer authentication refuses to let in as postgres.
+func TestPostgreSQLProbe(t *testing.T) {
+	c := newPGCluster(t)
+	a := c.agent(t, nil)
+	ctx := ctxFor(t, 2*time.Minute)
+	if _, err := a.probe(ctx); err == nil {
+		t.Fatal("the probe says a server answers before any runs")
+	}
+	if err := a.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	r, err := a.probe(ctx)
+	if err != nil || r.verdict != pgUp {
+		t.Fatalf("probe of a running server: %+v, %v", r, err)
+	}
+	if err := a.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	// A standby without hot standby never accepts connections.
+	if err := os.WriteFile(filepath.Join(c.datadir, "standby.signal"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	os.Chown(filepath.Join(c.datadir, "standby.signal"), int(c.as.uid), int(c.as.gid))
+	res, err := a.run(ctx, "pg_ctl", "start", "-W", "-D", c.datadir, "-l", a.logfile, "-o",
+		"-p "+strconv.Itoa(c.port)+" -k "+shellQuote(c.sockdir)+" -c listen_addresses='' -c hot_standby=off")
+	if err != nil || res.code != 0 {
+		t.Fatalf("pg_ctl start of a standby: %v %d %s", err, res.code, res.output)
+	}
+	var last pgReply
+	waitFor(t, 30*time.Second, "the standby to answer 57P03", func() bool {
+		last, err = a.probe(ctx)
+		return err == nil
+	})
+	if last.verdict != pgStarting || last.sqlstate != pgCannotConnectNow {
+		t.Fatalf("probe of a standby without hot standby: %+v", last)
+	}
+	st, err := a.launch()
+	if err != nil || st.gone || st.status == "ready" {
+		t.Fatalf("launch state of the standby: %+v, %v", st, err)
+	}
+}
+
+// TestPostgreSQLStartTiming measures Start after a crash (the takeover
+// case: kill -9 after writes, then recovery) and after a clean stop.
+// Manual: HAMIRROR_PG_TIMING=8 go test -run StartTiming -v ./resources/agents/
+func TestPostgreSQLStartTiming(t *testing.T) {
+	n, _ := strconv.Atoi(os.Getenv("HAMIRROR_PG_TIMING"))
+	if n <= 0 {
+		t.Skip("SKIP: a measurement; set HAMIRROR_PG_TIMING=<rounds> to run it")
+	}
+	c := newPGCluster(t)
+	a := c.agent(t, nil)
+	ctx := ctxFor(t, 10*time.Minute)
+	if err := a.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	c.psql(t, "CREATE TABLE t (v int)")
+	var crash, clean []time.Duration
+	for i := range n {
+		c.psql(t, "INSERT INTO t SELECT generate_series(1, 10000)")
+		pid := c.postmasterPid(t)
+		syscall.Kill(pid, syscall.SIGKILL)
+		waitFor(t, 10*time.Second, "the postmaster to die", func() bool { return !alive(pid) })
+		t0 := time.Now()
+		if err := a.Start(ctx); err != nil {
+			t.Fatal(err)
+		}
+		crash = append(crash, time.Since(t0))
+		if got := c.psql(t, "SELECT count(*) FROM t"); got != strconv.Itoa((i+1)*10000) {
+			t.Fatalf("after recovery %d count = %s", i, got)
+		}
+		if err := a.Stop(ctx); err != nil {
+			t.Fatal(err)
+		}
+		t0 = time.Now()
+		if err := a.Start(ctx); err != nil {
+			t.Fatal(err)
+		}
+		clean = append(clean, time.Since(t0))
+	}
+	for _, s := range []struct {
+		what string
+		d    []time.Duration
+	}{{"after kill -9", crash}, {"after a clean stop", clean}} {
+		slices.Sort(s.d)
+		t.Logf("Start %s: p50 %v, max %v over %d (%v)", s.what, s.d[len(s.d)/2], s.d[len(s.d)-1], len(s.d), s.d)
+	}
+	if err := a.Stop(ctx); err != nil && !errors.Is(err, ctx.Err()) {
+		t.Fatal(err)
+	}
+}
