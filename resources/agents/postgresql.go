@@ -132,16 +132,15 @@ func (a *pgAgent) Monitor(ctx context.Context) error {
 }
 
 func (a *pgAgent) Start(ctx context.Context) error {
-	if a.Monitor(ctx) == nil {
-		return nil
-	}
+	// postmaster.pid first: a takeover finds no live server, and a psql
+	// that cannot connect costs a fork and exec before the start.
 	up, _, err := a.postmaster()
 	if err != nil {
 		return err
 	}
 	if up {
-		// A postmaster runs but does not answer yet: a start that timed
-		// out earlier, still replaying the WAL. Wait for it.
+		// Running already (Start is idempotent), or a start that timed
+		// out earlier, still replaying the WAL: wait for it.
 		return a.waitReady(ctx, "a server was already starting")
 	}
 	if err := a.killOrphans(ctx); err != nil {
