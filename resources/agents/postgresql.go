@@ -29,13 +29,21 @@ import (
 //	logfile: /srv/data/pg/startup.log   # pg_ctl -l; default <datadir>/hamirror-postgresql.log
 //	fast_stop_timeout: 0s               # 0: two thirds of the stop timeout for -m fast
 //
-// Start runs pg_ctl start -W (no wait: pg_ctl's own wait polls every
-// 100 ms, the agent's every 20 ms with a wire-level probe, then psql
-// -c 'SELECT 1'; crash recovery after a takeover replays the WAL: give
-// start_timeout room for it) after clearing a postmaster.pid that a crashed server left on the
-// volume (see stalePid). Stop runs pg_ctl stop -m fast, and -m immediate
-// when fast does not finish in time (the next start then recovers from
-// the WAL; nothing committed is lost).
+// Start clears a postmaster.pid that a crashed server left on the
+// volume (see stalePid) and runs pg_ctl start -W, which returns once the
+// postmaster is launched (pg_ctl's own wait would poll every 100 ms).
+// The agent then polls every 20 ms (postgresql_start.go): it fails with
+// the server log's tail as soon as the postmaster is gone, and probes the
+// socket at the wire level (postgresql_probe.go) once postmaster.pid says
+// ready; once the server accepts connections, psql -c 'SELECT 1' must
+// answer as for Monitor. Crash recovery after a takeover replays the
+// WAL: give start_timeout room for it. mirrord's probe runs as root, so
+// with peer authentication each start leaves one "Peer authentication
+// failed" line in the server log.
+//
+// Stop runs pg_ctl stop -m fast, and -m immediate when fast does not
+// finish in time (the next start then recovers from the WAL; nothing
+// committed is lost).
 //
 // Monitor runs psql -c 'SELECT 1' as user over the socket: a real
 // connection and a real query, authenticated the way the server's
