@@ -21,11 +21,16 @@ const pgStartPoll = 20 * time.Millisecond
 // still recovering costs a FATAL line in its log.
 func (a *pgAgent) waitAccepting(ctx context.Context) error {
 	var last error
+	launched := time.Now()
 	for {
 		st, err := a.launch()
 		switch {
 		case err != nil:
 			return err
+		case st.gone && st.unseen && time.Since(launched) < pgLaunchGrace:
+			// Not found by its command line, and no postmaster.pid yet:
+			// give it a moment before calling it dead.
+			last = errors.New("no postmaster.pid yet")
 		case st.gone:
 			return fmt.Errorf("postgresql %s: the server exited during start (%s): check the options and the server log (%s): %s", a.name, st.why, a.logfile, a.logTail())
 		case st.status == "" || st.status == "ready" || st.status == "standby":
@@ -50,9 +55,14 @@ func (a *pgAgent) waitAccepting(ctx context.Context) error {
 	}
 }
 
+// pgLaunchGrace is how long waitAccepting waits for postmaster.pid when
+// it cannot find the launched postmaster by its command line either.
+const pgLaunchGrace = 5 * time.Second
+
 // launchState is what waitAccepting knows of a postmaster being launched.
 type launchState struct {
 	gone   bool
+	unseen bool // gone because neither postmaster.pid nor a process is found
 	why    string
 	status string // postmaster.pid's status line: starting, ready, standby, stopping; "" if not written yet
 }
@@ -72,7 +82,7 @@ func (a *pgAgent) launch() (launchState, error) {
 		if _, err := os.Stat(filepath.Join(a.datadir, "postmaster.pid")); err == nil {
 			return launchState{}, nil
 		}
-		return launchState{gone: true, why: "no postmaster.pid and no server process"}, nil
+		return launchState{gone: true, unseen: true, why: "no postmaster.pid and no server process"}, nil
 	case err != nil:
 		return launchState{}, fmt.Errorf("postgresql %s: reading postmaster.pid: %w", a.name, err)
 	}
