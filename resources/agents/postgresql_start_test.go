@@ -14,9 +14,13 @@ import (
 
 // A server that refuses its options exits before it writes
 // postmaster.pid: Start notices it died and says why from the server
-// log, without waiting out the start timeout.
+// log, without waiting out the start timeout, even while another
+// process names the data directory in its command line (what a search of
+// /proc by command line would take for the server). A log file the user
+// cannot write fails the start with the shell's word for it.
 func TestPostgreSQLStartFailsWithLogTail(t *testing.T) {
 	c := newPGCluster(t)
+	startProc(t, "/", "/bin/sh", "-c", "sleep 300; :", c.datadir)
 	a := c.agent(t, map[string]any{"options": "-c listen_addresses='' -c no_such_setting=1"})
 	ctx := ctxFor(t, 2*time.Minute)
 	err := a.Start(ctx)
@@ -28,6 +32,13 @@ func TestPostgreSQLStartFailsWithLogTail(t *testing.T) {
 	}
 	if ctx.Err() != nil {
 		t.Fatalf("Start waited out its deadline instead of seeing the server die: %v", err)
+	}
+	mustNotRunning(t, a.Monitor(ctx))
+
+	a = c.agent(t, map[string]any{"logfile": filepath.Join(c.datadir, "no-such-folder", "server.log")})
+	err = a.Start(ctx)
+	if err == nil || !strings.Contains(err.Error(), "exited during start") || !strings.Contains(err.Error(), "no-such-folder") {
+		t.Fatalf("Start with a log file that cannot be created: %v", err)
 	}
 	mustNotRunning(t, a.Monitor(ctx))
 }
@@ -58,22 +69,21 @@ func TestPostgreSQLProbe(t *testing.T) {
 		t.Fatal(err)
 	}
 	os.Chown(filepath.Join(c.datadir, "standby.signal"), int(c.as.uid), int(c.as.gid))
-	res, err := a.run(ctx, "pg_ctl", "start", "-W", "-D", c.datadir, "-l", a.logfile, "-o",
-		"-p "+strconv.Itoa(c.port)+" -k "+shellQuote(c.sockdir)+" -c listen_addresses='' -c hot_standby=off")
-	if err != nil || res.code != 0 {
-		t.Fatalf("pg_ctl start of a standby: %v %d %s", err, res.code, res.output)
+	standby := c.agent(t, map[string]any{"options": "-c listen_addresses='' -c hot_standby=off"})
+	s, err := standby.launch()
+	if err != nil {
+		t.Fatal(err)
 	}
 	var last pgReply
 	waitFor(t, 30*time.Second, "the standby to answer 57P03", func() bool {
-		last, err = a.probe(ctx)
+		last, err = standby.probe(ctx)
 		return err == nil
 	})
 	if last.verdict != pgStarting || last.sqlstate != pgCannotConnectNow {
 		t.Fatalf("probe of a standby without hot standby: %+v", last)
 	}
-	st, err := a.launch()
-	if err != nil || st.gone || st.status == "ready" {
-		t.Fatalf("launch state of the standby: %+v, %v", st, err)
+	if st, err := standby.pidFileStatus(s.pid); err != nil || st != "starting" {
+		t.Fatalf("the standby's postmaster.pid status: %q, %v; want starting", st, err)
 	}
 }
 
@@ -152,7 +162,7 @@ func watchReady(datadir string, old int) <-chan startMarks {
 			if m.pidFile.IsZero() {
 				m.pidFile = time.Now()
 			}
-			if pidFileStatus(b) == "ready" {
+			if lines := strings.Split(string(b), "\n"); len(lines) > 7 && strings.TrimSpace(lines[7]) == "ready" {
 				m.ready = time.Now()
 				break
 			}
