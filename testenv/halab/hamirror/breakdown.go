@@ -34,6 +34,7 @@ func takeoverPhases(victim string) []phase {
 		{"assemble", false, done("start volume")},
 		{"mount", false, done("start fs")},
 		{"VIP", false, done("start vip")},
+		{"agent saw it up", false, []string{`msg="PostgreSQL started"`}},
 		{"database ready", false, done("start db")},
 	}
 }
@@ -49,6 +50,7 @@ func handoverPhases() []phase {
 		{"assemble", false, done("start volume")},
 		{"mount", false, done("start fs")},
 		{"VIP", false, done("start vip")},
+		{"agent saw it up", false, []string{`msg="PostgreSQL started"`}},
 		{"database ready", false, done("start db")},
 	}
 }
@@ -59,10 +61,13 @@ var arrayPhases = []phase{{"leg failed", false, []string{"leg failed; volume con
 // Breakdown reads the nodes' mirrord logs for the steps after the fault
 // at fault: for a node killed or frozen, survivor's takeover (detect: the
 // peer declared dead, fence, assemble: the volume started, mount, VIP,
-// database ready); for a public cable pulled, the hand-over (detect: the
-// victim yields for the ping targets, stopped, then the survivor's
-// starts); for an array killed, when the active node failed its leg.
-func (s *System) Breakdown(_ context.Context, fault time.Time, survivor string) ([]halab.Phase, error) {
+// agent saw it up: the db agent found the server accepting connections,
+// database ready: its start returned); for a public cable pulled, the
+// hand-over (detect: the victim yields for the ping targets, stopped,
+// then the survivor's starts); for an array killed, when the active node
+// failed its leg. After a move, PostgreSQL's own steps from its server
+// log come after VIP (see pgPhases).
+func (s *System) Breakdown(ctx context.Context, fault time.Time, survivor string) ([]halab.Phase, error) {
 	s.mu.Lock()
 	f := s.fault
 	s.mu.Unlock()
@@ -86,7 +91,11 @@ func (s *System) Breakdown(_ context.Context, fault time.Time, survivor string) 
 		}
 		logs[onVictim] = lines
 	}
-	return findPhases(logs, phases, fault)
+	out, err := findPhases(logs, phases, fault)
+	if err != nil || f == halab.FaultArrayKill {
+		return out, err
+	}
+	return s.withPGPhases(ctx, out, fault, survivor, "VIP")
 }
 
 // findPhases returns, for each phase found in its log (slog text
