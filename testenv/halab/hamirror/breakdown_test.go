@@ -60,8 +60,9 @@ func TestFindPhases(t *testing.T) {
 }
 
 // The database's steps come from its server log: each the first line
-// after the step ahead of it and after the fault; with nothing to redo,
-// one line ends both redo steps.
+// after the step ahead of it and after the fault, also the first line
+// after the hole of NUL bytes the killed node's unwritten lines left;
+// with nothing to redo, one line ends both redo steps.
 func TestPGLogPhases(t *testing.T) {
 	fault := time.Date(2026, 12, 3, 12, 0, 2, 0, time.UTC)
 	log := func(lines ...string) string {
@@ -73,7 +74,8 @@ func TestPGLogPhases(t *testing.T) {
 	}
 	got := log(
 		"2026-12-03 12:00:01.000 UTC [50] LOG:  checkpoint complete: before the fault",
-		"2026-12-03 12:00:02.200 UTC [93] LOG:  starting PostgreSQL 15.14 (Debian 15.14-0+deb12u1) on x86_64-pc-linux-gnu",
+		"2026-12-03 12:00:01.500 UTC [50] LOG:  duration: the dead node's last line, half written",
+		"\x00\x00\x00\x002026-12-03 12:00:02.200 UTC [93] LOG:  starting PostgreSQL 15.14 (Debian 15.14-0+deb12u1) on x86_64-pc-linux-gnu",
 		"2026-12-03 12:00:02.210 UTC [95] LOG:  database system was not properly shut down; automatic recovery in progress",
 		"a line without a time",
 		"2026-12-03 12:00:02.300 UTC [95] LOG:  redo starts at 0/1A2B3C8",

@@ -33,10 +33,14 @@ var pgPhases = []struct {
 
 // pgLogPhases returns the steps of the first start of PostgreSQL after
 // fault in its server log, each the first line after the step ahead of it
-// (the same line may end two steps).
+// (the same line may end two steps). The log is on the volume: what the
+// killed node wrote last never reached it, and where the file's size got
+// there but its data did not, the file holds NUL bytes, glued to the
+// first line the new server wrote.
 func pgLogPhases(lines []string, fault time.Time) []halab.Phase {
 	var out []halab.Phase
 	for _, line := range lines {
+		line = strings.TrimLeft(line, "\x00")
 		t, ok := pgLogTime(line)
 		if !ok || t.Before(fault) {
 			continue
