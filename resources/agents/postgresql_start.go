@@ -85,8 +85,10 @@ func (a *pgAgent) exited(s *pgServer) error {
 // waitAccepting waits until the server s accepts connections (probe),
 // failing with the server log's tail as soon as it exits (a bad option,
 // a failed recovery). It probes only once s's postmaster.pid says ready
-// (or standby): a probe of a server still recovering costs a FATAL line
-// in its log.
+// (crash recovery goes from starting to ready) or standby (archive
+// recovery: a hot standby accepts read-only connections, one without hot
+// standby answers 57P03): a probe of a server still recovering costs a
+// FATAL line in its log.
 func (a *pgAgent) waitAccepting(ctx context.Context, s *pgServer) error {
 	tick := time.NewTicker(pgStartPoll)
 	defer tick.Stop()
