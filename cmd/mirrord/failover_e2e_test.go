@@ -180,7 +180,8 @@ func TestFailoverKillActiveNode(t *testing.T) {
 		t.Fatalf("%d of %d committed rows missing on %s after the takeover: %v", len(r.Lost), r.Committed, r.Survivor, r.Lost)
 	}
 	t.Logf("outage %v; takeover by %s: %v", r.Outage.Duration, r.Survivor, r.Phases)
-	want := []string{"detect", "fence", "assemble", "mount", "VIP", "database ready"}
+	want := []string{"detect", "fence", "assemble", "mount", "VIP", "db launched", "redo starts", "redo done",
+		"recovery checkpoint", "db accepts", "agent saw it up", "database ready"}
 	if len(r.Phases) != len(want) {
 		t.Fatalf("%s's takeover steps %v, want %v in that order (its log: %s)", r.Survivor, r.Phases, want, l.Node(r.Survivor).Dir())
 	}

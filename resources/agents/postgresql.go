@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -20,21 +19,31 @@ import (
 //
 //	type: postgresql
 //	datadir: /srv/data/pg               # on the file system resource
-//	bindir: /usr/lib/postgresql/15/bin  # pg_ctl, psql
+//	bindir: /usr/lib/postgresql/15/bin  # postgres, pg_ctl, psql
 //	port: 5432
 //	socket_dir: /run/postgresql         # created (owned by user) if missing
 //	user: postgres                      # the server and the checks run as this user
 //	database: postgres                  # Monitor connects to it
-//	options: "-c listen_addresses='*'"  # optional, passed to postgres through pg_ctl -o (a shell parses it)
-//	logfile: /srv/data/pg/startup.log   # pg_ctl -l; default <datadir>/hamirror-postgresql.log
+//	options: "-c listen_addresses='*'"  # optional, passed to postgres through /bin/sh (as pg_ctl -o would be)
+//	logfile: /srv/data/pg/startup.log   # the server's output (pg_ctl -l); default <datadir>/hamirror-postgresql.log
 //	fast_stop_timeout: 0s               # 0: two thirds of the stop timeout for -m fast
 //
-// Start runs pg_ctl start -w with -t from the start timeout (crash
-// recovery after a takeover replays the WAL: give start_timeout room for
-// it) after clearing a postmaster.pid that a crashed server left on the
-// volume (see stalePid). Stop runs pg_ctl stop -m fast, and -m immediate
-// when fast does not finish in time (the next start then recovers from
-// the WAL; nothing committed is lost).
+// Start clears a postmaster.pid that a crashed server left on the
+// volume (see stalePid) and launches postgres as the agent's own child in
+// a session of its own, as pg_ctl start would but without losing track
+// of it (launch says why). It then waits (postgresql_start.go): it fails
+// with the server log's tail as soon as the postmaster exits, reads
+// postmaster.pid every 20 ms, and probes the socket at the wire level
+// (postgresql_probe.go) once that file says ready; once the server
+// accepts connections, psql -c 'SELECT 1' must answer as for Monitor.
+// Crash recovery after a takeover replays the WAL: give start_timeout
+// room for it. mirrord's probe runs as root, so with peer authentication
+// each start leaves one "Peer authentication failed" line in the server
+// log.
+//
+// Stop runs pg_ctl stop -m fast, and -m immediate when fast does not
+// finish in time (the next start then recovers from the WAL; nothing
+// committed is lost).
 //
 // Monitor runs psql -c 'SELECT 1' as user over the socket: a real
 // connection and a real query, authenticated the way the server's
@@ -43,8 +52,8 @@ import (
 // wire-protocol client in mirrord would have to connect as root (peer
 // authentication maps the connecting process's user), which a stock
 // pg_hba.conf refuses; psql as user needs no change there. When psql
-// fails, pg_ctl status tells a stopped server (resources.ErrNotRunning)
-// from a failed one.
+// fails, postmaster.pid tells a stopped server (resources.ErrNotRunning)
+// from a failed one (see postmaster).
 type pgAgent struct {
 	name, bindir, datadir, sockdir, database, options, logfile string
 	port                                                       int
@@ -70,7 +79,7 @@ func newPostgreSQL(name string, p *params, env Env) (resources.Agent, error) {
 	if a.logfile == "" && a.datadir != "" {
 		a.logfile = filepath.Join(a.datadir, "hamirror-postgresql.log")
 	}
-	for _, prog := range []string{"pg_ctl", "psql"} {
+	for _, prog := range []string{"postgres", "pg_ctl", "psql"} {
 		if _, err := os.Stat(filepath.Join(a.bindir, prog)); err != nil && p.err == nil {
 			p.fail("bindir", "has no %s (%v): install postgresql (e.g. apt-get install postgresql-15) or fix bindir", prog, err)
 		}
@@ -82,11 +91,14 @@ func newPostgreSQL(name string, p *params, env Env) (resources.Agent, error) {
 }
 
 func (a *pgAgent) run(ctx context.Context, prog string, args ...string) (result, error) {
-	argv := append([]string{filepath.Join(a.bindir, prog)}, args...)
-	// PGHOST/PGPORT/PGDATABASE here so psql and pg_ctl never read a
-	// stray environment.
+	return run(ctx, a.log, a.command(append([]string{filepath.Join(a.bindir, prog)}, args...)...))
+}
+
+// command is argv run as the user, with PGHOST/PGPORT/PGDATABASE/PGUSER
+// set so that psql, pg_ctl and postgres never read a stray environment.
+func (a *pgAgent) command(argv ...string) command {
 	env := []string{"PGHOST=" + a.sockdir, "PGPORT=" + strconv.Itoa(a.port), "PGDATABASE=" + a.database, "PGUSER=" + a.user}
-	return run(ctx, a.log, command{argv: argv, env: env, as: a.as})
+	return command{argv: argv, env: env, as: a.as}
 }
 
 // postmaster reports whether a live postmaster of the data directory
@@ -131,16 +143,15 @@ func (a *pgAgent) Monitor(ctx context.Context) error {
 }
 
 func (a *pgAgent) Start(ctx context.Context) error {
-	if a.Monitor(ctx) == nil {
-		return nil
-	}
+	// postmaster.pid first: a takeover finds no live server, and a psql
+	// that cannot connect costs a fork and exec before the start.
 	up, _, err := a.postmaster()
 	if err != nil {
 		return err
 	}
 	if up {
-		// A postmaster runs but does not answer yet: a start that timed
-		// out earlier, still replaying the WAL. Wait for it.
+		// Running already (Start is idempotent), or a start that timed
+		// out earlier, still replaying the WAL: wait for it.
 		return a.waitReady(ctx, "a server was already starting")
 	}
 	if err := a.killOrphans(ctx); err != nil {
@@ -154,23 +165,17 @@ func (a *pgAgent) Start(ctx context.Context) error {
 			return err
 		}
 	}
-	// pg_ctl gives up a second before our deadline, so it reports and
-	// leaves the server (which it detached: its own session) to Stop.
-	secs := int(math.Ceil((remaining(ctx, 60*time.Second) - time.Second).Seconds()))
-	opts := fmt.Sprintf("-p %d -k %s", a.port, shellQuote(a.sockdir))
-	if a.options != "" {
-		opts += " " + a.options
+	// A server still starting when the deadline passes is left running
+	// (its own session) for Stop, as pg_ctl would leave it.
+	s, err := a.launch()
+	if err != nil {
+		return err
 	}
-	res, err := a.run(ctx, "pg_ctl", "start", "-w", "-t", strconv.Itoa(max(secs, 1)), "-D", a.datadir, "-l", a.logfile, "-o", opts)
-	if err != nil || res.code != 0 {
-		why := "exit " + strconv.Itoa(res.code)
-		if err != nil {
-			why = err.Error()
-		}
-		return fmt.Errorf("postgresql %s: pg_ctl start: %s: %s; server log (%s): %s", a.name, why, lastLines(res.output, 3), a.logfile, a.logTail())
+	if err := a.waitAccepting(ctx, s); err != nil {
+		return err
 	}
 	a.log.Info("PostgreSQL started", "datadir", a.datadir, "port", a.port)
-	return a.waitReady(ctx, "pg_ctl says started")
+	return a.waitReady(ctx, "the server accepts connections")
 }
 
 // waitReady polls Monitor until the server answers or ctx ends.
@@ -237,7 +242,7 @@ func (a *pgAgent) clearStaleLock(path string) error {
 // stalePid decides whether a postmaster lock file (first line: the PID,
 // possibly negative for a standalone backend) belongs to a live
 // postmaster of datadir: the process exists and works in datadir (a
-// postmaster's working directory is its data directory).
+// postmaster's working directory is its data directory; see worksIn).
 func stalePid(procDir string, lock []byte, datadir string) (bool, string) {
 	first, _, _ := strings.Cut(string(lock), "\n")
 	pid, err := strconv.Atoi(strings.TrimSpace(first))
@@ -247,14 +252,33 @@ func stalePid(procDir string, lock []byte, datadir string) (bool, string) {
 	if err != nil || pid <= 0 {
 		return true, fmt.Sprintf("no PID in it (%q)", first)
 	}
-	cwd, err := os.Readlink(filepath.Join(procDir, strconv.Itoa(pid), "cwd"))
-	if err != nil {
-		return true, fmt.Sprintf("process %d is gone", pid)
+	var dir syscall.Stat_t
+	if err := syscall.Stat(datadir, &dir); err != nil {
+		return true, fmt.Sprintf("the data directory: %v", err)
 	}
-	if filepath.Clean(cwd) != filepath.Clean(datadir) {
+	base := filepath.Join(procDir, strconv.Itoa(pid))
+	in, err := worksIn(base, &dir)
+	switch {
+	case err != nil:
+		return true, fmt.Sprintf("process %d is gone", pid)
+	case !in:
+		cwd, _ := os.Readlink(filepath.Join(base, "cwd"))
 		return true, fmt.Sprintf("process %d works in %s, not in the data directory", pid, cwd)
 	}
 	return false, fmt.Sprintf("process %d works in the data directory", pid)
+}
+
+// worksIn reports whether the process whose /proc directory is base
+// works in the directory dir: the same device and inode, not a path that
+// reads the same (a process in another mount namespace, such as another
+// test node's postmaster, can work in a directory of the same name on
+// another file system). An error means the process is gone.
+func worksIn(base string, dir *syscall.Stat_t) (bool, error) {
+	var cwd syscall.Stat_t
+	if err := syscall.Stat(filepath.Join(base, "cwd"), &cwd); err != nil {
+		return false, err
+	}
+	return cwd.Dev == dir.Dev && cwd.Ino == dir.Ino, nil
 }
 
 func (a *pgAgent) Stop(ctx context.Context) error {
@@ -337,9 +361,13 @@ func (a *pgAgent) killOrphans(ctx context.Context) error {
 	}
 }
 
-// procsWorkingIn lists the processes running exe whose working
-// directory is dir.
+// procsWorkingIn lists the processes running exe that work in dir (see
+// worksIn).
 func procsWorkingIn(procDir, dir, exe string) []int {
+	var want syscall.Stat_t
+	if syscall.Stat(dir, &want) != nil {
+		return nil // no data directory: no server of it either
+	}
 	ents, _ := os.ReadDir(procDir)
 	var out []int
 	for _, e := range ents {
@@ -348,7 +376,7 @@ func procsWorkingIn(procDir, dir, exe string) []int {
 			continue
 		}
 		base := filepath.Join(procDir, e.Name())
-		if cwd, err := os.Readlink(filepath.Join(base, "cwd")); err != nil || filepath.Clean(cwd) != dir {
+		if in, err := worksIn(base, &want); err != nil || !in {
 			continue
 		}
 		if x, err := os.Readlink(filepath.Join(base, "exe")); err == nil && x == exe {

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -100,8 +101,8 @@ func TestPostgreSQLLifecycle(t *testing.T) {
 	if err := a.Monitor(ctx); err != nil {
 		t.Fatal(err)
 	}
-	// pg_ctl detaches the server: it is not in the group the agent's
-	// commands run in, so a killed pg_ctl never takes it down.
+	// The server runs in a session of its own: not in the group the
+	// agent's commands run in, and no terminal's signals reach it.
 	pid := c.postmasterPid(t)
 	if pgid, _ := syscall.Getpgid(pid); pgid != pid {
 		t.Errorf("the postmaster %d is in process group %d, not its own", pid, pgid)
@@ -125,8 +126,10 @@ func TestPostgreSQLLifecycle(t *testing.T) {
 
 // A server killed with -9 leaves postmaster.pid behind, as a takeover
 // finds it on the volume; its PID may even belong to a live process
-// here, which makes postgres itself refuse to start. Start clears it and
-// the server recovers every committed row.
+// here, which makes postgres itself refuse to start: a process that is
+// not a postmaster, or one that works in a directory of the same path in
+// another mount namespace (another node's postmaster, seen in a host's
+// /proc). Start clears it and the server recovers every committed row.
 func TestPostgreSQLRecoversAfterCrash(t *testing.T) {
 	c := newPGCluster(t)
 	a := c.agent(t, nil)
@@ -134,28 +137,38 @@ func TestPostgreSQLRecoversAfterCrash(t *testing.T) {
 	if err := a.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
-	c.psql(t, "CREATE TABLE t (v int); INSERT INTO t SELECT generate_series(1, 1000)")
-	pid := c.postmasterPid(t)
-	syscall.Kill(pid, syscall.SIGKILL)
-	waitFor(t, 10*time.Second, "the postmaster to die", func() bool { return !alive(pid) })
-	mustNotRunning(t, a.Monitor(ctx))
-
-	// The lock file names a live process that is not a postmaster.
-	other := startProc(t, "/", "/bin/sleep", "300")
 	lock := filepath.Join(c.datadir, "postmaster.pid")
-	b, err := os.ReadFile(lock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, rest, _ := strings.Cut(string(b), "\n")
-	if err := os.WriteFile(lock, []byte(fmt.Sprintf("%d\n%s", other.Process.Pid, rest)), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := a.Start(ctx); err != nil {
-		t.Fatalf("Start after a crash: %v", err)
-	}
-	if got := c.psql(t, "SELECT count(*) FROM t"); got != "1000" {
-		t.Fatalf("after recovery count = %q, want 1000", got)
+	for i, other := range []*exec.Cmd{
+		startProc(t, "/", "/bin/sleep", "300"),
+		startProc(t, "/", "unshare", "--mount", "--propagation", "private", "/bin/sh", "-c",
+			`mount -t tmpfs tmpfs "$0" && cd "$0" && exec /bin/sleep 300`, c.datadir),
+	} {
+		c.psql(t, "CREATE TABLE IF NOT EXISTS t (v int); INSERT INTO t SELECT generate_series(1, 1000)")
+		pid := c.postmasterPid(t)
+		syscall.Kill(pid, syscall.SIGKILL)
+		waitFor(t, 10*time.Second, "the postmaster to die", func() bool { return !alive(pid) })
+		mustNotRunning(t, a.Monitor(ctx))
+		waitFor(t, 10*time.Second, "the other process to work in its directory", func() bool {
+			cwd, _ := os.Readlink(fmt.Sprintf("/proc/%d/cwd", other.Process.Pid))
+			return i == 0 || cwd == c.datadir
+		})
+		b, err := os.ReadFile(lock)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, rest, _ := strings.Cut(string(b), "\n")
+		if err := os.WriteFile(lock, []byte(fmt.Sprintf("%d\n%s", other.Process.Pid, rest)), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if i == 1 && slices.Contains(procsWorkingIn("/proc", c.datadir, "/usr/bin/sleep"), other.Process.Pid) {
+			t.Errorf("a process working in another mount namespace's %s is taken for one working in the data directory", c.datadir)
+		}
+		if err := a.Start(ctx); err != nil {
+			t.Fatalf("Start after crash %d: %v", i+1, err)
+		}
+		if got, want := c.psql(t, "SELECT count(*) FROM t"), strconv.Itoa(1000*(i+1)); got != want {
+			t.Fatalf("after recovery %d count = %q, want %s", i+1, got, want)
+		}
 	}
 	if err := a.Stop(ctx); err != nil {
 		t.Fatal(err)

@@ -105,16 +105,7 @@ func (t *tail) bytes() []byte {
 // code; a command killed by a signal is an error.
 func run(ctx context.Context, log *slog.Logger, c command) (result, error) {
 	cmd := exec.CommandContext(ctx, c.argv[0], c.argv[1:]...)
-	cmd.Dir = c.dir
-	cmd.Env = append([]string{basePath, "LANG=C"}, c.env...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if c.as != nil {
-		cmd.SysProcAttr.Credential = &syscall.Credential{Uid: c.as.uid, Gid: c.as.gid, Groups: c.as.groups}
-		cmd.Env = append(cmd.Env, "HOME="+c.as.home, "USER="+c.as.name, "LOGNAME="+c.as.name)
-		if cmd.Dir == "" {
-			cmd.Dir = "/" // our working directory may be closed to that user
-		}
-	}
+	c.prepare(cmd, &syscall.SysProcAttr{Setpgid: true})
 	var out tail
 	cmd.Stdout, cmd.Stderr = &out, &out
 	cmd.Cancel = func() error {
@@ -144,6 +135,22 @@ func run(ctx context.Context, log *slog.Logger, c command) (result, error) {
 		return res, fmt.Errorf("%s is not installed or not executable: %w", c.argv[0], err)
 	}
 	return res, fmt.Errorf("%s: %w; output: %s", c.argv[0], err, lastLines(res.output, 5))
+}
+
+// prepare gives cmd c's environment (basePath, LANG=C, c.env and, for
+// an account, its HOME, USER and LOGNAME), working directory and
+// credentials, on top of attr (the process group or session).
+func (c command) prepare(cmd *exec.Cmd, attr *syscall.SysProcAttr) {
+	cmd.Dir = c.dir
+	cmd.Env = append([]string{basePath, "LANG=C"}, c.env...)
+	cmd.SysProcAttr = attr
+	if c.as != nil {
+		attr.Credential = &syscall.Credential{Uid: c.as.uid, Gid: c.as.gid, Groups: c.as.groups}
+		cmd.Env = append(cmd.Env, "HOME="+c.as.home, "USER="+c.as.name, "LOGNAME="+c.as.name)
+		if cmd.Dir == "" {
+			cmd.Dir = "/" // our working directory may be closed to that user
+		}
+	}
 }
 
 // lastLines returns the last n non-empty lines of b, joined by " | ", for

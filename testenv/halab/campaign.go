@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"time"
 
@@ -65,11 +66,11 @@ func (c Campaign) Run(ctx context.Context) (*Result, error) {
 		res.Runs = append(res.Runs, r)
 		switch {
 		case r.Recovered && c.Fault.Moves():
-			c.Logf("%s, %s, run %d/%d: %s on %s, outage %v (VIP on %s after %v), %d lost", res.System, c.Fault, i+1, c.Runs,
-				c.Fault, r.Victim, r.Outage.Duration.Round(time.Millisecond), r.Survivor, r.VIP.Round(time.Millisecond), len(r.Lost))
+			c.Logf("%s, %s, run %d/%d: %s on %s, outage %v (VIP on %s after %v), %d lost; %s", res.System, c.Fault, i+1, c.Runs,
+				c.Fault, r.Victim, r.Outage.Duration.Round(time.Millisecond), r.Survivor, r.VIP.Round(time.Millisecond), len(r.Lost), r.steps())
 		case r.Recovered:
-			c.Logf("%s, %s, run %d/%d: %s under %s, outage %v, %d lost", res.System, c.Fault, i+1, c.Runs,
-				c.Fault, r.Victim, r.Outage.Duration.Round(time.Millisecond), len(r.Lost))
+			c.Logf("%s, %s, run %d/%d: %s under %s, outage %v, %d lost; %s", res.System, c.Fault, i+1, c.Runs,
+				c.Fault, r.Victim, r.Outage.Duration.Round(time.Millisecond), len(r.Lost), r.steps())
 		default:
 			c.Logf("%s, %s, run %d/%d: no service within %v", res.System, c.Fault, i+1, c.Runs, c.GiveUp)
 		}
@@ -133,6 +134,18 @@ func (c Campaign) one(ctx context.Context) (RunResult, error) {
 		}
 	}
 	return r, nil
+}
+
+// steps lists the run's phases and when the client was served, in
+// seconds from the fault.
+func (r RunResult) steps() string {
+	var b strings.Builder
+	b.WriteString("steps (s from the fault):")
+	for _, p := range r.Phases {
+		fmt.Fprintf(&b, " %s %.3f,", p.Name, p.At.Seconds())
+	}
+	fmt.Fprintf(&b, " client served %.3f", r.Outage.FaultToService.Seconds())
+	return b.String()
 }
 
 // vipWatch polls a node for the VIP every 5 ms until it shows up.

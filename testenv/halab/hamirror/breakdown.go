@@ -29,6 +29,7 @@ func takeoverPhases(victim string) []halab.LogStep {
 		{Name: "assemble", Log: survivorLog, Match: done("start volume")},
 		{Name: "mount", Log: survivorLog, Match: done("start fs")},
 		{Name: "VIP", Log: survivorLog, Match: done("start vip")},
+		{Name: "agent saw it up", Log: survivorLog, Match: []string{`msg="PostgreSQL started"`}},
 		{Name: "database ready", Log: survivorLog, Match: done("start db")},
 	}
 }
@@ -44,6 +45,7 @@ func handoverPhases() []halab.LogStep {
 		{Name: "assemble", Log: survivorLog, Match: done("start volume")},
 		{Name: "mount", Log: survivorLog, Match: done("start fs")},
 		{Name: "VIP", Log: survivorLog, Match: done("start vip")},
+		{Name: "agent saw it up", Log: survivorLog, Match: []string{`msg="PostgreSQL started"`}},
 		{Name: "database ready", Log: survivorLog, Match: done("start db")},
 	}
 }
@@ -54,10 +56,13 @@ var arrayPhases = []halab.LogStep{{Name: "leg failed", Log: survivorLog, Match: 
 // Breakdown reads the nodes' mirrord logs for the steps after the fault
 // at fault: for a node killed or frozen, survivor's takeover (detect: the
 // peer declared dead, fence, assemble: the volume started, mount, VIP,
-// database ready); for a public cable pulled, the hand-over (detect: the
-// victim yields for the ping targets, stopped, then the survivor's
-// starts); for an array killed, when the active node failed its leg.
-func (s *System) Breakdown(_ context.Context, fault time.Time, survivor string) ([]halab.Phase, error) {
+// agent saw it up: the db agent found the server accepting connections,
+// database ready: its start returned); for a public cable pulled, the
+// hand-over (detect: the victim yields for the ping targets, stopped,
+// then the survivor's starts); for an array killed, when the active node
+// failed its leg. After a move, PostgreSQL's own steps from its server
+// log come after VIP (see pgPhases).
+func (s *System) Breakdown(ctx context.Context, fault time.Time, survivor string) ([]halab.Phase, error) {
 	s.mu.Lock()
 	f := s.fault
 	s.mu.Unlock()
@@ -77,7 +82,11 @@ func (s *System) Breakdown(_ context.Context, fault time.Time, survivor string) 
 		}
 		logs[name] = lines
 	}
-	return findPhases(logs, phases, fault)
+	out, err := findPhases(logs, phases, fault)
+	if err != nil || f == halab.FaultArrayKill {
+		return out, err
+	}
+	return s.withPGPhases(ctx, out, fault, survivor, "VIP")
 }
 
 // findPhases returns, for each phase found in its log (slog text

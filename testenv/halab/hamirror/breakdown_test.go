@@ -58,3 +58,43 @@ func TestFindPhases(t *testing.T) {
 		t.Fatal("a volume started before the fence was taken for a takeover in order")
 	}
 }
+
+// The database's steps come from its server log: each the first line
+// after the step ahead of it and after the fault, also the first line
+// after the hole of NUL bytes the killed node's unwritten lines left;
+// with nothing to redo, one line ends both redo steps.
+func TestPGLogPhases(t *testing.T) {
+	fault := time.Date(2026, 12, 3, 12, 0, 2, 0, time.UTC)
+	log := func(lines ...string) string {
+		var parts []string
+		for _, p := range pgLogPhases(lines, fault) {
+			parts = append(parts, p.Name+" "+p.At.String())
+		}
+		return strings.Join(parts, ", ")
+	}
+	got := log(
+		"2026-12-03 12:00:01.000 UTC [50] LOG:  checkpoint complete: before the fault",
+		"2026-12-03 12:00:01.500 UTC [50] LOG:  duration: the dead node's last line, half written",
+		"\x00\x00\x00\x002026-12-03 12:00:02.200 UTC [93] LOG:  starting PostgreSQL 15.14 (Debian 15.14-0+deb12u1) on x86_64-pc-linux-gnu",
+		"2026-12-03 12:00:02.210 UTC [95] LOG:  database system was not properly shut down; automatic recovery in progress",
+		"a line without a time",
+		"2026-12-03 12:00:02.300 UTC [95] LOG:  redo starts at 0/1A2B3C8",
+		"2026-12-03 12:00:02.350 UTC [95] LOG:  redo done at 0/1A2C000 system usage: CPU: user: 0.00 s, system: 0.00 s, elapsed: 0.05 s",
+		"2026-12-03 12:00:02.351 UTC [94] LOG:  checkpoint starting: end-of-recovery immediate wait",
+		"2026-12-03 12:00:02.450 UTC [94] LOG:  checkpoint complete: wrote 3 buffers (18.8%); write=0.001 s, sync=0.090 s, total=0.099 s",
+		"2026-12-03 12:00:02.460 UTC [93] LOG:  database system is ready to accept connections",
+		"2026-12-03 12:00:09.000 UTC [93] LOG:  database system is ready to accept connections",
+	)
+	if want := "db launched 200ms, redo starts 300ms, redo done 350ms, recovery checkpoint 450ms, db accepts 460ms"; got != want {
+		t.Fatalf("after a crash: %s, want %s", got, want)
+	}
+	got = log(
+		"2026-12-03 12:00:02.200 UTC [93] LOG:  starting PostgreSQL 15.14",
+		"2026-12-03 12:00:02.250 UTC [95] LOG:  redo is not required",
+		"2026-12-03 12:00:02.300 UTC [94] LOG:  checkpoint complete: wrote 0 buffers",
+		"2026-12-03 12:00:02.310 UTC [93] LOG:  database system is ready to accept connections",
+	)
+	if want := "db launched 200ms, redo starts 250ms, redo done 250ms, recovery checkpoint 300ms, db accepts 310ms"; got != want {
+		t.Fatalf("with nothing to redo: %s, want %s", got, want)
+	}
+}
