@@ -54,7 +54,7 @@ func failoverPair(t *testing.T) (*halab.Lab, *hamirror.System) {
 			return
 		}
 		failover.lab = l
-		s := &hamirror.System{Bin: binDir, Profile: testProfile(), Call: control.Call}
+		s := &hamirror.System{Bin: binDir, Profile: testProfile(), Call: control.Call, DatabaseSteps: true}
 		if err := s.Setup(ctx, l); err != nil {
 			failover.err = err
 			return

@@ -37,7 +37,7 @@ func failoverSystems() []failoverSystem {
 	bin := hamirrorBin()
 	hm := func(p hamirror.Profile) func() halab.System {
 		p.Ping = true
-		return func() halab.System { return &hamirror.System{Bin: bin, Profile: p} }
+		return func() halab.System { return &hamirror.System{Bin: bin, Profile: p, DatabaseSteps: true} }
 	}
 	fast := hamirror.FastProfile()
 	fast.PingInterval = 200 * time.Millisecond

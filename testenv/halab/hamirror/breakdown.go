@@ -3,6 +3,7 @@ package hamirror
 import (
 	"context"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -29,7 +30,6 @@ func takeoverPhases(victim string) []halab.LogStep {
 		{Name: "assemble", Log: survivorLog, Match: done("start volume")},
 		{Name: "mount", Log: survivorLog, Match: done("start fs")},
 		{Name: "VIP", Log: survivorLog, Match: done("start vip")},
-		{Name: "agent saw it up", Log: survivorLog, Match: []string{`msg="PostgreSQL started"`}},
 		{Name: "database ready", Log: survivorLog, Match: done("start db")},
 	}
 }
@@ -45,7 +45,6 @@ func handoverPhases() []halab.LogStep {
 		{Name: "assemble", Log: survivorLog, Match: done("start volume")},
 		{Name: "mount", Log: survivorLog, Match: done("start fs")},
 		{Name: "VIP", Log: survivorLog, Match: done("start vip")},
-		{Name: "agent saw it up", Log: survivorLog, Match: []string{`msg="PostgreSQL started"`}},
 		{Name: "database ready", Log: survivorLog, Match: done("start db")},
 	}
 }
@@ -56,12 +55,12 @@ var arrayPhases = []halab.LogStep{{Name: "leg failed", Log: survivorLog, Match: 
 // Breakdown reads the nodes' mirrord logs for the steps after the fault
 // at fault: for a node killed or frozen, survivor's takeover (detect: the
 // peer declared dead, fence, assemble: the volume started, mount, VIP,
-// agent saw it up: the db agent found the server accepting connections,
-// database ready: its start returned); for a public cable pulled, the
-// hand-over (detect: the victim yields for the ping targets, stopped,
-// then the survivor's starts); for an array killed, when the active node
-// failed its leg. After a move, PostgreSQL's own steps from its server
-// log come after VIP (see pgPhases).
+// database ready); for a public cable pulled, the hand-over (detect: the
+// victim yields for the ping targets, stopped, then the survivor's
+// starts); for an array killed, when the active node failed its leg.
+// With DatabaseSteps, a move's breakdown also has PostgreSQL's own steps
+// after VIP (pgPhases, from its server log) and, before database ready,
+// agent saw it up (the db agent found the server accepting connections).
 func (s *System) Breakdown(ctx context.Context, fault time.Time, survivor string) ([]halab.Phase, error) {
 	s.mu.Lock()
 	f := s.fault
@@ -74,6 +73,11 @@ func (s *System) Breakdown(ctx context.Context, fault time.Time, survivor string
 	case halab.FaultArrayKill:
 		phases, victim = arrayPhases, survivor
 	}
+	steps := s.DatabaseSteps && f != halab.FaultArrayKill
+	if steps {
+		agent := halab.LogStep{Name: "agent saw it up", Log: survivorLog, Match: []string{`msg="PostgreSQL started"`}}
+		phases = slices.Insert(slices.Clone(phases), len(phases)-1, agent)
+	}
 	logs := map[string][]string{}
 	for name, id := range map[string]string{survivorLog: survivor, victimLog: victim} {
 		lines, err := halab.ReadLines(filepath.Join(s.Lab.Node(id).Dir(), "log", "mirrord.log"))
@@ -83,7 +87,7 @@ func (s *System) Breakdown(ctx context.Context, fault time.Time, survivor string
 		logs[name] = lines
 	}
 	out, err := findPhases(logs, phases, fault)
-	if err != nil || f == halab.FaultArrayKill {
+	if err != nil || !steps {
 		return out, err
 	}
 	return s.withPGPhases(ctx, out, fault, survivor, "VIP")

@@ -33,6 +33,9 @@ type System struct {
 	Call CallFunc
 	// Logf reports progress (default: discard).
 	Logf func(format string, args ...any)
+	// DatabaseSteps adds PostgreSQL's own steps to a move's breakdown
+	// (see Breakdown).
+	DatabaseSteps bool
 
 	p paths
 
