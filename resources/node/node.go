@@ -72,7 +72,9 @@ func (n *Node) call(ctx context.Context, f func(now time.Time) (any, error)) (an
 	}
 	ch := make(chan res, 1)
 	select {
-	case n.inbox <- func(now time.Time) { v, err := f(now); ch <- res{v, err} }:
+	// The reply goes after the step that carries out what f decided, so
+	// a caller reading Status next sees its own change.
+	case n.inbox <- func(now time.Time) { v, err := f(now); n.step(now); ch <- res{v, err} }:
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
