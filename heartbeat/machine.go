@@ -123,6 +123,7 @@ type Machine struct {
 	ready     Ready
 	dualAlarm bool
 	noneAlarm bool // the "no node is eligible" alarm is up
+	termAlarm bool // the "no term left to claim" alarm was raised
 	// eligible: this node may be elected (SetEligible). eligibleSince is
 	// when it last turned eligible after being ineligible (zero: eligible
 	// since the start); it is a candidate again only timing.warn later.

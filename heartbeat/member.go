@@ -27,10 +27,9 @@ type MemberOptions struct {
 	Pinger *Pinger
 	// StateDir is where the highest takeover term this node has seen is
 	// kept across restarts (cluster.state_dir; LoadTerm, SaveTerm): it is
-	// read at NewMember and written before a higher term is used or shown
-	// (View, Status). Empty (tests): kept in memory only, and a restarted
-	// node has forgotten the terms it had seen (roles.go says what that
-	// costs).
+	// read at NewMember and written before a higher term is used. Empty
+	// (tests): kept in memory only, and a restarted node has forgotten
+	// the terms it had seen (roles.go says what that costs).
 	StateDir string
 }
 
@@ -48,9 +47,6 @@ type Member struct {
 
 	mu sync.Mutex // guards m
 	m  *Machine
-	// saveTerm records a term in state_dir (SaveTerm; a test's seam to
-	// watch what readers see while it runs). Called with mu held.
-	saveTerm func(dir string, t uint64) error
 	// lastStep is the clock's reading at the last completed step, for the
 	// watchdog. It is kept as a time.Time so that SystemClock's monotonic
 	// reading survives: a wall clock stepped back (NTP, an operator) can
@@ -96,7 +92,7 @@ func NewMember(cfg Config, key []byte, links []Link, opt MemberOptions) (*Member
 		return nil, err
 	}
 	mc.Nonce = nonce
-	n := &Member{cfg: cfg, codec: NewCodec(cfg.Cluster, key), links: map[string]Link{}, opt: opt, kick: make(chan struct{}, 1), saveTerm: SaveTerm,
+	n := &Member{cfg: cfg, codec: NewCodec(cfg.Cluster, key), links: map[string]Link{}, opt: opt, kick: make(chan struct{}, 1),
 		lim:     rateLimiter{every: 10 * time.Second, last: map[string]time.Time{}, held: map[string]int{}},
 		sendErr: map[string]uint64{}}
 	for _, l := range links {
@@ -322,19 +318,21 @@ func (n *Member) receive(now time.Time, msg inbound) {
 // takeover term is recorded first, then the events are reported and the
 // frames sent.
 //
-// The term is recorded before the machine is unlocked: View and Status
-// show the machine's role and term to the resources layer, which polls
-// them and acts on them (fences, starts), so nothing may read a term
-// that a crash could still take back. A crash after acting on an
-// unrecorded claim would restart with the earlier term and claim the
-// same one again. Readers wait for the fsync meanwhile; it happens only
-// when the term grows (a takeover, or a peer's later term heard).
+// The term is recorded after the machine is unlocked, so View and Status
+// may show it a moment before its fsync ends (no peer learns it before:
+// frames go after). Holding the lock through the fsync instead would let
+// a hung state_dir disk freeze the resources loop too (View, SetEligible):
+// a node demoted by a later takeover could not stop its group and drop
+// the VIP until the disk answered. A crash inside that window restarts
+// with the earlier term, so a claim can be made twice in one term; equal
+// terms are settled by rank and the arrays' fence (roles.go).
 func (n *Member) step(fn func(time.Time), out map[string]chan []byte) {
 	n.mu.Lock()
 	fn(n.opt.Clock.Now())
 	rd := n.m.Ready()
+	n.mu.Unlock()
 	if rd.Term != 0 && n.opt.StateDir != "" {
-		if err := n.saveTerm(n.opt.StateDir, rd.Term); err != nil {
+		if err := SaveTerm(n.opt.StateDir, rd.Term); err != nil {
 			// Refusing the term would leave a claim unmade or unsaid:
 			// carry on with it in memory and say what that risks.
 			rd.Events = append([]Event{{At: n.opt.Clock.Now(), Kind: EventAlarm, Msg: fmt.Sprintf(
@@ -342,7 +340,6 @@ func (n *Member) step(fn func(time.Time), out map[string]chan []byte) {
 				err, rd.Term, n.opt.StateDir)}}, rd.Events...)
 		}
 	}
-	n.mu.Unlock()
 	now := n.opt.Clock.Now()
 	n.lastStep.Store(&now)
 	for _, e := range rd.Events {

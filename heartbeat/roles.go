@@ -2,7 +2,6 @@ package heartbeat
 
 import (
 	"fmt"
-	"math"
 	"time"
 )
 
@@ -140,11 +139,19 @@ func (m *Machine) setRole(now time.Time, r Role, why string) {
 	if r == m.role {
 		return
 	}
+	if r == RoleActive && m.term >= maxTerm {
+		// A claim above maxTerm would be malformed to every peer and
+		// refused by LoadTerm at the next start. Terms grow by one per
+		// takeover, so only a corrupt or forged term gets here.
+		if !m.termAlarm {
+			m.termAlarm = true
+			m.emit(Event{At: now, Kind: EventAlarm, Msg: fmt.Sprintf("cannot take the active role: the takeover term is at its limit %d (a corrupt or forged term): stop mirrord on every node, remove %s from each state_dir, start again", uint64(maxTerm), termFile)})
+		}
+		return
+	}
 	m.claim = 0
 	if r == RoleActive {
-		if m.term < math.MaxUint64 {
-			m.learnTerm(now, m.term+1)
-		}
+		m.learnTerm(now, m.term+1)
 		m.claim = m.term
 		why += fmt.Sprintf("; term %d", m.claim)
 	}

@@ -1,11 +1,9 @@
 package heartbeat
 
 import (
-	"context"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -109,58 +107,4 @@ func TestMemberRecordsTheTermBeforeUsingIt(t *testing.T) {
 			t.Errorf("n1 with a broken state_dir: role %s term %d, alarms %q", st.Role, st.Term, alarms)
 		}
 	})
-}
-
-// TestMemberShowsNoTermBeforeItIsRecorded: the resources layer polls View
-// and acts on the role and term it shows (it fences and starts); a term
-// it can see must be in state_dir already, or a crash after acting and
-// before the fsync would restart with the earlier term and claim the
-// same one again. Real time, not a synctest bubble: a reader waits on the
-// member's mutex, which a bubble does not count as blocked.
-func TestMemberShowsNoTermBeforeItIsRecorded(t *testing.T) {
-	net := newMemNet()
-	c := memConfig()
-	c.Disks = nil
-	dir := t.TempDir()
-	c.Self = "n1"
-	m, err := NewMember(c, simKey, []Link{net.attach("n1", "nic1")}, MemberOptions{StateDir: dir, Logf: func(string, ...any) {}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	saving := make(chan uint64, 1)
-	var once sync.Once
-	m.saveTerm = func(dir string, term uint64) error {
-		once.Do(func() {
-			saving <- term
-			time.Sleep(300 * time.Millisecond) // a slow fsync: readers must not see the term meanwhile
-		})
-		return SaveTerm(dir, term)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); m.Run(ctx) }()
-	defer func() { cancel(); <-done }()
-	n2 := startMemWith(t, c, net, nil, "n2", MemberOptions{})
-	defer n2.stop()
-
-	var term uint64
-	select {
-	case term = <-saving:
-	case <-time.After(30 * time.Second):
-		t.Fatal("n1 recorded no term: it never claimed the active role")
-	}
-	v := m.View()
-	recorded, err := LoadTerm(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if v.Role != RoleActive || v.Term != term {
-		t.Fatalf("n1 is %s in term %d, want active in term %d (the claim it was recording)", v.Role, v.Term, term)
-	}
-	if recorded < v.Term {
-		t.Errorf("View showed n1 active in term %d while state_dir still said %d: a crash now would forget the claim", v.Term, recorded)
-	}
-	if st := m.Status(); st.Term > recorded {
-		t.Errorf("Status showed term %d while state_dir said %d", st.Term, recorded)
-	}
 }
