@@ -9,6 +9,7 @@ import (
 
 	"github.com/hamirror/hamirror/iscsi"
 	"github.com/hamirror/hamirror/mirror"
+	"github.com/hamirror/hamirror/resources"
 	"github.com/hamirror/hamirror/resources/fence"
 	"github.com/hamirror/hamirror/resources/node"
 )
@@ -96,6 +97,16 @@ func TestPairOtherWriterAfterSilenceIsFenced(t *testing.T) {
 	mustCtl(t, l, "a", "cleanup")
 	l.waitFor("a", "eligible again after the cleanup", func(st node.Status) bool {
 		return st.Group.State.String() == "stopped" && st.Group.Eligible
+	})
+	// b learns it from a's next beat: a move asked before that is refused
+	// ("a is fenced and not eligible"), as it should be.
+	l.waitFor("b", "a's beats saying it is eligible again", func(st node.Status) bool {
+		for _, ns := range st.Cluster.Nodes {
+			if a, err := resources.UnmarshalAppState(ns.App); ns.ID == "a" && err == nil {
+				return a.Eligible && a.State == resources.GroupStopped
+			}
+		}
+		return false
 	})
 	mustCtl(t, l, "b", "move", "a")
 	l.waitFor("a", "running the group again after the cleanup and the move", runsHere)
