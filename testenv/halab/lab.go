@@ -51,6 +51,12 @@ type Options struct {
 	// -1 for none). Each has one target with one LUN of LUNSize bytes.
 	Arrays  int
 	LUNSize int64 // default 64 MiB
+	// LUNDir is where the arrays' LUN files and LoopDevice's files go, in
+	// a folder of the lab's own (default: the lab's folder, under
+	// TMPDIR). A tmpfs there makes the arrays answer a flush from memory,
+	// as an array's battery-backed cache does, instead of waiting for
+	// this host's disk.
+	LUNDir string
 	// Private lists host directories each node sees as its own copy
 	// (bind-mounted from the node's folder, first filled with a copy of the
 	// host's contents): /etc/corosync, /var/lib/pacemaker, ... Paths that
@@ -73,6 +79,7 @@ type Lab struct {
 	opt    Options
 	prefix string
 	Dir    string // the lab's folder (nodes' folders, LUN files, logs)
+	lunDir string // the LUN files' folder: Dir, or one in Options.LUNDir
 
 	nodes  []*Node
 	arrays []*Array
@@ -122,7 +129,7 @@ func New(ctx context.Context, opt Options) (_ *Lab, err error) {
 	}
 	var rnd [3]byte
 	rand.Read(rnd[:])
-	sweepStale()
+	sweepStale(opt.LUNDir)
 	l := &Lab{opt: opt, prefix: fmt.Sprintf("halab-%s-%d-%s", opt.Name, os.Getpid(), hex.EncodeToString(rnd[:]))}
 	defer func() {
 		if err != nil {
@@ -136,6 +143,12 @@ func New(ctx context.Context, opt Options) (_ *Lab, err error) {
 	// must reach their folders below this one.
 	if err := os.Chmod(l.Dir, 0o755); err != nil {
 		return nil, err
+	}
+	l.lunDir = l.Dir
+	if opt.LUNDir != "" {
+		if l.lunDir, err = os.MkdirTemp(opt.LUNDir, l.prefix+"-"); err != nil {
+			return nil, err
+		}
 	}
 	if err := l.buildNetworks(); err != nil {
 		return nil, err
@@ -202,7 +215,7 @@ func Peer(id string) string {
 // host's /dev), as two servers see one SAN LUN; mounting it in both nodes
 // at once shares one kernel superblock (see the package doc).
 func (l *Lab) LoopDevice(name string, size int64) (string, error) {
-	path := filepath.Join(l.Dir, name+".img")
+	path := filepath.Join(l.lunDir, name+".img")
 	if err := os.WriteFile(path, nil, 0o600); err != nil {
 		return "", err
 	}
@@ -266,12 +279,19 @@ func (l *Lab) Close() error {
 			}
 		}
 	}
-	if l.Dir != "" && l.opt.Keep {
-		// The marker keeps the sweep of a later lab away from it.
-		os.WriteFile(filepath.Join(l.Dir, "KEPT"), nil, 0o644)
-		l.opt.Logf("lab folder kept: %s", l.Dir)
-	} else if l.Dir != "" {
-		if err := os.RemoveAll(l.Dir); err != nil {
+	dirs := []string{l.Dir}
+	if l.lunDir != l.Dir {
+		dirs = append(dirs, l.lunDir)
+	}
+	for _, d := range dirs {
+		if d == "" {
+			continue
+		}
+		if l.opt.Keep {
+			// The marker keeps the sweep of a later lab away from it.
+			os.WriteFile(filepath.Join(d, "KEPT"), nil, 0o644)
+			l.opt.Logf("lab folder kept: %s", d)
+		} else if err := os.RemoveAll(d); err != nil {
 			errs = append(errs, err)
 		}
 	}

@@ -40,7 +40,7 @@ func (l *Lab) startArrays(count int) error {
 	}
 	for i := range count {
 		name := string(rune('a' + i))
-		a := &Array{Name: name, IQN: "iqn.2026-01.lab.halab:array-" + name, Backing: filepath.Join(l.Dir, "array-"+name+".img")}
+		a := &Array{Name: name, IQN: "iqn.2026-01.lab.halab:array-" + name, Backing: filepath.Join(l.lunDir, "array-"+name+".img")}
 		if err := os.WriteFile(a.Backing, nil, 0o600); err != nil {
 			return err
 		}

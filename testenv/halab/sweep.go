@@ -33,8 +33,9 @@ func detachLoop(dev string) error {
 // outlive their parent) and the loop devices on their nodes' own
 // filesystems (found before the kill, released as at a node's crash), the
 // namespaces, loop devices on their files and their folders. Only names
-// halab-NAME-PID-RAND-... of dead PIDs are touched.
-func sweepStale() {
+// halab-NAME-PID-RAND-... of dead PIDs are touched, in TMPDIR and in
+// the folders named (Options.LUNDir).
+func sweepStale(dirs ...string) {
 	for _, ns := range hblab.StaleNetns("halab") {
 		if out, err := exec.Command("ip", "netns", "pids", ns).Output(); err == nil {
 			var pids []int
@@ -59,8 +60,14 @@ func sweepStale() {
 		}
 		run("ip", "netns", "del", ns)
 	}
-	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), "halab-*"))
-	for _, d := range dirs {
+	var stale []string
+	for _, root := range append([]string{os.TempDir()}, dirs...) {
+		if root != "" {
+			m, _ := filepath.Glob(filepath.Join(root, "halab-*"))
+			stale = append(stale, m...)
+		}
+	}
+	for _, d := range stale {
 		f := strings.Split(filepath.Base(d), "-")
 		if len(f) < 5 {
 			continue

@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/hamirror/hamirror/testenv/halab"
 	"github.com/hamirror/hamirror/testenv/halab/hamirror"
 	"github.com/hamirror/hamirror/testenv/halab/peers"
@@ -75,18 +77,22 @@ func hamirrorBin() string {
 // benchFailover measures the client-visible outage when the active node
 // fails, for every system on the same network-namespace lab with the same
 // client loop (a fresh connection to the VIP and one committed INSERT per
-// attempt; connect timeout 100 ms, 1 s per attempt, 10 ms between
+// attempt; connect timeout 100 ms, 500 ms per attempt, 10 ms between
 // attempts). HAMIRROR_BENCH_RUNS is the number of runs per system and
 // fault (default 5); HAMIRROR_BENCH_FAULTS lists the faults (default
 // every one: "kill freeze public-down array-kill"; array-kill only for
 // the systems on the lab's arrays, hamirror's); HAMIRROR_BENCH_SYSTEMS
 // keeps only the systems whose name holds one of its words ("hamirror",
 // "fast", "keepalived", "pacemaker", "token"); HAMIRROR_BENCH_KEEP=1
-// keeps each lab's folder (the daemons' logs).
+// keeps each lab's folder (the daemons' logs); HAMIRROR_BENCH_LUNS says
+// where the arrays' LUN files are (lunPlace).
 func benchFailover() error {
 	if err := halab.Available(); err != nil {
 		fmt.Printf("failover section skipped: %v\n", err)
 		return nil
+	}
+	if err := setLUNPlace(); err != nil {
+		return err
 	}
 	runs := failoverRuns
 	if s := os.Getenv("HAMIRROR_BENCH_RUNS"); s != "" {
@@ -151,9 +157,36 @@ func wanted(name string) bool {
 	return false
 }
 
+// lunDir and lunPlace: where the labs keep the arrays' LUN files (and
+// Pacemaker's shared loop device), HAMIRROR_BENCH_LUNS. "ram", the
+// default, puts them on the tmpfs /dev/shm: the arrays then answer a
+// flush from memory, as a real array's battery-backed cache does, and
+// what is measured is the failover, not this host's disk (a shared
+// virtual disk whose fdatasync takes from 1 ms to over 500 ms). The lab
+// never cuts an array's power, so its LUNs are as safe either way: a
+// killed tgtd leaves its writes in the host's page cache. "disk" keeps
+// them in the lab's folder under TMPDIR.
+var lunDir, lunPlace string
+
+func setLUNPlace() error {
+	switch v := os.Getenv("HAMIRROR_BENCH_LUNS"); v {
+	case "", "ram":
+		var st unix.Statfs_t
+		if err := unix.Statfs("/dev/shm", &st); err != nil || st.Type != unix.TMPFS_MAGIC {
+			return fmt.Errorf("HAMIRROR_BENCH_LUNS=ram needs a tmpfs on /dev/shm (statfs: %v); set HAMIRROR_BENCH_LUNS=disk to keep the LUN files on the disk", err)
+		}
+		lunDir, lunPlace = "/dev/shm", "LUN files in RAM"
+	case "disk":
+		lunDir, lunPlace = "", "LUN files on the host's disk"
+	default:
+		return fmt.Errorf("HAMIRROR_BENCH_LUNS=%q: want ram (the default) or disk", v)
+	}
+	return nil
+}
+
 // failoverCampaign runs one system on a lab of its own.
 func failoverCampaign(ctx context.Context, s halab.System, arrays bool, fault halab.Fault, runs int) (*halab.Result, error) {
-	opt := halab.Options{Name: "bench", Arrays: -1, Keep: os.Getenv("HAMIRROR_BENCH_KEEP") != "",
+	opt := halab.Options{Name: "bench", Arrays: -1, LUNDir: lunDir, Keep: os.Getenv("HAMIRROR_BENCH_KEEP") != "",
 		Private: append(peers.PacemakerPrivate(), "/etc/keepalived"), Overlay: peers.PacemakerOverlay()}
 	if arrays {
 		opt.Arrays, opt.LUNSize = 2, 160<<20
@@ -181,7 +214,7 @@ func secs(d time.Duration) string { return fmt.Sprintf("%.2f", d.Seconds()) }
 // printFailover prints one row per system and fault, then each one's
 // breakdown, then the peers' documented defaults.
 func printFailover(results []*halab.Result, skipped []string) {
-	fmt.Printf("\nFailover: client-visible outage after the active node's fault (s, lower is better; netns lab, shared host)\n")
+	fmt.Printf("\nFailover: client-visible outage after the active node's fault (s, lower is better; netns lab, shared host, %s)\n", lunPlace)
 	fmt.Printf("  %-44s %-11s %5s %7s %7s %7s %9s  %s\n", "subject", "fault", "runs", "p50", "p99", "max", "vs ka p50", "acknowledged rows lost")
 	base := map[halab.Fault]time.Duration{}
 	for _, r := range results {
@@ -221,7 +254,7 @@ func printFailover(results []*halab.Result, skipped []string) {
 	}
 	fmt.Println(`
   The client loop is the same for every row: a new connection to the VIP and one committed INSERT per
-  attempt (connect timeout 100 ms, 1 s per attempt, 10 ms pause). keepalived moves the VIP alone and each
+  attempt (connect timeout 100 ms, 500 ms per attempt, 10 ms pause). keepalived moves the VIP alone and each
   node runs its own PostgreSQL, so the rows the dead node acknowledged are lost by design. Pacemaker fences
   with fence_halab (the lab's power switch): fence_scsi needs the kernel's SCSI layer, which this host lacks.
   Documented defaults: keepalived 3 x advert_int (1 s) + skew to declare the master dead; Corosync token
