@@ -32,18 +32,20 @@ func leftovers(l *Lab, pids []int) []string {
 			left = append(left, fmt.Sprintf("process %d %q", p, strings.ReplaceAll(string(b), "\x00", " ")))
 		}
 	}
-	if out, err := exec.Command("losetup", "-l", "-n", "-O", "NAME,BACK-FILE").Output(); err == nil {
-		for _, line := range strings.Split(string(out), "\n") {
-			if strings.Contains(line, l.Dir) {
-				left = append(left, "loop "+line)
+	for _, dir := range []string{l.Dir, l.lunDir} {
+		if out, err := exec.Command("losetup", "-l", "-n", "-O", "NAME,BACK-FILE").Output(); err == nil {
+			for _, line := range strings.Split(string(out), "\n") {
+				if strings.Contains(line, dir) {
+					left = append(left, "loop "+line)
+				}
 			}
 		}
-	}
-	if b, err := os.ReadFile("/proc/self/mountinfo"); err == nil && strings.Contains(string(b), l.Dir) {
-		left = append(left, "a mount under "+l.Dir)
-	}
-	if _, err := os.Stat(l.Dir); err == nil {
-		left = append(left, "folder "+l.Dir)
+		if b, err := os.ReadFile("/proc/self/mountinfo"); err == nil && strings.Contains(string(b), dir) {
+			left = append(left, "a mount under "+dir)
+		}
+		if _, err := os.Stat(dir); err == nil {
+			left = append(left, "folder "+dir)
+		}
 	}
 	for _, k := range children() {
 		left = append(left, "child process "+k)
@@ -57,10 +59,18 @@ func leftovers(l *Lab, pids []int) []string {
 // that measures the outage and finds lost commits, crash and freeze of a
 // node, and a Close that leaves nothing behind.
 func TestLab(t *testing.T) {
-	l := ForTest(t, Options{Name: "t", Private: []string{"/etc/keepalived"}}, iscsitarget.TgtdAvailable, PGAvailable)
+	// The LUN files in a folder of their own (the bench's tmpfs), in a
+	// folder of the lab's there, gone at Close like the rest.
+	luns := t.TempDir()
+	l := ForTest(t, Options{Name: "t", Private: []string{"/etc/keepalived"}, LUNDir: luns}, iscsitarget.TgtdAvailable, PGAvailable)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	n1, n2 := l.Node("n1"), l.Node("n2")
+	for _, a := range l.Arrays() {
+		if filepath.Dir(filepath.Dir(a.Backing)) != luns || strings.HasPrefix(a.Backing, l.Dir) {
+			t.Fatalf("array %s's LUN file %s is not in a folder of the lab's in LUNDir %s", a.Name, a.Backing, luns)
+		}
+	}
 
 	// Each node has its own hostname, PID and mount namespace.
 	for _, n := range l.Nodes() {
@@ -245,8 +255,10 @@ func TestLab(t *testing.T) {
 		cn.Close()
 	}
 	pids = append(pids, n1.Pids()...)
-	if _, err := l.LoopDevice("lun", 8<<20); err != nil {
+	if dev, err := l.LoopDevice("lun", 8<<20); err != nil {
 		t.Fatal(err)
+	} else if out, err := exec.Command("losetup", "-n", "-O", "BACK-FILE", dev).Output(); err != nil || !strings.HasPrefix(strings.TrimSpace(string(out)), luns+"/") {
+		t.Fatalf("loop device %s is backed by %q (%v), not a file in LUNDir %s", dev, out, err, luns)
 	}
 
 	if err := l.Close(); err != nil {
