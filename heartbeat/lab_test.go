@@ -295,6 +295,28 @@ func TestLabPinger(t *testing.T) {
 	if score, _ = p.Round(); score != 1 {
 		t.Errorf("score %d with n2's nic2 cut, want 1", score)
 	}
+	lab.CutNIC("n2", "nic2", false)
+
+	// The VIP's link without carrier scores 0 even though a target is
+	// still reached through the other NIC; with the cable back, the
+	// targets count again.
+	if err := hblab.InNetns(lab.Netns("n1"), func() error { return p.RequireCarrier("eth2") }); err != nil {
+		t.Fatal(err)
+	}
+	lab.CutNIC("n1", "nic2", true)
+	if score, err = p.Round(); score != 0 || err == nil || !strings.Contains(err.Error(), "eth2 has no carrier") {
+		t.Errorf("score %d (%v) with the required eth2 unplugged, want 0 and why", score, err)
+	}
+	lab.CutNIC("n1", "nic2", false)
+	for range 5 { // the carrier comes back within a round or two
+		if score, err = p.Round(); score == 2 {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if score != 2 {
+		t.Errorf("score %d (%v) with eth2 plugged in again, want 2", score, err)
+	}
 }
 
 // TestLabNICWithoutAddressAtBoot: a private NIC whose address is not

@@ -5,6 +5,9 @@ import (
 	"fmt"
 	"net"
 	"time"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 )
 
 // Pinger probes public-network targets with ICMP echo (IPv4, raw socket:
@@ -16,6 +19,9 @@ type Pinger struct {
 	timeout time.Duration
 	id      uint16
 	seq     uint16
+
+	links []string        // RequireCarrier's interfaces
+	nl    *netlink.Handle // their network namespace's netlink, or nil
 }
 
 // NewPinger resolves targets and opens the raw ICMP socket (in the calling
@@ -37,13 +43,57 @@ func NewPinger(targets []string, timeout time.Duration) (*Pinger, error) {
 	return p, nil
 }
 
+// RequireCarrier makes a round score 0 while one of the named interfaces
+// (those the node's virtual IPs live on) has no carrier: a pulled public
+// cable is then judged like unreachable targets, at the next round, even
+// when the targets are reached through another interface; a peer that
+// still reaches them takes the group over cleanly, and the node is an
+// eligible standby again once the cable is back. It queries the calling
+// thread's network namespace. Call it before the member runs.
+func (p *Pinger) RequireCarrier(ifnames ...string) error {
+	if len(ifnames) == 0 {
+		return nil
+	}
+	h, err := netlink.NewHandle()
+	if err != nil {
+		return fmt.Errorf("ping: netlink for the public links' carrier: %w", err)
+	}
+	if p.nl != nil {
+		p.nl.Close()
+	}
+	p.links, p.nl = append([]string(nil), ifnames...), h
+	return nil
+}
+
 // Close releases the socket.
-func (p *Pinger) Close() error { return p.conn.Close() }
+func (p *Pinger) Close() error {
+	if p.nl != nil {
+		p.nl.Close()
+	}
+	return p.conn.Close()
+}
+
+// carrier says which required link has no carrier, or nil.
+func (p *Pinger) carrier() error {
+	for _, name := range p.links {
+		l, err := p.nl.LinkByName(name)
+		if err != nil {
+			return fmt.Errorf("ping: public link %s: %w", name, err)
+		}
+		if l.Attrs().RawFlags&unix.IFF_LOWER_UP == 0 {
+			return fmt.Errorf("ping: public link %s has no carrier (check its cable, switch port or peer): score 0", name)
+		}
+	}
+	return nil
+}
 
 // Round sends one echo request to every target and returns how many
-// answered within the timeout.
-// Not safe for concurrent use.
+// answered within the timeout; 0 and why while a RequireCarrier link has
+// no carrier. Not safe for concurrent use.
 func (p *Pinger) Round() (int, error) {
+	if err := p.carrier(); err != nil {
+		return 0, err
+	}
 	c := p.conn
 	p.seq++
 	var errs []error

@@ -109,11 +109,55 @@ func closeFailoverLab() error {
 }
 
 // testProfile is the product's default timing, with the database and
-// the VIP checked every second (default 10 s) so that case 4 is short.
+// the VIP checked every second (default 10 s) so that case 4 is short,
+// and the client as the nodes' public ping target (every second).
 func testProfile() hamirror.Profile {
 	p := hamirror.DefaultProfile()
 	p.MonitorInterval = time.Second
+	p.Ping = true
 	return p
+}
+
+// TestFailoverPublicCablePulled: the active node's public cable is
+// pulled. Its VIP's link has no carrier and its ping target (the client)
+// is out of reach while the peer still reaches it: the group moves
+// cleanly, without fencing, and the client is served again with every
+// committed row. With the cable back the old node is a healthy standby
+// by itself (the campaign's Recover waits for that, with no cleanup): no
+// failure of its VIP was counted, since its monitor (checked every
+// second here) leaves the lost carrier to the ping rounds for a grace
+// (two ping intervals plus timing.dead) that the hand-over fits in.
+func TestFailoverPublicCablePulled(t *testing.T) {
+	l, s := failoverPair(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	victim, err := s.Active(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := halab.Campaign{Lab: l, System: s, Fault: halab.FaultPublicDown, Runs: 1, GiveUp: time.Minute, Logf: t.Logf}.Run(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := res.Runs[0]
+	if r.Victim != victim || !r.Recovered || len(r.Lost) > 0 {
+		t.Fatalf("victim %s (active was %s), served again %v, %d of %d committed rows missing", r.Victim, victim, r.Recovered, len(r.Lost), r.Committed)
+	}
+	if len(r.Phases) < 2 || r.Phases[1].Name != "stopped" {
+		t.Errorf("%s's takeover steps %v: want a clean hand-over (detect, stopped, ...), no fence", r.Survivor, r.Phases)
+	}
+	st, err := s.Status(victim)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, rs := range st.Group.Resources {
+		if rs.Failures != 0 {
+			t.Errorf("%s: resource %s counts %d failures after the cable came back (last error %q), want none", victim, rs.Name, rs.Failures, rs.LastError)
+		}
+	}
+	if !st.Group.Eligible {
+		t.Errorf("%s is not eligible with its cable back: group %s (%s)", victim, st.Group.State, st.Group.Reason)
+	}
 }
 
 // TestFailoverStartsOnThePreferredNode: both nodes start, n1 (preferred)

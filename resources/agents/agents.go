@@ -5,6 +5,7 @@ import (
 	"io"
 	"log/slog"
 	"strings"
+	"time"
 
 	"github.com/hamirror/hamirror/heartbeat"
 	"github.com/hamirror/hamirror/resources"
@@ -24,6 +25,12 @@ type Env struct {
 	RunDir string
 	// OCFRoot is the root of the OCF agent tree (default /usr/lib/ocf).
 	OCFRoot string
+	// CarrierGrace is how long a vip's monitor leaves a lost carrier on
+	// its interface to the node's ping rounds, which count it as reaching
+	// no target (heartbeat.Pinger.RequireCarrier) and hand the group to a
+	// peer that reaches more, before it fails the resource itself (see
+	// vipAgent). 0 (no ping targets): it fails at once.
+	CarrierGrace time.Duration
 }
 
 // Defaults for an Env's zero fields.

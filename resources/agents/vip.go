@@ -42,7 +42,15 @@ const (
 // announcement before it returns and the rest in the background (Stop
 // ends them). Monitor: nil while the address is on the interface and the
 // link is up with carrier; resources.ErrNotRunning when the address is
-// not there. Stop removes it. The agent works in the network namespace
+// not there. With Env.CarrierGrace (the node has ping targets and counts
+// a lost carrier on this interface as reaching none of them), a lost
+// carrier is first the node's health, not this resource's failure: the
+// monitor logs it and returns nil, the node hands the group to a peer
+// that still reaches its targets, and no failure count keeps this node
+// out once the cable is back. Only a carrier still lost after the grace
+// (no peer reached more targets: they are down, or the peer's cable is
+// out too) fails the monitor, as it does at once without ping targets.
+// Start refuses a link without carrier either way. Stop removes it. The agent works in the network namespace
 // of the thread that calls it; the announcements' sockets are opened in
 // Start, so they stay in that namespace.
 type vipAgent struct {
@@ -54,12 +62,15 @@ type vipAgent struct {
 	interval time.Duration
 	log      *slog.Logger
 
-	mu       sync.Mutex
-	announce *announcer // the background announcements of the last Start, if any
+	carrierGrace time.Duration // Env.CarrierGrace
+
+	mu          sync.Mutex
+	announce    *announcer // the background announcements of the last Start, if any
+	carrierLost time.Time  // when a monitor first saw the link without carrier (zero: it has it)
 }
 
 func newVIP(name string, p *params, env Env) (resources.Agent, error) {
-	a := &vipAgent{name: name, log: env.Log}
+	a := &vipAgent{name: name, log: env.Log, carrierGrace: env.CarrierGrace}
 	addr := p.str("address", true, "")
 	a.ifname = p.str("interface", true, "")
 	a.label = p.str("label", false, "")
@@ -161,8 +172,38 @@ func (a *vipAgent) Monitor(ctx context.Context) error {
 	if !here {
 		return fmt.Errorf("vip %s: %s is not on %s: %w", a.name, a.prefix.Addr(), a.ifname, resources.ErrNotRunning)
 	}
-	return a.linkUp(l)
+	err = a.linkUp(l)
+	if a.carrierGrace <= 0 {
+		return err
+	}
+	noCarrier := err != nil && l.Attrs().Flags&net.FlagUp != 0
+	now := time.Now()
+	a.mu.Lock()
+	since := a.carrierLost
+	if noCarrier && since.IsZero() {
+		a.carrierLost = now
+	} else if !noCarrier {
+		a.carrierLost = time.Time{}
+	}
+	a.mu.Unlock()
+	switch {
+	case noCarrier && since.IsZero():
+		a.log.Warn("virtual IP's link has no carrier: the node's ping score is 0, a peer that reaches more ping targets takes the group over",
+			"resource", a.name, "interface", a.ifname, "grace", a.carrierGrace)
+		return nil
+	case noCarrier && now.Sub(since) < a.carrierGrace:
+		return nil
+	case noCarrier:
+		return fmt.Errorf("%w for %v: no peer reaching more ping targets took the group over", err, now.Sub(since).Round(time.Millisecond))
+	case !since.IsZero():
+		a.log.Info("virtual IP's link has its carrier again", "resource", a.name, "interface", a.ifname)
+	}
+	return err
 }
+
+// CarrierLink is the interface whose carrier the node's ping rounds
+// require (heartbeat.Pinger.RequireCarrier).
+func (a *vipAgent) CarrierLink() string { return a.ifname }
 
 func (a *vipAgent) Start(ctx context.Context) error {
 	l, err := a.link()

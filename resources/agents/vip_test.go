@@ -169,9 +169,29 @@ func TestVIPTakeover(t *testing.T) {
 			// the NIC loses its carrier and keeps its addresses.
 			sh(t, "ip", "-n", s.client, "link", "set", "p1", "down")
 			mustFailed(t, in(t, newNode, a.Monitor), "no carrier")
+			// With ping targets the node's ping rounds judge the lost
+			// carrier first (Env.CarrierGrace): the monitor does not fail
+			// within the grace, so no failure count outlives the cable;
+			// past it, nobody took the group over and it fails. Start
+			// still refuses.
+			b := newVIPAgent(t, map[string]any{"address": tc.vip, "interface": "eth0"})
+			b.carrierGrace = 300 * time.Millisecond
+			for range 2 {
+				if err := in(t, newNode, b.Monitor); err != nil {
+					t.Errorf("Monitor within the carrier grace: %v, want nil", err)
+				}
+			}
+			time.Sleep(400 * time.Millisecond)
+			mustFailed(t, in(t, newNode, b.Monitor), "no peer reaching more ping targets")
+			if err := in(t, newNode, b.Start); err == nil || !strings.Contains(err.Error(), "no carrier") {
+				t.Errorf("Start with no carrier: %v, want a refusal", err)
+			}
 			sh(t, "ip", "-n", s.client, "link", "set", "p1", "up")
 			if err := in(t, newNode, a.Monitor); err != nil {
 				t.Fatalf("Monitor with the carrier back: %v", err)
+			}
+			if err := in(t, newNode, b.Monitor); err != nil {
+				t.Fatalf("Monitor with the carrier back (grace): %v", err)
 			}
 			if vip.Addr().Is4() {
 				// Administratively down (IPv6 addresses would be flushed:

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
 	"sync"
 	"time"
 
@@ -75,6 +76,7 @@ func New(cfg *Config, opt Options) (_ *Node, err error) {
 			closeLinks(links)
 			return nil, err
 		}
+		n.pinger = mo.Pinger
 		n.closers = append(n.closers, mo.Pinger.Close)
 	}
 	if n.member, err = heartbeat.NewMember(cfg.Heartbeat, key, links, mo); err != nil {
@@ -232,6 +234,12 @@ func closeLinks(links []heartbeat.Link) {
 // buildAgents makes every resource's agent.
 func (n *Node) buildAgents() error {
 	env := agents.Env{Log: n.log.With("part", "agents")}
+	if n.pinger != nil {
+		// A round, the hand-over's hysteresis (timing.dead), a round.
+		hb := n.cfg.Heartbeat
+		env.CarrierGrace = 2*hb.PingInterval + hb.Timing.Dead
+	}
+	var carrier []string
 	for _, r := range n.cfg.Group.Resources {
 		var a resources.Agent
 		switch r.Type {
@@ -251,9 +259,17 @@ func (n *Node) buildAgents() error {
 			if a, err = agents.New(r.Key, r.Type, r.Name, r.Params, env); err != nil {
 				return err
 			}
+			if c, ok := a.(interface{ CarrierLink() string }); ok && n.pinger != nil && !slices.Contains(carrier, c.CarrierLink()) {
+				carrier = append(carrier, c.CarrierLink())
+			}
 		}
 		n.agents[r.Name] = a
 		n.locks[r.Name] = &sync.Mutex{}
+	}
+	if n.pinger != nil {
+		// A lost carrier under a VIP scores 0 (the vip's monitor leaves
+		// it to the ping rounds, Env.CarrierByPing).
+		return n.pinger.RequireCarrier(carrier...)
 	}
 	return nil
 }

@@ -37,6 +37,7 @@ type Node struct {
 	opt  Options
 
 	member *heartbeat.Member
+	pinger *heartbeat.Pinger // nil without ping targets
 	group  *resources.Group
 	agents map[string]resources.Agent // by resource name
 	locks  map[string]*sync.Mutex     // one call at a time per agent

@@ -430,14 +430,10 @@ func (s *System) Recover(ctx context.Context, id string) error {
 		}
 	} else if d := s.Daemon(id); d != nil && !exited(d) {
 		if fault == halab.FaultPublicDown {
-			// It handed the group over and stays a standby; if its VIP
-			// failed first (no carrier) the operator's cleanup clears the
-			// failure count, as after any failed resource.
-			if st, err := s.Status(id); err == nil && st.Group.State == "failed" {
-				if err := s.CallNode(id, "cleanup", nil, nil); err != nil {
-					return fmt.Errorf("cleanup on %s: %w", id, err)
-				}
-			}
+			// It handed the group over and is a standby again by itself
+			// once its cable is back: with ping targets a lost carrier
+			// is the node's ping score, not a failure of its VIP, so no
+			// failure count keeps it out (no cleanup here).
 			return s.WaitStandby(ctx, id, 90*time.Second)
 		}
 		if err := s.Thaw(id); err != nil {
