@@ -95,6 +95,22 @@ func mustFailed(t *testing.T, err error, want string) {
 }
 
 // alive reports whether pid still exists and is not a zombie.
+// holds says whether process pid is alive and still holds a working
+// directory or an open file: what keeps a file system from unmounting,
+// and so what an agent's Stop must have ended. A process in its last
+// exit steps (files and working directory released, not yet a zombie)
+// holds nothing; on a loaded host it can stay there for a while.
+func holds(pid int) bool {
+	if !alive(pid) {
+		return false
+	}
+	if _, err := os.Readlink("/proc/" + strconv.Itoa(pid) + "/cwd"); err == nil {
+		return true
+	}
+	fds, _ := os.ReadDir("/proc/" + strconv.Itoa(pid) + "/fd")
+	return len(fds) > 0
+}
+
 func alive(pid int) bool {
 	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
 	if err != nil {

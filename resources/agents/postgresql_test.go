@@ -110,7 +110,7 @@ func TestPostgreSQLLifecycle(t *testing.T) {
 	c.psql(t, "CREATE TABLE t (v int); INSERT INTO t VALUES (42)")
 	twice(t, "Stop", func() error { return a.Stop(ctx) })
 	mustNotRunning(t, a.Monitor(ctx))
-	if alive(pid) {
+	if holds(pid) {
 		t.Fatalf("the postmaster %d still runs after Stop", pid)
 	}
 	if err := a.Start(ctx); err != nil {
@@ -205,7 +205,7 @@ func TestPostgreSQLStopFallsBackToImmediate(t *testing.T) {
 	if err := a.Stop(sctx); err != nil {
 		t.Fatalf("Stop with a frozen backend: %v", err)
 	}
-	if alive(pid) {
+	if holds(pid) {
 		t.Fatal("the postmaster survived Stop")
 	}
 	mustNotRunning(t, a.Monitor(ctx))
