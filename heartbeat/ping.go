@@ -2,6 +2,7 @@ package heartbeat
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"net"
 	"time"
@@ -54,7 +55,7 @@ func (p *Pinger) RequireCarrier(ifnames ...string) error {
 	if len(ifnames) == 0 {
 		return nil
 	}
-	h, err := netlink.NewHandle()
+	h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
 	if err != nil {
 		return fmt.Errorf("ping: netlink for the public links' carrier: %w", err)
 	}
@@ -77,6 +78,12 @@ func (p *Pinger) Close() error {
 func (p *Pinger) carrier() error {
 	for _, name := range p.links {
 		l, err := p.nl.LinkByName(name)
+		var notFound netlink.LinkNotFoundError
+		if errors.As(err, &notFound) {
+			// Not (yet) there: a resource of the group may create it;
+			// the VIP's own start and monitor report a missing link.
+			continue
+		}
 		if err != nil {
 			return fmt.Errorf("ping: public link %s: %w", name, err)
 		}

@@ -170,6 +170,7 @@ func (a *vipAgent) Monitor(ctx context.Context) error {
 		return err
 	}
 	if !here {
+		a.resetCarrier()
 		return fmt.Errorf("vip %s: %s is not on %s: %w", a.name, a.prefix.Addr(), a.ifname, resources.ErrNotRunning)
 	}
 	err = a.linkUp(l)
@@ -195,10 +196,18 @@ func (a *vipAgent) Monitor(ctx context.Context) error {
 		return nil
 	case noCarrier:
 		return fmt.Errorf("%w for %v: no peer reaching more ping targets took the group over", err, now.Sub(since).Round(time.Millisecond))
-	case !since.IsZero():
+	case !since.IsZero() && err == nil:
 		a.log.Info("virtual IP's link has its carrier again", "resource", a.name, "interface", a.ifname)
 	}
 	return err
+}
+
+// resetCarrier forgets a lost carrier: each Start and Stop begins a new
+// episode, whose first monitor without carrier gets the whole grace.
+func (a *vipAgent) resetCarrier() {
+	a.mu.Lock()
+	a.carrierLost = time.Time{}
+	a.mu.Unlock()
 }
 
 // CarrierLink is the interface whose carrier the node's ping rounds
@@ -206,6 +215,7 @@ func (a *vipAgent) Monitor(ctx context.Context) error {
 func (a *vipAgent) CarrierLink() string { return a.ifname }
 
 func (a *vipAgent) Start(ctx context.Context) error {
+	a.resetCarrier()
 	l, err := a.link()
 	if err != nil {
 		return err
@@ -261,6 +271,7 @@ func (a *vipAgent) Stop(ctx context.Context) error {
 	a.mu.Lock()
 	an := a.announce
 	a.announce = nil
+	a.carrierLost = time.Time{} // see resetCarrier
 	a.mu.Unlock()
 	an.stop()
 	l, err := netlink.LinkByName(a.ifname)
