@@ -118,6 +118,7 @@ type Machine struct {
 	tableDue  bool
 	ping      uint8
 	pingMoved bool      // SetPingScore changed the score since the last Tick
+	pingNote  string    // SetPingNote
 	pingSince time.Time // when this node's score last changed
 	counters  Counters
 	ready     Ready
@@ -216,6 +217,10 @@ func (m *Machine) Reject(err error) {
 		m.counters.Malformed++
 	}
 }
+
+// SetPingNote records why the last ping round scored what it did ("":
+// it went well), for Status.
+func (m *Machine) SetPingNote(note string) { m.pingNote = note }
 
 // SetPingScore records how many public ping targets this node reaches.
 func (m *Machine) SetPingScore(n int) {

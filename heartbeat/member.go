@@ -285,11 +285,14 @@ func (n *Member) pingLoop(ctx context.Context) {
 	defer stop()
 	for {
 		score, err := n.opt.Pinger.Round()
+		note := ""
 		if err != nil {
 			n.logLimited("ping", "heartbeat: %v", err)
+			note = err.Error()
 		}
 		n.mu.Lock()
 		n.m.SetPingScore(score)
+		n.m.SetPingNote(note)
 		n.mu.Unlock()
 		select {
 		case <-ctx.Done():

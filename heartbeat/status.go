@@ -22,6 +22,9 @@ type NodeStatus struct {
 	// Term is the node's takeover term (View.Term, PeerView.Term).
 	Term uint64 `json:"term"`
 	Ping *int   `json:"ping,omitempty"` // public ping targets reached
+	// PingNote says why this node's last ping round scored what it did,
+	// when a round failed or a VIP's link has no carrier (Self only).
+	PingNote string `json:"ping_note,omitempty"`
 	// Eligible: the node may hold the active role (a peer: as it
 	// advertised in its latest beat; false unless it is live).
 	Eligible bool `json:"eligible"`
@@ -65,7 +68,7 @@ func (m *Machine) Status(now time.Time) Status {
 			ns := NodeStatus{ID: id, Self: true, State: NodeAlive, Role: m.role.String(), Term: m.Term(), Eligible: m.eligible, App: bytes.Clone(m.app)}
 			if m.cfg.HasPing {
 				n := int(m.ping)
-				ns.Ping = &n
+				ns.Ping, ns.PingNote = &n, m.pingNote
 			}
 			s.Nodes = append(s.Nodes, ns)
 			continue

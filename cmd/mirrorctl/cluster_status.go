@@ -81,6 +81,9 @@ func printCluster(w io.Writer, st heartbeat.Status) error {
 		return err
 	}
 	for _, n := range st.Nodes {
+		if n.Self && n.PingNote != "" {
+			fmt.Fprintf(w, "%s's last ping round: %s\n", n.ID, n.PingNote)
+		}
 		if n.State == heartbeat.NodePartitioned {
 			fmt.Fprintf(w, "ALARM: %s is partitioned: silent on every network medium, its disk slot still advances\n", n.ID)
 		}

@@ -23,7 +23,8 @@ func sampleStatus() heartbeat.Status {
 	return heartbeat.Status{Cluster: "pair1", Self: "n1", Role: "active", Coordinator: "n1", Uptime: 90 * time.Second,
 		Table: tb,
 		Nodes: []heartbeat.NodeStatus{
-			{ID: "n1", Self: true, State: heartbeat.NodeAlive, Role: "active", Ping: &two},
+			{ID: "n1", Self: true, State: heartbeat.NodeAlive, Role: "active", Ping: &two,
+				PingNote: "ping: public link eth1 has no carrier (check its cable, switch port or peer): score 0"},
 			{ID: "n2", State: heartbeat.NodeDead, Role: "none", Media: []heartbeat.MediumStatus{
 				{Name: "nic1", State: heartbeat.MediumDown, LastHeard: 5 * time.Second},
 				{Name: "disk-a", Disk: true, State: heartbeat.MediumDown, LastHeard: -1}}},
@@ -51,6 +52,7 @@ func TestRenderCluster(t *testing.T) {
 		"ALARM: n3 is partitioned",
 		"refused frames: 3 bad auth, 1 replayed",
 		"unconfirmed frames: 4",
+		"n1's last ping round: ping: public link eth1 has no carrier",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("output lacks %q:\n%s", want, out)

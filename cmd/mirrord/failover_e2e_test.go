@@ -158,6 +158,49 @@ func TestFailoverPublicCablePulled(t *testing.T) {
 	if !st.Group.Eligible {
 		t.Errorf("%s is not eligible with its cable back: group %s (%s)", victim, st.Group.State, st.Group.Reason)
 	}
+
+	// Status tells why a node scores 0: the standby's cable pulled (it
+	// keeps its role: the active node reaches more targets).
+	selfPing := func(st *hamirror.Status) (int, string) {
+		for _, n := range st.Cluster.Nodes {
+			if n.Self && n.Ping != nil {
+				return *n.Ping, n.PingNote
+			}
+		}
+		return -1, ""
+	}
+	if err := l.CutLink(victim, halab.LinkPublic, true); err != nil {
+		t.Fatal(err)
+	}
+	err = s.Wait(ctx, 10*time.Second, func() error {
+		st, err := s.Status(victim)
+		if err != nil {
+			return err
+		}
+		if score, note := selfPing(st); score != 0 || !strings.Contains(note, "no carrier") {
+			return fmt.Errorf("%s's ping %d, note %q", victim, score, note)
+		}
+		return nil
+	})
+	l.CutLink(victim, halab.LinkPublic, false)
+	if err != nil {
+		t.Fatalf("the standby's status does not say its public cable is out: %v", err)
+	}
+	if err := s.Wait(ctx, 10*time.Second, func() error {
+		st, err := s.Status(victim)
+		if err != nil {
+			return err
+		}
+		if score, note := selfPing(st); score != 1 || note != "" {
+			return fmt.Errorf("%s's ping %d, note %q", victim, score, note)
+		}
+		return nil
+	}); err != nil {
+		t.Fatalf("the cable is back: %v", err)
+	}
+	if err := s.WaitStandby(ctx, victim, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // TestFailoverStartsOnThePreferredNode: both nodes start, n1 (preferred)

@@ -25,6 +25,8 @@ type Status struct {
 			State    string `json:"state"`
 			Role     string `json:"role"`
 			Eligible bool   `json:"eligible"`
+			Ping     *int   `json:"ping"`
+			PingNote string `json:"ping_note"`
 			Media    []struct {
 				Name  string `json:"name"`
 				State string `json:"state"`
