@@ -72,11 +72,17 @@ type Config struct {
 	// eligible and settled (alive for timing.warn). When false an active
 	// node stays active (stickiness).
 	Failback bool `mapstructure:"failback"`
-	Port     int  `mapstructure:"port"`
-	Baud     int  `mapstructure:"baud"`
-	Nodes    []Node
-	Disks    []Disk
-	Timing   Timing
+	// FailbackDelay (cluster.failback_delay, default 0; like keepalived's
+	// preempt_delay): with Failback, the preferred node must also have
+	// been alive, eligible and of unchanged ping score for this long, so
+	// that a flapping public cable or a node that keeps rebooting does
+	// not move the group at each flap.
+	FailbackDelay time.Duration `mapstructure:"failback_delay"`
+	Port          int           `mapstructure:"port"`
+	Baud          int           `mapstructure:"baud"`
+	Nodes         []Node
+	Disks         []Disk
+	Timing        Timing
 	// PingTargets are public-network addresses probed with ICMP echo; the
 	// node that reaches more of them is the better holder of the VIP.
 	PingTargets  []string
@@ -171,6 +177,9 @@ func (c *Config) Validate() error {
 		return keyErr("nodes", "lists %d nodes; at most 64 are supported", len(c.Nodes))
 	case len(c.PingTargets) > 0 && c.PingInterval <= 0:
 		return keyErr("ping.interval", "must be positive")
+	}
+	if c.FailbackDelay < 0 {
+		return keyErr("cluster.failback_delay", "%v is negative", c.FailbackDelay)
 	}
 	seen := map[NodeID]int{}
 	media := map[string]int{}

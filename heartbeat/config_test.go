@@ -50,6 +50,7 @@ func TestValidateNamesTheKey(t *testing.T) {
 		{"cluster.name", func(c *Config) { c.Cluster = "" }},
 		{"cluster.key_file", func(c *Config) { c.KeyFile = "" }},
 		{"cluster.port", func(c *Config) { c.Port = 70000 }},
+		{"cluster.failback_delay", func(c *Config) { c.FailbackDelay = -time.Second }},
 		{"cluster.preferred", func(c *Config) { c.Preferred = "node9" }},
 		{"nodes", func(c *Config) { c.Nodes = c.Nodes[:1] }},
 		{"nodes[1].id", func(c *Config) { c.Nodes[1].ID = "node1" }},
@@ -92,6 +93,7 @@ cluster:
   key_file: /etc/hamirror/cluster.key
   preferred: node2
   failback: true
+  failback_delay: 30s
 timing:
   keepalive: 100ms
   warn: 500ms
@@ -118,7 +120,8 @@ resources:
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Cluster != "pair1" || c.Preferred != "node2" || !c.Failback || !c.MachineConfig(1).Failback || c.Timing.Keepalive != 100*time.Millisecond ||
+	if c.Cluster != "pair1" || c.Preferred != "node2" || !c.Failback || !c.MachineConfig(1).Failback ||
+		c.MachineConfig(1).FailbackDelay != 30*time.Second || c.Timing.Keepalive != 100*time.Millisecond ||
 		c.Timing.InitDead != 5*time.Second || c.Port != 5405 || c.Baud != 115200 || c.PingInterval != 2*time.Second ||
 		len(c.Nodes) != 2 || c.Nodes[0].Links[0].Interface != "eth1" || c.SlotOf("node2") != 3 || c.SlotOf("node1") != 0 ||
 		c.Disks[0].Path != "/tmp/x" || c.PingTargets[0] != "192.168.10.254" {
@@ -132,6 +135,7 @@ func TestLoadFileRejectsUnknownKeysAndBadTiming(t *testing.T) {
 		{"cluster: {name: a, key_file: k, keepalive: 1s}\n", "cluster"},
 		{"cluster: {name: a, key_file: k}\ntiming: {keepalive: 1s}\nnodes: [{id: a, links: [{medium: n, address: x}]}, {id: b, links: [{medium: n, address: y}]}]\n", "timing.warn"},
 		{"cluster: {name: a, key_file: k}\ntiming: {keepalve: 1s}\n", "timing"},
+		{"cluster: {name: a, key_file: k, failback_delay: soon}\n", "cluster.failback_delay"},
 	} {
 		path := filepath.Join(dir, "c.yaml")
 		os.WriteFile(path, []byte(tc.yaml), 0o644)

@@ -41,6 +41,7 @@ func FromViper(v *viper.Viper, self NodeID) (Config, error) {
 				KeyFile   string `mapstructure:"key_file"`
 				Preferred string `mapstructure:"preferred"`
 				Failback  *bool  `mapstructure:"failback"`
+				Delay     string `mapstructure:"failback_delay"`
 				Port      *int   `mapstructure:"port"`
 				Baud      *int   `mapstructure:"baud"`
 				StateDir  string `mapstructure:"state_dir"`
@@ -51,6 +52,13 @@ func FromViper(v *viper.Viper, self NodeID) (Config, error) {
 			c.Cluster, c.KeyFile, c.Preferred = cl.Name, cl.KeyFile, NodeID(cl.Preferred)
 			if cl.Failback != nil {
 				c.Failback = *cl.Failback
+			}
+			if cl.Delay != "" {
+				d, err := time.ParseDuration(cl.Delay)
+				if err != nil {
+					return c, keyErr("cluster.failback_delay", "%v (a duration such as 30s)", err)
+				}
+				c.FailbackDelay = d
 			}
 			if cl.Port != nil {
 				c.Port = *cl.Port

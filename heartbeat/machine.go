@@ -19,10 +19,13 @@ type MachineConfig struct {
 	Nodes     []NodeID // configured order: index table ring and tie-breaks
 	Preferred NodeID
 	Failback  bool // hand the active role back to Preferred (cluster.failback)
-	Timing    Timing
-	Media     []Medium
-	Addresses map[NodeID][]string // shown in the index table
-	Boot      uint64              // this boot's ID; must grow across restarts
+	// FailbackDelay: Preferred must have been steady this long first
+	// (cluster.failback_delay).
+	FailbackDelay time.Duration
+	Timing        Timing
+	Media         []Medium
+	Addresses     map[NodeID][]string // shown in the index table
+	Boot          uint64              // this boot's ID; must grow across restarts
 	// Nonce is this run's nonce: random, non-zero, never reused (crypto/rand
 	// in Member). Peers echo it; only frames that do are beats.
 	Nonce   uint64
@@ -34,7 +37,7 @@ type MachineConfig struct {
 
 // MachineConfig derives the state machine's settings for c.Self.
 func (c *Config) MachineConfig(boot uint64) MachineConfig {
-	mc := MachineConfig{Self: c.Self, Preferred: c.Preferred, Failback: c.Failback, Timing: c.Timing, Boot: boot,
+	mc := MachineConfig{Self: c.Self, Preferred: c.Preferred, Failback: c.Failback, FailbackDelay: c.FailbackDelay, Timing: c.Timing, Boot: boot,
 		Addresses: map[NodeID][]string{}, HasPing: len(c.PingTargets) > 0}
 	seen := map[string]bool{}
 	self, _ := c.NodeByID(c.Self)

@@ -296,7 +296,7 @@ func (m *Machine) checkFailback(now time.Time) {
 	if !m.cfg.Failback || m.role != RoleActive || p == nil {
 		return
 	}
-	w := m.cfg.Timing.Warn
+	w := max(m.cfg.Timing.Warn, m.cfg.FailbackDelay)
 	if p.state != NodeAlive || now.Sub(p.aliveSince) < w || !p.hb.Eligible || now.Sub(p.eligSince) < w {
 		return
 	}
@@ -304,6 +304,9 @@ func (m *Machine) checkFailback(now time.Time) {
 	hp, pp, sp := m.pingOf(pref, now)
 	if hs && hp && (!ss || !sp || ps > pp) {
 		return
+	}
+	if hp && now.Sub(p.pingSince) < m.cfg.FailbackDelay {
+		return // its public link has not been steady for the delay
 	}
 	m.setRole(now, RoleStandby, fmt.Sprintf("failback: the preferred node %s is alive and eligible", pref))
 }

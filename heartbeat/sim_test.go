@@ -362,6 +362,8 @@ func (s *sim) run(args []string) {
 		s.cfg.Preferred = NodeID(args[1])
 	case "failback": // failback on|off: cluster.failback for nodes started from now on
 		s.cfg.Failback = args[1] == "on"
+	case "failbackdelay": // failbackdelay DURATION: cluster.failback_delay, likewise
+		s.cfg.FailbackDelay = dur(args[1])
 	case "eligible": // eligible NODE yes|no
 		n := s.node(args[1])
 		n.m.SetEligible(s.at(n), yes(args[2]))

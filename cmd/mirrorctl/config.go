@@ -97,8 +97,12 @@ func checkRunnable(cfg *node.Config) error {
 func describeConfig(w io.Writer, cfg *node.Config) error {
 	hb := cfg.Heartbeat
 	onOff := map[bool]string{true: "on", false: "off"}
+	failback := onOff[hb.Failback]
+	if hb.Failback && hb.FailbackDelay > 0 {
+		failback += " after " + hb.FailbackDelay.String()
+	}
 	fmt.Fprintf(w, "cluster %s: key file %s, preferred node %s, failback %s, state in %s\n",
-		hb.Cluster, hb.KeyFile, orNone(string(hb.Preferred)), onOff[hb.Failback], hb.StateDir)
+		hb.Cluster, hb.KeyFile, orNone(string(hb.Preferred)), failback, hb.StateDir)
 	if hb.Self != "" {
 		fmt.Fprintf(w, "checked as node %s\n", hb.Self)
 	}

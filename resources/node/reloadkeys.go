@@ -121,6 +121,7 @@ func (d *differ) heartbeat(old, nw heartbeat.Config) {
 	d.value("cluster.key_file", old.KeyFile, nw.KeyFile)
 	d.value("cluster.preferred", old.Preferred, nw.Preferred)
 	d.value("cluster.failback", old.Failback, nw.Failback)
+	d.value("cluster.failback_delay", old.FailbackDelay, nw.FailbackDelay)
 	d.value("cluster.port", old.Port, nw.Port)
 	d.value("cluster.baud", old.Baud, nw.Baud)
 	d.value("cluster.state_dir", old.StateDir, nw.StateDir)
