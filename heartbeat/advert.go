@@ -18,6 +18,9 @@ import (
 func (m *Machine) takeHeartbeat(now time.Time, p *peer, hb Heartbeat) {
 	first := p.beat.IsZero()
 	p.beat = now
+	if first {
+		p.runSince = now
+	}
 	if hb.Round < p.round {
 		return
 	}

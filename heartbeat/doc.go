@@ -60,7 +60,8 @@
 //     (standby, migration threshold, fenced, a move). Eligible again, it is
 //     a candidate timing.warn later; an active peer stays active.
 //   - cluster.failback (default false): hand the active role back to the
-//     preferred node once it has been alive and eligible for timing.warn.
+//     preferred node once it has been alive and eligible (and its ping
+//     score steady) for max(timing.warn, cluster.failback_delay).
 //   - View: one consistent snapshot (own role, term and eligibility, each
 //     peer's state, role, term, eligibility, app state and age) for the
 //     group machine; Status has the terms too (mirrorctl status).

@@ -160,6 +160,7 @@ type peer struct {
 	pingSince   time.Time // when its advertised ping score last changed
 	aliveSince  time.Time // when it last turned alive (zero: not alive)
 	eligSince   time.Time // when its advertised eligibility last turned true
+	runSince    time.Time // its current run's first beat (a restart starts it over)
 	// partitionAlarmed: the partition alarm was raised for the current
 	// spell of NodePartitioned (reset when the state changes).
 	partitionAlarmed bool

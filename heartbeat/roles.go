@@ -13,10 +13,13 @@ import (
 //     and the peer ranks first (split brain healed, with an alarm); even
 //     while it waits after a stall of its own (stall.go);
 //   - otherwise an active node stays active, unless an alive peer reaches
-//     more public ping targets than this node for timing.dead (ipfail),
-//     or cluster.failback is on and the preferred node is alive and
-//     eligible, both for timing.warn, and reaches no fewer ping targets
-//     (fail-back);
+//     more public ping targets than this node for timing.dead (ipfail;
+//     with cluster.failback, a preferred node's score that improved less
+//     than cluster.failback_delay ago waits like a fail-back, unless this
+//     node reaches none), or cluster.failback is on and the preferred
+//     node is alive, eligible and in its current run, all for
+//     max(timing.warn, cluster.failback_delay), with a ping score
+//     unchanged for the delay and no lower than this node's (fail-back);
 //   - a node that sees a live active peer is standby;
 //   - while any peer is suspect, or unknown within timing.initdead, nobody
 //     is elected (its fate is open), nor for one keepalive after this node
@@ -285,10 +288,12 @@ func (m *Machine) elect(now time.Time) NodeID {
 }
 
 // checkFailback hands the active role back to the preferred node when
-// cluster.failback is on and that node has been alive and eligible for
-// timing.warn (hysteresis: a node that flaps does not pull the service
-// back and forth), unless this node reaches more public ping targets
-// (ipfail would only move the role back) or the scores are not settled.
+// cluster.failback is on and that node has been alive, eligible and in
+// its current run for max(timing.warn, cluster.failback_delay), with a
+// ping score unchanged for the delay (hysteresis: a node that flaps, or
+// whose cable flaps, does not pull the service back and forth), unless
+// this node reaches more public ping targets (ipfail would only move the
+// role back) or the scores are not settled.
 // The election that follows picks the preferred node on every node.
 func (m *Machine) checkFailback(now time.Time) {
 	pref := m.cfg.Preferred
@@ -297,7 +302,7 @@ func (m *Machine) checkFailback(now time.Time) {
 		return
 	}
 	w := max(m.cfg.Timing.Warn, m.cfg.FailbackDelay)
-	if p.state != NodeAlive || now.Sub(p.aliveSince) < w || !p.hb.Eligible || now.Sub(p.eligSince) < w {
+	if p.state != NodeAlive || now.Sub(p.aliveSince) < w || !p.hb.Eligible || now.Sub(p.eligSince) < w || now.Sub(p.runSince) < w {
 		return
 	}
 	hs, ps, ss := m.pingOf(m.cfg.Self, now)
@@ -327,6 +332,9 @@ func (m *Machine) checkPing(now time.Time) {
 		}
 		if p.betterSince.IsZero() {
 			p.betterSince = now
+		}
+		if id == m.cfg.Preferred && m.cfg.Failback && m.ping > 0 && now.Sub(p.pingSince) < m.cfg.FailbackDelay {
+			continue // its better score is new: a fail-back, dampened alike
 		}
 		if now.Sub(p.betterSince) >= m.cfg.Timing.Dead {
 			m.emit(Event{At: now, Kind: EventAlarm, Node: id, Msg: fmt.Sprintf("%s reaches %d public ping targets, this node %d: handing over the active role", id, p.hb.PingScore, m.ping)})
